@@ -1,0 +1,1 @@
+"""kerasdl.nas."""

@@ -1,0 +1,130 @@
+"""Model registry: variants are data, looked up by name (after timm's ``register_model``).
+
+A family module registers one entry per variant::
+
+    register_model("resnet18", ResNet, dict(block="basic", depths=[2, 2, 2, 2]),
+                   family="resnet", paper="He et al. 2016", year=2016, default_input=(224, 224, 3))
+
+and users build models by name::
+
+    model = kerasdl.create_model("resnet18", num_classes=10, input_shape=(32, 32, 3))
+
+``create_model`` merges the variant's defaults with the caller's keyword arguments and calls the
+model class; the registry never contains ``if name == ...`` chains.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from kerasdl.errors import UserError
+
+# Modules that register models when imported. A family module appends nothing here: it is listed
+# once, and importing the registry's ``ensure_registered`` imports them all.
+MODEL_MODULES = [
+    "kerasdl.models.simple_cnn",
+    "kerasdl.models.perceptron",
+    "kerasdl.models.mlp",
+    "kerasdl.models.alexnet",
+    "kerasdl.models.vgg",
+    "kerasdl.models.resnet",
+    "kerasdl.models.resnet_cifar",
+    "kerasdl.models.densenet",
+    "kerasdl.models.googlenet",
+    "kerasdl.models.efficientnet",
+    "kerasdl.models.vit",
+    "kerasdl.models.darts",
+]
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One registered variant: the class (or builder), its default arguments and its metadata."""
+
+    name: str
+    builder: Callable[..., Any]
+    defaults: dict[str, Any] = field(default_factory=dict)
+    family: str = ""
+    paper: str = ""
+    year: int | None = None
+    default_input: tuple[int, int, int] = (224, 224, 3)
+
+
+_REGISTRY: dict[str, ModelEntry] = {}
+_loaded = False
+
+
+def register_model(
+    name: str,
+    builder: Callable[..., Any],
+    defaults: dict[str, Any] | None = None,
+    *,
+    family: str = "",
+    paper: str = "",
+    year: int | None = None,
+    default_input: tuple[int, int, int] = (224, 224, 3),
+) -> None:
+    """Register a model variant under ``name``.
+
+    Args:
+        name: registry name, lower case (``"resnet50"``).
+        builder: a ``keras.Model`` subclass (or a function returning one).
+        defaults: constructor arguments that define the variant; callers may override them.
+        family: family name shown by ``kerasdl models``.
+        paper: short citation ("He et al. 2016").
+        year: publication year.
+        default_input: the input shape the reference uses, ``(H, W, C)``.
+    """
+    if name in _REGISTRY and _REGISTRY[name].builder is not builder:
+        raise ValueError(f"Model name {name!r} is already registered by another builder.")
+    _REGISTRY[name] = ModelEntry(
+        name, builder, dict(defaults or {}), family, paper, year, tuple(default_input)
+    )
+
+
+def ensure_registered() -> None:
+    """Import every family module so that all variants are registered."""
+    global _loaded
+    if _loaded:
+        return
+    for module in MODEL_MODULES:
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as err:  # a family not written yet must not break the others
+            if err.name != module:
+                raise
+    _loaded = True
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    """Sorted registry names matching a shell-style ``pattern`` (``"vit_*"``)."""
+    ensure_registered()
+    return sorted(n for n in _REGISTRY if fnmatch.fnmatchcase(n, pattern))
+
+
+def get_entry(name: str) -> ModelEntry:
+    """The registry entry for ``name``; a :class:`UserError` naming the accepted names otherwise."""
+    ensure_registered()
+    if name not in _REGISTRY:
+        raise UserError(
+            f"Unknown model {name!r}. Expected one of: {', '.join(sorted(_REGISTRY))}."
+        )
+    return _REGISTRY[name]
+
+
+def create_model(name: str, **kwargs: Any) -> Any:
+    """Build the registered model ``name``; ``kwargs`` override the variant's defaults.
+
+    Example:
+        >>> model = create_model("resnet18", num_classes=10, input_shape=(32, 32, 3))
+    """
+    entry = get_entry(name)
+    args = {**entry.defaults, **kwargs}
+    try:
+        return entry.builder(**args)
+    except TypeError as err:
+        raise UserError(f"Model {name!r}: {err}") from err
