@@ -1,1 +1,1 @@
-"""kerasdl.commands."""
+"""Subcommands of the ``kerasdl`` command, one module each (see kerasdl/cli.py)."""

@@ -1,0 +1,7 @@
+"""``python -m kerasdl`` runs the ``kerasdl`` command."""
+
+import sys
+
+from kerasdl.cli import main
+
+sys.exit(main())

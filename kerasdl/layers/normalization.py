@@ -1,0 +1,96 @@
+"""Normalization choice by name: batch, layer, group, instance (and none).
+
+CNN families take ``norm="batch"`` (the default) and call :func:`get_norm_layer`; the reference
+PyTorch models use batch-norm momentum 0.1 and epsilon 1e-5, which is Keras ``momentum=0.9`` and
+``epsilon=1e-5`` (DESIGN.md), so those are the defaults here.
+
+References:
+    Ioffe & Szegedy 2015 (batch), Ba et al. 2016 (layer), Wu & He 2018 (group),
+    Ulyanov et al. 2016 (instance).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+
+from kerasdl.errors import UserError
+
+NORM_CHOICES = ("batch", "layer", "group", "instance", "none")
+BN_MOMENTUM = 0.9
+BN_EPSILON = 1e-5
+
+
+def get_norm_layer(
+    kind: str = "batch",
+    *,
+    name: str | None = None,
+    groups: int = 32,
+    momentum: float = BN_MOMENTUM,
+    epsilon: float = BN_EPSILON,
+    gamma_zero: bool = False,
+    **kwargs: Any,
+) -> keras.layers.Layer:
+    """A normalization layer for channels-last feature maps.
+
+    Args:
+        kind: one of ``batch``, ``layer``, ``group``, ``instance``, ``none``.
+        name: layer name.
+        groups: number of groups for group norm (reduced to a divisor of the channel count when
+            the layer is built on fewer channels).
+        momentum: batch-norm moving-average momentum (Keras convention).
+        epsilon: added to the variance.
+        gamma_zero: start the scale at zero (zero-init of the last norm in a residual branch).
+        **kwargs: passed to the Keras layer.
+    """
+    gamma = "zeros" if gamma_zero else "ones"
+    if kind == "batch":
+        return keras.layers.BatchNormalization(
+            momentum=momentum, epsilon=epsilon, gamma_initializer=gamma, name=name, **kwargs
+        )
+    if kind == "layer":
+        return keras.layers.LayerNormalization(
+            axis=-1, epsilon=epsilon, gamma_initializer=gamma, name=name, **kwargs
+        )
+    if kind == "group":
+        return FlexibleGroupNorm(groups=groups, epsilon=epsilon, gamma_initializer=gamma, name=name)
+    if kind == "instance":
+        return FlexibleGroupNorm(groups=-1, epsilon=epsilon, gamma_initializer=gamma, name=name)
+    if kind == "none":
+        return keras.layers.Identity(name=name)
+    raise UserError(f"Unknown normalization {kind!r}. Expected one of: {', '.join(NORM_CHOICES)}.")
+
+
+@keras.saving.register_keras_serializable(package="kerasdl")
+class FlexibleGroupNorm(keras.layers.GroupNormalization):
+    """Group normalization whose group count adapts to the channel count.
+
+    ``groups=-1`` gives instance normalization (one group per channel, Ulyanov et al. 2016); a
+    positive ``groups`` that does not divide the channels is reduced to the largest divisor, so the
+    same ``norm="group"`` choice works in every stage of a network (Wu & He 2018 use 32).
+
+    Args:
+        groups: requested group count, or -1 for one group per channel.
+        **kwargs: passed to ``keras.layers.GroupNormalization``.
+    """
+
+    def __init__(self, groups: int = 32, **kwargs: Any) -> None:
+        super().__init__(groups=groups, **kwargs)
+        self.requested_groups = groups
+
+    def build(self, input_shape):
+        channels = int(input_shape[-1])
+        if self.requested_groups == -1:
+            self.groups = channels
+        else:
+            g = min(self.requested_groups, channels)
+            while channels % g:
+                g -= 1
+            self.groups = g
+        super().build(input_shape)
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config["groups"] = self.requested_groups
+        return config
