@@ -52,6 +52,7 @@ class ModelEntry:
     paper: str = ""
     year: int | None = None
     default_input: tuple[int, int, int] = (224, 224, 3)
+    min_input: int = 32  # smallest square input side the architecture accepts (for smoke tests)
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
@@ -67,6 +68,7 @@ def register_model(
     paper: str = "",
     year: int | None = None,
     default_input: tuple[int, int, int] = (224, 224, 3),
+    min_input: int = 32,
 ) -> None:
     """Register a model variant under ``name``.
 
@@ -78,11 +80,12 @@ def register_model(
         paper: short citation ("He et al. 2016").
         year: publication year.
         default_input: the input shape the reference uses, ``(H, W, C)``.
+        min_input: the smallest square input side the model accepts (used by smoke tests).
     """
     if name in _REGISTRY and _REGISTRY[name].builder is not builder:
         raise ValueError(f"Model name {name!r} is already registered by another builder.")
     _REGISTRY[name] = ModelEntry(
-        name, builder, dict(defaults or {}), family, paper, year, tuple(default_input)
+        name, builder, dict(defaults or {}), family, paper, year, tuple(default_input), min_input
     )
 
 

@@ -94,4 +94,5 @@ register_model(
     paper="Simonyan & Zisserman 2015 (VGG-style, small)",
     year=2015,
     default_input=(32, 32, 3),
+    min_input=8,
 )
