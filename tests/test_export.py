@@ -1,0 +1,207 @@
+"""SavedModel export: signatures, fresh-process reload, preprocessing parity, atomic writes, CLI."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+try:
+    from conftest_serving import (
+        CLASS_NAMES,
+        digits_data,
+        digits_run,
+        digits_uint8,
+        exported,
+        fresh_dir,
+        keras_model,
+        png_bytes,
+    )
+except ImportError:  # tests/ imported as a package
+    from tests.conftest_serving import (
+        CLASS_NAMES,
+        digits_data,
+        digits_run,
+        digits_uint8,
+        exported,
+        fresh_dir,
+        keras_model,
+        png_bytes,
+    )
+
+from kerasdl.cli import main
+from kerasdl.data.preprocess import PreprocessSpec, preprocess_images
+from kerasdl.export import layout
+from kerasdl.export.saved_model import export_saved_model
+
+VENV_BIN = Path(sys.executable).parent
+
+
+def _keras_probs(x01: np.ndarray) -> np.ndarray:
+    spec = PreprocessSpec.load(digits_run() / "preprocess.json")
+    logits = keras_model()(preprocess_images(x01, spec), training=False)
+    return tf.nn.softmax(logits).numpy()
+
+
+def test_saved_model_cli_lists_both_signatures():
+    cli = VENV_BIN / "saved_model_cli"
+    out = subprocess.run(
+        [str(cli), "show", "--all", "--dir", str(exported())],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    text = out.stdout
+    assert "signature_def['serving_default']" in text
+    assert "signature_def['serving_bytes']" in text
+    assert "inputs['images']" in text and "shape: (-1, 8, 8, 1)" in text
+    assert "inputs['image_bytes']" in text and "dtype: DT_STRING" in text
+    for output in ("probabilities", "class_id", "class_name"):
+        assert f"outputs['{output}']" in text
+    assert (exported() / "assets" / "class_names.txt").read_text().split() == CLASS_NAMES
+
+
+def test_fresh_process_reload_matches_keras_predictions():
+    x, _ = digits_data()
+    batches = {"b1": x[:1], "b7": x[10:17]}
+    work = fresh_dir("reload")
+    np.savez(work / "in.npz", **batches)
+    script = textwrap.dedent(
+        f"""
+        import numpy as np, tensorflow as tf
+        loaded = tf.saved_model.load({str(exported())!r})
+        fn = loaded.signatures["serving_default"]
+        data = np.load({str(work / "in.npz")!r})
+        out = {{}}
+        for k in data.files:
+            r = fn(images=tf.constant(data[k]))
+            out[k + "_p"] = r["probabilities"].numpy()
+            out[k + "_id"] = r["class_id"].numpy()
+            out[k + "_name"] = r["class_name"].numpy().astype(str)
+        np.savez({str(work / "out.npz")!r}, **out)
+        """
+    )
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = np.load(work / "out.npz")
+    for k, batch in batches.items():
+        want = _keras_probs(batch)
+        assert out[k + "_p"].shape == (len(batch), 10)
+        np.testing.assert_allclose(out[k + "_p"], want, atol=1e-5)
+        np.testing.assert_array_equal(out[k + "_id"], want.argmax(-1))
+        assert list(out[k + "_name"]) == [CLASS_NAMES[i] for i in want.argmax(-1)]
+
+
+def test_bytes_signature_preprocessing_equals_training_pipeline():
+    loaded = tf.saved_model.load(str(exported()))
+    images = digits_uint8(slice(20, 27))  # 7 digit images as 8x8 grayscale PNGs
+    pngs = [png_bytes(im) for im in images]
+    # Also a 3-channel PNG at another size: decoded to 1 channel and resized in the graph.
+    big = np.kron(images[0], np.ones((3, 3), dtype="uint8"))
+    pngs.append(png_bytes(big))
+    out = loaded.signatures["serving_bytes"](image_bytes=tf.constant(pngs))
+    spec = PreprocessSpec.load(digits_run() / "preprocess.json")
+    model = keras_model()
+    # The training pipeline: uint8 images through preprocess_images, then the model.
+    want_small = tf.nn.softmax(model(preprocess_images(images[..., None], spec))).numpy()
+    want_big = tf.nn.softmax(model(preprocess_images(big[None, ..., None], spec))).numpy()
+    np.testing.assert_allclose(out["probabilities"].numpy()[:7], want_small, atol=1e-5)
+    np.testing.assert_allclose(out["probabilities"].numpy()[7:], want_big, atol=1e-5)
+    # And the float signature on the same pixels / 255 agrees with the bytes signature.
+    floats = loaded.signatures["serving_default"](
+        images=tf.constant(images[..., None].astype("float32") / 255.0)
+    )
+    np.testing.assert_allclose(
+        floats["probabilities"].numpy(), out["probabilities"].numpy()[:7], atol=1e-5
+    )
+    # The trained model is right on most of them (the export is a real classifier).
+    _, y = digits_data()
+    assert (out["class_id"].numpy()[:7] == y[20:27]).mean() >= 0.7
+    # A JPEG photograph (3 channels, 427x640) goes through too.
+    from sklearn.datasets import load_sample_images
+
+    photo = load_sample_images().images[0]
+    jpeg = tf.io.encode_jpeg(photo).numpy()
+    p = loaded.signatures["serving_bytes"](image_bytes=tf.constant([jpeg]))["probabilities"]
+    assert p.shape == (1, 10) and abs(float(tf.reduce_sum(p)) - 1.0) < 1e-5
+    assert base64.b64encode(jpeg)  # sanity: bytes, what a client sends as {"b64": ...}
+
+
+def test_failed_export_leaves_no_half_version(monkeypatch):
+    import keras
+
+    base = fresh_dir("crash")
+    spec = PreprocessSpec.load(digits_run() / "preprocess.json")
+    archive_cls = type(keras.export.ExportArchive())
+    real_write = archive_cls.write_out
+
+    def write_then_crash(self, filepath, *args, **kwargs):
+        real_write(self, filepath, *args, **kwargs)  # a complete SavedModel in the temp folder
+        raise OSError("disk full (simulated)")
+
+    monkeypatch.setattr(archive_cls, "write_out", write_then_crash)
+    with pytest.raises(OSError, match="disk full"):
+        export_saved_model(keras_model(), spec, base, "digits")
+    assert list((base / "digits").iterdir()) == []  # neither "1" nor the temporary folder
+    # A temp folder left by a killed export is not a version.
+    (base / "digits" / ".tmp-1-abc").mkdir()
+    (base / "digits" / ".tmp-1-abc" / "saved_model.pb").write_bytes(b"half")
+    assert layout.list_versions(base / "digits") == []
+    assert layout.next_version(base / "digits") == 1
+
+
+def test_export_cli_versions_names_and_errors(capsys):
+    run = digits_run()
+    out = fresh_dir("cli")
+    assert main(["export", str(run), "--out", str(out)]) == 0  # name from config.yaml
+    assert (out / "digits" / "1" / "saved_model.pb").is_file()
+    meta = json.loads((out / "digits" / "1" / "assets.extra" / "preprocess.json").read_text())
+    assert meta["image_size"] == [8, 8] and meta["class_names"] == CLASS_NAMES
+    # A bare .keras file with preprocess.json beside it; the next free version.
+    assert main(["export", str(run / "best.keras"), "--out", str(out), "--name", "digits"]) == 0
+    assert layout.list_versions(out / "digits") == [1, 2]
+    capsys.readouterr()
+    assert main(["export", str(run), "--out", str(out), "--version", "2"]) == 2
+    assert "Version 2 already exists" in capsys.readouterr().err
+    assert main(["export", str(run), "--out", str(out), "--name", "bad/name"]) == 2
+    assert "Invalid model name" in capsys.readouterr().err
+    lonely = fresh_dir("lonely")
+    (lonely / "m.keras").write_bytes((run / "best.keras").read_bytes())
+    assert main(["export", str(lonely / "m.keras"), "--out", str(out)]) == 2
+    assert "preprocess.json" in capsys.readouterr().err
+    assert main(["export", str(lonely / "missing"), "--out", str(out)]) == 2
+    assert layout.list_versions(out / "digits") == [1, 2]
+
+
+def test_predict_cli_top_k_and_corrupt_image(capsys):
+    work = fresh_dir("predict")
+    _, y = digits_data()
+    image = work / "digit.png"
+    image.write_bytes(png_bytes(digits_uint8([5])[0]))
+    assert main(["predict", str(exported().parent), str(image), "--top-k", "3"]) == 0
+    line = capsys.readouterr().out.strip()
+    assert line.startswith(f"{image}: ")
+    ranked = line.split(": ", 1)[1].split(", ")
+    assert len(ranked) == 3
+    probs = [float(r.split()[-1]) for r in ranked]
+    assert probs == sorted(probs, reverse=True)
+    want = _keras_probs(digits_data()[0][5:6])[0]
+    assert ranked[0].split()[0] == CLASS_NAMES[int(want.argmax())]
+    bad = work / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8\xff not really a jpeg")
+    assert main(["predict", str(exported()), str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("kerasdl predict: error: Cannot decode image") and "\n" not in err
