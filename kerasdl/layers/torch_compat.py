@@ -1,0 +1,241 @@
+"""Layers with PyTorch's exact semantics, for reference-faithful ports of torchvision models.
+
+Keras' ``padding="same"`` pads asymmetrically when the stride is above 1 (more at the end);
+PyTorch pads ``padding`` cells on both sides and optionally rounds the output size up
+(``ceil_mode``). The windows therefore land on different pixels. :class:`PaddedConv2D` and
+:class:`PaddedMaxPooling2D` reproduce ``nn.Conv2d`` and ``nn.MaxPool2d`` exactly;
+:func:`torch_conv` picks plain ``padding="same"`` where the two agree (stride 1, odd kernel).
+
+:class:`AdaptiveAveragePooling2D` reproduces ``nn.AdaptiveAvgPool2d``'s bins for every input size.
+(``keras.layers.AdaptiveAveragePooling2D`` has the same bins but, on Keras 3.15's TensorFlow
+backend, fails inside ``tf.function`` when the output is larger than the input, e.g. AlexNet's
+6x6 pool on a 1x1 map.)
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import keras
+from keras import ops
+
+
+@keras.saving.register_keras_serializable(package="kerasdl")
+class PaddedConv2D(keras.layers.Conv2D):
+    """``keras.layers.Conv2D`` with PyTorch's symmetric zero padding (``nn.Conv2d(padding=p)``).
+
+    Args:
+        filters: output channels.
+        kernel_size: kernel side.
+        pad: zero cells added on each side of height and width before a valid convolution.
+        **kwargs: any other ``Conv2D`` argument (``strides``, ``groups``, ``use_bias``, ...).
+
+    Call arguments:
+        inputs: ``(B, H, W, C)``.
+
+    Example:
+        >>> conv = PaddedConv2D(64, 7, pad=3, strides=2, use_bias=False)  # ResNet stem
+        >>> conv(keras.ops.ones((1, 224, 224, 3))).shape
+        (1, 112, 112, 64)
+
+    Reference:
+        PyTorch ``torch.nn.Conv2d`` documentation (output-size formula).
+    """
+
+    def __init__(self, filters: int, kernel_size: int = 3, pad: int = 0, **kwargs: Any) -> None:
+        kwargs["padding"] = "valid"
+        super().__init__(filters, kernel_size, **kwargs)
+        self.pad = int(pad)
+
+    def call(self, inputs):
+        if self.pad:
+            p = self.pad
+            inputs = ops.pad(inputs, [[0, 0], [p, p], [p, p], [0, 0]])
+        return super().call(inputs)
+
+    def compute_output_shape(self, input_shape):
+        b, h, w, c = input_shape
+        grow = 2 * self.pad
+        return super().compute_output_shape(
+            (b, None if h is None else h + grow, None if w is None else w + grow, c)
+        )
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "pad": self.pad}
+
+
+def torch_conv(
+    filters: int, kernel_size: int, strides: int = 1, *, name: str | None = None, **kwargs: Any
+) -> keras.layers.Conv2D:
+    """A convolution padded like ``nn.Conv2d(..., padding=kernel_size // 2)``.
+
+    Stride 1 with an odd kernel: ``Conv2D(padding="same")`` (identical windows); otherwise a
+    :class:`PaddedConv2D`.
+    """
+    if strides == 1 and kernel_size % 2 == 1:
+        return keras.layers.Conv2D(filters, kernel_size, padding="same", name=name, **kwargs)
+    return PaddedConv2D(
+        filters, kernel_size, pad=kernel_size // 2, strides=strides, name=name, **kwargs
+    )
+
+
+def pooled_size(size: int, pool_size: int, strides: int, padding: int, ceil_mode: bool) -> int:
+    """Output length of PyTorch's ``MaxPool2d`` along one axis (dilation 1).
+
+    With ``ceil_mode`` the last window may run past the input, but it must start inside the input
+    or the left padding (the rule in PyTorch's ``pooling_output_shape``).
+    """
+    span = size + 2 * padding - pool_size
+    if ceil_mode:
+        out = math.ceil(span / strides) + 1
+        if (out - 1) * strides >= size + padding:
+            out -= 1
+    else:
+        out = span // strides + 1
+    return out
+
+
+@keras.saving.register_keras_serializable(package="kerasdl")
+class PaddedMaxPooling2D(keras.layers.Layer):
+    """Max pooling with PyTorch ``nn.MaxPool2d`` semantics (symmetric padding, ceil mode).
+
+    The input is padded with ``-inf`` (padding never wins the max), ``padding`` cells on each
+    side, plus the extra cells at the end that ``ceil_mode`` needs; then a valid max-pool runs.
+
+    Args:
+        pool_size: square window side.
+        strides: step between windows (defaults to ``pool_size``).
+        padding: cells of padding on each side of height and width.
+        ceil_mode: round the output size up instead of down.
+
+    Call arguments:
+        inputs: ``(B, H, W, C)`` feature map.
+
+    Example:
+        >>> pool = PaddedMaxPooling2D(3, strides=2, padding=1)  # torchvision ResNet stem
+        >>> pool(keras.ops.ones((1, 112, 112, 64))).shape
+        (1, 56, 56, 64)
+
+    Reference:
+        PyTorch ``torch.nn.MaxPool2d`` documentation (output-size formula).
+    """
+
+    def __init__(
+        self,
+        pool_size: int = 2,
+        strides: int | None = None,
+        padding: int = 0,
+        ceil_mode: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.pool_size = int(pool_size)
+        self.strides = int(strides or pool_size)
+        self.padding = int(padding)
+        self.ceil_mode = bool(ceil_mode)
+        if self.padding * 2 > self.pool_size:
+            raise ValueError(
+                f"padding must be at most half the pool size. Received: padding={padding}, "
+                f"pool_size={pool_size}"
+            )
+
+    def _pads(self, size: int) -> tuple[int, int]:
+        out = pooled_size(size, self.pool_size, self.strides, self.padding, self.ceil_mode)
+        end = (out - 1) * self.strides + self.pool_size - size - self.padding
+        return self.padding, max(end, 0)
+
+    def call(self, inputs):
+        h, w = ops.shape(inputs)[1], ops.shape(inputs)[2]
+        (top, bottom), (left, right) = self._pads(h), self._pads(w)
+        x = inputs
+        if top or bottom or left or right:
+            x = ops.pad(
+                x, [[0, 0], [top, bottom], [left, right], [0, 0]], constant_values=float("-inf")
+            )
+        return ops.max_pool(x, self.pool_size, self.strides, padding="valid")
+
+    def compute_output_shape(self, input_shape):
+        b, h, w, c = input_shape
+
+        def size(n):
+            if n is None:
+                return None
+            return pooled_size(n, self.pool_size, self.strides, self.padding, self.ceil_mode)
+
+        return (b, size(h), size(w), c)
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            **super().get_config(),
+            "pool_size": self.pool_size,
+            "strides": self.strides,
+            "padding": self.padding,
+            "ceil_mode": self.ceil_mode,
+        }
+
+
+def adaptive_pool_matrix(size: int, out: int) -> list[list[float]]:
+    """The ``(out, size)`` averaging matrix of PyTorch's adaptive average pooling along one axis.
+
+    Row ``i`` averages the cells ``floor(i size / out) <= j < ceil((i + 1) size / out)``.
+    """
+    rows = []
+    for i in range(out):
+        start, end = (i * size) // out, -((-(i + 1) * size) // out)
+        rows.append([1.0 / (end - start) if start <= j < end else 0.0 for j in range(size)])
+    return rows
+
+
+@keras.saving.register_keras_serializable(package="kerasdl")
+class AdaptiveAveragePooling2D(keras.layers.Layer):
+    """Average pooling to a fixed output size with PyTorch ``nn.AdaptiveAvgPool2d``'s bins.
+
+    Bin ``i`` of an axis of length ``H`` pooled to ``out`` covers
+    ``[floor(i H / out), ceil((i + 1) H / out))``; bins overlap when ``H`` does not divide evenly
+    and repeat cells when ``out > H``. The pooling is two small matrix products with the
+    averaging matrices of height and width (static spatial sizes are required).
+
+    Args:
+        output_size: ``int`` or ``(out_h, out_w)``.
+
+    Call arguments:
+        inputs: ``(B, H, W, C)`` with static ``H`` and ``W``.
+
+    Example:
+        >>> pool = AdaptiveAveragePooling2D(7)  # torchvision VGG's avgpool
+        >>> pool(keras.ops.ones((1, 13, 13, 512))).shape
+        (1, 7, 7, 512)
+
+    Reference:
+        PyTorch ``torch.nn.AdaptiveAvgPool2d`` (``aten/src/ATen/native/AdaptiveAveragePooling.cpp``
+        start/end index formulas).
+    """
+
+    def __init__(self, output_size: int | tuple[int, int] | list[int], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if isinstance(output_size, int):
+            output_size = (output_size, output_size)
+        self.output_size = tuple(int(s) for s in output_size)
+
+    def build(self, input_shape):
+        h, w = input_shape[1], input_shape[2]
+        if h is None or w is None:
+            raise ValueError(
+                f"AdaptiveAveragePooling2D needs static H and W. Received: {input_shape}"
+            )
+        # Constant matrices, not weights: they are rebuilt from the input shape.
+        self._pool_h = adaptive_pool_matrix(h, self.output_size[0])
+        self._pool_w = adaptive_pool_matrix(w, self.output_size[1])
+        super().build(input_shape)
+
+    def call(self, inputs):
+        ph = ops.convert_to_tensor(self._pool_h, dtype=inputs.dtype)
+        pw = ops.convert_to_tensor(self._pool_w, dtype=inputs.dtype)
+        return ops.einsum("ih,bhwc,jw->bijc", ph, inputs, pw)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], *self.output_size, input_shape[-1])
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "output_size": list(self.output_size)}

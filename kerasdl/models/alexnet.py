@@ -1,0 +1,203 @@
+"""AlexNet: the 2012 paper's network (single tower) and torchvision's "one weird trick" variant.
+
+Both share torchvision's skeleton: an 11x11/4 convolution (padding 2, so a 224x224 input gives the
+paper's 55x55 maps), 3x3/2 max-pools after convolutions 1, 2 and 5, 5x5 and 3x3 convolutions with
+PyTorch padding, an adaptive average pool to 6x6 (any input from 63x63 up works), and two
+4096-unit fully connected layers with dropout 0.5.
+
+* ``alexnet`` (``style="paper"``): the paper's 96-256-384-384-256 filters, local response
+  normalization (k=2, n=5, alpha=1e-4, beta=0.75) after the first two ReLUs, dropout on the outputs
+  of the two hidden fully connected layers. The paper splits the convolutions over two GPUs
+  (convolutions 2, 4, 5 see only their own tower's half of the channels); this is the single-tower
+  network without that grouping: 62,378,344 parameters at 1000 classes.
+* ``alexnet_owt`` (``style="torchvision"``): Krizhevsky 2014's 64-192-384-256-256 filters, no LRN,
+  dropout before the two hidden fully connected layers: 61,100,840 parameters.
+
+References:
+    Krizhevsky, Sutskever & Hinton, "ImageNet Classification with Deep Convolutional Neural
+    Networks", NeurIPS 2012. Krizhevsky, "One weird trick for parallelizing convolutional neural
+    networks", arXiv:1404.5997, 2014. torchvision ``models/alexnet.py``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+from keras import ops
+
+from kerasdl.layers.activations import get_activation
+from kerasdl.layers.torch_compat import AdaptiveAveragePooling2D, PaddedConv2D
+from kerasdl.models.base import check_num_classes, classifier_head
+from kerasdl.registry import register_model
+
+STYLES = ("paper", "torchvision")
+
+
+@keras.saving.register_keras_serializable(package="kerasdl")
+class LocalResponseNormalization(keras.layers.Layer):
+    """Local response normalization across channels (AlexNet, section 3.3).
+
+    ``b[c] = a[c] / (k + alpha * sum_{c' in [c - n//2, c + n//2]} a[c']^2) ** beta``, the sum
+    clipped to the existing channels. (PyTorch's ``nn.LocalResponseNorm`` divides ``alpha`` by
+    ``n``; this layer follows the paper, like ``tf.nn.local_response_normalization``.)
+
+    Args:
+        size: ``n``, the number of adjacent channels summed (odd).
+        alpha: scale of the sum of squares.
+        beta: exponent.
+        k: additive constant.
+
+    Call arguments:
+        inputs: ``(B, H, W, C)``.
+
+    Example:
+        >>> lrn = LocalResponseNormalization()
+        >>> lrn(keras.ops.ones((1, 4, 4, 8))).shape
+        (1, 4, 4, 8)
+
+    Reference:
+        Krizhevsky, Sutskever & Hinton, NeurIPS 2012, section 3.3 (k=2, n=5, alpha=1e-4,
+        beta=0.75).
+    """
+
+    def __init__(
+        self, size: int = 5, alpha: float = 1e-4, beta: float = 0.75, k: float = 2.0, **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        if size < 1 or size % 2 == 0:
+            raise ValueError(f"size must be a positive odd number. Received: {size}")
+        self.size = int(size)
+        self.alpha = float(alpha)
+        self.beta = float(beta)
+        self.k = float(k)
+
+    def call(self, inputs):
+        channels = inputs.shape[-1]
+        r = self.size // 2
+        sq = ops.pad(ops.square(inputs), [[0, 0], [0, 0], [0, 0], [r, r]])
+        total = sq[..., 0:channels]
+        for i in range(1, self.size):
+            total = total + sq[..., i : i + channels]
+        return inputs / ops.power(self.k + self.alpha * total, self.beta)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            **super().get_config(),
+            "size": self.size,
+            "alpha": self.alpha,
+            "beta": self.beta,
+            "k": self.k,
+        }
+
+
+@keras.saving.register_keras_serializable(package="kerasdl")
+class AlexNet(keras.Model):
+    """AlexNet with torchvision's layout and the paper's or torchvision's details.
+
+    Args:
+        num_classes: number of output classes (logits); 0 for the 4096 pre-logits.
+        input_shape: ``(H, W, C)``, at least 63x63.
+        filters: the five convolutions' filters (paper 96-256-384-384-256, torchvision
+            64-192-384-256-256).
+        style: ``paper`` (LRN after convolutions 1 and 2; dropout after fc6 and fc7) or
+            ``torchvision`` (no LRN; dropout before fc6 and fc7).
+        fc_units: width of the two hidden fully connected layers.
+        activation: activation choice.
+        dropout: dropout rate of the fully connected layers (the paper: 0.5).
+
+    Example:
+        >>> model = AlexNet(num_classes=10, input_shape=(64, 64, 3))
+
+    Reference:
+        Krizhevsky, Sutskever & Hinton, NeurIPS 2012.
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 1000,
+        input_shape: tuple[int, int, int] | list[int] = (224, 224, 3),
+        filters: list[int] | tuple[int, ...] = (96, 256, 384, 384, 256),
+        style: str = "paper",
+        fc_units: int = 4096,
+        activation: str = "relu",
+        dropout: float = 0.5,
+        **kwargs: Any,
+    ) -> None:
+        check_num_classes(num_classes)
+        if style not in STYLES:
+            raise ValueError(f"style must be one of {STYLES}. Received: {style!r}")
+        if len(filters) != 5:
+            raise ValueError(f"filters must list 5 convolutions. Received: {list(filters)}")
+        lrn = style == "paper"
+        inputs = keras.Input(shape=tuple(input_shape), name="image")
+        x = PaddedConv2D(filters[0], 11, pad=2, strides=4, name="conv1")(inputs)
+        x = get_activation(activation, name="act1")(x)
+        if lrn:
+            x = LocalResponseNormalization(name="lrn1")(x)
+        x = keras.layers.MaxPooling2D(3, strides=2, name="pool1")(x)
+        x = keras.layers.Conv2D(filters[1], 5, padding="same", name="conv2")(x)
+        x = get_activation(activation, name="act2")(x)
+        if lrn:
+            x = LocalResponseNormalization(name="lrn2")(x)
+        x = keras.layers.MaxPooling2D(3, strides=2, name="pool2")(x)
+        for i in (2, 3, 4):
+            x = keras.layers.Conv2D(filters[i], 3, padding="same", name=f"conv{i + 1}")(x)
+            x = get_activation(activation, name=f"act{i + 1}")(x)
+        x = keras.layers.MaxPooling2D(3, strides=2, name="pool5")(x)
+        x = AdaptiveAveragePooling2D(6, name="avg_pool")(x)
+        x = keras.layers.Flatten(name="flatten")(x)
+        for i in (6, 7):
+            if style == "torchvision" and dropout:
+                x = keras.layers.Dropout(dropout, name=f"drop{i}")(x)
+            x = keras.layers.Dense(fc_units, name=f"fc{i}")(x)
+            x = get_activation(activation, name=f"act{i}")(x)
+            if style == "paper" and dropout and i == 6:
+                x = keras.layers.Dropout(dropout, name=f"drop{i}")(x)
+        head_dropout = dropout if style == "paper" else 0.0
+        outputs = classifier_head(x, num_classes, head_dropout)
+        super().__init__(inputs=inputs, outputs=outputs, **kwargs)
+        self.num_classes = num_classes
+        self.input_shape_ = tuple(input_shape)
+        self.filters = list(filters)
+        self.style = style
+        self.fc_units = fc_units
+        self.activation = activation
+        self.dropout = dropout
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "num_classes": self.num_classes,
+            "input_shape": list(self.input_shape_),
+            "filters": self.filters,
+            "style": self.style,
+            "fc_units": self.fc_units,
+            "activation": self.activation,
+            "dropout": self.dropout,
+        }
+
+
+register_model(
+    "alexnet",
+    AlexNet,
+    dict(filters=[96, 256, 384, 384, 256], style="paper"),
+    family="alexnet",
+    paper="Krizhevsky et al. 2012",
+    year=2012,
+    default_input=(224, 224, 3),
+    min_input=63,
+)
+register_model(
+    "alexnet_owt",
+    AlexNet,
+    dict(filters=[64, 192, 384, 256, 256], style="torchvision"),
+    family="alexnet",
+    paper="Krizhevsky 2014 (torchvision)",
+    year=2014,
+    default_input=(224, 224, 3),
+    min_input=63,
+)

@@ -1,0 +1,169 @@
+"""ResNet (v1.5), ResNeXt and Wide ResNet for ImageNet-sized inputs, layer for layer torchvision's.
+
+Stem: 7x7/2 convolution (padding 3), norm, activation, 3x3/2 max-pool (padding 1); four stages of
+basic or bottleneck blocks with 64, 128, 256, 512 "planes", the first block of stages 2-4 strided
+(on the 3x3 convolution: v1.5) with a 1x1 projection shortcut; global average pooling (so any input
+size works) and a linear head.
+
+References:
+    He, Zhang, Ren & Sun, "Deep Residual Learning for Image Recognition", CVPR 2016.
+    Xie et al., "Aggregated Residual Transformations for Deep Neural Networks", CVPR 2017.
+    Zagoruyko & Komodakis, "Wide Residual Networks", BMVC 2016.
+    torchvision ``models/resnet.py``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+
+from kerasdl.layers.activations import get_activation
+from kerasdl.layers.normalization import get_norm_layer
+from kerasdl.layers.residual import BasicBlock, Bottleneck, he_fan_out
+from kerasdl.layers.torch_compat import PaddedConv2D, PaddedMaxPooling2D
+from kerasdl.models.base import check_num_classes, classifier_head
+from kerasdl.registry import register_model
+
+BLOCKS = {"basic": BasicBlock, "bottleneck": Bottleneck}
+STAGE_PLANES = (64, 128, 256, 512)
+
+
+@keras.saving.register_keras_serializable(package="kerasdl")
+class ResNet(keras.Model):
+    """ResNet / ResNeXt / Wide ResNet, torchvision's layer structure (ResNet v1.5).
+
+    Args:
+        num_classes: number of output classes (logits); 0 for pooled features only.
+        input_shape: ``(H, W, C)``; any size works (adaptive global pooling).
+        block: ``basic`` (ResNet-18/34) or ``bottleneck`` (ResNet-50 and deeper).
+        depths: blocks per stage, e.g. ``[3, 4, 6, 3]`` for ResNet-50.
+        groups: groups of the bottleneck 3x3 convolution (ResNeXt cardinality).
+        width_per_group: bottleneck width per group at 64 planes (64 = ResNet, 4 with 32 groups =
+            ResNeXt-50 32x4d, 128 = Wide ResNet-50-2).
+        norm: normalization choice (``batch``, ``layer``, ``group``, ``instance``, ``none``).
+        activation: activation choice (``relu``, ``leaky_relu``, ``elu``, ``swish``, ``gelu``, ...).
+        dropout: dropout rate before the head (torchvision: none).
+        zero_init_residual: zero-initialize the last norm of each block (torchvision option).
+
+    Example:
+        >>> model = ResNet(num_classes=10, input_shape=(32, 32, 3), depths=[2, 2, 2, 2])
+        >>> model.compile("sgd", keras.losses.CategoricalCrossentropy(from_logits=True))
+
+    Reference:
+        He et al., "Deep Residual Learning for Image Recognition", CVPR 2016.
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 1000,
+        input_shape: tuple[int, int, int] | list[int] = (224, 224, 3),
+        block: str = "bottleneck",
+        depths: list[int] | tuple[int, ...] = (3, 4, 6, 3),
+        groups: int = 1,
+        width_per_group: int = 64,
+        norm: str = "batch",
+        activation: str = "relu",
+        dropout: float = 0.0,
+        zero_init_residual: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        check_num_classes(num_classes)
+        if block not in BLOCKS:
+            raise ValueError(f"block must be one of {sorted(BLOCKS)}. Received: {block!r}")
+        block_cls = BLOCKS[block]
+        inputs = keras.Input(shape=tuple(input_shape), name="image")
+        x = PaddedConv2D(
+            64, 7, pad=3, strides=2, use_bias=False, kernel_initializer=he_fan_out(), name="conv1"
+        )(inputs)
+        x = get_norm_layer(norm, name="norm1")(x)
+        x = get_activation(activation, name="act1")(x)
+        x = PaddedMaxPooling2D(3, strides=2, padding=1, name="maxpool")(x)
+        channels = 64
+        for stage, (planes, depth) in enumerate(zip(STAGE_PLANES, depths, strict=True)):
+            for i in range(depth):
+                strides = 2 if stage > 0 and i == 0 else 1
+                out = planes * block_cls.expansion
+                needs_proj = strides != 1 or channels != out
+                x = block_cls(
+                    planes,
+                    strides=strides,
+                    shortcut="projection" if needs_proj else "identity",
+                    groups=groups,
+                    width_per_group=width_per_group,
+                    norm=norm,
+                    activation=activation,
+                    zero_init_residual=zero_init_residual,
+                    name=f"layer{stage + 1}_{i}",
+                )(x)
+                channels = out
+        x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
+        outputs = classifier_head(x, num_classes, dropout)
+        super().__init__(inputs=inputs, outputs=outputs, **kwargs)
+        self.num_classes = num_classes
+        self.input_shape_ = tuple(input_shape)
+        self.block = block
+        self.depths = list(depths)
+        self.groups = groups
+        self.width_per_group = width_per_group
+        self.norm = norm
+        self.activation = activation
+        self.dropout = dropout
+        self.zero_init_residual = zero_init_residual
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "num_classes": self.num_classes,
+            "input_shape": list(self.input_shape_),
+            "block": self.block,
+            "depths": self.depths,
+            "groups": self.groups,
+            "width_per_group": self.width_per_group,
+            "norm": self.norm,
+            "activation": self.activation,
+            "dropout": self.dropout,
+            "zero_init_residual": self.zero_init_residual,
+        }
+
+
+_HE = "He et al. 2016"
+VARIANTS = {
+    "resnet18": (dict(block="basic", depths=[2, 2, 2, 2]), _HE, 2016),
+    "resnet34": (dict(block="basic", depths=[3, 4, 6, 3]), _HE, 2016),
+    "resnet50": (dict(block="bottleneck", depths=[3, 4, 6, 3]), _HE, 2016),
+    "resnet101": (dict(block="bottleneck", depths=[3, 4, 23, 3]), _HE, 2016),
+    "resnet152": (dict(block="bottleneck", depths=[3, 8, 36, 3]), _HE, 2016),
+    "resnext50_32x4d": (
+        dict(block="bottleneck", depths=[3, 4, 6, 3], groups=32, width_per_group=4),
+        "Xie et al. 2017",
+        2017,
+    ),
+    "resnext101_32x8d": (
+        dict(block="bottleneck", depths=[3, 4, 23, 3], groups=32, width_per_group=8),
+        "Xie et al. 2017",
+        2017,
+    ),
+    "wide_resnet50_2": (
+        dict(block="bottleneck", depths=[3, 4, 6, 3], width_per_group=128),
+        "Zagoruyko & Komodakis 2016",
+        2016,
+    ),
+    "wide_resnet101_2": (
+        dict(block="bottleneck", depths=[3, 4, 23, 3], width_per_group=128),
+        "Zagoruyko & Komodakis 2016",
+        2016,
+    ),
+}
+
+for _name, (_defaults, _paper, _year) in VARIANTS.items():
+    register_model(
+        _name,
+        ResNet,
+        _defaults,
+        family="resnet",
+        paper=_paper,
+        year=_year,
+        default_input=(224, 224, 3),
+        min_input=32,
+    )

@@ -1,0 +1,248 @@
+"""Small-input residual networks: the ResNet paper's CIFAR ResNets and WRN-28-k.
+
+``CifarResNet`` is He et al. 2016, section 4.2: a 3x3 convolution with 16 filters, three stages of
+``n`` basic blocks with 16, 32, 64 filters (feature maps 32, 16, 8 at a 32x32 input), global
+average pooling and a linear head: ``6n + 2`` weighted layers (ResNet-20/32/44/56/110). The
+shortcuts are the paper's option A (identity; when the size changes, subsample and pad the new
+channels with zeros, so no extra parameters), as in the widely used PyTorch port (Idelbayev's
+``resnet_cifar10``); ``shortcut="projection"`` gives option B.
+
+``WideResNet`` is WRN-d-k (Zagoruyko & Komodakis 2016) as the semi-supervised literature uses it
+(FixMatch, ``libml/models.py``): pre-activation blocks, widths ``16, 16k, 32k, 64k``,
+``(d - 4) / 6`` blocks per stage, leaky ReLU with slope 0.1, a final norm + activation, global
+average pooling and a linear head.
+
+References:
+    He, Zhang, Ren & Sun, "Deep Residual Learning for Image Recognition", CVPR 2016, sec. 4.2.
+    Zagoruyko & Komodakis, "Wide Residual Networks", BMVC 2016.
+    Sohn et al., "FixMatch", NeurIPS 2020 (the WRN-28-2 / 28-8 backbones).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+
+from kerasdl.layers.activations import get_activation
+from kerasdl.layers.normalization import get_norm_layer
+from kerasdl.layers.residual import BasicBlock, PreActBlock
+from kerasdl.models.base import check_num_classes, classifier_head
+from kerasdl.registry import register_model
+
+CIFAR_INIT = "he_normal"  # kaiming_normal_ (fan-in), as the reference port initializes convolutions
+
+
+@keras.saving.register_keras_serializable(package="kerasdl")
+class CifarResNet(keras.Model):
+    """The ResNet paper's CIFAR-10 network with ``6n + 2`` layers.
+
+    Args:
+        num_classes: number of output classes (logits); 0 for pooled features only.
+        input_shape: ``(H, W, C)``; the paper uses 32x32x3.
+        depth: ``6n + 2`` (20, 32, 44, 56, 110, 1202).
+        filters: filters of the three stages (the paper: 16, 32, 64).
+        shortcut: ``zero_pad`` (option A, the paper's choice for CIFAR) or ``projection``
+            (option B: 1x1 conv + norm when the shape changes).
+        norm: normalization choice.
+        activation: activation choice.
+        dropout: dropout before the head (the paper: none).
+
+    Example:
+        >>> model = CifarResNet(num_classes=10, depth=20)  # about 0.27M parameters
+
+    Reference:
+        He et al., "Deep Residual Learning for Image Recognition", CVPR 2016, section 4.2.
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 10,
+        input_shape: tuple[int, int, int] | list[int] = (32, 32, 3),
+        depth: int = 20,
+        filters: list[int] | tuple[int, ...] = (16, 32, 64),
+        shortcut: str = "zero_pad",
+        norm: str = "batch",
+        activation: str = "relu",
+        dropout: float = 0.0,
+        **kwargs: Any,
+    ) -> None:
+        check_num_classes(num_classes)
+        if depth < 8 or (depth - 2) % 6:
+            raise ValueError(f"depth must be 6n + 2 with n >= 1. Received: {depth}")
+        if shortcut not in ("zero_pad", "projection"):
+            raise ValueError(f"shortcut must be 'zero_pad' or 'projection'. Received: {shortcut!r}")
+        n = (depth - 2) // 6
+        inputs = keras.Input(shape=tuple(input_shape), name="image")
+        x = keras.layers.Conv2D(
+            filters[0],
+            3,
+            padding="same",
+            use_bias=False,
+            kernel_initializer=CIFAR_INIT,
+            name="conv1",
+        )(inputs)
+        x = get_norm_layer(norm, name="norm1")(x)
+        x = get_activation(activation, name="act1")(x)
+        channels = filters[0]
+        for stage, f in enumerate(filters):
+            for i in range(n):
+                strides = 2 if stage > 0 and i == 0 else 1
+                change = strides != 1 or channels != f
+                x = BasicBlock(
+                    f,
+                    strides=strides,
+                    shortcut=shortcut if change else "identity",
+                    norm=norm,
+                    activation=activation,
+                    kernel_initializer=CIFAR_INIT,
+                    name=f"layer{stage + 1}_{i}",
+                )(x)
+                channels = f
+        x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
+        outputs = classifier_head(x, num_classes, dropout)
+        super().__init__(inputs=inputs, outputs=outputs, **kwargs)
+        self.num_classes = num_classes
+        self.input_shape_ = tuple(input_shape)
+        self.depth = depth
+        self.filters = list(filters)
+        self.shortcut = shortcut
+        self.norm = norm
+        self.activation = activation
+        self.dropout = dropout
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "num_classes": self.num_classes,
+            "input_shape": list(self.input_shape_),
+            "depth": self.depth,
+            "filters": self.filters,
+            "shortcut": self.shortcut,
+            "norm": self.norm,
+            "activation": self.activation,
+            "dropout": self.dropout,
+        }
+
+
+@keras.saving.register_keras_serializable(package="kerasdl")
+class WideResNet(keras.Model):
+    """WRN-d-k with pre-activation blocks, as FixMatch and the semi-supervised literature use it.
+
+    Args:
+        num_classes: number of output classes (logits); 0 for pooled features only.
+        input_shape: ``(H, W, C)``; 32x32x3 in the literature.
+        depth: ``6n + 4`` (28 gives 4 blocks per stage).
+        widen_factor: ``k``; stage widths are ``16k, 32k, 64k``.
+        dropout: dropout between the two convolutions of each block (WRN's ``dropRate``).
+        norm: normalization choice.
+        activation: activation choice (default leaky ReLU).
+        negative_slope: leaky-ReLU slope (FixMatch: 0.1).
+        bn_momentum: batch-norm momentum, Keras convention. 0.9 (PyTorch's default 0.1) suits
+            short CPU runs; FixMatch's reference uses 0.999 (PyTorch ``momentum=0.001``).
+        head_dropout: dropout before the head (none in the reference).
+
+    Example:
+        >>> model = WideResNet(num_classes=10, depth=28, widen_factor=2)  # 1,467,610 parameters
+
+    Reference:
+        Zagoruyko & Komodakis, "Wide Residual Networks", BMVC 2016; Sohn et al., "FixMatch",
+        NeurIPS 2020.
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 10,
+        input_shape: tuple[int, int, int] | list[int] = (32, 32, 3),
+        depth: int = 28,
+        widen_factor: int = 2,
+        dropout: float = 0.0,
+        norm: str = "batch",
+        activation: str = "leaky_relu",
+        negative_slope: float = 0.1,
+        bn_momentum: float = 0.9,
+        head_dropout: float = 0.0,
+        **kwargs: Any,
+    ) -> None:
+        check_num_classes(num_classes)
+        if depth < 10 or (depth - 4) % 6:
+            raise ValueError(f"depth must be 6n + 4 with n >= 1. Received: {depth}")
+        n = (depth - 4) // 6
+        widths = [16 * widen_factor, 32 * widen_factor, 64 * widen_factor]
+        inputs = keras.Input(shape=tuple(input_shape), name="image")
+        x = keras.layers.Conv2D(
+            16, 3, padding="same", use_bias=False, kernel_initializer="he_normal", name="conv1"
+        )(inputs)
+        channels = 16
+        for stage, width in enumerate(widths):
+            for i in range(n):
+                strides = 2 if stage > 0 and i == 0 else 1
+                x = PreActBlock(
+                    width,
+                    strides=strides,
+                    projection=strides != 1 or channels != width,
+                    activate_before_residual=stage == 0 and i == 0,
+                    dropout=dropout,
+                    norm=norm,
+                    activation=activation,
+                    negative_slope=negative_slope,
+                    bn_momentum=bn_momentum,
+                    name=f"block{stage + 1}_{i}",
+                )(x)
+                channels = width
+        x = get_norm_layer(norm, name="norm_final", momentum=bn_momentum)(x)
+        act = {"alpha": negative_slope} if activation == "leaky_relu" else {}
+        x = get_activation(activation, name="act_final", **act)(x)
+        x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
+        outputs = classifier_head(x, num_classes, head_dropout)
+        super().__init__(inputs=inputs, outputs=outputs, **kwargs)
+        self.num_classes = num_classes
+        self.input_shape_ = tuple(input_shape)
+        self.depth = depth
+        self.widen_factor = widen_factor
+        self.dropout = dropout
+        self.norm = norm
+        self.activation = activation
+        self.negative_slope = negative_slope
+        self.bn_momentum = bn_momentum
+        self.head_dropout = head_dropout
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "num_classes": self.num_classes,
+            "input_shape": list(self.input_shape_),
+            "depth": self.depth,
+            "widen_factor": self.widen_factor,
+            "dropout": self.dropout,
+            "norm": self.norm,
+            "activation": self.activation,
+            "negative_slope": self.negative_slope,
+            "bn_momentum": self.bn_momentum,
+            "head_dropout": self.head_dropout,
+        }
+
+
+for _depth in (20, 32, 44, 56, 110):
+    register_model(
+        f"resnet{_depth}",
+        CifarResNet,
+        dict(depth=_depth, num_classes=10, input_shape=[32, 32, 3]),
+        family="resnet_cifar",
+        paper="He et al. 2016",
+        year=2016,
+        default_input=(32, 32, 3),
+        min_input=8,
+    )
+
+for _k in (2, 8, 10):
+    register_model(
+        f"wrn_28_{_k}",
+        WideResNet,
+        dict(depth=28, widen_factor=_k, num_classes=10, input_shape=[32, 32, 3]),
+        family="wide_resnet",
+        paper="Zagoruyko & Komodakis 2016",
+        year=2016,
+        default_input=(32, 32, 3),
+        min_input=8,
+    )
