@@ -1,0 +1,209 @@
+"""The pre-norm Transformer encoder block of the Vision Transformer.
+
+``x = x + DropPath(Dropout(MHSA(LN(x))))`` then ``x = x + DropPath(MLP(LN(x)))`` with the MLP
+``Dense(mlp_dim) -> GELU -> Dropout -> Dense(D) -> Dropout``: torchvision's ``EncoderBlock`` and
+``MLPBlock`` layer by layer (LayerNorm epsilon 1e-6, exact erf GELU, biases on Q, K, V and the
+output projection, MLP weights Xavier-uniform and biases N(0, 1e-6)). Drop-path (stochastic depth)
+is the DeiT addition; at ``drop_path=0`` (the default) the block equals torchvision's.
+
+References:
+    Vaswani et al., "Attention Is All You Need", NeurIPS 2017. Dosovitskiy et al., "An Image is
+    Worth 16x16 Words: Transformers for Image Recognition at Scale", ICLR 2021. Touvron et al.,
+    "Training data-efficient image transformers & distillation through attention" (DeiT), ICML 2021.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+
+from kerasdl.layers.dropconnect import DropPath
+
+LN_EPSILON = 1e-6
+
+
+@keras.saving.register_keras_serializable(package="kerasdl")
+class TransformerMLP(keras.layers.Layer):
+    """The Transformer MLP: ``Dense(mlp_dim) -> GELU -> Dropout -> Dense(D) -> Dropout``.
+
+    Args:
+        mlp_dim: hidden width (4 x the model width in ViT).
+        dropout: dropout rate after the activation and after the output projection.
+        activation: hidden activation (exact GELU as in ViT).
+
+    Call arguments:
+        inputs: ``(B, N, D)`` tokens.
+        training: apply dropout when true.
+
+    Example:
+        >>> y = TransformerMLP(3072)(keras.ops.ones((2, 197, 768)))
+
+    Reference:
+        Dosovitskiy et al. 2021, equation (3); torchvision ``MLPBlock``.
+    """
+
+    def __init__(
+        self, mlp_dim: int, dropout: float = 0.0, activation: str = "gelu", **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        self.mlp_dim = int(mlp_dim)
+        self.dropout = float(dropout)
+        self.activation = activation
+        bias_init = keras.initializers.RandomNormal(stddev=1e-6)
+        self.fc1 = keras.layers.Dense(
+            self.mlp_dim,
+            kernel_initializer="glorot_uniform",
+            bias_initializer=bias_init,
+            name="fc1",
+        )
+        self.act = keras.layers.Activation(activation, name="act")
+        self.drop1 = keras.layers.Dropout(self.dropout, name="drop1")
+        self.fc2 = None  # width known at build time
+        self.drop2 = keras.layers.Dropout(self.dropout, name="drop2")
+        self._bias_init = bias_init
+
+    def build(self, input_shape):
+        dim = int(input_shape[-1])
+        self.fc1.build(input_shape)
+        self.fc2 = keras.layers.Dense(
+            dim, kernel_initializer="glorot_uniform", bias_initializer=self._bias_init, name="fc2"
+        )
+        self.fc2.build((*input_shape[:-1], self.mlp_dim))
+
+    def call(self, inputs, training=None):
+        x = self.fc1(inputs)  # (B, N, mlp_dim)
+        x = self.drop1(self.act(x), training=training)
+        x = self.fc2(x)  # (B, N, D)
+        return self.drop2(x, training=training)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            **super().get_config(),
+            "mlp_dim": self.mlp_dim,
+            "dropout": self.dropout,
+            "activation": self.activation,
+        }
+
+
+@keras.saving.register_keras_serializable(package="kerasdl")
+class TransformerEncoderBlock(keras.layers.Layer):
+    """Pre-norm Transformer encoder block (ViT / torchvision ``EncoderBlock``).
+
+    Computes ``x = x + drop_path(dropout(MHSA(LN1(x))))`` and ``x = x + drop_path(MLP(LN2(x)))``.
+    Parameters per block for width ``D`` and MLP width ``M``: ``4 D^2 + 4 D`` (Q, K, V and output
+    projections with biases) ``+ 2 D M + M + D`` (MLP) ``+ 4 D`` (two LayerNorms).
+
+    Args:
+        num_heads: attention heads; must divide the token width ``D``.
+        mlp_dim: MLP hidden width.
+        dropout: dropout after the attention output and inside the MLP.
+        attention_dropout: dropout on the attention weights.
+        drop_path: stochastic-depth rate of both residual branches (DeiT); 0 in torchvision's ViT.
+        layer_norm_epsilon: LayerNorm epsilon (1e-6 as in ViT).
+        activation: MLP activation.
+        qkv_bias: biases on the Q, K, V and output projections.
+
+    Call arguments:
+        inputs: ``(B, N, D)`` tokens.
+        training: apply dropout / drop-path when true.
+        return_attention_scores: also return the ``(B, heads, N, N)`` attention weights.
+
+    Example:
+        >>> block = TransformerEncoderBlock(num_heads=12, mlp_dim=3072)
+        >>> y = block(keras.ops.ones((2, 197, 768)))  # (2, 197, 768)
+
+    Reference:
+        Dosovitskiy et al., "An Image is Worth 16x16 Words", ICLR 2021, equations (2)-(3);
+        Vaswani et al. 2017; Touvron et al. 2021 (drop-path).
+    """
+
+    def __init__(
+        self,
+        num_heads: int,
+        mlp_dim: int,
+        dropout: float = 0.0,
+        attention_dropout: float = 0.0,
+        drop_path: float = 0.0,
+        layer_norm_epsilon: float = LN_EPSILON,
+        activation: str = "gelu",
+        qkv_bias: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.num_heads = int(num_heads)
+        self.mlp_dim = int(mlp_dim)
+        self.dropout = float(dropout)
+        self.attention_dropout = float(attention_dropout)
+        self.drop_path = float(drop_path)
+        self.layer_norm_epsilon = float(layer_norm_epsilon)
+        self.activation = activation
+        self.qkv_bias = bool(qkv_bias)
+        self.ln_1 = keras.layers.LayerNormalization(epsilon=self.layer_norm_epsilon, name="ln_1")
+        self.ln_2 = keras.layers.LayerNormalization(epsilon=self.layer_norm_epsilon, name="ln_2")
+        self.attention = None  # key_dim depends on the token width, known at build time
+        self.attn_drop = keras.layers.Dropout(self.dropout, name="attn_out_dropout")
+        self.mlp = TransformerMLP(self.mlp_dim, self.dropout, activation, name="mlp")
+        self.drop_path_1 = DropPath(self.drop_path, name="drop_path_1")
+        self.drop_path_2 = DropPath(self.drop_path, name="drop_path_2")
+
+    def build(self, input_shape):
+        dim = int(input_shape[-1])
+        if dim % self.num_heads:
+            raise ValueError(
+                f"num_heads must divide the token width. Received: width={dim}, "
+                f"num_heads={self.num_heads}"
+            )
+        self.attention = keras.layers.MultiHeadAttention(
+            num_heads=self.num_heads,
+            key_dim=dim // self.num_heads,
+            dropout=self.attention_dropout,
+            use_bias=self.qkv_bias,
+            kernel_initializer="glorot_uniform",
+            name="self_attention",
+        )
+        self.ln_1.build(input_shape)
+        self.attention.build(input_shape, input_shape)
+        self.ln_2.build(input_shape)
+        self.mlp.build(input_shape)
+
+    def call(self, inputs, training=None, return_attention_scores=False):
+        x = self.ln_1(inputs)  # (B, N, D)
+        out = self.attention(
+            x, x, training=training, return_attention_scores=return_attention_scores
+        )
+        if return_attention_scores:
+            x, scores = out  # (B, N, D), (B, heads, N, N)
+        else:
+            x = out  # (B, N, D)
+        x = self.attn_drop(x, training=training)
+        x = inputs + self.drop_path_1(x, training=training)  # (B, N, D)
+        y = self.mlp(self.ln_2(x), training=training)  # (B, N, D)
+        y = x + self.drop_path_2(y, training=training)
+        return (y, scores) if return_attention_scores else y
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            **super().get_config(),
+            "num_heads": self.num_heads,
+            "mlp_dim": self.mlp_dim,
+            "dropout": self.dropout,
+            "attention_dropout": self.attention_dropout,
+            "drop_path": self.drop_path,
+            "layer_norm_epsilon": self.layer_norm_epsilon,
+            "activation": self.activation,
+            "qkv_bias": self.qkv_bias,
+        }
+
+
+def encoder_block_params(dim: int, mlp_dim: int, qkv_bias: bool = True) -> int:
+    """Trainable parameters of one :class:`TransformerEncoderBlock` of width ``dim``."""
+    attn = 4 * dim * dim + (4 * dim if qkv_bias else 0)
+    mlp = 2 * dim * mlp_dim + mlp_dim + dim
+    return attn + mlp + 4 * dim
