@@ -1,0 +1,250 @@
+"""Vision Transformer (ViT) and its DeiT-sized variants.
+
+An image is cut into patches, embedded with a class token and learned position embeddings
+(:class:`~kerasdl.layers.patch_embed.PatchEmbedding`), passed through ``num_layers`` pre-norm
+Transformer encoder blocks (:class:`~kerasdl.layers.transformer.TransformerEncoderBlock`) and a
+final LayerNorm; the class token's output is the pooled feature. Layer by layer and parameter by
+parameter this is torchvision's ``VisionTransformer`` (GELU, LayerNorm epsilon 1e-6, dropout after
+the position embedding, optional ``representation_size`` pre-logits ``Dense + tanh``); ``drop_path``
+adds DeiT's stochastic depth, increasing linearly from 0 to ``drop_path`` over the blocks.
+
+Any patch size that divides the input works. A model built at one resolution is moved to another
+with :func:`resize_vit` (position embeddings interpolated bicubically), or by loading its saved
+weights into a model built at the new size (``PatchEmbedding`` resizes on load).
+
+References:
+    Dosovitskiy et al., "An Image is Worth 16x16 Words: Transformers for Image Recognition at
+    Scale", ICLR 2021. Touvron et al., "Training data-efficient image transformers & distillation
+    through attention", ICML 2021 (DeiT-Ti/S: ``vit_ti_16``, ``vit_s_16``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+from keras import ops
+
+from kerasdl.errors import UserError
+from kerasdl.layers.patch_embed import PatchEmbedding
+from kerasdl.layers.transformer import LN_EPSILON, TransformerEncoderBlock, encoder_block_params
+from kerasdl.models.base import check_num_classes, classifier_head
+from kerasdl.registry import register_model
+
+
+@keras.saving.register_keras_serializable(package="kerasdl")
+class TokenPool(keras.layers.Layer):
+    """Pool a token sequence: the first (class) token, or the mean of the patch tokens.
+
+    Args:
+        mode: ``"token"`` (ViT) or ``"avg"`` (mean over tokens after the prefix).
+        num_prefix_tokens: leading non-patch tokens skipped by ``"avg"``.
+
+    Call arguments:
+        inputs: ``(B, N, D)`` tokens.
+    """
+
+    def __init__(self, mode: str = "token", num_prefix_tokens: int = 1, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if mode not in ("token", "avg"):
+            raise ValueError(f"mode must be 'token' or 'avg'. Received: {mode!r}")
+        self.mode = mode
+        self.num_prefix_tokens = int(num_prefix_tokens)
+
+    def call(self, inputs):
+        if self.mode == "token":
+            return inputs[:, 0]  # (B, D)
+        return ops.mean(inputs[:, self.num_prefix_tokens :], axis=1)  # (B, D)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], input_shape[-1])
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            **super().get_config(),
+            "mode": self.mode,
+            "num_prefix_tokens": self.num_prefix_tokens,
+        }
+
+
+@keras.saving.register_keras_serializable(package="kerasdl")
+class VisionTransformer(keras.Model):
+    """Vision Transformer classifier (torchvision ``VisionTransformer``).
+
+    Args:
+        num_classes: output classes (logits); 0 for the pooled features only.
+        input_shape: ``(H, W, C)``; ``patch_size`` must divide ``H`` and ``W``.
+        patch_size: patch side.
+        hidden_dim: token width ``D``.
+        num_layers: encoder blocks.
+        num_heads: attention heads per block.
+        mlp_dim: MLP hidden width.
+        dropout: dropout after the position embedding, after attention and in the MLPs.
+        attention_dropout: dropout on the attention weights.
+        drop_path: maximum stochastic-depth rate (linear over blocks, DeiT); 0 in torchvision.
+        representation_size: width of torchvision's optional ``Dense + tanh`` pre-logits layer.
+        pool: ``"token"`` (class token, ViT) or ``"avg"`` (mean of the patch tokens).
+        head_dropout: dropout before the head.
+
+    Example:
+        >>> model = VisionTransformer(num_classes=10, input_shape=(32, 32, 3), patch_size=4,
+        ...                           hidden_dim=192, num_layers=12, num_heads=3, mlp_dim=768)
+
+    Reference:
+        Dosovitskiy et al., "An Image is Worth 16x16 Words", ICLR 2021.
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 1000,
+        input_shape: tuple[int, int, int] | list[int] = (224, 224, 3),
+        patch_size: int = 16,
+        hidden_dim: int = 768,
+        num_layers: int = 12,
+        num_heads: int = 12,
+        mlp_dim: int = 3072,
+        dropout: float = 0.0,
+        attention_dropout: float = 0.0,
+        drop_path: float = 0.0,
+        representation_size: int | None = None,
+        pool: str = "token",
+        head_dropout: float = 0.0,
+        **kwargs: Any,
+    ) -> None:
+        check_num_classes(num_classes)
+        h, w = int(input_shape[0]), int(input_shape[1])
+        if h % patch_size or w % patch_size:
+            raise UserError(
+                f"ViT patch_size={patch_size} must divide the input size. Received: input_shape="
+                f"{tuple(input_shape)}"
+            )
+        if hidden_dim % num_heads:
+            raise UserError(f"ViT num_heads={num_heads} must divide hidden_dim={hidden_dim}.")
+        inputs = keras.Input(shape=tuple(input_shape), name="image")
+        x = PatchEmbedding(hidden_dim, patch_size, class_token=True, name="patch_embed")(inputs)
+        x = keras.layers.Dropout(dropout, name="pos_dropout")(x)  # (B, 1 + N, D)
+        for i in range(num_layers):
+            rate = drop_path * i / (num_layers - 1) if num_layers > 1 else 0.0
+            x = TransformerEncoderBlock(
+                num_heads,
+                mlp_dim,
+                dropout=dropout,
+                attention_dropout=attention_dropout,
+                drop_path=rate,
+                name=f"encoder_layer_{i}",
+            )(x)
+        x = keras.layers.LayerNormalization(epsilon=LN_EPSILON, name="encoder_ln")(x)
+        x = TokenPool(pool, 1, name="pool")(x)  # (B, D)
+        if representation_size:
+            x = keras.layers.Dense(representation_size, activation="tanh", name="pre_logits_fc")(x)
+        outputs = classifier_head(x, num_classes, head_dropout)
+        super().__init__(inputs=inputs, outputs=outputs, **kwargs)
+        self.num_classes = num_classes
+        self.input_shape_ = tuple(int(v) for v in input_shape)
+        self.patch_size = patch_size
+        self.hidden_dim = hidden_dim
+        self.num_layers = num_layers
+        self.num_heads = num_heads
+        self.mlp_dim = mlp_dim
+        self.dropout = dropout
+        self.attention_dropout = attention_dropout
+        self.drop_path = drop_path
+        self.representation_size = representation_size
+        self.pool = pool
+        self.head_dropout = head_dropout
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "num_classes": self.num_classes,
+            "input_shape": list(self.input_shape_),
+            "patch_size": self.patch_size,
+            "hidden_dim": self.hidden_dim,
+            "num_layers": self.num_layers,
+            "num_heads": self.num_heads,
+            "mlp_dim": self.mlp_dim,
+            "dropout": self.dropout,
+            "attention_dropout": self.attention_dropout,
+            "drop_path": self.drop_path,
+            "representation_size": self.representation_size,
+            "pool": self.pool,
+            "head_dropout": self.head_dropout,
+        }
+
+
+def vit_param_count(
+    num_classes: int = 1000,
+    input_shape: tuple[int, int, int] | list[int] = (224, 224, 3),
+    patch_size: int = 16,
+    hidden_dim: int = 768,
+    num_layers: int = 12,
+    mlp_dim: int = 3072,
+    representation_size: int | None = None,
+    **_: Any,
+) -> int:
+    """Trainable parameters of a :class:`VisionTransformer`, computed from its configuration.
+
+    Takes the same keyword arguments as the model (extra ones are ignored), so
+    ``vit_param_count(**registry_defaults)`` counts a variant without building it.
+    """
+    h, w, c = input_shape
+    d = hidden_dim
+    tokens = 1 + (h // patch_size) * (w // patch_size)
+    n = c * patch_size * patch_size * d + d  # patchify convolution
+    n += d + tokens * d  # class token, position embeddings
+    n += num_layers * encoder_block_params(d, mlp_dim)
+    n += 2 * d  # final LayerNorm
+    feat = d
+    if representation_size:
+        n += d * representation_size + representation_size
+        feat = representation_size
+    if num_classes:
+        n += feat * num_classes + num_classes
+    return n
+
+
+def resize_vit(model: VisionTransformer, input_shape: tuple[int, int, int]) -> VisionTransformer:
+    """A copy of ``model`` built for ``input_shape`` with its weights, position embeddings resized.
+
+    Every weight is copied; the patch position embeddings are interpolated bicubically to the new
+    patch grid (Dosovitskiy et al. 2021, section 3.2). Saved weights can also be loaded straight
+    into a model built at the new size: ``PatchEmbedding`` resizes on load.
+
+    Example:
+        >>> model_384 = resize_vit(model_224, (384, 384, 3))
+    """
+    config = {**model.get_config(), "input_shape": list(input_shape)}
+    new = type(model).from_config(config)
+    for layer in model.layers:
+        target = new.get_layer(layer.name)
+        if isinstance(layer, PatchEmbedding):
+            target.proj.set_weights(layer.proj.get_weights())
+            target.cls_token.assign(layer.cls_token)
+            target.assign_position_embedding(layer.pos_embedding, layer.grid_size)
+        else:
+            target.set_weights(layer.get_weights())
+    return new
+
+
+# name: (patch_size, hidden_dim, num_layers, num_heads, mlp_dim), paper
+VIT_VARIANTS = {
+    "vit_ti_16": ((16, 192, 12, 3, 768), "Touvron et al. 2021 (DeiT-Ti)", 2021),
+    "vit_s_16": ((16, 384, 12, 6, 1536), "Touvron et al. 2021 (DeiT-S)", 2021),
+    "vit_b_16": ((16, 768, 12, 12, 3072), "Dosovitskiy et al. 2021", 2021),
+    "vit_b_32": ((32, 768, 12, 12, 3072), "Dosovitskiy et al. 2021", 2021),
+    "vit_l_16": ((16, 1024, 24, 16, 4096), "Dosovitskiy et al. 2021", 2021),
+    "vit_l_32": ((32, 1024, 24, 16, 4096), "Dosovitskiy et al. 2021", 2021),
+    "vit_h_14": ((14, 1280, 32, 16, 5120), "Dosovitskiy et al. 2021", 2021),
+}
+
+for _name, ((_p, _d, _l, _h, _m), _paper, _year) in VIT_VARIANTS.items():
+    register_model(
+        _name,
+        VisionTransformer,
+        dict(patch_size=_p, hidden_dim=_d, num_layers=_l, num_heads=_h, mlp_dim=_m),
+        family="vit",
+        paper=_paper,
+        year=_year,
+        default_input=(224, 224, 3),
+        min_input=2 * _p,
+    )
