@@ -47,6 +47,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="how long a batch waits for more requests (default 2 ms)",
     )
     parser.add_argument(
+        "--batch-threads",
+        type=int,
+        default=1,
+        help="server-side batches run at once (default 1; TF parallelizes inside a batch)",
+    )
+    parser.add_argument(
         "--threads", type=int, default=4, help="threads running TensorFlow (default 4)"
     )
     parser.add_argument(
@@ -65,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     from kerasdl.serving.app import ServerConfig
     from kerasdl.serving.server import serve
 
-    for flag in ("port", "max_body_bytes", "max_batch", "batch_size", "threads"):
+    for flag in ("port", "max_body_bytes", "max_batch", "batch_size", "batch_threads", "threads"):
         if getattr(args, flag) < 1:
             raise UserError(
                 f"--{flag.replace('_', '-')} must be >= 1. Received: {getattr(args, flag)}"
@@ -79,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         batch_timeout_ms=args.batch_timeout_ms,
         num_threads=args.threads,
+        batch_threads=args.batch_threads,
     )
     serve(
         args.base,

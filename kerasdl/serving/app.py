@@ -59,6 +59,7 @@ class ServerConfig:
         batch_size: the most examples in one server-side batch.
         batch_timeout_ms: how long a batch waits for more requests.
         num_threads: threads running TensorFlow calls.
+        batch_threads: how many server-side batches may run at once.
     """
 
     max_body_bytes: int = 16 * 1024 * 1024
@@ -67,6 +68,7 @@ class ServerConfig:
     batch_size: int = 32
     batch_timeout_ms: float = 2.0
     num_threads: int = 4
+    batch_threads: int = 1
 
 
 def _json(body: Any, status: int = 200) -> Response:
@@ -114,7 +116,7 @@ class ModelServer:
                 self.executor,
                 max_batch_size=self.config.batch_size,
                 batch_timeout=self.config.batch_timeout_ms / 1000.0,
-                num_batch_threads=max(1, self.config.num_threads // 2),
+                num_batch_threads=self.config.batch_threads,
             )
         await run_in_threadpool(self.repo.start)
         try:

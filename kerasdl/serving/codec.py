@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +26,11 @@ from typing import Any
 import numpy as np
 
 from kerasdl.serving.errors import invalid
+
+try:  # orjson parses request bodies ~3x faster and writes numpy arrays directly
+    import orjson
+except ImportError:  # pragma: no cover - the stdlib json works, only slower
+    orjson = None
 from kerasdl.serving.servable import Signature, TensorInfo
 
 ROW, COLUMNAR = "row", "columnar"
@@ -44,10 +50,15 @@ def parse_json(body: bytes) -> dict[str, Any]:
     """Parse the request body; errors name the problem like TF Serving's parser does."""
     if not body.strip():
         raise invalid("JSON Parse error: The document is empty")
-    try:
-        doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as err:
-        raise invalid(f"JSON Parse error: {err}") from err
+    doc = None
+    if orjson is not None:
+        with contextlib.suppress(orjson.JSONDecodeError):
+            doc = orjson.loads(body)
+    if doc is None:  # the stdlib parser reads NaN/Infinity tokens (rejected later, by name)
+        try:
+            doc = json.loads(body)
+        except (ValueError, UnicodeDecodeError, RecursionError) as err:
+            raise invalid(f"JSON Parse error: {err}") from err
     if not isinstance(doc, dict):
         raise invalid(f"JSON Value: {body[:80]!r} ... Is not an object")
     return doc
@@ -203,6 +214,10 @@ def _columns_from_inputs(value: Any, names: list[str]) -> dict[str, Any]:
 
 
 def _jsonable(arr: np.ndarray, name: str) -> Any:
+    if orjson is not None and arr.dtype.kind in "fiub" and arr.dtype.itemsize <= 8:
+        return np.ascontiguousarray(
+            arr
+        )  # orjson writes numpy arrays (float32 at float32 precision, NaN as null)
     if arr.dtype.kind == "f":
         finite = np.isfinite(arr)
         if not finite.all():  # strict JSON has no NaN/Infinity: answer null there
@@ -242,5 +257,7 @@ def encode_predict(outputs: dict[str, np.ndarray], fmt: str) -> bytes:
 
 
 def dumps(obj: Any) -> bytes:
-    """Compact strict JSON (no NaN/Infinity tokens)."""
+    """Compact strict JSON (no NaN/Infinity tokens: non-finite numbers are written as null)."""
+    if orjson is not None:
+        return orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY)
     return json.dumps(obj, separators=(",", ":"), allow_nan=False).encode("utf-8")

@@ -1,0 +1,200 @@
+"""Serving benchmark: requests/s and p50/p99 latency of kerasdl serve, next to model.predict.
+
+For request batch sizes 1 and 32 it measures, on the same inputs in the same run:
+
+* ``model.predict`` -- Keras in-process, one call per request (sequential);
+* ``SavedModel signature`` -- the exported ``serving_default`` called in-process (the floor);
+* ``kerasdl serve`` -- over HTTP (TF Serving's row JSON format) from ``--concurrency`` client
+  threads, without and with server-side batching (``--batching``).
+
+Prints a Markdown table. Client and server share the machine, so on a 2-core CPU the client's JSON
+encoding competes with the server. Every request loop is bounded by ``--requests``.
+
+Usage::
+
+    python benchmarks/serving_bench.py                    # SimpleCNN, 32x32x3 inputs
+    python benchmarks/serving_bench.py --requests 100 --image-size 8 --channels 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import http.client
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+
+def _stats(latencies: list[float], wall: float, batch: int) -> dict[str, float]:
+    lat = np.asarray(latencies) * 1000.0
+    n = len(latencies)
+    return {
+        "rps": n / wall,
+        "ips": n * batch / wall,
+        "p50": float(np.percentile(lat, 50)),
+        "p99": float(np.percentile(lat, 99)),
+    }
+
+
+def bench_local(fn, x: np.ndarray, requests: int) -> dict[str, float]:
+    fn(x)  # warm up
+    lat = []
+    start = time.perf_counter()
+    for _ in range(requests):
+        t = time.perf_counter()
+        fn(x)
+        lat.append(time.perf_counter() - t)
+    return _stats(lat, time.perf_counter() - start, len(x))
+
+
+def bench_http(port: int, model: str, x: np.ndarray, requests: int, concurrency: int) -> dict:
+    body = json.dumps({"instances": np.round(x, 4).tolist()}).encode()
+    path = f"/v1/models/{model}:predict"
+    lat: list[float] = []
+    errors: list[str] = []
+    counter = iter(range(requests))
+    lock = threading.Lock()
+
+    def client() -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        while True:
+            with lock:
+                if next(counter, None) is None:
+                    break
+            t = time.perf_counter()
+            conn.request("POST", path, body=body, headers={"Content-Type": "application/json"})
+            resp = conn.getresponse()
+            data = resp.read()
+            took = time.perf_counter() - t
+            with lock:
+                lat.append(took)
+                if resp.status != 200:
+                    errors.append(data[:200].decode(errors="replace"))
+        conn.close()
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)  # warm up
+    conn.request("POST", path, body=body, headers={"Content-Type": "application/json"})
+    conn.getresponse().read()
+    conn.close()
+    threads = [threading.Thread(target=client) for _ in range(concurrency)]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - start
+    if errors:
+        raise RuntimeError(f"{len(errors)} failed requests, first: {errors[0]}")
+    return _stats(lat, wall, len(x))
+
+
+@contextlib.contextmanager
+def server(base: Path, extra: list[str]) -> Iterator[int]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    cmd = [sys.executable, "-m", "kerasdl", "serve", str(base), "--port", str(port)]
+    cmd += ["--log-level", "warning", "--poll-interval", "0", *extra]
+    proc = subprocess.Popen(cmd, env=env, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("server did not start")
+            with contextlib.suppress(OSError):
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+                conn.request("GET", "/readyz")
+                if conn.getresponse().status == 200:
+                    break
+            time.sleep(0.3)
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=300, help="requests per measurement")
+    parser.add_argument("--concurrency", type=int, default=8, help="HTTP client threads")
+    parser.add_argument("--image-size", type=int, default=32)
+    parser.add_argument("--channels", type=int, default=3)
+    parser.add_argument("--batch-sizes", default="1,32")
+    args = parser.parse_args(argv)
+
+    import keras
+    import tensorflow as tf
+
+    from kerasdl.data.preprocess import PreprocessSpec
+    from kerasdl.export import export_saved_model
+    from kerasdl.models.simple_cnn import SimpleCNN
+
+    size, ch = args.image_size, args.channels
+    keras.utils.set_random_seed(0)
+    model = SimpleCNN(num_classes=10, input_shape=(size, size, ch), name="bench")
+    spec = PreprocessSpec((size, size), ch, [0.5] * ch, [0.25] * ch, [f"c{i}" for i in range(10)])
+    batches = [int(b) for b in args.batch_sizes.split(",")]
+    rng = np.random.default_rng(0)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        version = export_saved_model(model, spec, tmp, "bench")
+        sig = tf.saved_model.load(str(version)).signatures["serving_default"]
+        mean, std = np.float32(0.5), np.float32(0.25)
+        for b in batches:
+            x = rng.random((b, size, size, ch), dtype=np.float32)
+            # model.predict takes standardized inputs; the signature standardizes itself.
+            xs = (x - mean) / std
+            rows.append(
+                (
+                    "model.predict",
+                    b,
+                    1,
+                    bench_local(lambda v: model.predict(v, verbose=0), xs, args.requests),
+                )
+            )
+            rows.append(
+                (
+                    "SavedModel signature (in-process)",
+                    b,
+                    1,
+                    bench_local(lambda v: sig(images=tf.constant(v)), x, args.requests),
+                )
+            )
+        for label, extra in (("kerasdl serve", []), ("kerasdl serve --batching", ["--batching"])):
+            with server(Path(tmp), extra) as port:
+                for b in batches:
+                    x = rng.random((b, size, size, ch), dtype=np.float32)
+                    stats = bench_http(port, "bench", x, args.requests, args.concurrency)
+                    rows.append((label, b, args.concurrency, stats))
+
+    cpu = platform.processor() or platform.machine()
+    print(
+        f"SimpleCNN (filters 32-64-128, {size}x{size}x{ch}), {args.requests} requests per row; "
+        f"{os.cpu_count()} CPUs ({cpu}), Python {platform.python_version()}, "
+        f"TensorFlow {tf.__version__}, Keras {keras.__version__}; load average at the end "
+        f"{os.getloadavg()[0]:.1f} (other processes share the CPUs)\n"
+    )
+    print("| path | batch | clients | requests/s | images/s | p50 ms | p99 ms |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for label, b, c, s in rows:
+        print(
+            f"| {label} | {b} | {c} | {s['rps']:.1f} | {s['ips']:.0f} | {s['p50']:.2f} | "
+            f"{s['p99']:.2f} |"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
