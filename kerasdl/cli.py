@@ -52,7 +52,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the exit status."""
     _quiet_tensorflow()

@@ -113,9 +113,7 @@ def get_entry(name: str) -> ModelEntry:
     """The registry entry for ``name``; a :class:`UserError` naming the accepted names otherwise."""
     ensure_registered()
     if name not in _REGISTRY:
-        raise UserError(
-            f"Unknown model {name!r}. Expected one of: {', '.join(sorted(_REGISTRY))}."
-        )
+        raise UserError(f"Unknown model {name!r}. Expected one of: {', '.join(sorted(_REGISTRY))}.")
     return _REGISTRY[name]
 
 

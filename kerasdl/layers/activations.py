@@ -14,8 +14,18 @@ from keras import ops
 
 from kerasdl.errors import UserError
 
-ACTIVATION_CHOICES = ("relu", "relu6", "leaky_relu", "elu", "swish", "silu", "gelu", "sigmoid",
-                      "tanh", "linear")
+ACTIVATION_CHOICES = (
+    "relu",
+    "relu6",
+    "leaky_relu",
+    "elu",
+    "swish",
+    "silu",
+    "gelu",
+    "sigmoid",
+    "tanh",
+    "linear",
+)
 
 
 @keras.saving.register_keras_serializable(package="kerasdl")

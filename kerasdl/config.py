@@ -1,0 +1,342 @@
+"""Recipes: YAML -> validated config objects, dotted ``--set`` overrides, resolved config dump.
+
+A recipe has four sections (plus optional ones that later features add)::
+
+    model:    {name: simple_cnn, filters: [32, 64]}   # registry name + constructor arguments
+    data:     {source: digits, image_size: 16}
+    training: {epochs: 10, batch_size: 64, optimizer: {name: adam, learning_rate: 0.001}}
+    run:      {name: quickstart, seed: 0, output_dir: runs}
+
+Validation uses pydantic models with unknown keys forbidden and strict types, so a typo or a wrong
+type stops the run before any work with one line naming the key, what was expected and what was
+received. :func:`load_recipe` is the one entry point; ``RecipeConfig.dump_yaml`` writes the resolved
+recipe that ``kerasdl train`` accepts back to repeat a run.
+"""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from kerasdl.errors import UserError
+
+PACKAGE_ROOT = Path(__file__).resolve().parent
+CONFIGS_DIR = PACKAGE_ROOT.parent / "configs"
+QUICKSTART = CONFIGS_DIR / "quickstart.yaml"
+
+PositiveInt = Annotated[int, Field(gt=0)]
+Fraction = Annotated[float, Field(ge=0.0, lt=1.0)]
+
+
+class Section(BaseModel):
+    """Base for recipe sections: unknown keys are errors, types are strict."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, validate_assignment=True)
+
+
+class ModelConfig(BaseModel):
+    """``model:``: a registry name plus the model's constructor arguments.
+
+    ``num_classes`` and ``input_shape`` default to the data's; every other key must be an
+    argument of the registered model's constructor.
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str = "simple_cnn"
+    init_from: str | None = None
+
+    def kwargs(self) -> dict[str, Any]:
+        """The constructor arguments (everything but ``name`` and ``init_from``)."""
+        return dict(self.model_extra or {})
+
+    @model_validator(mode="after")
+    def _check_model(self) -> ModelConfig:
+        from kerasdl.registry import get_entry
+
+        try:
+            entry = get_entry(self.name)
+        except UserError as err:
+            raise ValueError(f"model.name: {err}") from None
+        accepted = _constructor_args(entry.builder)
+        if accepted is not None:
+            for key in self.kwargs():
+                if key not in accepted:
+                    raise UserError(
+                        f"model.{key}: not an argument of model {self.name!r}. "
+                        f"Expected one of: {', '.join(sorted(accepted))}."
+                    )
+        return self
+
+
+def _constructor_args(builder: Any) -> set[str] | None:
+    """Named constructor arguments of a model class (None if it takes arbitrary kwargs only)."""
+    target = builder.__init__ if inspect.isclass(builder) else builder
+    params = inspect.signature(target).parameters
+    names = {
+        n
+        for n, p in params.items()
+        if n != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
+    }
+    return names or None
+
+
+class SyntheticConfig(Section):
+    """Random tensors for benchmarks: ``num_examples`` images of the data's size and channels."""
+
+    num_examples: PositiveInt = 1024
+    num_classes: PositiveInt = 10
+
+
+class DataConfig(Section):
+    """``data:``: where the images come from and how they are prepared.
+
+    Sources: ``digits`` (scikit-learn's bundled 8x8 handwritten digits, 1,797 images), ``tfds``
+    (a tensorflow-datasets name read from ``data_dir``; downloads only with ``download: true``),
+    ``folder`` (one sub-folder per class under ``path``), ``npz`` (arrays ``x_train``,
+    ``y_train`` and optionally ``x_val``/``y_val``/``x_test``/``y_test`` in ``path``),
+    ``synthetic`` (random tensors).
+    """
+
+    source: Literal["digits", "tfds", "folder", "npz", "synthetic"] = "digits"
+    name: str | None = None
+    path: str | None = None
+    data_dir: str | None = None
+    download: bool = False
+    image_size: list[PositiveInt] | PositiveInt | None = None
+    channels: Literal[1, 3] | None = None
+    val_split: Fraction = 0.1
+    test_split: Fraction = 0.2
+    mean: list[float] = []
+    std: list[float] = []
+    cache: bool = True
+    shuffle_buffer: PositiveInt = 10_000
+    on_corrupt: Literal["skip", "error"] = "skip"
+    augment: list[dict[str, Any]] = []
+    synthetic: SyntheticConfig = SyntheticConfig()
+
+    @field_validator("image_size")
+    @classmethod
+    def _size(cls, v: Any) -> Any:
+        if isinstance(v, list) and len(v) != 2:
+            raise ValueError(f"Expected an int or [height, width]. Received: {v}")
+        return v
+
+    @field_validator("augment")
+    @classmethod
+    def _augment(cls, v: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        if not v:
+            return v
+        from kerasdl.data.augment import validate_augment
+
+        return validate_augment(v)
+
+    @model_validator(mode="after")
+    def _check(self) -> DataConfig:
+        if self.source == "tfds" and not self.name:
+            raise ValueError("data.source 'tfds' needs data.name (a tensorflow-datasets name)")
+        if self.source in ("folder", "npz") and not self.path:
+            raise ValueError(f"data.source {self.source!r} needs data.path")
+        if len(self.mean) != len(self.std):
+            raise ValueError("data.mean and data.std must have the same length")
+        if self.val_split + self.test_split >= 1.0:
+            raise ValueError("data.val_split + data.test_split must be below 1")
+        return self
+
+    def size_tuple(self) -> tuple[int, int] | None:
+        if self.image_size is None:
+            return None
+        if isinstance(self.image_size, int):
+            return (self.image_size, self.image_size)
+        return (self.image_size[0], self.image_size[1])
+
+
+class OptimizerConfig(Section):
+    """``training.optimizer``: name and hyper-parameters (see kerasdl.training.optimizers)."""
+
+    name: Literal["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw"] = "adam"
+    learning_rate: Annotated[float, Field(gt=0)] = 1e-3
+    momentum: Annotated[float, Field(ge=0, lt=1)] = 0.9
+    weight_decay: Annotated[float, Field(ge=0)] = 0.0
+    beta_1: Annotated[float, Field(ge=0, lt=1)] = 0.9
+    beta_2: Annotated[float, Field(ge=0, lt=1)] = 0.999
+    rho: Annotated[float, Field(ge=0, lt=1)] = 0.9
+    epsilon: Annotated[float, Field(gt=0)] = 1e-7
+    initial_accumulator_value: Annotated[float, Field(ge=0)] = 0.1
+    clipnorm: Annotated[float, Field(gt=0)] | None = None
+    global_clipnorm: Annotated[float, Field(gt=0)] | None = None
+    clipvalue: Annotated[float, Field(gt=0)] | None = None
+    gradient_accumulation_steps: Annotated[int, Field(ge=2)] | None = None
+    ema: bool = False
+    ema_momentum: Annotated[float, Field(gt=0, lt=1)] = 0.99
+    backbone_lr_multiplier: Annotated[float, Field(ge=0)] = 1.0
+
+
+class ScheduleConfig(Section):
+    """``training.schedule``: learning-rate schedule (see kerasdl.training.schedules)."""
+
+    name: Literal["constant", "step", "exponential", "cosine", "cosine_restarts"] = "constant"
+    warmup_epochs: Annotated[float, Field(ge=0)] = 0.0
+    step_epochs: list[PositiveInt] = []
+    gamma: Annotated[float, Field(gt=0)] = 0.1
+    decay_rate: Annotated[float, Field(gt=0)] = 0.96
+    decay_epochs: Annotated[float, Field(gt=0)] = 1.0
+    min_lr_ratio: Annotated[float, Field(ge=0, le=1)] = 0.0
+    restart_epochs: Annotated[float, Field(gt=0)] = 10.0
+    t_mul: Annotated[float, Field(gt=0)] = 2.0
+    m_mul: Annotated[float, Field(gt=0)] = 1.0
+
+
+class LossConfig(Section):
+    """``training.loss``: categorical cross-entropy on one-hot labels, with label smoothing."""
+
+    name: Literal["categorical_crossentropy"] = "categorical_crossentropy"
+    label_smoothing: Annotated[float, Field(ge=0, lt=1)] = 0.0
+
+
+class TrainingConfig(Section):
+    """``training:``: the loop's budget, optimizer, schedule, loss and metrics."""
+
+    epochs: PositiveInt = 10
+    batch_size: PositiveInt = 64
+    optimizer: OptimizerConfig = OptimizerConfig()
+    schedule: ScheduleConfig = ScheduleConfig()
+    loss: LossConfig = LossConfig()
+    metrics: list[Literal["accuracy", "top5"]] = ["accuracy"]
+    monitor: str = "val_accuracy"
+    early_stopping_patience: Annotated[int, Field(ge=0)] = 0
+    precision: Literal["float32", "mixed_float16", "mixed_bfloat16", "auto"] = "float32"
+    steps_per_execution: PositiveInt = 1
+    l1: Annotated[float, Field(ge=0)] = 0.0
+    l2: Annotated[float, Field(ge=0)] = 0.0
+    log_images: Annotated[int, Field(ge=0)] = 8
+
+
+class RunConfig(Section):
+    """``run:``: where the run folder goes and the seed that makes it reproducible."""
+
+    name: str = "run"
+    output_dir: str = "runs"
+    seed: int = 0
+
+
+class RecipeConfig(Section):
+    """A whole recipe. Extra top-level sections are errors."""
+
+    model: ModelConfig = ModelConfig()
+    data: DataConfig = DataConfig()
+    training: TrainingConfig = TrainingConfig()
+    run: RunConfig = RunConfig()
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved recipe as plain YAML-friendly data."""
+        return self.model_dump(mode="json")
+
+    def dump_yaml(self, path: str | Path) -> None:
+        """Write the resolved recipe; ``kerasdl train path`` repeats the run."""
+        text = yaml.safe_dump(self.to_dict(), sort_keys=False)
+        tmp = Path(f"{path}.tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
+
+
+def apply_override(data: dict[str, Any], assignment: str) -> None:
+    """Apply one ``key.sub=value`` override to a raw recipe dict (value parsed as YAML)."""
+    if "=" not in assignment:
+        raise UserError(f"--set {assignment!r}: expected key.sub=value")
+    key, raw = assignment.split("=", 1)
+    key = key.strip()
+    parts = key.split(".")
+    if not key or any(not p for p in parts):
+        raise UserError(f"--set {assignment!r}: expected key.sub=value")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as err:
+        raise UserError(f"--set {key}: cannot parse value {raw!r}: {err}") from None
+    node = data
+    for part in parts[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise UserError(f"--set {key}: {part!r} is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def _format_error(err: ValidationError) -> str:
+    """One line for the first validation error: the key, what was expected, what was received."""
+    e = err.errors()[0]
+    loc = ".".join(str(p) for p in e["loc"] if not str(p).startswith("function-after"))
+    loc = loc.replace(".[", "[")
+    if e["type"] == "extra_forbidden":
+        parent = _section_for(e["loc"][:-1])
+        fields = ", ".join(parent.model_fields) if parent else ""
+        return f"Unknown key '{loc}'. Expected one of: {fields}."
+    msg = e["msg"]
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, ") :]
+    if e["type"] == "value_error":  # our validators' messages name their key themselves
+        return msg if msg.endswith(".") else f"{msg}."
+    received = e.get("input")
+    if e["type"] == "missing" or isinstance(received, dict):
+        return f"{loc}: {msg}."
+    return f"{loc}: {msg}. Received: {received!r}" if loc else f"{msg}."
+
+
+def _section_for(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    cls: Any = RecipeConfig
+    for part in loc:
+        field = cls.model_fields.get(str(part)) if hasattr(cls, "model_fields") else None
+        if field is None:
+            return None
+        cls = field.annotation
+    return cls if isinstance(cls, type) and issubclass(cls, BaseModel) else None
+
+
+def validate_recipe(data: dict[str, Any]) -> RecipeConfig:
+    """Validate a raw recipe dict; raise :class:`UserError` with one line on the first problem."""
+    if not isinstance(data, dict):
+        raise UserError(f"A recipe must be a mapping of sections. Received: {type(data).__name__}")
+    try:
+        return RecipeConfig.model_validate(data)
+    except ValidationError as err:
+        raise UserError(_format_error(err)) from None
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a recipe file, with clear errors for a missing file or bad YAML."""
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"Recipe file not found: {path}")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark else ""
+        raise UserError(f"{path}: not valid YAML{where}: {getattr(err, 'problem', err)}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: a recipe must be a mapping of sections")
+    return data
+
+
+def load_recipe(path: str | Path | None = None, overrides: list[str] | None = None) -> RecipeConfig:
+    """Read, override and validate a recipe.
+
+    Args:
+        path: the YAML file; ``None`` means ``configs/quickstart.yaml``.
+        overrides: ``["training.epochs=3", ...]`` applied before validation.
+
+    Example:
+        >>> cfg = load_recipe("configs/quickstart.yaml", ["training.epochs=2"])
+        >>> cfg.training.epochs
+        2
+    """
+    data = read_yaml(path or QUICKSTART)
+    for assignment in overrides or []:
+        apply_override(data, assignment)
+    return validate_recipe(data)

@@ -1,0 +1,69 @@
+"""The tf.data pipeline: preprocess, cache, shuffle, batch, augment, prefetch.
+
+``batch_dataset`` turns an unbatched ``(image, label)`` dataset (already preprocessed to the
+model's size by :func:`kerasdl.data.load_data`) into training or evaluation batches with one-hot
+labels. Augmentation runs on batches in graph mode after batching (so MixUp/CutMix can mix within
+a batch); standardization (``data.mean``/``data.std``) is applied after augmentation, because the
+augmentation ops work on [0, 1] images.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import tensorflow as tf
+
+AUTOTUNE = tf.data.AUTOTUNE
+AugmentFn = Callable[[tf.Tensor, tf.Tensor], tuple[tf.Tensor, tf.Tensor]]
+
+
+def standardizer(mean: list[float], std: list[float]) -> Callable[[tf.Tensor], tf.Tensor] | None:
+    """A function ``x -> (x - mean) / std`` or None when no standardization is configured."""
+    if not mean:
+        return None
+    m = tf.constant(mean, tf.float32)
+    s = tf.constant(std, tf.float32)
+    return lambda x: (x - m) / s
+
+
+def batch_dataset(
+    ds: tf.data.Dataset,
+    batch_size: int,
+    *,
+    training: bool,
+    num_classes: int,
+    seed: int = 0,
+    augment: AugmentFn | None = None,
+    standardize: Callable[[tf.Tensor], tf.Tensor] | None = None,
+    cache: bool = True,
+    shuffle_buffer: int = 10_000,
+    drop_remainder: bool = False,
+) -> tf.data.Dataset:
+    """Batches of ``(images, one_hot_labels)``.
+
+    Args:
+        ds: unbatched ``(image float32 HWC in [0, 1], int label)``.
+        batch_size: global batch size.
+        training: shuffle (reshuffled every epoch, seeded) and augment.
+        num_classes: depth of the one-hot labels.
+        seed: shuffle seed.
+        augment: batched ``fn(images, labels) -> (images, labels)`` (training only).
+        standardize: ``x -> (x - mean) / std`` applied last.
+        cache: cache the preprocessed examples in memory before shuffling.
+        shuffle_buffer: shuffle buffer size.
+        drop_remainder: drop the last partial batch.
+    """
+    ds = ds.map(
+        lambda x, y: (x, tf.one_hot(tf.cast(y, tf.int32), num_classes)),
+        num_parallel_calls=AUTOTUNE,
+    )
+    if cache:
+        ds = ds.cache()
+    if training:
+        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder, num_parallel_calls=AUTOTUNE)
+    if training and augment is not None:
+        ds = ds.map(augment, num_parallel_calls=AUTOTUNE)
+    if standardize is not None:
+        ds = ds.map(lambda x, y: (standardize(x), y), num_parallel_calls=AUTOTUNE)
+    return ds.prefetch(AUTOTUNE)

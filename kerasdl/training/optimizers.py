@@ -1,0 +1,76 @@
+"""Optimizers by name, built from a recipe's ``training.optimizer`` section.
+
+Every optimizer is Keras's own; this module maps the canon's names to them:
+
+=========  ==========================================  =====================================
+name       update                                       reference
+=========  ==========================================  =====================================
+sgd        w -= lr g                                    Robbins & Monro 1951
+momentum   v = m v - lr g;  w += v                      Polyak 1964
+nesterov   v = m v - lr g;  w += m v - lr g             Nesterov 1983; Sutskever et al. 2013
+adagrad    a += g^2;  w -= lr g / (sqrt(a) + eps)       Duchi et al. 2011
+rmsprop    a = rho a + (1-rho) g^2;  w -= lr g / sqrt(a + eps)   Tieleman & Hinton 2012
+adam       bias-corrected first/second moments          Kingma & Ba 2015
+adamw      adam + decoupled weight decay w -= lr wd w   Loshchilov & Hutter 2019
+=========  ==========================================  =====================================
+
+``weight_decay`` on ``sgd``/``momentum``/``nesterov``/``rmsprop``/``adam`` is Keras's decoupled
+decay too (``w -= lr * wd * w``); for the classic coupled L2 penalty use ``training.l2``.
+Clipping (``clipnorm``: per variable, ``global_clipnorm``: over all gradients, Pascanu et al. 2013),
+gradient accumulation and a weight EMA (evaluation with the averaged weights) are Keras optimizer
+options exposed as recipe keys.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+
+from kerasdl.config import OptimizerConfig
+
+
+def build_optimizer(
+    cfg: OptimizerConfig, learning_rate: float | keras.optimizers.schedules.LearningRateSchedule
+) -> keras.optimizers.Optimizer:
+    """A Keras optimizer for ``cfg`` with the given learning rate (a float or a schedule)."""
+    common: dict[str, Any] = {
+        "learning_rate": learning_rate,
+        "clipnorm": cfg.clipnorm,
+        "global_clipnorm": cfg.global_clipnorm,
+        "clipvalue": cfg.clipvalue,
+        "use_ema": cfg.ema,
+        "ema_momentum": cfg.ema_momentum,
+        "gradient_accumulation_steps": cfg.gradient_accumulation_steps,
+    }
+    wd = cfg.weight_decay or None
+    name = cfg.name
+    if name == "sgd":
+        return keras.optimizers.SGD(momentum=0.0, weight_decay=wd, **common)
+    if name in ("momentum", "nesterov"):
+        return keras.optimizers.SGD(
+            momentum=cfg.momentum, nesterov=name == "nesterov", weight_decay=wd, **common
+        )
+    if name == "adagrad":
+        return keras.optimizers.Adagrad(
+            initial_accumulator_value=cfg.initial_accumulator_value,
+            epsilon=cfg.epsilon,
+            weight_decay=wd,
+            **common,
+        )
+    if name == "rmsprop":
+        return keras.optimizers.RMSprop(
+            rho=cfg.rho, momentum=0.0, epsilon=cfg.epsilon, weight_decay=wd, **common
+        )
+    if name == "adam":
+        return keras.optimizers.Adam(
+            beta_1=cfg.beta_1, beta_2=cfg.beta_2, epsilon=cfg.epsilon, weight_decay=wd, **common
+        )
+    # adamw: Keras's AdamW default decay is 0.004; the recipe's value (0 means none) wins.
+    return keras.optimizers.AdamW(
+        beta_1=cfg.beta_1,
+        beta_2=cfg.beta_2,
+        epsilon=cfg.epsilon,
+        weight_decay=cfg.weight_decay,
+        **common,
+    )

@@ -1,0 +1,285 @@
+"""A supervised training run from a validated recipe, built on Keras ``fit``.
+
+The run folder (``<output_dir>/<name>/<timestamp>/``)::
+
+    config.yaml       the resolved recipe (``kerasdl train config.yaml`` repeats the run)
+    preprocess.json   image size, channels, standardization and class names (used by export)
+    run_info.json     precision chosen, steps per epoch, resume history
+    logs/             TensorBoard: train/ and validation/ loss and metrics per epoch,
+                      learning rate per step, a few input images
+    backup/           the last two full training states (resume after a crash)
+    best.keras        the best model by ``training.monitor``
+    history.csv       one row per epoch
+    metrics.json      final test metrics of best.keras
+
+Everything a user can get wrong (recipe, data, model name) is checked before the folder exists.
+Started again with the same recipe, an unfinished run with the same resolved config is resumed
+from its last backup.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import yaml
+
+from kerasdl.config import RecipeConfig
+from kerasdl.data import DataBundle, load_data
+from kerasdl.data.pipeline import batch_dataset, standardizer
+from kerasdl.errors import UserError
+from kerasdl.registry import create_model
+from kerasdl.training import callbacks as cb
+from kerasdl.training.optimizers import build_optimizer
+from kerasdl.training.precision import resolve_precision
+from kerasdl.training.schedules import build_schedule
+
+
+@dataclass
+class RunResult:
+    """What a finished run reports."""
+
+    run_dir: Path
+    metrics: dict[str, float]
+    resumed_from_epoch: int
+
+
+def write_json_atomic(path: str | Path, data: Any) -> None:
+    """Write JSON to a temporary file and rename it into place."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def find_unfinished_run(cfg: RecipeConfig) -> Path | None:
+    """The newest run folder of this recipe's name that has a backup, no metrics.json and the
+    same resolved config."""
+    parent = Path(cfg.run.output_dir) / cfg.run.name
+    if not parent.is_dir():
+        return None
+    wanted = cfg.to_dict()
+    for run_dir in sorted((p for p in parent.iterdir() if p.is_dir()), reverse=True):
+        if (run_dir / "metrics.json").exists() or not (run_dir / "backup").is_dir():
+            continue
+        try:
+            saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+        except (OSError, yaml.YAMLError):
+            continue
+        if saved == wanted:
+            return run_dir
+    return None
+
+
+def new_run_dir(cfg: RecipeConfig) -> Path:
+    """A fresh ``<output_dir>/<name>/<timestamp>`` path (not created)."""
+    parent = Path(cfg.run.output_dir) / cfg.run.name
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    run_dir = parent / stamp
+    n = 1
+    while run_dir.exists():
+        run_dir = parent / f"{stamp}-{n}"
+        n += 1
+    return run_dir
+
+
+def build_model(cfg: RecipeConfig, bundle: DataBundle) -> keras.Model:
+    """The recipe's model, with ``num_classes``/``input_shape`` from the data unless given."""
+    kwargs = cfg.model.kwargs()
+    kwargs.setdefault("num_classes", bundle.num_classes)
+    kwargs.setdefault("input_shape", list(bundle.spec.input_shape))
+    try:
+        model = create_model(cfg.model.name, **kwargs)
+    except (ValueError, TypeError) as err:
+        if isinstance(err, UserError):
+            raise
+        raise UserError(f"model ({cfg.model.name}): {err}") from None
+    if cfg.training.l1 or cfg.training.l2:
+        add_kernel_penalties(model, cfg.training.l1, cfg.training.l2)
+    return model
+
+
+def add_kernel_penalties(model: keras.Model, l1: float, l2: float) -> None:
+    """Add an L1/L2 (elastic-net when both) penalty on every kernel of the model to its losses."""
+    reg = keras.regularizers.L1L2(l1=l1, l2=l2)
+    kernels = [
+        w for w in model.trainable_weights if w.path.endswith(("kernel", "depthwise_kernel"))
+    ]
+
+    def penalty() -> Any:
+        return keras.ops.sum([reg(w) for w in kernels])
+
+    model.add_loss(penalty)
+
+
+def compile_model(model: keras.Model, cfg: RecipeConfig, steps_per_epoch: int) -> None:
+    """Compile with the recipe's optimizer, schedule, loss and metrics."""
+    t = cfg.training
+    schedule = build_schedule(t.schedule, t.optimizer.learning_rate, steps_per_epoch, t.epochs)
+    optimizer = build_optimizer(t.optimizer, schedule)
+    metrics: list[Any] = []
+    if "accuracy" in t.metrics:
+        metrics.append(keras.metrics.CategoricalAccuracy(name="accuracy"))
+    if "top5" in t.metrics:
+        metrics.append(keras.metrics.TopKCategoricalAccuracy(k=5, name="top5"))
+    model.compile(
+        optimizer=optimizer,
+        loss=keras.losses.CategoricalCrossentropy(
+            from_logits=True, label_smoothing=t.loss.label_smoothing
+        ),
+        metrics=metrics,
+        steps_per_execution=t.steps_per_execution,
+    )
+
+
+def make_datasets(cfg: RecipeConfig, bundle: DataBundle) -> dict[str, Any]:
+    """Batched train/val/test datasets of the recipe."""
+    augment = None
+    if cfg.data.augment:
+        from kerasdl.data.augment import build_augment
+
+        stats = None
+        if any(s["name"] == "pca_color" for s in cfg.data.augment):
+            from kerasdl.data.augment import compute_pca_stats
+
+            stats = compute_pca_stats(np.stack([x for x, _ in bundle.splits["train"]]))
+        augment = build_augment(
+            cfg.data.augment, seed=cfg.run.seed, num_classes=bundle.num_classes, stats=stats
+        )
+    std = standardizer(cfg.data.mean, cfg.data.std)
+    out = {}
+    for split, ds in bundle.splits.items():
+        training = split == "train"
+        out[split] = batch_dataset(
+            ds,
+            cfg.training.batch_size,
+            training=training,
+            num_classes=bundle.num_classes,
+            seed=cfg.run.seed,
+            augment=augment if training else None,
+            standardize=std,
+            cache=cfg.data.cache,
+            shuffle_buffer=cfg.data.shuffle_buffer,
+        )
+    return out
+
+
+def evaluate_model(model: keras.Model, dataset: Any) -> dict[str, float]:
+    """Loss and compiled metrics of ``model`` on a batched dataset."""
+    result = model.evaluate(dataset, verbose=0, return_dict=True)
+    return {k: float(v) for k, v in result.items()}
+
+
+def train(
+    cfg: RecipeConfig,
+    *,
+    fresh: bool = False,
+    resume_dir: str | Path | None = None,
+    verbose: int | str = "auto",
+) -> RunResult:
+    """Run a recipe: validate data and model, make or resume the run folder, fit, test.
+
+    Args:
+        cfg: a validated recipe.
+        fresh: never resume an unfinished run; start a new folder.
+        resume_dir: resume this run folder explicitly.
+        verbose: Keras ``fit`` verbosity.
+
+    Returns:
+        The run folder, the test metrics and the epoch training resumed from (0 for a new run).
+    """
+    keras.utils.set_random_seed(cfg.run.seed)
+    precision = resolve_precision(cfg.training.precision)
+    keras.mixed_precision.set_global_policy(precision)
+    bundle = load_data(cfg.data, cfg.run.seed)
+    if "val" not in bundle.splits and cfg.training.monitor.startswith("val_"):
+        raise UserError("training.monitor needs a validation split (data.val_split > 0)")
+    model = build_model(cfg, bundle)
+    datasets = make_datasets(cfg, bundle)
+    train_size = bundle.sizes.get("train") or int(
+        bundle.splits["train"].reduce(0, lambda n, _: n + 1)
+    )
+    steps_per_epoch = max(math.ceil(train_size / cfg.training.batch_size), 1)
+    compile_model(model, cfg, steps_per_epoch)
+
+    if resume_dir is not None:
+        run_dir = Path(resume_dir)
+        if not (run_dir / "backup").is_dir():
+            raise UserError(f"--resume: {run_dir} has no backup/ folder to resume from")
+    else:
+        run_dir = None if fresh else find_unfinished_run(cfg)
+    resuming = run_dir is not None
+    run_dir = run_dir or new_run_dir(cfg)
+
+    mode = "min" if cfg.training.monitor.endswith("loss") else "max"
+    state = cb.TrainingState(mode)
+    initial_epoch = 0
+    info: dict[str, Any] = {
+        "precision": precision,
+        "steps_per_epoch": steps_per_epoch,
+        "sizes": bundle.sizes,
+        "resumes": [],
+    }
+    if resuming:
+        restored = cb.restore_backup(model, state, run_dir / "backup")
+        if restored is not None:
+            initial_epoch = int(state.epoch.numpy())
+            old = run_dir / "run_info.json"
+            if old.exists():
+                info["resumes"] = json.loads(old.read_text()).get("resumes", [])
+            info["resumes"].append(
+                {
+                    "epoch": initial_epoch,
+                    "checkpoint": os.path.basename(restored),
+                    "weights_fingerprint": cb.weights_fingerprint(model),
+                }
+            )
+            print(f"Resuming {run_dir} from epoch {initial_epoch} ({restored})")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cfg.dump_yaml(run_dir / "config.yaml")
+    bundle.spec.save(run_dir / "preprocess.json")
+    write_json_atomic(run_dir / "run_info.json", info)
+    print(f"Run folder: {run_dir}  (precision {precision}, {steps_per_epoch} steps/epoch)")
+
+    log_dir = run_dir / "logs"
+    if initial_epoch == 0 and cfg.training.log_images:
+        sample = next(iter(bundle.splits["train"].batch(cfg.training.log_images)))[0]
+        cb.log_images(log_dir, np.asarray(sample))
+    callbacks: list[keras.callbacks.Callback] = [
+        cb.LearningRateLogger(log_dir),
+        cb.BestCheckpoint(run_dir / "best.keras", cfg.training.monitor, state),
+        cb.Backup(run_dir / "backup", state),
+        keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=resuming),
+        keras.callbacks.TensorBoard(str(log_dir), write_graph=False, update_freq="epoch"),
+    ]
+    if cfg.training.early_stopping_patience:
+        callbacks.append(
+            keras.callbacks.EarlyStopping(
+                monitor=cfg.training.monitor,
+                patience=cfg.training.early_stopping_patience,
+                mode=mode,
+            )
+        )
+    if initial_epoch < cfg.training.epochs:
+        model.fit(
+            datasets["train"],
+            validation_data=datasets.get("val"),
+            epochs=cfg.training.epochs,
+            initial_epoch=initial_epoch,
+            callbacks=callbacks,
+            verbose=verbose,
+        )
+    best = keras.models.load_model(run_dir / "best.keras")
+    eval_split = "test" if "test" in datasets else "val"
+    metrics = evaluate_model(best, datasets[eval_split])
+    metrics_out = {"split": eval_split, **metrics}
+    write_json_atomic(run_dir / "metrics.json", metrics_out)
+    keras.mixed_precision.set_global_policy("float32")
+    return RunResult(run_dir, metrics, initial_epoch)

@@ -1,0 +1,114 @@
+"""Learning-rate schedules by name, with optional linear warm-up in front of any of them.
+
+All schedules are per optimizer step; a recipe gives epochs, converted with the steps per epoch.
+
+* ``constant``: lr.
+* ``step``: lr * gamma^k after the k-th epoch boundary in ``step_epochs`` (He et al. 2016).
+* ``exponential``: lr * decay_rate^(t / decay_steps).
+* ``cosine``: lr_min + (lr - lr_min) (1 + cos(pi t / T)) / 2 (Loshchilov & Hutter 2017, SGDR
+  without restarts).
+* ``cosine_restarts``: SGDR with first period ``restart_epochs``, period multiplier ``t_mul`` and
+  amplitude multiplier ``m_mul`` (Loshchilov & Hutter 2017).
+* warm-up: lr * (t + 1) / W for the first W steps (Goyal et al. 2017), then the schedule restarted
+  at t - W, so the decay spans the remaining steps.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+from keras import ops
+
+from kerasdl.config import ScheduleConfig
+
+Schedules = keras.optimizers.schedules
+
+
+@keras.saving.register_keras_serializable(package="kerasdl")
+class LinearWarmup(Schedules.LearningRateSchedule):
+    """Linear warm-up to ``after(0)`` over ``warmup_steps``, then ``after(step - warmup_steps)``.
+
+    Args:
+        after: the schedule that follows the warm-up.
+        warmup_steps: number of warm-up steps (0 disables warm-up).
+
+    Reference:
+        Goyal et al., "Accurate, Large Minibatch SGD: Training ImageNet in 1 Hour", 2017.
+    """
+
+    def __init__(self, after: Schedules.LearningRateSchedule, warmup_steps: int) -> None:
+        self.after = after
+        self.warmup_steps = int(warmup_steps)
+
+    def __call__(self, step: Any) -> Any:
+        step = ops.cast(step, "float32")
+        w = float(self.warmup_steps)
+        target = ops.cast(self.after(0), "float32")
+        warm = target * (step + 1.0) / max(w, 1.0)
+        rest = ops.cast(self.after(ops.maximum(step - w, 0.0)), "float32")
+        return ops.where(step < w, warm, rest)
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            "after": keras.saving.serialize_keras_object(self.after),
+            "warmup_steps": self.warmup_steps,
+        }
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> LinearWarmup:
+        config = dict(config)
+        config["after"] = keras.saving.deserialize_keras_object(config["after"])
+        return cls(**config)
+
+
+@keras.saving.register_keras_serializable(package="kerasdl")
+class Constant(Schedules.LearningRateSchedule):
+    """A constant learning rate as a schedule (so warm-up can wrap it)."""
+
+    def __init__(self, learning_rate: float) -> None:
+        self.learning_rate = float(learning_rate)
+
+    def __call__(self, step: Any) -> Any:
+        return ops.cast(self.learning_rate, "float32") + 0.0 * ops.cast(step, "float32")
+
+    def get_config(self) -> dict[str, Any]:
+        return {"learning_rate": self.learning_rate}
+
+
+def build_schedule(
+    cfg: ScheduleConfig, base_lr: float, steps_per_epoch: int, epochs: int
+) -> Schedules.LearningRateSchedule:
+    """The schedule of a recipe, in optimizer steps.
+
+    Args:
+        cfg: the ``training.schedule`` section.
+        base_lr: the optimizer's learning rate (the peak after warm-up).
+        steps_per_epoch: optimizer steps per epoch.
+        epochs: planned epochs.
+    """
+    warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
+    total = max(epochs * steps_per_epoch - warmup, 1)
+    name = cfg.name
+    inner: Schedules.LearningRateSchedule
+    if name == "constant":
+        inner = Constant(base_lr)
+    elif name == "step":
+        bounds = [max(e * steps_per_epoch - warmup, 0) for e in sorted(cfg.step_epochs)]
+        values = [base_lr * cfg.gamma**i for i in range(len(bounds) + 1)]
+        inner = Schedules.PiecewiseConstantDecay(bounds, values) if bounds else Constant(base_lr)
+    elif name == "exponential":
+        inner = Schedules.ExponentialDecay(
+            base_lr, max(int(cfg.decay_epochs * steps_per_epoch), 1), cfg.decay_rate
+        )
+    elif name == "cosine":
+        inner = Schedules.CosineDecay(base_lr, total, alpha=cfg.min_lr_ratio)
+    else:
+        inner = Schedules.CosineDecayRestarts(
+            base_lr,
+            max(int(cfg.restart_epochs * steps_per_epoch), 1),
+            t_mul=cfg.t_mul,
+            m_mul=cfg.m_mul,
+            alpha=cfg.min_lr_ratio,
+        )
+    return LinearWarmup(inner, warmup) if warmup > 0 else inner
