@@ -10,7 +10,7 @@ are looked up by name in ``SOURCES`` (``data.source`` in a recipe).
 * ``folder``: ``path/<class_name>/<image files>``; every file is decoded once before training, so
   a corrupt image is reported (and skipped, or stops the run with ``on_corrupt: error``) before the
   first epoch, never halfway through one.
-* ``npz``: arrays ``x_train``, ``y_train`` (and optional ``x_val``/``y_val``, ``x_test``/``y_test``).
+* ``npz``: arrays ``x_train``, ``y_train`` (optional ``x_val``/``y_val``, ``x_test``/``y_test``).
 * ``synthetic``: seeded random images and labels, for benchmarks.
 """
 

@@ -1,6 +1,6 @@
 """A small VGG-style CNN for small images: the quickstart model.
 
-Two or more stages of ``[conv3x3-BN-act] x convs_per_stage`` followed by 2x2 max-pooling, then global
+Two or more stages of ``[conv3x3-BN-act] x convs_per_stage`` then 2x2 max-pooling, then global
 average pooling, dropout and a linear head. It is the kind of network LeCun et al. (1998) and
 Simonyan & Zisserman (2015) describe, sized for 8x8 to 32x32 inputs so that it trains in a minute on
 a CPU.

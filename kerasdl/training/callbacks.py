@@ -1,4 +1,4 @@
-"""Callbacks of a training run: crash-safe backups, the best checkpoint, learning-rate and image logs.
+"""Callbacks of a training run: crash-safe backups, best checkpoint, learning-rate and image logs.
 
 * :class:`Backup` saves the whole training state (model and optimizer variables, the epoch, the
   best monitored value) with ``tf.train.CheckpointManager`` at the end of every epoch and keeps the
