@@ -205,3 +205,56 @@ def test_predict_cli_top_k_and_corrupt_image(capsys):
     assert main(["predict", str(exported()), str(bad)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("kerasdl predict: error: Cannot decode image") and "\n" not in err
+
+
+def test_serving_signatures_equal_the_training_data_pipeline():
+    """Image files through the data pipeline (folder source -> load_data -> batch_dataset) give
+    the model the same input as the same files through serving_bytes, and the pipeline's
+    unstandardized images through serving_default."""
+    data = pytest.importorskip("kerasdl.data")
+    pipeline = pytest.importorskip("kerasdl.data.pipeline")
+    config = pytest.importorskip("kerasdl.config")
+    if not hasattr(data, "load_data"):
+        pytest.skip("kerasdl.data.load_data not available")
+    x, y = digits_data()
+    root = fresh_dir("folder")
+    files = {}
+    for label in range(10):
+        (root / str(label)).mkdir()
+        for i in np.flatnonzero(y == label)[:10]:
+            path = root / str(label) / f"{i}.png"
+            path.write_bytes(png_bytes(digits_uint8([int(i)])[0]))
+            files[path] = digits_uint8([int(i)])[0]
+    cfg = config.DataConfig(
+        source="folder", path=str(root), channels=1, mean=[0.3], std=[0.4], val_split=0.1
+    )
+    bundle = data.load_data(cfg, seed=0)
+    spec = PreprocessSpec.load(digits_run() / "preprocess.json")
+    assert (bundle.spec.image_size, bundle.spec.mean, bundle.spec.std) == (
+        tuple(spec.image_size),
+        spec.mean,
+        spec.std,
+    )
+    loaded = tf.saved_model.load(str(exported()))
+    model = keras_model()
+    for split in bundle.splits.values():
+        unit = np.stack([im.numpy() for im, _ in split])  # [0, 1], what serving_default takes
+        batches = pipeline.batch_dataset(
+            split,
+            64,
+            training=False,
+            num_classes=10,
+            standardize=pipeline.standardizer(cfg.mean, cfg.std),
+        )
+        fed = np.concatenate([b.numpy() for b, _ in batches])  # what the model is fed
+        want = tf.nn.softmax(model(fed, training=False)).numpy()
+        got = loaded.signatures["serving_default"](images=tf.constant(unit))["probabilities"]
+        np.testing.assert_allclose(got.numpy(), want, atol=1e-5)
+        # The same images read from their files by the bytes signature.
+        order = []
+        for im in unit[..., 0]:
+            match = [p for p, px in files.items() if np.allclose(px / 255.0, im, atol=1e-6)]
+            order.append(match[0])
+        blobs = tf.constant([p.read_bytes() for p in order])
+        by_bytes = loaded.signatures["serving_bytes"](image_bytes=blobs)["probabilities"]
+        np.testing.assert_allclose(by_bytes.numpy(), want, atol=1e-5)
