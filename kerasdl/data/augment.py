@@ -1,0 +1,375 @@
+"""Data augmentation for the training pipeline, listed and parameterized in ``data.augment``.
+
+A recipe lists augmentations in the order they are applied::
+
+    data:
+      augment:
+        - {name: random_crop, padding: 4}
+        - {name: flip}
+        - {name: cutout, size: 0.5}
+        - {name: mixup, alpha: 0.2}
+
+:func:`validate_augment` checks the list (one pydantic model per operation, see
+:mod:`kerasdl.data.augment_specs`); :func:`build_augment` turns it into one function
+``fn(images, labels) -> (images, labels)`` over BATCHES, for ``tf.data.Dataset.map`` in graph mode:
+images float32 ``(B, H, W, C)`` in [0, 1] (before standardization), labels one-hot float32
+``(B, K)``. Every operation keeps shapes, dtypes and the [0, 1] range.
+
+Which code does what: Keras core layers for flip, rotation, zoom, translation, brightness,
+contrast, saturation, hue and MixUp; keras-cv's ``RandomCutout`` for cutout; hand-written
+(:mod:`kerasdl.data.augment_ops`, :mod:`kerasdl.data.augment_policies`) for what neither has as
+published: per-image padded random crop, PCA colour, Gaussian and salt-and-pepper noise, random
+erasing, CutMix with the exact pasted-area label, AutoAugment and RandAugment.
+
+Randomness: every operation owns a generator seeded from ``seed`` and its position in the list;
+its state advances at every batch, so batches and epochs differ and rebuilding with the same seed
+replays the same sequence (map sequentially, or with ``deterministic=True`` and one parallel call,
+when a run must be bit-reproducible: parallel calls may take the states in another order).
+
+One-channel images: saturation and hue have no meaning on grayscale; they are the identity on
+1-channel images (``color_jitter`` then applies only brightness and contrast).
+
+Example:
+    >>> specs = validate_augment([{"name": "flip"}, {"name": "cutmix", "alpha": 1.0}])
+    >>> fn = build_augment(specs, seed=0, num_classes=10)
+    >>> ds = ds.batch(128).map(fn)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+from pydantic import ValidationError
+
+from kerasdl.data import augment_ops as ops
+from kerasdl.data import augment_policies as policies
+from kerasdl.data import augment_specs as specs_mod
+from kerasdl.errors import UserError
+
+AUGMENT_NAMES: tuple[str, ...] = tuple(specs_mod.SPECS)
+
+AugmentFn = Callable[[tf.Tensor, tf.Tensor], tuple[tf.Tensor, tf.Tensor]]
+
+
+def _where(key: str, index: int, name: str | None = None) -> str:
+    return f"{key}[{index}]" + (f" ({name})" if name else "")
+
+
+def validate_augment(specs: list[dict], *, key: str = "data.augment") -> list[dict]:
+    """Validate a recipe's augmentation list and fill in the defaults.
+
+    Args:
+        specs: entries ``{"name": "<op>", **params}`` (a bare string is taken as ``{"name": s}``).
+        key: the recipe key named in error messages.
+
+    Returns:
+        The normalized specs: ``{"name": ..., **all params with defaults}``.
+
+    Raises:
+        UserError: naming the entry, the operation, the bad key or value and what was expected,
+            e.g. ``data.augment[2] (cutout): unknown key 'sise'. Expected: p, size, ...``.
+    """
+    if specs is None:
+        return []
+    if not isinstance(specs, list | tuple):
+        raise UserError(f"{key}: expected a list of {{name: ..., params}}. Received: {specs!r}")
+    out = []
+    for i, spec in enumerate(specs):
+        if isinstance(spec, str):
+            spec = {"name": spec}
+        if not isinstance(spec, dict) or "name" not in spec:
+            raise UserError(
+                f"{_where(key, i)}: expected a mapping with a 'name' key. Received: {spec!r}"
+            )
+        params = dict(spec)
+        name = params.pop("name")
+        if name not in specs_mod.SPECS:
+            close = difflib.get_close_matches(str(name), AUGMENT_NAMES, n=1)
+            hint = f" Did you mean '{close[0]}'?" if close else ""
+            raise UserError(
+                f"{_where(key, i)}: unknown augmentation {name!r}.{hint} "
+                f"Expected one of: {', '.join(AUGMENT_NAMES)}"
+            )
+        model = specs_mod.SPECS[name]
+        try:
+            parsed = model(**params)
+        except ValidationError as err:
+            raise UserError(f"{_where(key, i, name)}: {_describe(err, model)}") from None
+        out.append({"name": name, **parsed.model_dump()})
+    return out
+
+
+def _describe(err: ValidationError, model: type) -> str:
+    fields = ", ".join(model.model_fields)
+    parts = []
+    for e in err.errors():
+        loc = ".".join(str(x) for x in e["loc"])
+        if e["type"] == "extra_forbidden":
+            parts.append(f"unknown key '{loc}'. Expected: {fields}")
+        elif loc:
+            parts.append(f"{loc}: {e['msg']}. Received: {e.get('input')!r}")
+        else:
+            parts.append(e["msg"].removeprefix("Value error, "))
+    return "; ".join(parts)
+
+
+def stats_required(specs: list[dict]) -> bool:
+    """True when an operation in ``specs`` needs training-set statistics (see
+    :func:`compute_pca_stats`)."""
+    return any(s.get("name") in specs_mod.NEEDS_STATS for s in specs or [])
+
+
+def compute_pca_stats(images: Any) -> dict[str, list]:
+    """Eigen-decomposition of the covariance of pixel values over a training set (for
+    ``pca_color``).
+
+    Args:
+        images: an array ``(N, H, W, C)`` (or ``(H, W, C)``), or an iterable of arrays/tensors
+            or of ``(image, label)`` tuples, e.g. a ``tf.data.Dataset`` of training images in
+            [0, 1]. Streamed in float64, so the whole set needn't fit in memory.
+
+    Returns:
+        ``{"pca_eigenvalues": [C], "pca_eigenvectors": [[C] * C]}`` (eigenvectors as columns,
+        eigenvalues descending), JSON-friendly for the run folder.
+
+    Reference: Krizhevsky et al. 2012, Section 4.1 ("PCA on the set of RGB pixel values
+    throughout the ImageNet training set").
+    """
+    if isinstance(images, np.ndarray | tf.Tensor):
+        images = [images]
+    total, outer, count = None, None, 0
+    for item in images:
+        if isinstance(item, tuple | list):
+            item = item[0]
+        arr = np.asarray(item, dtype=np.float64)
+        pixels = arr.reshape(-1, arr.shape[-1])
+        if total is None:
+            total = np.zeros(pixels.shape[1])
+            outer = np.zeros((pixels.shape[1], pixels.shape[1]))
+        total += pixels.sum(axis=0)
+        outer += pixels.T @ pixels
+        count += pixels.shape[0]
+    if not count:
+        raise UserError("pca_color: no training images to compute the PCA colour statistics from")
+    mean = total / count
+    cov = outer / count - np.outer(mean, mean)
+    eigvals, eigvecs = np.linalg.eigh(cov)
+    order = np.argsort(eigvals)[::-1]
+    eigvals = np.clip(eigvals[order], 0.0, None)
+    return {
+        "pca_eigenvalues": eigvals.tolist(),
+        "pca_eigenvectors": eigvecs[:, order].tolist(),
+    }
+
+
+def _image_op(fn: Callable[[tf.Tensor], tf.Tensor]) -> AugmentFn:
+    def op(x: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        return tf.cast(fn(x), tf.float32), y
+
+    return op
+
+
+def _layer(layer: keras.layers.Layer) -> Callable[[tf.Tensor], tf.Tensor]:
+    return lambda x: layer(x, training=True)
+
+
+def _rgb_only(fn: Callable[[tf.Tensor], tf.Tensor]) -> Callable[[tf.Tensor], tf.Tensor]:
+    """Identity on 1-channel images (saturation and hue do not exist in grayscale)."""
+    return lambda x: x if x.shape[-1] == 1 else fn(x)
+
+
+def _saturation(factor: float, seed: int) -> Callable[[tf.Tensor], tf.Tensor]:
+    # Keras scales S by u / (1 - u) with u ~ U(range): this range gives multipliers in [1-f, 1+f].
+    lo, hi = (1 - factor) / (2 - factor), (1 + factor) / (2 + factor)
+    layer = keras.layers.RandomSaturation((lo, hi), value_range=(0, 1), seed=seed, dtype="float32")
+    return _rgb_only(_layer(layer))
+
+
+def _hue(factor: float, seed: int) -> Callable[[tf.Tensor], tf.Tensor]:
+    # Keras shifts the hue by +-U(range) / 2 of the colour circle: this gives shifts in [-f, f].
+    layer = keras.layers.RandomHue(
+        (0.0, 2 * factor), value_range=(0, 1), seed=seed, dtype="float32"
+    )
+    return _rgb_only(_layer(layer))
+
+
+def _brightness(factor: float, seed: int) -> Callable[[tf.Tensor], tf.Tensor]:
+    return _layer(
+        keras.layers.RandomBrightness(factor, value_range=(0, 1), seed=seed, dtype="float32")
+    )
+
+
+def _contrast(factor: float, seed: int) -> Callable[[tf.Tensor], tf.Tensor]:
+    return _layer(
+        keras.layers.RandomContrast(factor, value_range=(0, 1), seed=seed, dtype="float32")
+    )
+
+
+def _geometric_kw(p: Any) -> dict[str, Any]:
+    return {
+        "fill_mode": p.fill_mode,
+        "fill_value": p.fill_value,
+        "interpolation": p.interpolation,
+        "dtype": "float32",
+    }
+
+
+def _color_jitter(p: Any, seed: int) -> Callable[[tf.Tensor], tf.Tensor]:
+    parts = []
+    if p.brightness:
+        parts.append(_brightness(p.brightness, seed))
+    if p.contrast:
+        parts.append(_contrast(p.contrast, seed + 1))
+    if p.saturation:
+        parts.append(_saturation(p.saturation, seed + 2))
+    if p.hue:
+        parts.append(_hue(p.hue, seed + 3))
+
+    def fn(x: tf.Tensor) -> tf.Tensor:
+        for part in parts:
+            x = part(x)
+        return x
+
+    return fn
+
+
+def _cutout(p: Any, seed: int) -> Callable[[tf.Tensor], tf.Tensor]:
+    from keras_cv.layers import RandomCutout  # lazy: keras-cv takes ~1 s to import
+
+    layer = RandomCutout(
+        height_factor=(p.size, p.size),
+        width_factor=(p.size, p.size),
+        fill_mode="constant",
+        fill_value=p.fill,
+        seed=seed,
+    )
+
+    def fn(x: tf.Tensor) -> tf.Tensor:
+        for _ in range(p.num_holes):
+            x = layer(x, training=True)
+        return x
+
+    return fn
+
+
+def _build_one(name: str, p: Any, seed: int, stats: dict | None) -> AugmentFn:
+    gen = tf.random.Generator.from_seed(seed)
+    L = keras.layers
+    if name == "mixup":
+        layer = L.MixUp(alpha=p.alpha, seed=seed, dtype="float32")
+
+        def mixup(x: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+            out = layer({"images": x, "labels": y}, training=True)
+            return tf.cast(out["images"], tf.float32), tf.cast(out["labels"], tf.float32)
+
+        return mixup
+    if name == "cutmix":
+        return lambda x, y: ops.cutmix(x, y, gen, p.alpha)
+    if name == "pca_color":
+        eigvals = tf.constant(stats["pca_eigenvalues"], tf.float32)
+        eigvecs = tf.constant(stats["pca_eigenvectors"], tf.float32)
+        return _image_op(lambda x: ops.pca_color(x, gen, eigvals, eigvecs, p.std))
+    builders: dict[str, Callable[[], Callable[[tf.Tensor], tf.Tensor]]] = {
+        "flip": lambda: _layer(L.RandomFlip(p.mode, seed=seed, dtype="float32")),
+        "rotation": lambda: _layer(
+            L.RandomRotation(p.degrees / 360.0, seed=seed, **_geometric_kw(p))
+        ),
+        "zoom": lambda: _layer(L.RandomZoom(p.factor, seed=seed, **_geometric_kw(p))),
+        "translation": lambda: _layer(
+            L.RandomTranslation(p.height, p.width, seed=seed, **_geometric_kw(p))
+        ),
+        "random_crop": lambda: (
+            lambda x: ops.pad_and_crop(x, gen, p.padding, p.padding_mode, p.fill_value)
+        ),
+        "brightness": lambda: _brightness(p.factor, seed),
+        "contrast": lambda: _contrast(p.factor, seed),
+        "saturation": lambda: _saturation(p.factor, seed),
+        "hue": lambda: _hue(p.factor, seed),
+        "color_jitter": lambda: _color_jitter(p, seed),
+        "gaussian_noise": lambda: lambda x: ops.gaussian_noise(x, gen, p.std, p.clip),
+        "salt_and_pepper": lambda: lambda x: ops.salt_and_pepper(x, gen, p.amount, p.salt_ratio),
+        "cutout": lambda: _cutout(p, seed),
+        "random_erasing": lambda: (
+            lambda x: ops.random_erasing(x, gen, p.area, p.ratio, p.fill, p.attempts)
+        ),
+        "autoaugment": lambda: lambda x: policies.autoaugment(x, gen, p.policy),
+        "randaugment": lambda: lambda x: policies.randaugment(x, gen, p.num_ops, p.magnitude),
+    }
+    return _image_op(builders[name]())
+
+
+def _with_probability(op: AugmentFn, prob: float, seed: int) -> AugmentFn:
+    """Apply ``op`` to each image (and its label) with probability ``prob``."""
+    if prob >= 1.0:
+        return op
+    gen = tf.random.Generator.from_seed(seed)
+
+    def fn(x: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        ax, ay = op(x, y)
+        chosen = gen.uniform(tf.shape(x)[:1]) < prob
+        return (
+            tf.where(chosen[:, None, None, None], ax, x),
+            tf.where(chosen[:, None], ay, y),
+        )
+
+    return fn
+
+
+def build_augment(
+    specs: list[dict], *, seed: int, num_classes: int, stats: dict | None = None
+) -> AugmentFn:
+    """Build the batch augmentation function of a recipe's ``data.augment`` list.
+
+    Args:
+        specs: the augmentation list (validated here again; :func:`validate_augment`'s output).
+        seed: base seed; operation ``i`` gets its own generator seeded from ``(seed, i)``.
+        num_classes: K, the one-hot label width (checked when the function is traced).
+        stats: training-set statistics for operations that need them (``pca_color``:
+            :func:`compute_pca_stats`'s output).
+
+    Returns:
+        ``fn(images, labels) -> (images, labels)`` for ``tf.data.Dataset.map`` over batches.
+
+    Raises:
+        UserError: invalid specs, or an operation that needs ``stats`` built without them.
+    """
+    specs = validate_augment(list(specs or []))
+    fns: list[AugmentFn] = []
+    for i, spec in enumerate(specs):
+        name = spec["name"]
+        needed = specs_mod.NEEDS_STATS.get(name, ())
+        missing = [k for k in needed if not stats or k not in stats]
+        if missing:
+            raise UserError(
+                f"data.augment[{i}] ({name}): needs training-set statistics {', '.join(missing)}; "
+                "compute them with kerasdl.data.augment.compute_pca_stats(train_images) and pass "
+                "stats= to build_augment"
+            )
+        params = specs_mod.SPECS[name](**{k: v for k, v in spec.items() if k != "name"})
+        op_seed = (int(seed) * 1_000_003 + 7919 * (i + 1)) % (2**31 - 1)
+        if params.p <= 0.0:
+            continue
+        fns.append(
+            _with_probability(_build_one(name, params, op_seed, stats), params.p, op_seed + 1)
+        )
+
+    # No Python control flow depends on tensors here: skip AutoGraph (faster tracing, and it
+    # cannot mis-parse the nested lambdas above).
+    @tf.autograph.experimental.do_not_convert
+    def augment(images: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        images = tf.cast(images, tf.float32)
+        labels = tf.cast(labels, tf.float32)
+        if labels.shape.rank != 2 or labels.shape[-1] not in (None, num_classes):
+            raise ValueError(
+                f"augment expects one-hot labels (B, {num_classes}). Received shape {labels.shape}"
+            )
+        for fn in fns:
+            images, labels = fn(images, labels)
+        return images, labels
+
+    return augment

@@ -1,0 +1,428 @@
+"""AutoAugment and RandAugment for batches of images in [0, 1], inside ``tf.data`` (graph mode).
+
+Both methods pick, per image, image operations from the same vocabulary (shear, translate,
+rotate, auto-contrast, equalize, invert, solarize, posterize, colour, contrast, brightness,
+sharpness) with a magnitude ``level`` on the papers' 0-10 scale. Every operation is computed for
+the whole batch with a per-image magnitude and the chosen one is selected per image, so different
+images of a batch get different operations (Keras' ``RandAugment`` layer picks one operation for
+the whole batch and a random magnitude, which is not the paper's method; keras-cv has no
+AutoAugment).
+
+Level -> argument mapping (``level / 10`` of the paper's Table 1 range, as in the authors'
+released code, ``PARAMETER_MAX = 10``):
+
+==================  ==========================================  ===========
+operation           argument                                    random sign
+==================  ==========================================  ===========
+ShearX / ShearY     shear ``0.3 * level / 10``                  yes
+TranslateX / Y      ``translate * level / 10`` of the image side  yes
+Rotate              ``30 * level / 10`` degrees                 yes
+Color, Contrast,    enhance factor ``0.1 + 1.8 * level / 10``   no
+Brightness,         (PIL ImageEnhance: 1 = unchanged)
+Sharpness
+Solarize            invert pixels ``>= 1 - level / 10``         no
+Posterize           keep ``8 - int(4 * level / 10)`` bits       no
+AutoContrast,       no magnitude                                --
+Equalize, Invert
+==================  ==========================================  ===========
+
+``translate`` is 10/32 of the side for the CIFAR-10 policy (10 pixels at 32x32, the released
+CIFAR code) and 150/331 for the ImageNet policy and RandAugment. Areas uncovered by a geometric
+transform are filled with grey 0.5 (the reference's 128). On 1-channel images Color is the
+identity (a grayscale image has no saturation).
+
+Reference:
+    Cubuk, Zoph, Mane, Vasudevan, Le, "AutoAugment: Learning Augmentation Strategies from Data",
+    CVPR 2019 (policies: Appendix, the ImageNet and reduced-CIFAR-10 tables).
+    Cubuk, Zoph, Shlens, Le, "RandAugment: Practical automated data augmentation with a reduced
+    search space", CVPR Workshops 2020.
+"""
+
+from __future__ import annotations
+
+import math
+
+import tensorflow as tf
+
+OPS: tuple[str, ...] = (
+    "Identity",
+    "ShearX",
+    "ShearY",
+    "TranslateX",
+    "TranslateY",
+    "Rotate",
+    "AutoContrast",
+    "Equalize",
+    "Invert",
+    "Solarize",
+    "Posterize",
+    "Color",
+    "Contrast",
+    "Brightness",
+    "Sharpness",
+)
+_GEOMETRIC = ("ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate")
+_SIGNED = set(_GEOMETRIC)
+
+# The 14 RandAugment transformations (paper, Section 3): identity plus 13 image operations.
+RANDAUGMENT_OPS: tuple[str, ...] = (
+    "Identity",
+    "AutoContrast",
+    "Equalize",
+    "Rotate",
+    "Solarize",
+    "Color",
+    "Posterize",
+    "Contrast",
+    "Brightness",
+    "Sharpness",
+    "ShearX",
+    "ShearY",
+    "TranslateX",
+    "TranslateY",
+)
+
+# (operation, probability, level) pairs; level None = operation without magnitude.
+IMAGENET_POLICY: tuple = (
+    (("Posterize", 0.4, 8), ("Rotate", 0.6, 9)),
+    (("Solarize", 0.6, 5), ("AutoContrast", 0.6, None)),
+    (("Equalize", 0.8, None), ("Equalize", 0.6, None)),
+    (("Posterize", 0.6, 7), ("Posterize", 0.6, 6)),
+    (("Equalize", 0.4, None), ("Solarize", 0.2, 4)),
+    (("Equalize", 0.4, None), ("Rotate", 0.8, 8)),
+    (("Solarize", 0.6, 3), ("Equalize", 0.6, None)),
+    (("Posterize", 0.8, 5), ("Equalize", 1.0, None)),
+    (("Rotate", 0.2, 3), ("Solarize", 0.6, 8)),
+    (("Equalize", 0.6, None), ("Posterize", 0.4, 6)),
+    (("Rotate", 0.8, 8), ("Color", 0.4, 0)),
+    (("Rotate", 0.4, 9), ("Equalize", 0.6, None)),
+    (("Equalize", 0.0, None), ("Equalize", 0.8, None)),
+    (("Invert", 0.6, None), ("Equalize", 1.0, None)),
+    (("Color", 0.6, 4), ("Contrast", 1.0, 8)),
+    (("Rotate", 0.8, 8), ("Color", 1.0, 2)),
+    (("Color", 0.8, 8), ("Solarize", 0.8, 7)),
+    (("Sharpness", 0.4, 7), ("Invert", 0.6, None)),
+    (("ShearX", 0.6, 5), ("Equalize", 1.0, None)),
+    (("Color", 0.4, 0), ("Equalize", 0.6, None)),
+    (("Equalize", 0.4, None), ("Solarize", 0.2, 4)),
+    (("Solarize", 0.6, 5), ("AutoContrast", 0.6, None)),
+    (("Invert", 0.6, None), ("Equalize", 1.0, None)),
+    (("Color", 0.6, 4), ("Contrast", 1.0, 8)),
+    (("Equalize", 0.8, None), ("Equalize", 0.6, None)),
+)
+
+CIFAR10_POLICY: tuple = (
+    (("Invert", 0.1, None), ("Contrast", 0.2, 6)),
+    (("Rotate", 0.7, 2), ("TranslateX", 0.3, 9)),
+    (("Sharpness", 0.8, 1), ("Sharpness", 0.9, 3)),
+    (("ShearY", 0.5, 8), ("TranslateY", 0.7, 9)),
+    (("AutoContrast", 0.5, None), ("Equalize", 0.9, None)),
+    (("ShearY", 0.2, 7), ("Posterize", 0.3, 7)),
+    (("Color", 0.4, 3), ("Brightness", 0.6, 7)),
+    (("Sharpness", 0.3, 9), ("Brightness", 0.7, 9)),
+    (("Equalize", 0.6, None), ("Equalize", 0.5, None)),
+    (("Contrast", 0.6, 7), ("Sharpness", 0.6, 5)),
+    (("Color", 0.7, 7), ("TranslateX", 0.5, 8)),
+    (("Equalize", 0.3, None), ("AutoContrast", 0.4, None)),
+    (("TranslateY", 0.4, 3), ("Sharpness", 0.2, 6)),
+    (("Brightness", 0.9, 6), ("Color", 0.2, 8)),
+    (("Solarize", 0.5, 2), ("Invert", 0.0, None)),
+    (("Equalize", 0.2, None), ("AutoContrast", 0.6, None)),
+    (("Equalize", 0.2, None), ("Equalize", 0.6, None)),
+    (("Color", 0.9, 9), ("Equalize", 0.6, None)),
+    (("AutoContrast", 0.8, None), ("Solarize", 0.2, 8)),
+    (("Brightness", 0.1, 3), ("Color", 0.7, 0)),
+    (("Solarize", 0.4, 5), ("AutoContrast", 0.9, None)),
+    (("TranslateY", 0.9, 9), ("TranslateY", 0.7, 9)),
+    (("AutoContrast", 0.9, None), ("Solarize", 0.8, 3)),
+    (("Equalize", 0.8, None), ("Invert", 0.1, None)),
+    (("TranslateY", 0.7, 9), ("AutoContrast", 0.9, None)),
+)
+
+POLICIES: dict[str, tuple] = {"imagenet": IMAGENET_POLICY, "cifar10": CIFAR10_POLICY}
+TRANSLATE_FRACTION: dict[str, float] = {"imagenet": 150.0 / 331.0, "cifar10": 10.0 / 32.0}
+FILL_VALUE = 0.5
+
+
+def _col(v: tf.Tensor) -> tf.Tensor:
+    """(B,) -> (B, 1, 1, 1) for broadcasting against images."""
+    return tf.reshape(v, (-1, 1, 1, 1))
+
+
+def _grayscale(x: tf.Tensor) -> tf.Tensor:
+    if x.shape[-1] == 1:
+        return x
+    return tf.image.rgb_to_grayscale(x)
+
+
+def blend(degenerate: tf.Tensor, x: tf.Tensor, factor: tf.Tensor) -> tf.Tensor:
+    """PIL ``ImageEnhance``: ``degenerate + factor * (x - degenerate)``, clipped to [0, 1]."""
+    return tf.clip_by_value(degenerate + _col(factor) * (x - degenerate), 0.0, 1.0)
+
+
+def color(x: tf.Tensor, factor: tf.Tensor) -> tf.Tensor:
+    """Saturation: blend with the grayscale image (identity on 1 channel)."""
+    if x.shape[-1] == 1:
+        return x
+    return blend(tf.broadcast_to(_grayscale(x), tf.shape(x)), x, factor)
+
+
+def contrast(x: tf.Tensor, factor: tf.Tensor) -> tf.Tensor:
+    """Contrast: blend with the image's mean grey level."""
+    mean = tf.reduce_mean(_grayscale(x), axis=(1, 2, 3), keepdims=True)
+    return blend(tf.broadcast_to(mean, tf.shape(x)), x, factor)
+
+
+def brightness(x: tf.Tensor, factor: tf.Tensor) -> tf.Tensor:
+    """Brightness: blend with black."""
+    return blend(tf.zeros_like(x), x, factor)
+
+
+def sharpness(x: tf.Tensor, factor: tf.Tensor) -> tf.Tensor:
+    """Sharpness: blend with PIL's SMOOTH-filtered image (kernel 1 1 1 / 1 5 1 / 1 1 1, / 13).
+
+    As in PIL, the one-pixel border keeps its original values.
+    """
+    channels = x.shape[-1]
+    kernel = tf.constant([[1.0, 1.0, 1.0], [1.0, 5.0, 1.0], [1.0, 1.0, 1.0]]) / 13.0
+    kernel = tf.tile(kernel[:, :, None, None], [1, 1, channels, 1])
+    smooth = tf.nn.depthwise_conv2d(x, kernel, strides=[1, 1, 1, 1], padding="VALID")
+    smooth = tf.pad(smooth, [[0, 0], [1, 1], [1, 1], [0, 0]])
+    h, w = tf.shape(x)[1], tf.shape(x)[2]
+    inner = tf.pad(tf.ones((h - 2, w - 2), tf.bool), [[1, 1], [1, 1]])[None, :, :, None]
+    degenerate = tf.where(inner, smooth, x)
+    return blend(degenerate, x, factor)
+
+
+def autocontrast(x: tf.Tensor) -> tf.Tensor:
+    """Per image and channel, stretch [min, max] to [0, 1] (unchanged where max == min)."""
+    lo = tf.reduce_min(x, axis=(1, 2), keepdims=True)
+    hi = tf.reduce_max(x, axis=(1, 2), keepdims=True)
+    scale = tf.where(hi > lo, 1.0 / tf.maximum(hi - lo, 1e-12), 1.0)
+    offset = tf.where(hi > lo, lo, 0.0)
+    return tf.clip_by_value((x - offset) * scale, 0.0, 1.0)
+
+
+def to_uint8_levels(x: tf.Tensor) -> tf.Tensor:
+    """[0, 1] floats -> int32 grey levels 0..255 (rounded)."""
+    return tf.cast(tf.round(tf.clip_by_value(x, 0.0, 1.0) * 255.0), tf.int32)
+
+
+def equalize(x: tf.Tensor) -> tf.Tensor:
+    """Per image and channel histogram equalization, PIL ``ImageOps.equalize``'s algorithm.
+
+    On 256 levels: ``step = (N - count of the highest level) // 255``;
+    ``lut[i] = (step // 2 + sum_{j<i} hist[j]) // step``; identity when ``step == 0``.
+    """
+    shape = tf.shape(x)
+    b, h, w, c = shape[0], shape[1], shape[2], shape[3]
+    levels = tf.reshape(tf.transpose(to_uint8_levels(x), (0, 3, 1, 2)), (b * c, h * w))
+    rows = b * c
+    offsets = tf.range(rows)[:, None] * 256
+    hist = tf.math.bincount(
+        tf.reshape(levels + offsets, [-1]), minlength=rows * 256, maxlength=rows * 256
+    )
+    hist = tf.reshape(hist, (rows, 256))
+    last = 255 - tf.argmax(
+        tf.reverse(tf.cast(hist > 0, tf.int32), axis=[1]), axis=1, output_type=tf.int32
+    )
+    last_count = tf.gather(hist, last, batch_dims=1)
+    step = (h * w - last_count) // 255
+    safe_step = tf.maximum(step, 1)[:, None]
+    cum = tf.cumsum(hist, axis=1, exclusive=True)
+    lut = tf.minimum((safe_step // 2 + cum) // safe_step, 255)
+    lut = tf.where(step[:, None] > 0, lut, tf.range(256)[None, :])
+    out = tf.gather(lut, levels, batch_dims=1)
+    out = tf.transpose(tf.reshape(out, (b, c, h, w)), (0, 2, 3, 1))
+    return tf.cast(out, x.dtype) / 255.0
+
+
+def invert(x: tf.Tensor) -> tf.Tensor:
+    return 1.0 - x
+
+
+def solarize(x: tf.Tensor, threshold: tf.Tensor) -> tf.Tensor:
+    """Invert every pixel ``>= threshold`` (PIL ``ImageOps.solarize``; threshold in [0, 1])."""
+    return tf.where(x >= _col(threshold), 1.0 - x, x)
+
+
+def posterize(x: tf.Tensor, bits: tf.Tensor) -> tf.Tensor:
+    """Keep the ``bits`` most significant bits of each 8-bit level (PIL ``ImageOps.posterize``)."""
+    div = tf.cast(tf.bitwise.left_shift(1, 8 - tf.cast(bits, tf.int32)), tf.int32)
+    q = (to_uint8_levels(x) // _col(div)) * _col(div)
+    return tf.cast(q, x.dtype) / 255.0
+
+
+def affine_matrices(
+    op_index: tf.Tensor, value: tf.Tensor, height: tf.Tensor, width: tf.Tensor
+) -> tf.Tensor:
+    """Per-image ``(B, 8)`` projective transforms (output -> input pixel, as PIL's AFFINE data).
+
+    ``value`` is the signed shear, translation in pixels or rotation in degrees; images whose op is
+    not geometric get the identity.
+    """
+    one, zero = tf.ones_like(value), tf.zeros_like(value)
+    identity = tf.stack([one, zero, zero, zero, one, zero, zero, zero], axis=1)
+    cy = (tf.cast(height, value.dtype) - 1.0) / 2.0
+    cx = (tf.cast(width, value.dtype) - 1.0) / 2.0
+    theta = value * (math.pi / 180.0)
+    cos, sin = tf.cos(theta), tf.sin(theta)
+    mats = {
+        # PIL samples at pixel centres (x + 0.5): the shear's 0.5 * v offset keeps its grid.
+        "ShearX": tf.stack([one, value, 0.5 * value, zero, one, zero, zero, zero], axis=1),
+        "ShearY": tf.stack([one, zero, zero, value, one, 0.5 * value, zero, zero], axis=1),
+        "TranslateX": tf.stack([one, zero, value, zero, one, zero, zero, zero], axis=1),
+        "TranslateY": tf.stack([one, zero, zero, zero, one, value, zero, zero], axis=1),
+        "Rotate": tf.stack(
+            [
+                cos,
+                -sin,
+                cx - cos * cx + sin * cy,
+                sin,
+                cos,
+                cy - sin * cx - cos * cy,
+                zero,
+                zero,
+            ],
+            axis=1,
+        ),
+    }
+    out = identity
+    for name, mat in mats.items():
+        out = tf.where((op_index == OPS.index(name))[:, None], mat, out)
+    return out
+
+
+def apply_ops(
+    x: tf.Tensor,
+    op_index: tf.Tensor,
+    level: tf.Tensor,
+    sign: tf.Tensor,
+    translate: float,
+    used: set[str],
+) -> tf.Tensor:
+    """Apply to image ``i`` the operation ``OPS[op_index[i]]`` at ``level[i]`` (0-10 scale).
+
+    Args:
+        x: ``(B, H, W, C)`` float32 images in [0, 1].
+        op_index: ``(B,)`` int32 indices into :data:`OPS` (0 = identity).
+        level: ``(B,)`` float32 magnitudes on the papers' 0-10 scale.
+        sign: ``(B,)`` float32 of +-1, the random sign of signed (geometric) operations.
+        translate: maximum translation as a fraction of the image side (at level 10).
+        used: names of the operations that can occur (others are not computed).
+    """
+    frac = level / 10.0
+    shape = tf.shape(x)
+    h, w = shape[1], shape[2]
+    out = x
+    if used & set(_GEOMETRIC):
+        side = tf.where(
+            op_index == OPS.index("TranslateY"), tf.cast(h, tf.float32), tf.cast(w, tf.float32)
+        )
+        value = tf.gather(tf.constant([0.0, 0.3, 0.3, 0.0, 0.0, 30.0] + [0.0] * 9), op_index)
+        value = tf.where(
+            (op_index == OPS.index("TranslateX")) | (op_index == OPS.index("TranslateY")),
+            translate * side,
+            value,
+        )
+        value = value * frac * sign
+        transforms = affine_matrices(op_index, value, h, w)
+        moved = tf.raw_ops.ImageProjectiveTransformV3(
+            images=x,
+            transforms=transforms,
+            output_shape=tf.stack([h, w]),
+            fill_value=FILL_VALUE,
+            interpolation="BILINEAR",
+            fill_mode="CONSTANT",
+        )
+        is_geo = tf.reduce_any(
+            tf.stack([op_index == OPS.index(n) for n in _GEOMETRIC], axis=0), axis=0
+        )
+        out = tf.where(_col(is_geo), moved, out)
+    enhance = 0.1 + 1.8 * frac
+    candidates = {
+        "AutoContrast": lambda: autocontrast(x),
+        "Equalize": lambda: equalize(x),
+        "Invert": lambda: invert(x),
+        "Solarize": lambda: solarize(x, 1.0 - frac),
+        "Posterize": lambda: posterize(
+            x, tf.clip_by_value(8 - tf.cast(tf.floor(4.0 * frac), tf.int32), 1, 8)
+        ),
+        "Color": lambda: color(x, enhance),
+        "Contrast": lambda: contrast(x, enhance),
+        "Brightness": lambda: brightness(x, enhance),
+        "Sharpness": lambda: sharpness(x, enhance),
+    }
+    for name, fn in candidates.items():
+        if name in used:
+            out = tf.where(_col(op_index == OPS.index(name)), fn(), out)
+    return out
+
+
+def policy_tables(policy: str) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """The policy as ``(ops, probs, levels)`` tensors of shape ``(num_subpolicies, 2)``."""
+    table = POLICIES[policy]
+    ops = [[OPS.index(op) for op, _, _ in sub] for sub in table]
+    probs = [[p for _, p, _ in sub] for sub in table]
+    levels = [[float(m or 0) for _, _, m in sub] for sub in table]
+    return (
+        tf.constant(ops, tf.int32),
+        tf.constant(probs, tf.float32),
+        tf.constant(levels, tf.float32),
+    )
+
+
+def _random_sign(gen: tf.random.Generator, n: tf.Tensor) -> tf.Tensor:
+    return tf.where(gen.uniform((n,)) < 0.5, -1.0, 1.0)
+
+
+def autoaugment(x: tf.Tensor, gen: tf.random.Generator, policy: str) -> tf.Tensor:
+    """AutoAugment: per image, one sub-policy drawn uniformly; each of its two operations is
+    applied with its probability at its level.
+
+    Args:
+        x: ``(B, H, W, C)`` float32 in [0, 1].
+        gen: the random generator.
+        policy: ``"imagenet"`` or ``"cifar10"``.
+    """
+    ops, probs, levels = policy_tables(policy)
+    used = {op for sub in POLICIES[policy] for op, _, _ in sub}
+    n = tf.shape(x)[0]
+    choice = gen.uniform((n,), maxval=len(POLICIES[policy]), dtype=tf.int32)
+    for stage in range(2):
+        op = tf.gather(ops[:, stage], choice)
+        apply = gen.uniform((n,)) < tf.gather(probs[:, stage], choice)
+        op = tf.where(apply, op, 0)
+        x = apply_ops(
+            x,
+            op,
+            tf.gather(levels[:, stage], choice),
+            _random_sign(gen, n),
+            TRANSLATE_FRACTION[policy],
+            used,
+        )
+    return x
+
+
+def randaugment(
+    x: tf.Tensor, gen: tf.random.Generator, num_ops: int, magnitude: float
+) -> tf.Tensor:
+    """RandAugment: ``num_ops`` operations per image, each drawn uniformly from the 14
+    transformations (identity included), all at the same ``magnitude`` (0-10 scale; larger
+    values extrapolate the ranges, as the paper's M up to 28 for EfficientNet).
+
+    Args:
+        x: ``(B, H, W, C)`` float32 in [0, 1].
+        gen: the random generator.
+        num_ops: N, operations applied in sequence.
+        magnitude: M, the shared magnitude.
+    """
+    index = tf.constant([OPS.index(op) for op in RANDAUGMENT_OPS], tf.int32)
+    n = tf.shape(x)[0]
+    level = tf.fill((n,), tf.cast(magnitude, tf.float32))
+    for _ in range(num_ops):
+        op = tf.gather(index, gen.uniform((n,), maxval=len(RANDAUGMENT_OPS), dtype=tf.int32))
+        x = apply_ops(
+            x, op, level, _random_sign(gen, n), TRANSLATE_FRACTION["imagenet"], set(RANDAUGMENT_OPS)
+        )
+    return x
