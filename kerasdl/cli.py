@@ -23,7 +23,25 @@ from kerasdl.errors import UserError
 
 
 def _quiet_tensorflow() -> None:
+    """Import TensorFlow with its C++ start-up chatter (CUDA probing, oneDNN notice) hidden.
+
+    Those lines are printed by absl before any log level applies, so stderr is pointed at
+    /dev/null while TensorFlow loads and probes devices. ``KERASDL_TF_LOGS=1`` shows them.
+    """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if os.environ.get("KERASDL_TF_LOGS"):
+        return
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,9 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the exit status."""
-    _quiet_tensorflow()
     parser = build_parser()
     args = parser.parse_args(argv)
+    _quiet_tensorflow()
     try:
         return int(args._run(args) or 0)
     except UserError as err:

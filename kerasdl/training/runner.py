@@ -276,9 +276,9 @@ def train(
             callbacks=callbacks,
             verbose=verbose,
         )
-    best = keras.models.load_model(run_dir / "best.keras")
+    model.load_weights(run_dir / "best.keras")
     eval_split = "test" if "test" in datasets else "val"
-    metrics = evaluate_model(best, datasets[eval_split])
+    metrics = evaluate_model(model, datasets[eval_split])
     metrics_out = {"split": eval_split, **metrics}
     write_json_atomic(run_dir / "metrics.json", metrics_out)
     keras.mixed_precision.set_global_policy("float32")

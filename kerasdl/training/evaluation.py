@@ -1,0 +1,176 @@
+"""Evaluating a trained model: metrics, confusion matrix, and its picture.
+
+``evaluate_target`` is what ``kerasdl evaluate`` calls: it reloads ``best.keras`` from a run folder
+(or a given ``.keras`` file), rebuilds the recipe's data exactly as training did (same seed, same
+split, same preprocessing) and reports loss, accuracy, top-5 accuracy (more than five classes) and
+the confusion matrix (rows: true class, columns: predicted class).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from kerasdl.config import RecipeConfig, load_recipe, read_yaml
+from kerasdl.errors import UserError
+
+
+@dataclass
+class EvaluationReport:
+    """Metrics and confusion matrix of one evaluation."""
+
+    split: str
+    metrics: dict[str, float]
+    confusion: np.ndarray
+    class_names: list[str]
+    png: Path | None = None
+    extra: dict[str, float] = field(default_factory=dict)
+
+    def text(self) -> str:
+        """A printable report."""
+        lines = [f"Evaluation on the {self.split} split ({int(self.confusion.sum())} images)"]
+        for k, v in self.metrics.items():
+            lines.append(f"  {k:<10} {v:.4f}")
+        names = [n[:6] for n in self.class_names]
+        width = max(6, max(len(str(int(self.confusion.max()))), 1) + 1)
+        lines.append("Confusion matrix (rows: true, columns: predicted)")
+        lines.append(" " * 8 + "".join(f"{n:>{width}}" for n in names))
+        for name, row in zip(names, self.confusion, strict=True):
+            lines.append(f"{name:>7} " + "".join(f"{int(c):>{width}}" for c in row))
+        return "\n".join(lines)
+
+
+def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
+    """Counts ``C[i, j]`` of examples of true class ``i`` predicted as ``j``."""
+    c = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(c, (y_true, y_pred), 1)
+    return c
+
+
+def plot_confusion(c: np.ndarray, class_names: list[str], path: Path, title: str) -> None:
+    """Save the confusion matrix as a PNG (written to a temporary file, then renamed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(class_names)
+    size = min(4 + 0.4 * n, 16)
+    fig, ax = plt.subplots(figsize=(size, size))
+    ax.imshow(c, cmap="Blues")
+    ax.set_xticks(range(n), class_names, rotation=90 if n > 10 else 0)
+    ax.set_yticks(range(n), class_names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    if n <= 30:
+        thresh = c.max() / 2 if c.size else 0
+        for i in range(n):
+            for j in range(n):
+                ax.text(
+                    j,
+                    i,
+                    str(c[i, j]),
+                    ha="center",
+                    va="center",
+                    color="white" if c[i, j] > thresh else "black",
+                    fontsize=8,
+                )
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def _recipe_for(target: Path, recipe: str | None, overrides: list[str]) -> RecipeConfig:
+    if recipe:
+        return load_recipe(recipe, overrides)
+    run_dir = target if target.is_dir() else target.parent
+    cfg_path = run_dir / "config.yaml"
+    if not cfg_path.is_file():
+        raise UserError(
+            f"{target}: no config.yaml beside it; pass --recipe RECIPE to say which data to use"
+        )
+    from kerasdl.config import apply_override, validate_recipe
+
+    data = read_yaml(cfg_path)
+    for o in overrides:
+        apply_override(data, o)
+    return validate_recipe(data)
+
+
+def load_trained_model(path: Path) -> keras.Model:
+    """Load a ``.keras`` file with a clear error if it is missing or unreadable."""
+    if not path.is_file():
+        raise UserError(f"model file not found: {path}")
+    import kerasdl.training.schedules  # noqa: F401  (registers the schedules a checkpoint names)
+    from kerasdl.registry import ensure_registered
+
+    ensure_registered()
+    try:
+        return keras.models.load_model(path, compile=False)
+    except Exception as err:  # corrupt zip, unknown layer, ...: one clear line for the user
+        raise UserError(f"cannot load {path}: {type(err).__name__}: {err}") from None
+
+
+def evaluate_target(
+    target: Path,
+    *,
+    split: str = "test",
+    recipe: str | None = None,
+    overrides: list[str] | None = None,
+    batch_size: int | None = None,
+) -> EvaluationReport:
+    """Evaluate a run folder's ``best.keras`` (or a ``.keras`` file) on a split of its data."""
+    from kerasdl.data import load_data
+    from kerasdl.data.pipeline import batch_dataset, standardizer
+
+    target = Path(target)
+    model_path = target / "best.keras" if target.is_dir() else target
+    cfg = _recipe_for(target, recipe, overrides or [])
+    model = load_trained_model(model_path)
+    bundle = load_data(cfg.data, cfg.run.seed)
+    if split not in bundle.splits:
+        raise UserError(f"--split {split}: the data has no such split ({', '.join(bundle.splits)})")
+    k = bundle.num_classes
+    out_dim = model.output_shape[-1]
+    if out_dim != k:
+        raise UserError(f"the model predicts {out_dim} classes but the data has {k}")
+    ds = batch_dataset(
+        bundle.splits[split],
+        batch_size or cfg.training.batch_size,
+        training=False,
+        num_classes=k,
+        standardize=standardizer(cfg.data.mean, cfg.data.std),
+        cache=False,
+    )
+    metrics = [keras.metrics.CategoricalAccuracy(name="accuracy")]
+    if k > 5:
+        metrics.append(keras.metrics.TopKCategoricalAccuracy(k=5, name="top5"))
+    model.compile(
+        loss=keras.losses.CategoricalCrossentropy(
+            from_logits=True, label_smoothing=cfg.training.loss.label_smoothing
+        ),
+        metrics=metrics,
+    )
+    values = {n: float(v) for n, v in model.evaluate(ds, verbose=0, return_dict=True).items()}
+    y_true, y_pred = [], []
+    for x, y in ds:
+        y_true.append(np.argmax(y, axis=-1))
+        y_pred.append(np.argmax(model.predict_on_batch(x), axis=-1))
+    c = confusion_matrix(np.concatenate(y_true), np.concatenate(y_pred), k)
+    png = None
+    if target.is_dir():
+        png = target / f"confusion_{split}.png"
+        plot_confusion(c, bundle.class_names, png, f"{cfg.run.name}: {split} split")
+        from kerasdl.training.runner import write_json_atomic
+
+        write_json_atomic(
+            target / f"evaluation_{split}.json",
+            {"split": split, **values, "confusion_matrix": c.tolist()},
+        )
+    return EvaluationReport(split, values, c, bundle.class_names, png)
