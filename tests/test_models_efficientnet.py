@@ -16,6 +16,7 @@ from kerasdl.models.efficientnet import (
     efficientnet_param_count,
     efficientnet_phi,
 )
+from kerasdl.models.macs import count_macs
 from kerasdl.registry import get_entry
 
 TORCHVISION_COUNTS = {
@@ -43,6 +44,7 @@ def test_b0_built_count_and_formula():
     model = create_model("efficientnet_b0")
     assert _trainable(model) == TORCHVISION_COUNTS["efficientnet_b0"]
     assert model.output.shape == (None, 1000)
+    assert count_macs(model) / 1e9 == pytest.approx(0.39, rel=0.02)  # torchvision's figure
     # The formula also holds off the table: other widths, depths, classes and channels.
     small = EfficientNet(num_classes=7, input_shape=(32, 32, 1), width_mult=0.5, depth_mult=0.4)
     assert _trainable(small) == efficientnet_param_count(**small.get_config())

@@ -18,6 +18,7 @@ from kerasdl.layers.patch_embed import (
     sincos_position_embeddings,
 )
 from kerasdl.layers.transformer import TransformerEncoderBlock, encoder_block_params
+from kerasdl.models.macs import count_macs
 from kerasdl.models.vit import VisionTransformer, resize_vit, vit_param_count
 from kerasdl.registry import get_entry
 
@@ -203,6 +204,7 @@ def test_vit_b_16_built_count():
     model = create_model("vit_b_16")
     assert model.count_params() == TORCHVISION_COUNTS["vit_b_16"]
     assert model.output.shape == (None, 1000)
+    assert count_macs(model) / 1e9 == pytest.approx(17.56, rel=0.02)  # torchvision's figure
 
 
 @pytest.mark.slow
