@@ -365,3 +365,28 @@ def test_augment_preview_errors_are_one_line(tmp_path, capsys, extra, message):
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
     assert not out.exists()
+
+
+def test_apply_ops_gives_each_image_its_own_operation():
+    x = tf.constant(RNG.rand(16, 8, 8, 3).astype("float32"))
+    op_index = tf.constant(np.arange(16) % 15, tf.int32)
+    level = tf.fill((16,), 5.0)
+    out = P.apply_ops(x, op_index, level, tf.ones(16), 0.3, set(P.OPS)).numpy()
+    half = tf.constant([0.5])
+    enhance = tf.constant([1.0])  # 0.1 + 1.8 * 5 / 10
+    expected = {
+        "Identity": lambda a: a,
+        "AutoContrast": P.autocontrast,
+        "Equalize": P.equalize,
+        "Invert": P.invert,
+        "Solarize": lambda a: P.solarize(a, half),
+        "Posterize": lambda a: P.posterize(a, tf.constant([6])),
+        "Color": lambda a: P.color(a, enhance),
+        "Sharpness": lambda a: P.sharpness(a, enhance),
+    }
+    for i in range(16):
+        name = P.OPS[i % 15]
+        if name in expected:
+            np.testing.assert_allclose(out[i], expected[name](x[i : i + 1])[0], atol=1e-6)
+        elif name in ("ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate"):
+            assert not np.allclose(out[i], x[i])

@@ -41,6 +41,7 @@ Reference:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import tensorflow as tf
 
@@ -183,12 +184,11 @@ def sharpness(x: tf.Tensor, factor: tf.Tensor) -> tf.Tensor:
 
     As in PIL, the one-pixel border keeps its original values.
     """
-    channels = x.shape[-1]
-    kernel = tf.constant([[1.0, 1.0, 1.0], [1.0, 5.0, 1.0], [1.0, 1.0, 1.0]]) / 13.0
-    kernel = tf.tile(kernel[:, :, None, None], [1, 1, channels, 1])
-    smooth = tf.nn.depthwise_conv2d(x, kernel, strides=[1, 1, 1, 1], padding="VALID")
-    smooth = tf.pad(smooth, [[0, 0], [1, 1], [1, 1], [0, 0]])
     h, w = tf.shape(x)[1], tf.shape(x)[2]
+    # 3x3 neighbourhood sum as 9 shifted views (no conv: it mis-shapes empty batches on oneDNN).
+    window = tf.add_n([x[:, i : h - 2 + i, j : w - 2 + j] for i in range(3) for j in range(3)])
+    smooth = (window + 4.0 * x[:, 1 : h - 1, 1 : w - 1]) / 13.0
+    smooth = tf.pad(smooth, [[0, 0], [1, 1], [1, 1], [0, 0]])
     inner = tf.pad(tf.ones((h - 2, w - 2), tf.bool), [[1, 1], [1, 1]])[None, :, :, None]
     degenerate = tf.where(inner, smooth, x)
     return blend(degenerate, x, factor)
@@ -315,47 +315,60 @@ def apply_ops(
     shape = tf.shape(x)
     h, w = shape[1], shape[2]
     out = x
-    if used & set(_GEOMETRIC):
+
+    def subset(mask: tf.Tensor, fn: Callable[[tf.Tensor, tf.Tensor], tf.Tensor]) -> None:
+        # Compute an operation only on the images that drew it, then scatter them back.
+        nonlocal out
+        idx = tf.where(mask)
+        sub = fn(tf.gather_nd(x, idx), tf.gather_nd(frac, idx))
+        out = tf.tensor_scatter_nd_update(out, idx, sub)
+
+    def geometric(sub: tf.Tensor, sub_frac: tf.Tensor, idx_op: tf.Tensor, sub_sign: tf.Tensor):
         side = tf.where(
-            op_index == OPS.index("TranslateY"), tf.cast(h, tf.float32), tf.cast(w, tf.float32)
+            idx_op == OPS.index("TranslateY"), tf.cast(h, tf.float32), tf.cast(w, tf.float32)
         )
-        value = tf.gather(tf.constant([0.0, 0.3, 0.3, 0.0, 0.0, 30.0] + [0.0] * 9), op_index)
-        value = tf.where(
-            (op_index == OPS.index("TranslateX")) | (op_index == OPS.index("TranslateY")),
-            translate * side,
-            value,
-        )
-        value = value * frac * sign
-        transforms = affine_matrices(op_index, value, h, w)
-        moved = tf.raw_ops.ImageProjectiveTransformV3(
-            images=x,
-            transforms=transforms,
+        value = tf.gather(tf.constant([0.0, 0.3, 0.3, 0.0, 0.0, 30.0] + [0.0] * 9), idx_op)
+        is_translate = (idx_op == OPS.index("TranslateX")) | (idx_op == OPS.index("TranslateY"))
+        value = tf.where(is_translate, translate * side, value) * sub_frac * sub_sign
+        return tf.raw_ops.ImageProjectiveTransformV3(
+            images=sub,
+            transforms=affine_matrices(idx_op, value, h, w),
             output_shape=tf.stack([h, w]),
             fill_value=FILL_VALUE,
             interpolation="BILINEAR",
             fill_mode="CONSTANT",
         )
-        is_geo = tf.reduce_any(
-            tf.stack([op_index == OPS.index(n) for n in _GEOMETRIC], axis=0), axis=0
+
+    if used & set(_GEOMETRIC):
+        is_geo = tf.reduce_any(tf.stack([op_index == OPS.index(n) for n in _GEOMETRIC]), axis=0)
+        geo_idx = tf.where(is_geo)
+        subset(
+            is_geo,
+            lambda sub, f: geometric(
+                sub, f, tf.gather_nd(op_index, geo_idx), tf.gather_nd(sign, geo_idx)
+            ),
         )
-        out = tf.where(_col(is_geo), moved, out)
-    enhance = 0.1 + 1.8 * frac
-    candidates = {
-        "AutoContrast": lambda: autocontrast(x),
-        "Equalize": lambda: equalize(x),
-        "Invert": lambda: invert(x),
-        "Solarize": lambda: solarize(x, 1.0 - frac),
-        "Posterize": lambda: posterize(
-            x, tf.clip_by_value(8 - tf.cast(tf.floor(4.0 * frac), tf.int32), 1, 8)
-        ),
-        "Color": lambda: color(x, enhance),
-        "Contrast": lambda: contrast(x, enhance),
-        "Brightness": lambda: brightness(x, enhance),
-        "Sharpness": lambda: sharpness(x, enhance),
+
+    def enhance(f: tf.Tensor) -> tf.Tensor:
+        return 0.1 + 1.8 * f
+
+    def bits(f: tf.Tensor) -> tf.Tensor:
+        return tf.clip_by_value(8 - tf.cast(tf.floor(4.0 * f), tf.int32), 1, 8)
+
+    candidates: dict[str, Callable[[tf.Tensor, tf.Tensor], tf.Tensor]] = {
+        "AutoContrast": lambda sub, f: autocontrast(sub),
+        "Equalize": lambda sub, f: equalize(sub),
+        "Invert": lambda sub, f: invert(sub),
+        "Solarize": lambda sub, f: solarize(sub, 1.0 - f),
+        "Posterize": lambda sub, f: posterize(sub, bits(f)),
+        "Color": lambda sub, f: color(sub, enhance(f)),
+        "Contrast": lambda sub, f: contrast(sub, enhance(f)),
+        "Brightness": lambda sub, f: brightness(sub, enhance(f)),
+        "Sharpness": lambda sub, f: sharpness(sub, enhance(f)),
     }
     for name, fn in candidates.items():
         if name in used:
-            out = tf.where(_col(op_index == OPS.index(name)), fn(), out)
+            subset(op_index == OPS.index(name), fn)
     return out
 
 
