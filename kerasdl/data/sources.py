@@ -209,12 +209,15 @@ def load_tfds_source(cfg: DataConfig, seed: int) -> RawSplits:
         ) from None
     if cfg.download:
         builder.download_and_prepare()
-    elif not builder.is_prepared():
-        where = cfg.data_dir or os.path.expanduser("~/tensorflow_datasets")
-        raise UserError(
-            f"tfds dataset {name!r} is not prepared in {where}; prepare it there, or set "
-            "data.download: true where the network allows it"
-        )
+    where = cfg.data_dir or os.path.expanduser("~/tensorflow_datasets")
+    not_prepared = UserError(
+        f"tfds dataset {name!r} is not prepared in {where}; prepare it there, or set "
+        "data.download: true where the network allows it"
+    )
+    try:  # as_dataset, not is_prepared(): it also honours tfds.testing.mock_data
+        builder.as_dataset(split="train")
+    except (AssertionError, FileNotFoundError, tf.errors.NotFoundError, ValueError):
+        raise not_prepared from None
     info = builder.info
     image_key = next(
         (k for k, v in info.features.items() if isinstance(v, tfds.features.Image)), None
@@ -224,6 +227,13 @@ def load_tfds_source(cfg: DataConfig, seed: int) -> RawSplits:
     label_feature = info.features["label"]
     class_names = list(label_feature.names)
     available = set(info.splits.keys())
+    if not available:  # no metadata (e.g. tfds.testing.mock_data): probe the usual split names
+        for split in ("train", "validation", "test"):
+            try:
+                builder.as_dataset(split=split)
+                available.add(split)
+            except (AssertionError, KeyError, ValueError, tf.errors.NotFoundError):
+                continue
     wanted = {"train": "train", "val": "validation", "test": "test"}
     split_names: dict[str, str] = {}
     if "train" not in available:
@@ -254,7 +264,10 @@ def load_tfds_source(cfg: DataConfig, seed: int) -> RawSplits:
         k: fix(builder.as_dataset(split=s, shuffle_files=False)) for k, s in split_names.items()
     }
     shape = info.features[image_key].shape
-    sizes = {k: int(builder.info.splits[s].num_examples) for k, s in split_names.items()}
+    try:
+        sizes = {k: int(info.splits[s].num_examples) for k, s in split_names.items()}
+    except (KeyError, ValueError):
+        sizes = {}
     return RawSplits(splits, class_names, tuple(shape), sizes)
 
 

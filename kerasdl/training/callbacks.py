@@ -78,7 +78,7 @@ def restore_backup(model: keras.Model, state: TrainingState, backup_dir: str | P
             status = make_checkpoint(model, state).restore(path)
             status.assert_existing_objects_matched()
             return path
-        except (tf.errors.OpError, AssertionError, ValueError) as err:
+        except Exception as err:  # any read failure means this backup is unusable
             errors.append(f"{os.path.basename(path)}: {type(err).__name__}")
             print(f"warning: backup {path} is unreadable, trying the previous one")
     raise UserError(

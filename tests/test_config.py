@@ -1,0 +1,122 @@
+"""Recipe validation, overrides and the CLI's one-line user errors (exit 2, no run folder)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from kerasdl.cli import main
+from kerasdl.config import QUICKSTART, apply_override, load_recipe, validate_recipe
+from kerasdl.errors import UserError
+
+
+def test_quickstart_recipe_is_valid_and_headed_by_its_claims() -> None:
+    cfg = load_recipe(None)
+    assert cfg.model.name == "simple_cnn" and cfg.data.source == "digits"
+    head = QUICKSTART.read_text().splitlines()[:4]
+    assert any("Command:" in line for line in head)
+    assert any("Expected:" in line and "0.97" in line for line in head)
+
+
+def test_overrides_are_typed_and_nested(tiny_recipe: Path) -> None:
+    cfg = load_recipe(
+        tiny_recipe, ["training.epochs=3", "training.optimizer.name=sgd", "model.filters=[4, 8]"]
+    )
+    assert cfg.training.epochs == 3
+    assert cfg.training.optimizer.name == "sgd"
+    assert cfg.model.kwargs()["filters"] == [4, 8]
+
+
+def test_resolved_config_round_trips(tiny_recipe: Path, tmp_path: Path) -> None:
+    cfg = load_recipe(tiny_recipe, ["training.batch_size=32"])
+    out = tmp_path / "resolved.yaml"
+    cfg.dump_yaml(out)
+    again = load_recipe(out)
+    assert again.to_dict() == cfg.to_dict()
+
+
+@pytest.mark.parametrize(
+    ("raw", "needle"),
+    [
+        ({"trainig": {}}, "Unknown key 'trainig'. Expected one of: model, data, training, run"),
+        ({"training": {"epochz": 1}}, "Unknown key 'training.epochz'. Expected one of: epochs"),
+        ({"training": {"epochs": "ten"}}, "training.epochs: Input should be a valid integer"),
+        ({"training": {"epochs": 0}}, "training.epochs: Input should be greater than 0"),
+        ({"training": {"optimizer": {"name": "adm"}}}, "'sgd', 'momentum', 'nesterov'"),
+        ({"model": {"name": "resnet9000"}}, "Unknown model 'resnet9000'. Expected one of:"),
+        ({"model": {"name": "simple_cnn", "width": 3}}, "model.width: not an argument"),
+        ({"data": {"source": "imagenet"}}, "data.source: Input should be 'digits'"),
+        ({"data": {"source": "tfds"}}, "needs data.name"),
+        ({"data": {"val_split": 0.5, "test_split": 0.5}}, "must be below 1"),
+    ],
+)
+def test_validation_messages(raw: dict, needle: str) -> None:
+    with pytest.raises(UserError) as info:
+        validate_recipe(raw)
+    assert needle in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_bad_override_syntax() -> None:
+    with pytest.raises(UserError, match="expected key.sub=value"):
+        apply_override({}, "training.epochs")
+
+
+def _run_cli(args: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str]:
+    code = main(args)
+    err = capsys.readouterr().err.strip().splitlines()
+    return code, err[-1] if err else ""
+
+
+@pytest.mark.parametrize(
+    ("overrides", "needle"),
+    [
+        (["training.epochz=3"], "Unknown key 'training.epochz'"),
+        (["training.epochs=abc"], "training.epochs: Input should be a valid integer"),
+        (["model.name=nope"], "Unknown model 'nope'. Expected one of:"),
+        (["data.source=tfds", "data.name=no_such_dataset"], "unknown tensorflow-datasets name"),
+        (["data.source=folder", "data.path=/no/such/dir"], "folder not found"),
+        (["data.source=npz", "data.path=/no/such.npz"], "npz file not found"),
+    ],
+)
+def test_cli_user_errors_exit_2_without_run_folder(
+    tiny_recipe: Path, overrides: list[str], needle: str, capsys: pytest.CaptureFixture
+) -> None:
+    args = ["train", str(tiny_recipe)]
+    for o in overrides:
+        args += ["--set", o]
+    code, line = _run_cli(args, capsys)
+    assert code == 2
+    assert line.startswith("kerasdl train: error:") and needle in line
+    assert not (tiny_recipe.parent / "runs").exists()
+
+
+def test_cli_missing_recipe_and_bad_yaml(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    code, line = _run_cli(["train", str(tmp_path / "missing.yaml")], capsys)
+    assert code == 2 and "Recipe file not found" in line
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: [unclosed\n")
+    code, line = _run_cli(["train", str(bad)], capsys)
+    assert code == 2 and "not valid YAML" in line
+    code, line = _run_cli(["evaluate", str(tmp_path / "nothing")], capsys)
+    assert code == 2 and "not found" in line
+
+
+def test_help_lists_every_subcommand(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    for command in ("train", "evaluate"):
+        assert command in out
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    assert "--set" in capsys.readouterr().out
+
+
+def test_yaml_written_by_users_may_use_ints_for_floats(tmp_path: Path) -> None:
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump({"training": {"optimizer": {"learning_rate": 1}}}))
+    assert load_recipe(path).training.optimizer.learning_rate == 1.0
