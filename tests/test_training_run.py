@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from conftest import write_recipe
 
 from kerasdl.cli import main
-from conftest import write_recipe
 
 
 def test_quickstart_short_budget_reaches_stated_accuracy(trained_run) -> None:
