@@ -330,10 +330,13 @@ def test_validation_errors_name_the_entry_key_and_expectation(specs, message):
     assert "\n" not in str(err.value)
 
 
-def test_label_width_is_checked():
+def test_label_width_and_batching_are_checked():
     fn = build_augment([{"name": "flip"}], seed=0, num_classes=5)
     with pytest.raises(ValueError, match="one-hot labels"):
         run(fn, IMAGES, LABELS)
+    unbatched = tf.data.Dataset.from_tensor_slices((IMAGES, LABELS))
+    with pytest.raises(ValueError, match="batch the dataset before mapping it"):
+        unbatched.map(build_augment([{"name": "flip"}], seed=0, num_classes=4))
 
 
 def test_augment_preview_command_writes_a_grid(tmp_path, capsys):
@@ -390,3 +393,11 @@ def test_apply_ops_gives_each_image_its_own_operation():
             np.testing.assert_allclose(out[i], expected[name](x[i : i + 1])[0], atol=1e-6)
         elif name in ("ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate"):
             assert not np.allclose(out[i], x[i])
+
+
+def test_normalized_specs_are_plain_yaml():
+    import yaml
+
+    specs = validate_augment([{"name": "random_erasing", "area": [0.1, 0.2]}])
+    assert yaml.safe_load(yaml.safe_dump(specs)) == specs
+    assert specs[0]["area"] == [0.1, 0.2] and specs[0]["ratio"] == [0.3, pytest.approx(1 / 0.3)]

@@ -100,7 +100,7 @@ def validate_augment(specs: list[dict], *, key: str = "data.augment") -> list[di
             parsed = model(**params)
         except ValidationError as err:
             raise UserError(f"{_where(key, i, name)}: {_describe(err, model)}") from None
-        out.append({"name": name, **parsed.model_dump()})
+        out.append({"name": name, **parsed.model_dump(mode="json")})  # lists, not tuples
     return out
 
 
@@ -364,6 +364,11 @@ def build_augment(
     def augment(images: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         images = tf.cast(images, tf.float32)
         labels = tf.cast(labels, tf.float32)
+        if images.shape.rank != 4 or None in images.shape[1:]:
+            raise ValueError(
+                "augment works on batches of images (B, H, W, C) with a known size. "
+                f"Received shape {images.shape}: batch the dataset before mapping it"
+            )
         if labels.shape.rank != 2 or labels.shape[-1] not in (None, num_classes):
             raise ValueError(
                 f"augment expects one-hot labels (B, {num_classes}). Received shape {labels.shape}"
