@@ -198,6 +198,14 @@ class LossConfig(Section):
     label_smoothing: Annotated[float, Field(ge=0, lt=1)] = 0.0
 
 
+class LrScalingConfig(Section):
+    """``training.lr_scaling``: rescale the learning rate for a global batch other than the one
+    it was tuned for (``base_batch_size``): ``linear`` (Goyal et al. 2017) or ``sqrt``."""
+
+    rule: Literal["none", "linear", "sqrt"] = "none"
+    base_batch_size: PositiveInt | None = None
+
+
 class TrainingConfig(Section):
     """``training:``: the loop's budget, optimizer, schedule, loss and metrics."""
 
@@ -214,6 +222,19 @@ class TrainingConfig(Section):
     l1: Annotated[float, Field(ge=0)] = 0.0
     l2: Annotated[float, Field(ge=0)] = 0.0
     log_images: Annotated[int, Field(ge=0)] = 8
+    lr_scaling: LrScalingConfig = LrScalingConfig()
+
+
+class DistributeConfig(Section):
+    """``distribute:``: data-parallel training (see kerasdl.training.distribute).
+
+    ``training.batch_size`` is the global batch, split evenly over the replicas.
+    """
+
+    strategy: Literal["none", "mirrored", "multi_worker"] = "none"
+    devices: list[str] = []
+    logical_cpus: Annotated[int, Field(ge=0)] = 0
+    sync_batchnorm: bool = False
 
 
 class RunConfig(Section):
@@ -231,6 +252,7 @@ class RecipeConfig(Section):
     data: DataConfig = DataConfig()
     training: TrainingConfig = TrainingConfig()
     run: RunConfig = RunConfig()
+    distribute: DistributeConfig = DistributeConfig()
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved recipe as plain YAML-friendly data."""

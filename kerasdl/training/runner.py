@@ -23,7 +23,7 @@ import json
 import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ from kerasdl.data.pipeline import batch_dataset, standardizer
 from kerasdl.errors import UserError
 from kerasdl.registry import create_model
 from kerasdl.training import callbacks as cb
+from kerasdl.training.distribute import describe_distribution, make_strategy
 from kerasdl.training.optimizers import build_optimizer
 from kerasdl.training.precision import resolve_precision
 from kerasdl.training.schedules import build_schedule
@@ -119,10 +120,16 @@ def add_kernel_penalties(model: keras.Model, l1: float, l2: float) -> None:
     model.add_loss(penalty)
 
 
-def compile_model(model: keras.Model, cfg: RecipeConfig, steps_per_epoch: int) -> None:
-    """Compile with the recipe's optimizer, schedule, loss and metrics."""
+def compile_model(
+    model: keras.Model, cfg: RecipeConfig, steps_per_epoch: int, lr_factor: float = 1.0
+) -> None:
+    """Compile with the recipe's optimizer, schedule, loss and metrics.
+
+    ``lr_factor`` multiplies the recipe's learning rate (the distribution's scaling rule).
+    """
     t = cfg.training
-    schedule = build_schedule(t.schedule, t.optimizer.learning_rate, steps_per_epoch, t.epochs)
+    base_lr = t.optimizer.learning_rate * lr_factor
+    schedule = build_schedule(t.schedule, base_lr, steps_per_epoch, t.epochs)
     optimizer = build_optimizer(t.optimizer, schedule)
     metrics: list[Any] = []
     if "accuracy" in t.metrics:
@@ -195,19 +202,29 @@ def train(
     Returns:
         The run folder, the test metrics and the epoch training resumed from (0 for a new run).
     """
+    d = cfg.distribute
+    strategy = make_strategy(d.strategy, d.devices, d.logical_cpus)
     keras.utils.set_random_seed(cfg.run.seed)
     precision = resolve_precision(cfg.training.precision)
     keras.mixed_precision.set_global_policy(precision)
     bundle = load_data(cfg.data, cfg.run.seed)
     if "val" not in bundle.splits and cfg.training.monitor.startswith("val_"):
         raise UserError("training.monitor needs a validation split (data.val_split > 0)")
-    model = build_model(cfg, bundle)
+    dist = describe_distribution(
+        strategy,
+        d.strategy,
+        cfg.training.batch_size,
+        cfg.training.lr_scaling.rule,
+        cfg.training.lr_scaling.base_batch_size,
+    )
     datasets = make_datasets(cfg, bundle)
     train_size = bundle.sizes.get("train") or int(
         bundle.splits["train"].reduce(0, lambda n, _: n + 1)
     )
     steps_per_epoch = max(math.ceil(train_size / cfg.training.batch_size), 1)
-    compile_model(model, cfg, steps_per_epoch)
+    with strategy.scope():
+        model = build_model(cfg, bundle)
+        compile_model(model, cfg, steps_per_epoch, dist.lr_factor)
 
     if resume_dir is not None:
         run_dir = Path(resume_dir)
@@ -226,9 +243,11 @@ def train(
         "steps_per_epoch": steps_per_epoch,
         "sizes": bundle.sizes,
         "resumes": [],
+        "distribution": asdict(dist),
     }
     if resuming:
-        restored = cb.restore_backup(model, state, run_dir / "backup")
+        with strategy.scope():
+            restored = cb.restore_backup(model, state, run_dir / "backup")
         if restored is not None:
             initial_epoch = int(state.epoch.numpy())
             old = run_dir / "run_info.json"
@@ -247,6 +266,7 @@ def train(
     bundle.spec.save(run_dir / "preprocess.json")
     write_json_atomic(run_dir / "run_info.json", info)
     print(f"Run folder: {run_dir}  (precision {precision}, {steps_per_epoch} steps/epoch)")
+    print(dist.describe())
 
     log_dir = run_dir / "logs"
     if initial_epoch == 0 and cfg.training.log_images:
@@ -274,6 +294,7 @@ def train(
             epochs=cfg.training.epochs,
             initial_epoch=initial_epoch,
             callbacks=callbacks,
+            shuffle=False,  # the tf.data pipeline shuffles
             verbose=verbose,
         )
     model.load_weights(run_dir / "best.keras")
