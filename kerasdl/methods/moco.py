@@ -1,0 +1,163 @@
+"""MoCo v2: momentum contrast with a queue of negative keys.
+
+A query encoder (backbone pre-logits + MLP head) embeds one view of each image; a key encoder, the
+momentum average of the query encoder (``m = 0.999``), embeds the other view. InfoNCE classifies
+each query against its own key (index 0) and the ``K`` keys in the queue, which is then refreshed
+first-in first-out with the current batch of keys (gathered from all replicas under a
+``tf.distribute`` strategy, as MoCo's ``concat_all_gather``).
+
+The key encoder is a frozen copy, so its batch normalization runs in inference mode with moving
+statistics averaged from the query encoder's: a key therefore never depends on the other images of
+its batch, which is the leak that MoCo's shuffling batch norm exists to prevent.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from kerasdl.methods.base import MethodModel, clone_backbone, ema_update
+from kerasdl.methods.losses import info_nce, l2_normalize
+from kerasdl.methods.simclr import contrastive_accuracy, projection_head, unpack_views
+from kerasdl.models.base import feature_extractor
+
+
+def _unit_rows(seed):
+    def init(shape, dtype=None):
+        return keras.ops.normalize(keras.random.normal(shape, seed=seed), axis=1)
+
+    return init
+
+
+@keras.saving.register_keras_serializable(package="kerasdl")
+class MoCo(MethodModel):
+    """MoCo v2 self-supervised pretraining of a registry backbone.
+
+    Args:
+        backbone: a registry model with a ``pre_logits`` layer (its head is ignored).
+        projection_dim: output width of the MLP head (128).
+        hidden_dim: hidden width of the MLP head (``None``: the feature width; 2048 for ResNet-50).
+        queue_size: number of negative keys K (65536; use a few thousand for small data sets).
+        momentum: key-encoder momentum m (0.999).
+        temperature: InfoNCE temperature (0.2 in MoCo v2).
+        seed: seed of the method's random generator and the queue's initialization.
+
+    Call arguments:
+        inputs: images ``(B, H, W, C)``.
+        training: whether the query encoder runs in training mode.
+
+    Training and validation data: batches ``(view1, view2)`` as for SimCLR (view 1 -> queries,
+    view 2 -> keys). ``call`` returns the query projections. Logged: ``loss`` and
+    ``contrastive_accuracy`` (how often the positive has the largest logit).
+
+    Example:
+        >>> net = kerasdl.create_model("simple_cnn", num_classes=0, input_shape=(32, 32, 3))
+        >>> method = MoCo(net, queue_size=4096)
+        >>> method.compile(keras.optimizers.SGD(0.03, momentum=0.9))
+
+    Reference:
+        He, Fan, Wu, Xie & Girshick, "Momentum Contrast for Unsupervised Visual Representation
+        Learning", CVPR 2020 (Algorithm 1); Chen, Fan, Girshick & He, "Improved Baselines with
+        Momentum Contrastive Learning" (MoCo v2), arXiv:2003.04297, 2020 (MLP head, tau 0.2).
+    """
+
+    def __init__(
+        self,
+        backbone: keras.Model,
+        projection_dim: int = 128,
+        hidden_dim: int | None = None,
+        queue_size: int = 65536,
+        momentum: float = 0.999,
+        temperature: float = 0.2,
+        seed: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(backbone, seed=seed, **kwargs)
+        self.encoder = feature_extractor(backbone)
+        feat_dim = int(self.encoder.output.shape[-1])
+        self.projection_dim = int(projection_dim)
+        self.hidden_dim = hidden_dim
+        self.queue_size = int(queue_size)
+        self.momentum = float(momentum)
+        self.temperature = float(temperature)
+        hidden = int(hidden_dim or feat_dim)
+        self.projector = projection_head(feat_dim, hidden, self.projection_dim, "projector")
+        self.key_backbone = clone_backbone(backbone, "key")
+        self.key_encoder = feature_extractor(self.key_backbone)
+        self.key_projector = projection_head(feat_dim, hidden, self.projection_dim, "key_proj")
+        self.key_projector.set_weights(self.projector.get_weights())
+        self.key_projector.trainable = False
+        self.queue = self.add_weight(
+            shape=(self.queue_size, self.projection_dim),
+            initializer=_unit_rows(seed),
+            trainable=False,
+            dtype="float32",
+            aggregation="only_first_replica",
+            name="queue",
+        )
+        self.queue_ptr = self.add_weight(
+            shape=(),
+            initializer="zeros",
+            trainable=False,
+            dtype="int32",
+            aggregation="only_first_replica",
+            name="queue_ptr",
+        )
+        self._make_trackers(["loss", "contrastive_accuracy"])
+        self._finish_build()
+
+    def call(self, inputs, training=None):
+        return self.projector(self.encoder(inputs, training=training), training=training)
+
+    def keys(self, images):
+        """L2-normalized key projections from the momentum encoder (no gradient)."""
+        k = self.key_projector(self.key_encoder(images, training=False), training=False)
+        return tf.stop_gradient(l2_normalize(k))
+
+    def momentum_update(self) -> None:
+        """``theta_k <- m theta_k + (1 - m) theta_q`` for encoder and head."""
+        ema_update(self.key_backbone, self.backbone, self.momentum)
+        ema_update(self.key_projector, self.projector, self.momentum)
+
+    def enqueue(self, keys) -> None:
+        """Write ``keys`` (all replicas') over the oldest queue entries; advance the pointer."""
+        ctx = tf.distribute.get_replica_context()
+        if ctx is not None and ctx.num_replicas_in_sync > 1:
+            keys = ctx.all_gather(keys, axis=0)
+        keys = tf.cast(keys, self.queue.dtype)
+        n = tf.shape(keys)[0]
+        idx = (tf.cast(self.queue_ptr, tf.int32) + tf.range(n)) % self.queue_size
+        self.queue.assign(tf.tensor_scatter_nd_update(self.queue, idx[:, None], keys))
+        self.queue_ptr.assign((self.queue_ptr + n) % self.queue_size)
+
+    def train_step(self, data):
+        v1, v2 = unpack_views(data)
+        k = self.keys(v2)
+        with tf.GradientTape() as tape:
+            q = self(v1, training=True)
+            loss, logits = info_nce(q, k, self.queue, self.temperature)
+        self._apply(tape, loss)
+        self.momentum_update()
+        self.enqueue(k)
+        acc = contrastive_accuracy(logits, tf.zeros(tf.shape(logits)[:1], tf.int32))
+        return self._log({"loss": loss, "contrastive_accuracy": acc})
+
+    def test_step(self, data):
+        v1, v2 = unpack_views(data)
+        loss, logits = info_nce(
+            self(v1, training=False), self.keys(v2), self.queue, self.temperature
+        )
+        acc = contrastive_accuracy(logits, tf.zeros(tf.shape(logits)[:1], tf.int32))
+        return self._log({"loss": loss, "contrastive_accuracy": acc})
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            **super().get_config(),
+            "projection_dim": self.projection_dim,
+            "hidden_dim": self.hidden_dim,
+            "queue_size": self.queue_size,
+            "momentum": self.momentum,
+            "temperature": self.temperature,
+        }
