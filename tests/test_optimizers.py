@@ -1,0 +1,205 @@
+"""Optimizers of a recipe against their published update rules, computed in NumPy.
+
+Each optimizer built by ``build_optimizer`` takes two steps on one variable with fixed gradients;
+the result must equal the formula (with Keras's exact conventions, noted per case). Clipping by
+norm and by global norm, gradient accumulation (against one large batch, in a real ``fit``) and
+the weight EMA (validation and the final weights use the averages) are checked the same way.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+from kerasdl.config import OptimizerConfig
+from kerasdl.training.optimizers import build_optimizer
+
+W0 = np.array([0.5, -1.0, 2.0], dtype=np.float64)
+GRADS = [np.array([0.1, -0.2, 0.3]), np.array([-0.05, 0.4, 0.2])]
+LR = 0.1
+RTOL = 2e-5  # float32 arithmetic against a float64 reference
+
+
+def run_steps(cfg: OptimizerConfig, lr: float = LR, grads: list | None = None) -> np.ndarray:
+    """Apply ``grads`` one step each to a float32 variable starting at ``W0``.
+
+    Float32 as in training (Keras casts Python hyper-parameters through float32, so float64
+    variables would not be more exact); the NumPy reference is float64, hence ``RTOL``.
+    """
+    opt = build_optimizer(cfg, lr)
+    w = keras.Variable(W0.copy(), dtype="float32")
+    for g in grads or GRADS:
+        opt.apply_gradients([(keras.ops.convert_to_tensor(g, "float32"), w)])
+    return np.asarray(w.numpy())
+
+
+def numpy_reference(name: str, c: OptimizerConfig, wd: float = 0.0) -> np.ndarray:
+    """The published update rules, in Keras's conventions; ``wd`` is decoupled decay."""
+    w = W0.copy()
+    v = np.zeros_like(w)  # momentum / first moment
+    a = np.full_like(w, c.initial_accumulator_value) if name == "adagrad" else np.zeros_like(w)
+    for t, g in enumerate(GRADS, start=1):
+        w = w - LR * wd * w  # decoupled weight decay (Loshchilov & Hutter), applied first
+        if name == "sgd":
+            w = w - LR * g
+        elif name == "momentum":  # Polyak heavy ball, velocity form
+            v = c.momentum * v - LR * g
+            w = w + v
+        elif name == "nesterov":  # Sutskever et al. 2013 form used by Keras
+            v = c.momentum * v - LR * g
+            w = w + c.momentum * v - LR * g
+        elif name == "adagrad":  # Duchi et al.; Keras: epsilon inside the square root
+            a = a + g**2
+            w = w - LR * g / np.sqrt(a + c.epsilon)
+        elif name == "rmsprop":  # Tieleman & Hinton; Keras: epsilon inside the square root
+            a = c.rho * a + (1 - c.rho) * g**2
+            w = w - LR * g / np.sqrt(a + c.epsilon)
+        elif name in ("adam", "adamw"):  # Kingma & Ba, the "epsilon hat" form of section 2
+            v = c.beta_1 * v + (1 - c.beta_1) * g
+            a = c.beta_2 * a + (1 - c.beta_2) * g**2
+            alpha = LR * np.sqrt(1 - c.beta_2**t) / (1 - c.beta_1**t)
+            w = w - alpha * v / (np.sqrt(a) + c.epsilon)
+        else:
+            raise AssertionError(name)
+    return w
+
+
+@pytest.mark.parametrize(
+    "name", ["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw"]
+)
+def test_two_steps_match_published_update(name: str) -> None:
+    cfg = OptimizerConfig(name=name, learning_rate=LR, momentum=0.8, epsilon=1e-3)
+    got = run_steps(cfg)
+    np.testing.assert_allclose(got, numpy_reference(name, cfg), rtol=RTOL)
+    assert not np.allclose(got, W0)
+
+
+@pytest.mark.parametrize("name", ["adamw", "momentum", "adam"])
+def test_decoupled_weight_decay(name: str) -> None:
+    cfg = OptimizerConfig(name=name, learning_rate=LR, weight_decay=0.05)
+    got = run_steps(cfg)
+    np.testing.assert_allclose(got, numpy_reference(name, cfg, wd=0.05), rtol=RTOL)
+    # The decay really acted: without it the result differs.
+    assert not np.allclose(got, numpy_reference(name, cfg, wd=0.0), rtol=RTOL)
+
+
+def test_adamw_zero_decay_is_adam() -> None:
+    cfg = OptimizerConfig(name="adamw", learning_rate=LR, weight_decay=0.0)
+    adam = OptimizerConfig(name="adam", learning_rate=LR)
+    np.testing.assert_allclose(run_steps(cfg), run_steps(adam), rtol=1e-12)
+
+
+def test_clipnorm_per_variable_and_global() -> None:
+    g1, g2 = np.array([3.0, 4.0]), np.array([0.0, 1.0])  # norms 5 and 1, global sqrt(26)
+
+    def step(cfg: OptimizerConfig) -> tuple[np.ndarray, np.ndarray]:
+        opt = build_optimizer(cfg, 1.0)
+        v1 = keras.Variable(np.zeros(2), dtype="float64")
+        v2 = keras.Variable(np.zeros(2), dtype="float64")
+        opt.apply_gradients(
+            [(keras.ops.convert_to_tensor(g1), v1), (keras.ops.convert_to_tensor(g2), v2)]
+        )
+        return -np.asarray(v1.numpy()), -np.asarray(v2.numpy())
+
+    # clipnorm=2: each gradient rescaled to norm <= 2 on its own (Pascanu et al. 2013).
+    c1, c2 = step(OptimizerConfig(name="sgd", clipnorm=2.0))
+    np.testing.assert_allclose(c1, g1 * 2.0 / 5.0, rtol=1e-6)
+    np.testing.assert_allclose(c2, g2, rtol=1e-6)
+    # global_clipnorm=2: all gradients scaled by 2 / global norm.
+    c1, c2 = step(OptimizerConfig(name="sgd", global_clipnorm=2.0))
+    scale = 2.0 / np.sqrt(26.0)
+    np.testing.assert_allclose(c1, g1 * scale, rtol=1e-6)
+    np.testing.assert_allclose(c2, g2 * scale, rtol=1e-6)
+
+
+def _dense_model(seed: int = 0) -> keras.Model:
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((6,))
+    x = keras.layers.Dense(8, activation="tanh", name="hidden")(inputs)
+    outputs = keras.layers.Dense(3, name="head")(x)
+    return keras.Model(inputs, outputs)
+
+
+def _data(n: int, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 6)).astype("float32")
+    y = np.eye(3, dtype="float32")[rng.integers(0, 3, n)]
+    return x, y
+
+
+@pytest.mark.parametrize("name", ["sgd", "adam"])
+def test_gradient_accumulation_matches_large_batch(name: str) -> None:
+    n_acc, b = 4, 8
+    x, y = _data(n_acc * b)
+    loss = keras.losses.CategoricalCrossentropy(from_logits=True)
+
+    acc = _dense_model()
+    acc.compile(
+        build_optimizer(OptimizerConfig(name=name, gradient_accumulation_steps=n_acc), 0.05),
+        loss,
+    )
+    acc.fit(x, y, batch_size=b, epochs=1, shuffle=False, verbose=0)
+
+    big = _dense_model()
+    big.compile(build_optimizer(OptimizerConfig(name=name), 0.05), loss)
+    big.fit(x, y, batch_size=n_acc * b, epochs=1, shuffle=False, verbose=0)
+
+    start = _dense_model().get_weights()
+    for wa, wb, w0 in zip(acc.get_weights(), big.get_weights(), start, strict=True):
+        np.testing.assert_allclose(wa, wb, rtol=1e-4, atol=1e-6)
+        assert not np.allclose(wa, w0)  # a real step was taken
+
+
+def test_ema_weights_used_for_validation_and_kept_at_the_end() -> None:
+    """With ``ema: true`` the runner adds ``keras.callbacks.SwapEMAWeights(swap_on_epoch=True)``:
+    validation runs on the averaged weights, a checkpoint written after it at epoch end holds
+    them, and fit leaves them in the model (``finalize_variable_values``)."""
+    x, y = _data(64)
+    xv, yv = _data(32, seed=2)
+    model = _dense_model()
+    m = 0.8
+    model.compile(
+        build_optimizer(OptimizerConfig(name="sgd", ema=True, ema_momentum=m), 0.2),
+        keras.losses.CategoricalCrossentropy(from_logits=True),
+    )
+    raw_steps: list[list[np.ndarray]] = []
+    saved: list[list[np.ndarray]] = []
+
+    class Record(keras.callbacks.Callback):
+        def __init__(self, steps: bool) -> None:
+            super().__init__()
+            self.steps = steps
+
+        def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+            if self.steps:
+                raw_steps.append([np.array(v) for v in self.model.trainable_weights])
+
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            saved.append([np.array(v) for v in self.model.trainable_weights])
+
+    swap = keras.callbacks.SwapEMAWeights(swap_on_epoch=True)
+    hist = model.fit(
+        x, y, batch_size=16, epochs=2, shuffle=False, verbose=0,
+        validation_data=(xv, yv), callbacks=[Record(True), swap, Record(False)],
+    )  # fmt: skip
+    # EMA as Keras defines it: the first average is the first updated weights, then
+    # avg = m avg + (1 - m) w after every step.
+    ema = [w.copy() for w in raw_steps[0]]
+    emas = []
+    n_per_epoch = 4
+    for i, ws in enumerate(raw_steps[1:], start=1):
+        ema = [m * a + (1 - m) * w for a, w in zip(ema, ws, strict=True)]
+        if (i + 1) % n_per_epoch == 0:
+            emas.append(ema)
+    final = [np.array(v) for v in model.trainable_weights]
+    for a, b in zip(final, ema, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    assert not np.allclose(final[0], raw_steps[-1][0])
+    # The callback after SwapEMAWeights sees the averages; the one before sees the raw weights.
+    for epoch in range(2):
+        np.testing.assert_allclose(saved[2 * epoch + 1][0], emas[epoch][0], rtol=1e-5)
+        np.testing.assert_allclose(saved[2 * epoch][0], raw_steps[4 * epoch + 3][0], rtol=1e-6)
+    # The logged validation loss of the last epoch is that of the EMA weights.
+    val = model.evaluate(xv, yv, verbose=0)
+    np.testing.assert_allclose(hist.history["val_loss"][-1], val, rtol=1e-5)
