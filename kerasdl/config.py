@@ -235,6 +235,7 @@ class DistributeConfig(Section):
     devices: list[str] = []
     logical_cpus: Annotated[int, Field(ge=0)] = 0
     sync_batchnorm: bool = False
+    custom_loop: bool = False
 
 
 class RunConfig(Section):
@@ -243,6 +244,7 @@ class RunConfig(Section):
     name: str = "run"
     output_dir: str = "runs"
     seed: int = 0
+    id: str | None = None
 
 
 class RecipeConfig(Section):

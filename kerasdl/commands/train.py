@@ -36,6 +36,9 @@ def run(args: argparse.Namespace) -> int:
     from kerasdl.training.runner import train
 
     result = train(cfg, fresh=args.fresh, resume_dir=args.resume, verbose=2 if args.quiet else 1)
+    if not result.metrics:
+        print(f"Worker finished; the chief writes the run folder {result.run_dir}")
+        return 0
     parts = ", ".join(f"{k} {v:.4f}" for k, v in result.metrics.items())
     acc = result.metrics.get("accuracy")
     if acc is not None:

@@ -19,9 +19,12 @@ from its last backup.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
+import shutil
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -37,6 +40,7 @@ from kerasdl.data.pipeline import batch_dataset, standardizer
 from kerasdl.errors import UserError
 from kerasdl.registry import create_model
 from kerasdl.training import callbacks as cb
+from kerasdl.training.custom_loop import fit_distributed
 from kerasdl.training.distribute import describe_distribution, make_strategy
 from kerasdl.training.optimizers import build_optimizer
 from kerasdl.training.precision import resolve_precision
@@ -79,9 +83,28 @@ def find_unfinished_run(cfg: RecipeConfig) -> Path | None:
     return None
 
 
+def run_id(cfg: RecipeConfig) -> str | None:
+    """The fixed folder name of a run: ``run.id``, or for a multi-worker run (whose workers must
+    agree on the folder) a hash of the resolved recipe; None means a timestamp."""
+    if cfg.run.id:
+        return cfg.run.id
+    if cfg.distribute.strategy == "multi_worker":
+        text = json.dumps(cfg.to_dict(), sort_keys=True)
+        return "mw-" + hashlib.sha1(text.encode()).hexdigest()[:10]
+    return None
+
+
 def new_run_dir(cfg: RecipeConfig) -> Path:
-    """A fresh ``<output_dir>/<name>/<timestamp>`` path (not created)."""
+    """A fresh ``<output_dir>/<name>/<timestamp or id>`` path (not created)."""
     parent = Path(cfg.run.output_dir) / cfg.run.name
+    fixed = run_id(cfg)
+    if fixed is not None:
+        if (parent / fixed / "metrics.json").exists():
+            raise UserError(
+                f"run folder {parent / fixed} already holds a finished run; "
+                "set another run.id (or remove the folder)"
+            )
+        return parent / fixed
     stamp = time.strftime("%Y%m%d-%H%M%S")
     run_dir = parent / stamp
     n = 1
@@ -226,6 +249,7 @@ def train(
         model = build_model(cfg, bundle)
         compile_model(model, cfg, steps_per_epoch, dist.lr_factor)
 
+    custom_loop = d.strategy == "multi_worker" or d.custom_loop
     if resume_dir is not None:
         run_dir = Path(resume_dir)
         if not (run_dir / "backup").is_dir():
@@ -234,6 +258,7 @@ def train(
         run_dir = None if fresh else find_unfinished_run(cfg)
     resuming = run_dir is not None
     run_dir = run_dir or new_run_dir(cfg)
+    chief = dist.is_chief
 
     mode = "min" if cfg.training.monitor.endswith("loss") else "max"
     state = cb.TrainingState(mode)
@@ -244,6 +269,7 @@ def train(
         "sizes": bundle.sizes,
         "resumes": [],
         "distribution": asdict(dist),
+        "loop": "custom" if custom_loop else "keras_fit",
     }
     if resuming:
         with strategy.scope():
@@ -261,24 +287,18 @@ def train(
                 }
             )
             print(f"Resuming {run_dir} from epoch {initial_epoch} ({restored})")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    cfg.dump_yaml(run_dir / "config.yaml")
-    bundle.spec.save(run_dir / "preprocess.json")
-    write_json_atomic(run_dir / "run_info.json", info)
-    print(f"Run folder: {run_dir}  (precision {precision}, {steps_per_epoch} steps/epoch)")
     print(dist.describe())
-
-    log_dir = run_dir / "logs"
-    if initial_epoch == 0 and cfg.training.log_images:
-        sample = next(iter(bundle.splits["train"].batch(cfg.training.log_images)))[0]
-        cb.log_images(log_dir, np.asarray(sample))
-    callbacks: list[keras.callbacks.Callback] = [
-        cb.LearningRateLogger(log_dir),
-        cb.BestCheckpoint(run_dir / "best.keras", cfg.training.monitor, state),
-        cb.Backup(run_dir / "backup", state),
-        keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=resuming),
-        keras.callbacks.TensorBoard(str(log_dir), write_graph=False, update_freq="epoch"),
-    ]
+    scratch = None
+    if chief:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        cfg.dump_yaml(run_dir / "config.yaml")
+        bundle.spec.save(run_dir / "preprocess.json")
+        write_json_atomic(run_dir / "run_info.json", info)
+        print(f"Run folder: {run_dir}  (precision {precision}, {steps_per_epoch} steps/epoch)")
+        callbacks = _chief_callbacks(cfg, bundle, run_dir, state, mode, initial_epoch, resuming)
+    else:  # other workers take part in the (collective) backup save, into a scratch folder
+        scratch = Path(tempfile.mkdtemp(prefix="kerasdl-worker-"))
+        callbacks = [cb.Backup(scratch / "backup", state)]
     if cfg.training.early_stopping_patience:
         callbacks.append(
             keras.callbacks.EarlyStopping(
@@ -288,19 +308,60 @@ def train(
             )
         )
     if initial_epoch < cfg.training.epochs:
-        model.fit(
-            datasets["train"],
-            validation_data=datasets.get("val"),
-            epochs=cfg.training.epochs,
-            initial_epoch=initial_epoch,
-            callbacks=callbacks,
-            shuffle=False,  # the tf.data pipeline shuffles
-            verbose=verbose,
-        )
-    model.load_weights(run_dir / "best.keras")
-    eval_split = "test" if "test" in datasets else "val"
-    metrics = evaluate_model(model, datasets[eval_split])
-    metrics_out = {"split": eval_split, **metrics}
-    write_json_atomic(run_dir / "metrics.json", metrics_out)
+        if custom_loop:
+            fit_distributed(
+                model,
+                strategy,
+                datasets["train"],
+                epochs=cfg.training.epochs,
+                steps_per_epoch=steps_per_epoch,
+                initial_epoch=initial_epoch,
+                validation_data=datasets.get("val"),
+                callbacks=callbacks,
+                verbose=bool(verbose),
+            )
+        else:
+            model.fit(
+                datasets["train"],
+                validation_data=datasets.get("val"),
+                epochs=cfg.training.epochs,
+                initial_epoch=initial_epoch,
+                callbacks=callbacks,
+                shuffle=False,  # the tf.data pipeline shuffles
+                verbose=verbose,
+            )
+    trainable = float(sum(np.abs(np.asarray(w, np.float64)).sum() for w in model.trainable_weights))
+    print(f"Final trainable-weights fingerprint: {trainable!r}")
     keras.mixed_precision.set_global_policy("float32")
+    if not chief:
+        shutil.rmtree(scratch, ignore_errors=True)
+        return RunResult(run_dir, {}, initial_epoch)
+    best = keras.models.load_model(run_dir / "best.keras", compile=False)
+    compile_model(best, cfg, steps_per_epoch)
+    eval_split = "test" if "test" in datasets else "val"
+    metrics = evaluate_model(best, datasets[eval_split])
+    write_json_atomic(run_dir / "metrics.json", {"split": eval_split, **metrics})
     return RunResult(run_dir, metrics, initial_epoch)
+
+
+def _chief_callbacks(
+    cfg: RecipeConfig,
+    bundle: DataBundle,
+    run_dir: Path,
+    state: cb.TrainingState,
+    mode: str,
+    initial_epoch: int,
+    resuming: bool,
+) -> list[keras.callbacks.Callback]:
+    """The callbacks that write the run folder (only the chief runs them)."""
+    log_dir = run_dir / "logs"
+    if initial_epoch == 0 and cfg.training.log_images:
+        sample = next(iter(bundle.splits["train"].batch(cfg.training.log_images)))[0]
+        cb.log_images(log_dir, np.asarray(sample))
+    return [
+        cb.LearningRateLogger(log_dir),
+        cb.BestCheckpoint(run_dir / "best.keras", cfg.training.monitor, state),
+        cb.Backup(run_dir / "backup", state),
+        keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=resuming),
+        keras.callbacks.TensorBoard(str(log_dir), write_graph=False, update_freq="epoch"),
+    ]
