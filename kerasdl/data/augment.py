@@ -142,6 +142,8 @@ def compute_pca_stats(images: Any) -> dict[str, list]:
     """
     if isinstance(images, np.ndarray | tf.Tensor):
         images = [images]
+    elif isinstance(images, tf.data.Dataset):
+        images = images.batch(1024).as_numpy_iterator()  # rank doesn't matter: pixels are rows
     total, outer, count = None, None, 0
     for item in images:
         if isinstance(item, tuple | list):

@@ -67,7 +67,7 @@ class Hue(_Op):
 
 
 class ColorJitter(_Op):
-    brightness: float = Field(0.4, ge=0.0, le=1.0)
+    brightness: float = Field(0.2, ge=0.0, le=1.0)  # additive (Keras), so milder than 0.4
     contrast: float = Field(0.4, ge=0.0, lt=1.0)
     saturation: float = Field(0.4, ge=0.0, lt=1.0)
     hue: float = Field(0.1, ge=0.0, le=0.5)
