@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import importlib.util
 import os
 import shutil
 import signal
@@ -412,7 +413,7 @@ def test_load_with_version_swap_and_broken_version():
 # --- the CLI server: client app and graceful shutdown ---------------------------------------
 
 
-def test_cli_server_client_smoke_and_sigterm_finishes_in_flight():
+def test_cli_server_client_smoke_and_sigterm_finishes_in_flight(capsys):
     base = _model_base("cli")
     port = free_port()
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(ROOT)}
@@ -430,16 +431,14 @@ def test_cli_server_client_smoke_and_sigterm_finishes_in_flight():
             except OSError:
                 pass
             time.sleep(0.2)
-        client = subprocess.run(
-            [sys.executable, str(ROOT / "apps" / "serve_client.py"), "--smoke"]
-            + ["--url", f"http://127.0.0.1:{port}", "--model", "digits"],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            env=env,
+        spec = importlib.util.spec_from_file_location(
+            "serve_client", ROOT / "apps" / "serve_client.py"
         )
-        assert client.returncode == 0, client.stdout + client.stderr
-        assert "smoke: ok" in client.stdout
+        client = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(client)
+        argv = ["--smoke", "--url", f"http://127.0.0.1:{port}", "--model", "digits"]
+        assert client.main(argv) == 0
+        assert "smoke: ok" in capsys.readouterr().out
         # A request waits ~1.5 s in the batcher; SIGTERM arrives meanwhile; it must still succeed.
         result = {}
         x, _ = digits_data()

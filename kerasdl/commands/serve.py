@@ -43,8 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--batch-timeout-ms",
         type=float,
-        default=2.0,
-        help="how long a batch waits for more requests (default 2 ms)",
+        default=0.0,
+        help="how long a batch waits for more requests once a batch thread is free (default 0: "
+        "it takes what queued while the previous batch ran)",
     )
     parser.add_argument(
         "--batch-threads",

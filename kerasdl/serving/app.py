@@ -57,7 +57,7 @@ class ServerConfig:
         max_batch: the most examples one request may hold (more: 400).
         batching: merge concurrent requests into batches.
         batch_size: the most examples in one server-side batch.
-        batch_timeout_ms: how long a batch waits for more requests.
+        batch_timeout_ms: how long a batch waits for more requests once a batch thread is free.
         num_threads: threads running TensorFlow calls.
         batch_threads: how many server-side batches may run at once.
     """
@@ -66,7 +66,7 @@ class ServerConfig:
     max_batch: int = 256
     batching: bool = False
     batch_size: int = 32
-    batch_timeout_ms: float = 2.0
+    batch_timeout_ms: float = 0.0
     num_threads: int = 4
     batch_threads: int = 1
 

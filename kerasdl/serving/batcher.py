@@ -1,10 +1,11 @@
 """Server-side batching: concurrent requests to one signature run as one batch.
 
 The scheme is TF Serving's basic batch scheduler (``--enable_batching``): requests wait in a queue
-per (servable, signature, example shape); a batch closes when it holds ``max_batch_size`` examples
-or ``batch_timeout`` seconds after its first request arrived, whichever comes first, and at most
-``num_batch_threads`` batches run at once. While all batch threads are busy the queue keeps
-filling, so batches grow with load. Outputs are split back by row counts.
+per (servable, signature, example shape), and at most ``num_batch_threads`` batches run at once.
+When a batch thread is free, a batch takes every queued request (up to ``max_batch_size``
+examples) and, if ``batch_timeout`` > 0, waits up to that long for more. While the batch threads
+are busy the queue keeps filling, so batches grow with load even with a zero timeout, and an idle
+server answers a lone request at once. Outputs are split back by row counts.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ class Batcher:
         num_batch_threads: how many batches may run at once.
 
     Example:
-        >>> batcher = Batcher(pool, max_batch_size=32, batch_timeout=0.002)
+        >>> batcher = Batcher(pool, max_batch_size=32, batch_timeout=0.0)
         >>> outputs = await batcher.submit(key, signature, {"images": x})
     """
 
@@ -47,7 +48,7 @@ class Batcher:
         self,
         executor: Executor,
         max_batch_size: int = 32,
-        batch_timeout: float = 0.002,
+        batch_timeout: float = 0.0,
         num_batch_threads: int = 2,
     ) -> None:
         self.executor = executor
@@ -83,37 +84,44 @@ class Batcher:
     async def _gather(self, qkey: Any, fn: RunFn) -> None:
         queue = self._queues[qkey]
         carry: _Task | None = None
+        batch: list[_Task] = []
         try:
             while True:
                 if carry is None and queue.empty():
                     return  # idle: the next submit starts a new worker
                 first = carry or queue.get_nowait()
                 carry = None
+                # Wait for a free batch thread: requests arriving meanwhile join this batch.
+                await self._slots.acquire()
                 batch, rows = [first], first.rows
                 deadline = time.monotonic() + self.batch_timeout
                 while rows < self.max_batch_size:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        break
-                    try:
-                        task = await asyncio.wait_for(queue.get(), remaining)
-                    except TimeoutError:
-                        break
+                    if not queue.empty():
+                        task = queue.get_nowait()
+                    else:
+                        remaining = deadline - time.monotonic()
+                        if remaining <= 0:
+                            break
+                        try:
+                            task = await asyncio.wait_for(queue.get(), remaining)
+                        except TimeoutError:
+                            break
                     if rows + task.rows > self.max_batch_size:
                         carry = task
                         break
                     batch.append(task)
                     rows += task.rows
-                await self._slots.acquire()
                 run = asyncio.create_task(self._run(batch, fn))
                 self._running.add(run)
                 run.add_done_callback(self._running.discard)
+                batch = []
         finally:
             del self._workers[qkey]
-            if queue.empty() and carry is None:
+            for task in [*batch, *([carry] if carry else [])]:  # cancelled: fail, never drop
+                if not task.future.done():
+                    task.future.cancel()
+            if queue.empty():
                 self._queues.pop(qkey, None)
-            elif carry is not None:  # cancelled while holding a request: fail it, never drop it
-                carry.future.cancel()
 
     async def _run(self, batch: list[_Task], fn: RunFn) -> None:
         try:
