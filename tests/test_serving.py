@@ -43,10 +43,13 @@ except ImportError:  # tests/ imported as a package
         staged_version,
     )
 
-from kerasdl.serving.app import ServerConfig, create_app
-from kerasdl.serving.batcher import Batcher
-from kerasdl.serving.codec import COLUMNAR, ROW, encode_predict
-from kerasdl.serving.repository import ModelRepository
+pytest.importorskip("starlette")
+pytest.importorskip("uvicorn")
+
+from kerasdl.serving.app import ServerConfig, create_app  # noqa: E402
+from kerasdl.serving.batcher import Batcher  # noqa: E402
+from kerasdl.serving.codec import COLUMNAR, ROW, encode_predict  # noqa: E402
+from kerasdl.serving.repository import ModelRepository  # noqa: E402
 
 MAX_BODY = 64 * 1024
 MAX_BATCH = 16
@@ -462,3 +465,18 @@ def test_cli_server_client_smoke_and_sigterm_finishes_in_flight(capsys):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_repository_layout_and_serve_cli_errors(capsys):
+    from kerasdl.cli import main
+
+    base = fresh_dir("layout")
+    for path in ("a/1", "a/.tmp-2-x", "b/3", ".hidden/1"):
+        (base / path).mkdir(parents=True)
+    assert sorted(ModelRepository(base).model_dirs()) == ["a", "b"]
+    # A single model's folder (integer children) is served under its own name.
+    assert list(ModelRepository(base / "a").model_dirs()) == ["a"]
+    assert main(["serve", str(base / "missing")]) == 2
+    assert "Model base folder not found" in capsys.readouterr().err
+    assert main(["serve", str(base), "--max-batch", "0"]) == 2
+    assert "--max-batch must be >= 1" in capsys.readouterr().err

@@ -69,8 +69,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from kerasdl.errors import UserError
-    from kerasdl.serving.app import ServerConfig
-    from kerasdl.serving.server import serve
+
+    try:
+        from kerasdl.serving.app import ServerConfig
+        from kerasdl.serving.server import serve
+    except ImportError as err:
+        raise UserError(
+            f"kerasdl serve needs starlette and uvicorn ({err}): pip install 'kerasdl[serving]'"
+        ) from err
 
     for flag in ("port", "max_body_bytes", "max_batch", "batch_size", "batch_threads", "threads"):
         if getattr(args, flag) < 1:
