@@ -72,7 +72,7 @@ class ConvNormAct(keras.layers.Layer):
             filters,
             kernel_size,
             strides,
-            use_bias=False,
+            use_bias=norm == "none",
             kernel_initializer=googlenet_init(),
             name="conv",
         )

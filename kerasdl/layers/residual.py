@@ -82,7 +82,7 @@ class _ResidualBase(keras.layers.Layer):
                 self.out_channels,
                 1,
                 strides=self.strides,
-                use_bias=False,
+                use_bias=norm == "none",
                 kernel_initializer=self.kernel_initializer,
                 name="downsample_conv",
             )
@@ -95,7 +95,7 @@ class _ResidualBase(keras.layers.Layer):
             kernel,
             strides,
             groups=groups,
-            use_bias=False,
+            use_bias=self.norm == "none",
             kernel_initializer=self.kernel_initializer,
             name=name,
         )

@@ -75,7 +75,7 @@ class DenseNet(keras.Model):
             7,
             pad=3,
             strides=2,
-            use_bias=False,
+            use_bias=norm == "none",
             kernel_initializer="he_normal",
             name="conv0",
         )(inputs)

@@ -74,7 +74,13 @@ class ResNet(keras.Model):
         block_cls = BLOCKS[block]
         inputs = keras.Input(shape=tuple(input_shape), name="image")
         x = PaddedConv2D(
-            64, 7, pad=3, strides=2, use_bias=False, kernel_initializer=he_fan_out(), name="conv1"
+            64,
+            7,
+            pad=3,
+            strides=2,
+            use_bias=norm == "none",
+            kernel_initializer=he_fan_out(),
+            name="conv1",
         )(inputs)
         x = get_norm_layer(norm, name="norm1")(x)
         x = get_activation(activation, name="act1")(x)

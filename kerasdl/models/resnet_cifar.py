@@ -78,7 +78,7 @@ class CifarResNet(keras.Model):
             filters[0],
             3,
             padding="same",
-            use_bias=False,
+            use_bias=norm == "none",
             kernel_initializer=CIFAR_INIT,
             name="conv1",
         )(inputs)
