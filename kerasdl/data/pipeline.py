@@ -63,7 +63,10 @@ def batch_dataset(
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size, drop_remainder=drop_remainder, num_parallel_calls=AUTOTUNE)
     if training and augment is not None:
-        ds = ds.map(augment, num_parallel_calls=AUTOTUNE)
+        # Sequential on purpose: the ops draw from stateful seeded generators, and parallel calls
+        # would take their states in a different order each run (the ops are already vectorized
+        # over the batch, so this costs little).
+        ds = ds.map(augment)
     if standardize is not None:
         ds = ds.map(lambda x, y: (standardize(x), y), num_parallel_calls=AUTOTUNE)
     return ds.prefetch(AUTOTUNE)

@@ -1,0 +1,243 @@
+"""tf.distribute: mirrored over two logical CPUs, a two-worker localhost cluster, kill-and-resume.
+
+Logical devices must be configured before TensorFlow starts, so every case runs in a subprocess.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+ENV = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+RECIPE = {
+    "model": {"name": "simple_cnn", "filters": [8, 16], "convs_per_stage": 1, "dropout": 0.0},
+    "data": {"source": "digits", "image_size": 8, "channels": 1},
+    "training": {
+        "epochs": 4,
+        "batch_size": 64,
+        "log_images": 0,
+        "optimizer": {"name": "adam", "learning_rate": 0.01},
+    },
+    "run": {"name": "dist", "seed": 0},
+}
+
+
+def _recipe(tmp: Path, **distribute) -> Path:
+    r = json.loads(json.dumps(RECIPE))
+    r["run"]["output_dir"] = str(tmp / "runs")
+    r["distribute"] = distribute
+    path = tmp / "recipe.yaml"
+    path.write_text(yaml.safe_dump(r))
+    return path
+
+
+def _python(code: str, timeout: int = 240) -> str:
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done.stdout
+
+
+def test_mirrored_step_equals_single_device_step() -> None:
+    out = _python("""
+        import numpy as np, tensorflow as tf
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        logical = [tf.config.LogicalDeviceConfiguration()] * 2
+        tf.config.set_logical_device_configuration(cpu, logical)
+        import keras, kerasdl
+        rng = np.random.default_rng(0)
+        x = rng.random((32, 8, 8, 1), dtype=np.float32)
+        y = keras.utils.to_categorical(rng.integers(0, 10, 32), 10)
+
+        def one_step(strategy):
+            with strategy.scope():
+                keras.utils.set_random_seed(1)
+                m = kerasdl.create_model("simple_cnn", num_classes=10, input_shape=(8, 8, 1),
+                                         filters=[8], norm="none", dropout=0.0)
+                m.compile(keras.optimizers.SGD(0.1),
+                          keras.losses.CategoricalCrossentropy(from_logits=True))
+            m.fit(tf.data.Dataset.from_tensor_slices((x, y)).batch(32), epochs=1, verbose=0)
+            return m.get_weights()
+
+        devices = [d.name for d in tf.config.list_logical_devices("CPU")]
+        mirrored = tf.distribute.MirroredStrategy(devices)
+        assert mirrored.num_replicas_in_sync == 2
+        a = one_step(tf.distribute.get_strategy())
+        b = one_step(mirrored)
+        diff = max(float(np.abs(p - q).max()) for p, q in zip(a, b))
+        moved = max(float(np.abs(p).max()) for p in a)
+        print("DIFF", diff, moved)
+    """)
+    diff = float(re.search(r"DIFF (\S+)", out).group(1))
+    assert diff < 1e-5
+
+
+def test_quickstart_style_recipe_under_mirrored_two_cpus(tmp_path: Path) -> None:
+    recipe = _recipe(tmp_path, strategy="mirrored", logical_cpus=2)
+    done = subprocess.run(
+        [sys.executable, "-m", "kerasdl", "train", str(recipe), "--quiet"],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "2 replica(s) on 1 worker(s); global batch 64 = 32 per replica" in done.stdout
+    run_dir = next((tmp_path / "runs" / "dist").iterdir())
+    info = json.loads((run_dir / "run_info.json").read_text())
+    assert info["distribution"]["replicas"] == 2 and info["distribution"]["per_replica_batch"] == 32
+    assert json.loads((run_dir / "metrics.json").read_text())["accuracy"] >= 0.7
+
+
+def _free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def _start_cluster(recipe: Path, ports: list[int], cwd: Path) -> list[subprocess.Popen]:
+    procs = []
+    for i in range(2):
+        tf_config = {
+            "cluster": {"worker": [f"localhost:{p}" for p in ports]},
+            "task": {"type": "worker", "index": i},
+        }
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "kerasdl", "train", str(recipe), "--quiet"],
+                env={**ENV, "TF_CONFIG": json.dumps(tf_config)},
+                cwd=cwd,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        )
+    return procs
+
+
+def _fingerprint(output: str) -> float:
+    return float(re.search(r"Final trainable-weights fingerprint: (\S+)", output).group(1))
+
+
+def test_two_worker_cluster_trains_identically_and_only_chief_writes(tmp_path: Path) -> None:
+    recipe = _recipe(tmp_path, strategy="multi_worker")
+    procs = _start_cluster(recipe, _free_ports(2), tmp_path)
+    outs = [p.communicate(timeout=400)[0] for p in procs]
+    for p, out in zip(procs, outs, strict=True):
+        assert p.returncode == 0, out[-3000:]
+    assert _fingerprint(outs[0]) == _fingerprint(outs[1])
+    runs = list((tmp_path / "runs" / "dist").iterdir())
+    assert len(runs) == 1  # one run folder, written by the chief
+    run_dir = runs[0]
+    rows = list(csv.DictReader((run_dir / "history.csv").open()))
+    losses = [float(r["loss"]) for r in rows]
+    assert len(losses) == 4 and losses[-1] < losses[0]
+    assert (run_dir / "metrics.json").is_file() and (run_dir / "best.keras").is_file()
+    assert "the chief writes the run folder" in outs[1]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["recipe.yaml", "runs"]
+
+
+@pytest.mark.parametrize("mode", ["mirrored", "multi_worker"])
+def test_kill_and_resume(tmp_path: Path, mode: str) -> None:
+    recipe = _recipe(tmp_path, strategy=mode, **({"logical_cpus": 2} if mode == "mirrored" else {}))
+    data = yaml.safe_load(recipe.read_text())
+    data["training"]["epochs"] = 6
+    recipe.write_text(yaml.safe_dump(data))
+    ports = _free_ports(2)
+    if mode == "mirrored":
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-m", "kerasdl", "train", str(recipe), "--quiet"],
+                env=ENV,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+            )
+        ]
+    else:
+        procs = _start_cluster(recipe, ports, tmp_path)
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        state = next((tmp_path / "runs" / "dist").glob("*/backup/checkpoint"), None)
+        if state is not None and "ckpt-2" in state.read_text():
+            break
+        assert all(p.poll() is None for p in procs), "a process ended before the kill"
+        time.sleep(0.2)
+    for p in procs:
+        os.kill(p.pid, signal.SIGKILL)
+        p.wait()
+    run_dir = state.parent.parent
+    assert not (run_dir / "metrics.json").exists()
+    if mode == "mirrored":
+        done = subprocess.run(
+            [sys.executable, "-m", "kerasdl", "train", str(recipe), "--quiet"],
+            env=ENV,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        outs = [done.stdout + done.stderr]
+        assert done.returncode == 0, outs[0][-3000:]
+    else:
+        procs = _start_cluster(recipe, _free_ports(2), tmp_path)
+        outs = [p.communicate(timeout=400)[0] for p in procs]
+        assert all(p.returncode == 0 for p in procs), outs[0][-2000:] + outs[1][-2000:]
+        assert _fingerprint(outs[0]) == _fingerprint(outs[1])
+    assert all(f"Resuming {run_dir}" in out for out in outs)
+    epochs = [
+        int(line.split(",")[0]) for line in (run_dir / "history.csv").read_text().splitlines()[1:]
+    ]
+    assert epochs.count(5) == 1 and sorted(set(epochs)) == list(range(6))
+    resume = json.loads((run_dir / "run_info.json").read_text())["resumes"][0]
+    assert resume["epoch"] >= 2
+    assert (run_dir / "metrics.json").is_file()
+
+
+def test_mixed_precision_under_mirrored(tmp_path: Path) -> None:
+    for policy in ("mixed_bfloat16", "mixed_float16"):
+        recipe = _recipe(tmp_path, strategy="mirrored", logical_cpus=2)
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "kerasdl",
+                "train",
+                str(recipe),
+                "--quiet",
+                "--fresh",
+                "--set",
+                f"training.precision={policy}",
+                "--set",
+                "training.epochs=2",
+            ],
+            env=ENV,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert f"precision {policy}" in done.stdout
+        loss = float(re.search(r"loss (\S+)", done.stdout.split("Test metrics:")[1]).group(1))
+        assert loss == loss and loss < 2.3  # finite and below chance level
