@@ -1,0 +1,136 @@
+"""``kerasdl probe RUN_DIR``: linear-probe, k-NN and fine-tuning accuracy of a trained backbone."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from kerasdl.errors import UserError
+
+COMMAND = "probe"
+HELP = "evaluate a (self-supervised) backbone: linear probe, k-NN, fine-tuning"
+DESCRIPTION = """\
+Evaluate the representation of a trained backbone on the run's data.
+
+TARGET is a run folder (its backbone.keras, else best.keras, and its config.yaml for the data)
+or a .keras file (then --recipe names the data). Protocols: 'linear' (logistic regression on
+frozen, standardized pre-logits features), 'knn' (weighted 20-NN, cosine similarity), 'finetune'
+(the backbone plus a new head trained end to end). Training labels come from the train split
+(optionally only --labels-per-class of them), accuracy from the test split (val if no test).
+
+examples:
+  kerasdl probe runs/simclr_digits/20260101-120000
+  kerasdl probe backbone.keras --recipe configs/simclr_digits.yaml --labels-per-class 10
+"""
+
+PROTOCOLS = ("linear", "knn", "finetune")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("target", help="run folder or .keras file")
+    parser.add_argument(
+        "--protocol",
+        nargs="+",
+        choices=PROTOCOLS,
+        default=["linear", "knn"],
+        help="protocols to run (default: linear knn)",
+    )
+    parser.add_argument("--recipe", help="recipe whose data section to use (default: the run's)")
+    parser.add_argument(
+        "--labels-per-class",
+        type=int,
+        default=None,
+        metavar="N",
+        help="train the probes on N labels per class (default: all)",
+    )
+    parser.add_argument("--finetune-epochs", type=int, default=30)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--output",
+        help="write the results as JSON here (default: RUN_DIR/probe.json for a run folder)",
+    )
+
+
+def _model_path(target: Path) -> Path:
+    if target.is_dir():
+        for name in ("backbone.keras", "best.keras"):
+            if (target / name).is_file():
+                return target / name
+        raise UserError(f"{target}: no backbone.keras or best.keras in this run folder.")
+    if target.suffix != ".keras" or not target.is_file():
+        raise UserError(f"{target}: expected a run folder or an existing .keras file.")
+    return target
+
+
+def _write_json(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".json", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=2)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def run(args: argparse.Namespace) -> int:
+    target = Path(args.target)
+    model_path = _model_path(target)
+    recipe = (
+        Path(args.recipe) if args.recipe else (target / "config.yaml" if target.is_dir() else None)
+    )
+    if recipe is None or not recipe.is_file():
+        raise UserError(f"{target}: no recipe for the data; pass --recipe RECIPE.yaml.")
+    if args.labels_per_class is not None and args.labels_per_class < 1:
+        raise UserError(f"--labels-per-class must be >= 1. Received: {args.labels_per_class}")
+
+    import keras
+
+    import kerasdl.methods  # noqa: F401  (registers the method classes for loading)
+    from kerasdl.config import load_recipe
+    from kerasdl.data import load_data
+    from kerasdl.methods.probes import run_probes
+
+    cfg = load_recipe(recipe)
+    try:
+        model = keras.saving.load_model(model_path)
+    except Exception as err:  # a corrupt or foreign file: one line, no traceback
+        raise UserError(
+            f"{model_path}: cannot load the model ({type(err).__name__}: {err})"
+        ) from None
+    model = getattr(model, "inference_model", model)
+    bundle = load_data(cfg.data, seed=cfg.run.seed)
+    test = bundle.splits.get("test") or bundle.splits.get("val")
+    if test is None:
+        raise UserError("The recipe's data has no test or val split to score the probes on.")
+    mean, std = list(cfg.data.mean), list(cfg.data.std)
+
+    def standardize(x):
+        import numpy as np
+
+        return (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32) if mean else x
+
+    results = run_probes(
+        model,
+        bundle.splits["train"],
+        test,
+        tuple(args.protocol),
+        args.labels_per_class,
+        args.seed,
+        bundle.num_classes,
+        standardize,
+        args.finetune_epochs,
+    )
+    results = {"model": str(model_path), "labels_per_class": args.labels_per_class, **results}
+    for p in args.protocol:
+        print(f"{p:>9}: {100 * results[p]:.2f}% accuracy")
+    print(f"({results['train_examples']} training, {results['test_examples']} test examples)")
+    out = Path(args.output) if args.output else (target / "probe.json" if target.is_dir() else None)
+    if out is not None:
+        _write_json(out, results)
+        print(f"wrote {out}")
+    return 0
