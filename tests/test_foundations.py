@@ -69,14 +69,14 @@ def test_perceptron_rule_is_one_exact_update():
 
 @pytest.mark.parametrize("gate", ["and", "or"])
 def test_perceptron_learns_and_or(gate):
-    model, acc = _fit_perceptron(TRUTH[gate], epochs=15)
+    model, acc = _fit_perceptron(TRUTH[gate], epochs=10)
     assert model.evaluate(X2, TRUTH[gate], verbose=0, return_dict=True)["accuracy"] == 1.0
     pred = keras.ops.convert_to_numpy(model.predict_labels(model(X2)))[:, 0]
     np.testing.assert_array_equal(pred, TRUTH[gate])
 
 
 def test_perceptron_cannot_learn_xor():
-    model, acc = _fit_perceptron(TRUTH["xor"], epochs=30)
+    model, acc = _fit_perceptron(TRUTH["xor"], epochs=12)
     assert max(acc) <= 0.75
     assert model.evaluate(X2, TRUTH["xor"], verbose=0, return_dict=True)["accuracy"] <= 0.75
 
