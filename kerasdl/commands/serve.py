@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 COMMAND = "serve"
 HELP = "serve exported models over TF Serving's REST API (default port 8501)"
@@ -50,8 +51,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--batch-threads",
         type=int,
-        default=1,
-        help="server-side batches run at once (default 1; TF parallelizes inside a batch)",
+        default=os.cpu_count() or 1,
+        help="server-side batches run at once (default: the number of CPUs, as TF Serving)",
     )
     parser.add_argument(
         "--threads", type=int, default=4, help="threads running TensorFlow (default 4)"

@@ -20,9 +20,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import re
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from starlette.applications import Starlette
@@ -59,7 +60,8 @@ class ServerConfig:
         batch_size: the most examples in one server-side batch.
         batch_timeout_ms: how long a batch waits for more requests once a batch thread is free.
         num_threads: threads running TensorFlow calls.
-        batch_threads: how many server-side batches may run at once.
+        batch_threads: how many server-side batches may run at once (TF Serving's default:
+            the number of CPUs).
     """
 
     max_body_bytes: int = 16 * 1024 * 1024
@@ -68,7 +70,7 @@ class ServerConfig:
     batch_size: int = 32
     batch_timeout_ms: float = 0.0
     num_threads: int = 4
-    batch_threads: int = 1
+    batch_threads: int = field(default_factory=lambda: os.cpu_count() or 1)
 
 
 def _json(body: Any, status: int = 200) -> Response:
