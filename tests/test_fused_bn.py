@@ -134,3 +134,14 @@ def test_model_save_and_load(tmp_path):
     loaded = keras.saving.load_model(path)
     assert type(loaded.get_layer("bn")) is FusedBatchNormalization
     np.testing.assert_allclose(loaded.predict(data, verbose=0), model.predict(data, verbose=0))
+
+
+def test_switch_back_to_keras_batch_norm():
+    from kerasdl.layers.normalization import set_fused_batch_norm
+
+    set_fused_batch_norm(False)
+    try:
+        assert type(get_norm_layer("batch")) is keras.layers.BatchNormalization
+    finally:
+        set_fused_batch_norm(True)
+    assert type(get_norm_layer("batch")) is FusedBatchNormalization

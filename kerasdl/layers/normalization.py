@@ -23,6 +23,17 @@ from kerasdl.layers.fused_bn import FusedBatchNormalization
 NORM_CHOICES = ("batch", "layer", "group", "instance", "none")
 BN_MOMENTUM = 0.9
 BN_EPSILON = 1e-5
+_FUSED_BN = {"enabled": True}
+
+
+def set_fused_batch_norm(enabled: bool) -> None:
+    """Choose the class behind ``get_norm_layer("batch")`` for layers built from now on.
+
+    ``True`` (the default): :class:`FusedBatchNormalization`; ``False``: Keras's own
+    ``BatchNormalization`` (same weights and configuration; used by the benchmark to measure the
+    fused kernel's gain, and available for debugging).
+    """
+    _FUSED_BN["enabled"] = bool(enabled)
 
 
 def get_norm_layer(
@@ -49,9 +60,8 @@ def get_norm_layer(
     """
     gamma = "zeros" if gamma_zero else "ones"
     if kind == "batch":
-        return FusedBatchNormalization(
-            momentum=momentum, epsilon=epsilon, gamma_initializer=gamma, name=name, **kwargs
-        )
+        cls = FusedBatchNormalization if _FUSED_BN["enabled"] else keras.layers.BatchNormalization
+        return cls(momentum=momentum, epsilon=epsilon, gamma_initializer=gamma, name=name, **kwargs)
     if kind == "layer":
         return keras.layers.LayerNormalization(
             axis=-1, epsilon=epsilon, gamma_initializer=gamma, name=name, **kwargs
