@@ -80,3 +80,49 @@ def test_enable_is_idempotent_and_custom_loop() -> None:
     grads = tape.gradient(loss, model.trainable_variables)
     opt.apply_gradients(zip(grads, model.trainable_variables, strict=True))
     assert float(v1.numpy()) == pytest.approx(expected, rel=1e-5)
+
+
+# Early stopping and best-checkpoint selection (the runner's training.monitor and
+# training.early_stopping_patience) belong to the same "debugging and stability aids".
+
+
+def test_early_stopping_stops_and_val_loss_monitor_keeps_the_minimum(tmp_path: Path) -> None:
+    import csv
+
+    from conftest import write_recipe
+
+    from kerasdl.config import load_recipe
+    from kerasdl.training.evaluation import load_trained_model
+    from kerasdl.training.runner import make_datasets, train
+
+    recipe = write_recipe(
+        tmp_path / "es.yaml",
+        tmp_path / "runs",
+        # No batch norm and no dropout, and a learning rate of ~0 from epoch 2 on: the weights
+        # then stop changing, so val_loss stops improving and early stopping must end the run.
+        model={"dropout": 0.0, "norm": "none"},
+        training={
+            "epochs": 15,
+            "batch_size": 256,
+            "optimizer": {"name": "adam", "learning_rate": 0.01},
+            "schedule": {"name": "step", "step_epochs": [2], "gamma": 1e-12},
+            "monitor": "val_loss",
+            "early_stopping_patience": 1,
+            "metrics": ["accuracy"],
+            "log_images": 0,
+        },
+    )
+    cfg = load_recipe(recipe)
+    result = train(cfg, verbose=0)
+    rows = list(csv.DictReader((result.run_dir / "history.csv").open()))
+    val = [float(r["val_loss"]) for r in rows]
+    assert len(rows) < 15  # stopped early ...
+    best = int(np.argmin(val))
+    assert len(rows) == best + 1 + 1  # ... exactly `patience` epochs after the best one
+    # best.keras is the epoch with the lowest val_loss (monitor mode "min" for a loss).
+    from kerasdl.data import load_data
+
+    model = load_trained_model(result.run_dir / "best.keras")
+    model.compile(loss=keras.losses.CategoricalCrossentropy(from_logits=True))
+    ds = make_datasets(cfg, load_data(cfg.data, cfg.run.seed))["val"]
+    assert model.evaluate(ds, verbose=0) == pytest.approx(min(val), rel=1e-4)
