@@ -358,6 +358,16 @@ def test_bottleneck_is_v1_5_and_resnext_width():
     assert not np.any(np.asarray(zero.norm3.gamma)) and np.all(np.asarray(zero.norm2.gamma) == 1)
 
 
+def test_convolutions_get_a_bias_only_without_norm():
+    with_bn = BasicBlock(8, shortcut="projection")
+    without = BasicBlock(8, shortcut="projection", norm="none")
+    for block in (with_bn, without):
+        block(np.zeros((1, 4, 4, 4), "float32"))
+    assert not with_bn.conv1.use_bias and not with_bn.downsample_conv.use_bias
+    assert without.conv1.use_bias and without.downsample_conv.use_bias
+    assert ConvNormAct(4, norm="none").conv.use_bias
+
+
 def test_identity_shortcut_rejects_shape_change():
     with pytest.raises(ValueError, match="identity shortcut"):
         BasicBlock(16, strides=2)(np.zeros((1, 8, 8, 16), "float32"))
