@@ -66,6 +66,11 @@ def bench_http(port: int, model: str, x: np.ndarray, requests: int, concurrency:
     counter = iter(range(requests))
     lock = threading.Lock()
 
+    def send(conn: http.client.HTTPConnection) -> tuple[int, bytes]:
+        conn.request("POST", path, body=body, headers={"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+
     def client() -> None:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
         while True:
@@ -73,13 +78,21 @@ def bench_http(port: int, model: str, x: np.ndarray, requests: int, concurrency:
                 if next(counter, None) is None:
                     break
             t = time.perf_counter()
-            conn.request("POST", path, body=body, headers={"Content-Type": "application/json"})
-            resp = conn.getresponse()
-            data = resp.read()
+            try:
+                try:
+                    status, data = send(conn)
+                except (ConnectionError, http.client.RemoteDisconnected):
+                    # The server closed the idle keep-alive connection: reconnect once, as HTTP
+                    # client libraries do for a reused connection.
+                    conn.close()
+                    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+                    status, data = send(conn)
+            except (OSError, http.client.HTTPException) as err:
+                status, data = 0, repr(err).encode()
             took = time.perf_counter() - t
             with lock:
                 lat.append(took)
-                if resp.status != 200:
+                if status != 200:
                     errors.append(data[:200].decode(errors="replace"))
         conn.close()
 

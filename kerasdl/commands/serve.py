@@ -64,6 +64,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="seconds between scans for new versions (0 = off; default 2)",
     )
     parser.add_argument(
+        "--keep-alive-timeout",
+        type=float,
+        default=30.0,
+        help="seconds an idle keep-alive connection stays open (default 30)",
+    )
+    parser.add_argument(
         "--log-level", default="info", choices=["debug", "info", "warning", "error"]
     )
 
@@ -84,8 +90,10 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(
                 f"--{flag.replace('_', '-')} must be >= 1. Received: {getattr(args, flag)}"
             )
-    if args.batch_timeout_ms < 0 or args.poll_interval < 0:
-        raise UserError("--batch-timeout-ms and --poll-interval must be >= 0.")
+    if args.batch_timeout_ms < 0 or args.poll_interval < 0 or args.keep_alive_timeout <= 0:
+        raise UserError(
+            "--batch-timeout-ms and --poll-interval must be >= 0, --keep-alive-timeout > 0."
+        )
     config = ServerConfig(
         max_body_bytes=args.max_body_bytes,
         max_batch=args.max_batch,
@@ -102,5 +110,6 @@ def run(args: argparse.Namespace) -> int:
         config=config,
         poll_interval=args.poll_interval,
         log_level=args.log_level,
+        keep_alive_timeout=args.keep_alive_timeout,
     )
     return 0

@@ -19,6 +19,7 @@ def serve(
     config: ServerConfig | None = None,
     poll_interval: float = 2.0,
     log_level: str = "info",
+    keep_alive_timeout: float = 30.0,
 ) -> None:
     """Serve every model under ``base`` until SIGTERM/SIGINT.
 
@@ -32,6 +33,7 @@ def serve(
         config: limits and batching options.
         poll_interval: seconds between scans for new versions (0: no polling).
         log_level: uvicorn/kerasdl log level.
+        keep_alive_timeout: seconds an idle keep-alive connection stays open.
     """
     import uvicorn
 
@@ -56,6 +58,7 @@ def serve(
         log_level=log_level,
         access_log=log_level == "debug",
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+        timeout_keep_alive=keep_alive_timeout,
         lifespan="on",
     )
     uvicorn.Server(uv_config).run()
