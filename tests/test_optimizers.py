@@ -8,6 +8,8 @@ the weight EMA (validation and the final weights use the averages) are checked t
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import keras
 import numpy as np
 import pytest
@@ -203,3 +205,59 @@ def test_ema_weights_used_for_validation_and_kept_at_the_end() -> None:
     # The logged validation loss of the last epoch is that of the EMA weights.
     val = model.evaluate(xv, yv, verbose=0)
     np.testing.assert_allclose(hist.history["val_loss"][-1], val, rtol=1e-5)
+
+
+def test_ema_resume_from_a_backup_taken_after_the_swap(tmp_path: Path) -> None:
+    """The runner backs up at epoch end *after* SwapEMAWeights (EMA weights in the model, raw
+    weights in the optimizer's averages); a resumed run starts its SwapEMAWeights in the swapped
+    state and then continues exactly like an uninterrupted run."""
+    import tensorflow as tf
+
+    x, y = _data(64)
+    xv, yv = _data(32, seed=2)
+
+    def fresh() -> keras.Model:
+        model = _dense_model()
+        model.compile(
+            build_optimizer(OptimizerConfig(name="adam", ema=True, ema_momentum=0.7), 0.05),
+            keras.losses.CategoricalCrossentropy(from_logits=True),
+        )
+        return model
+
+    def fit(model: keras.Model, swap: keras.callbacks.Callback, start: int = 0, crash=False):
+        return model.fit(
+            x, y, batch_size=16, epochs=4, initial_epoch=start, shuffle=False, verbose=0,
+            validation_data=(xv, yv), callbacks=[swap, Save(crash)],
+        )  # fmt: skip
+
+    class Save(keras.callbacks.Callback):
+        """The runner's Backup, then a crash: the first run stops after its backup of epoch 1."""
+
+        def __init__(self, crash: bool = False) -> None:
+            super().__init__()
+            self.crash = crash
+
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            if epoch == 1:
+                ckpt = tf.train.Checkpoint(model=self.model, optimizer=self.model.optimizer)
+                ckpt.write(str(tmp_path / "backup"))
+                self.model.stop_training = self.crash
+
+    whole = fresh()
+    h_whole = fit(whole, keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
+
+    first = fresh()
+    fit(first, keras.callbacks.SwapEMAWeights(swap_on_epoch=True), crash=True)
+    resumed = fresh()
+    resumed.optimizer.build(resumed.trainable_variables)
+    tf.train.Checkpoint(model=resumed, optimizer=resumed.optimizer).read(
+        str(tmp_path / "backup")
+    ).assert_existing_objects_matched()
+    swap = keras.callbacks.SwapEMAWeights(swap_on_epoch=True)
+    swap._ema_weights_in_model = True  # the backup holds the swapped state
+    h_resumed = fit(resumed, swap, start=2)
+    np.testing.assert_allclose(
+        h_resumed.history["val_loss"], h_whole.history["val_loss"][2:], rtol=1e-5
+    )
+    for a, b in zip(resumed.get_weights(), whole.get_weights(), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
