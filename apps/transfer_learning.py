@@ -13,8 +13,11 @@ examples of the digits 5-9 with ``fit``:
     python apps/transfer_learning.py            # ~1 min on a 2-core CPU
     python apps/transfer_learning.py --smoke    # seconds, for the tests
 
-With 10 labelled examples per class, the transferred models typically beat the baseline trained
-from scratch by a wide margin (see the printed table).
+Measured on a 2-core CPU with 10 labelled examples per class (test accuracy on digits 5-9):
+with the default 12 epochs, from scratch 0.65, feature extraction 0.63, fine-tuning 0.91, gradual
+unfreezing 0.87: fine-tuning the pretrained backbone learns far faster than training from scratch.
+With ``--epochs 30`` the baseline catches up (0.94; fine-tuning 0.93, gradual unfreezing 0.96),
+while the frozen 0-4 features stay weak for 5-9 (0.67): they were not learned for these digits.
 """
 
 from __future__ import annotations
