@@ -2,8 +2,8 @@
 
 A plain Keras script. A small CNN is trained on the digits 0-4 and saved; then, for each
 strategy, a new model with a fresh 5-class head is built, the pretrained weights are loaded by
-layer name (the head's shape differs, so it is skipped) and it is trained on only a few labelled
-examples of the digits 5-9 with ``fit``:
+layer name (all but the head: both tasks have five classes, but different ones) and it is
+trained on only a few labelled examples of the digits 5-9 with ``fit``:
 
 * ``from_scratch``: no transfer (the baseline);
 * ``feature_extraction``: backbone frozen, only the new head learns;
