@@ -185,12 +185,14 @@ def test_semi_supervised_batches_and_views():
     x = np.random.default_rng(0).random((40, 8, 8, 1)).astype("float32")
     y = np.repeat(np.arange(4), 10)
     lab, unl = ssl.split_labelled((x, y), 2, seed=0)
-    ds = ssl.semi_supervised_dataset(lab, unl, 4, 4, mu=3, views="weak_strong", flip=False)
+    ds = ssl.semi_supervised_dataset(lab, unl, 4, 4, mu=3, views="two_weak", flip=False)
     batches = list(ds)
     assert len(batches) == 40 // 12  # one pass over the unlabelled images
-    (xl, yl), (uw, us) = batches[0]
-    assert xl.shape == (4, 8, 8, 1) and yl.shape == (4, 4) and uw.shape == us.shape == (12, 8, 8, 1)
-    assert not np.allclose(uw.numpy(), us.numpy())
+    (xl, yl), (u1, u2) = batches[0]
+    assert xl.shape == (4, 8, 8, 1) and yl.shape == (4, 4) and u1.shape == u2.shape == (12, 8, 8, 1)
+    assert not np.allclose(u1.numpy(), u2.numpy())
+    strong = ssl.strong_view(flip=False)(tf.constant(x[0]))  # eager: RandAugment + Cutout
+    assert strong.shape == (8, 8, 1) and 0.0 <= float(tf.reduce_min(strong)) <= 1.0
     v1, v2 = next(iter(ssl.contrastive_dataset(unl, 8, blur_prob=0.5)))
     assert v1.shape == (8, 8, 8, 1) and not np.allclose(v1.numpy(), v2.numpy())
 

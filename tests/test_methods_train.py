@@ -68,3 +68,48 @@ def test_method_fits_under_mixed_bfloat16_and_round_trips(name, bf16_policy, tmp
 
 def test_policy_restored_after_bf16_tests():
     assert keras.config.dtype_policy().name == "float32"
+
+
+@pytest.mark.parametrize("name", ["fixmatch", "mae"])
+def test_runner_stage_datasets_steps_and_evaluation(name, tmp_path):
+    """What the runner does for a recipe with a ``method:`` section, on 8x8 digits."""
+    import tensorflow as tf
+    from sklearn.datasets import load_digits
+
+    from kerasdl.methods import evaluate_method, method_datasets, method_steps_per_epoch
+
+    d = load_digits()
+    x, y = (d.images[..., None] / 16.0).astype("float32"), d.target
+    splits = {
+        "train": tf.data.Dataset.from_tensor_slices((x[:96], y[:96])),
+        "test": tf.data.Dataset.from_tensor_slices((x[96:160], y[96:160])),
+    }
+    params = {"name": name, "flip": False, "seed": 0, **tiny_params(name)}
+    if name == "fixmatch":
+        params["labels_per_class"] = 1
+    train, val = method_datasets(params, splits, 8, 10, seed=0)
+    steps = method_steps_per_epoch(params, 96, 8)
+    assert steps == (96 // 16 if name == "fixmatch" else 96 // 8)
+    assert sum(1 for _ in train) == steps and val is None
+    net = kerasdl_backbone(name)
+    method = build_method(name, net, 10, **{k: v for k, v in params.items() if k != "name"})
+    method.compile(keras.optimizers.Adam(1e-2), run_eagerly=True)
+    method.fit(
+        train.take(3), epochs=1, verbose=0, callbacks=method.extra_callbacks(tmp_path, x[:4])
+    )
+    res = evaluate_method(method, params, splits, 8, 10)
+    assert res["split"] == "test"
+    if name == "fixmatch":
+        assert 0.0 <= res["accuracy"] <= 1.0 and np.isfinite(res["loss"])
+    else:
+        assert res["train_examples"] == 96 and 0.0 <= res["linear"] <= 1.0
+        assert (tmp_path / "mae_reconstructions.png").stat().st_size > 1000
+
+
+def kerasdl_backbone(name):
+    import kerasdl
+
+    classes = 10 if name in SEMI else 0
+    return kerasdl.create_model(
+        "simple_cnn", num_classes=classes, input_shape=(8, 8, 1), filters=[4, 8]
+    )

@@ -42,11 +42,12 @@ class _Params(BaseModel):
     model_config = ConfigDict(extra="forbid")
     seed: int | None = None
 
-    # fields that configure the data pipeline rather than the method's constructor
+    # fields that configure the data pipeline / the evaluation rather than the constructor
     _data_fields: tuple[str, ...] = ()
+    _eval_fields: tuple[str, ...] = ()
 
     def method_kwargs(self) -> dict[str, Any]:
-        skip = {"name", *self._data_fields}
+        skip = {"name", *self._data_fields, *self._eval_fields}
         return {k: v for k, v in self.model_dump().items() if k not in skip}
 
     def data_kwargs(self) -> dict[str, Any]:
@@ -105,7 +106,13 @@ class PseudoLabelParams(_SemiParams):
     _data_fields = ("labels_per_class", "unlabelled", "flip", "mu")
 
 
-class _ContrastiveParams(_Params):
+class _SelfParams(_Params):
+    # evaluation stage after pretraining (kerasdl.methods.probes)
+    probe_protocols: list[Literal["linear", "knn", "finetune"]] = ["linear", "knn"]
+    probe_labels_per_class: Pos | None = None
+
+
+class _ContrastiveParams(_SelfParams):
     projection_dim: Pos = 128
     hidden_dim: Pos | None = None
     crop_scale: tuple[Prob, Prob] = (0.08, 1.0)
@@ -122,6 +129,7 @@ class _ContrastiveParams(_Params):
         "grayscale_prob",
         "blur_prob",
     )
+    _eval_fields = ("probe_protocols", "probe_labels_per_class")
 
 
 class SimCLRParams(_ContrastiveParams):
@@ -140,7 +148,7 @@ class MoCoParams(_ContrastiveParams):
     temperature: Annotated[float, Field(gt=0.0)] = 0.2
 
 
-class MAEParams(_Params):
+class MAEParams(_SelfParams):
     """``method: {name: mae, ...}`` (He et al. 2022). The encoder is built from these values."""
 
     name: Literal["mae"] = "mae"
@@ -158,6 +166,7 @@ class MAEParams(_Params):
     crop_scale: tuple[Prob, Prob] = (0.2, 1.0)
     flip: bool = True
     _data_fields = ("crop_scale", "flip")
+    _eval_fields = ("probe_protocols", "probe_labels_per_class")
 
 
 @dataclass(frozen=True)
@@ -304,6 +313,60 @@ def method_datasets(
     return train, val_ds
 
 
+def method_steps_per_epoch(
+    params: dict[str, Any] | _Params, train_size: int, batch_size: int
+) -> int:
+    """Steps in one epoch of :func:`method_datasets`' training set (full batches only)."""
+    p = validate_method(params)
+    if METHODS[p.name].kind == "semi":
+        return train_size // (batch_size * p.mu)
+    return train_size // batch_size
+
+
+def evaluate_method(
+    method: keras.Model,
+    params: dict[str, Any] | _Params,
+    splits: dict[str, tf.data.Dataset],
+    batch_size: int,
+    num_classes: int,
+    seed: int = 0,
+    mean: list[float] | None = None,
+    std: list[float] | None = None,
+) -> dict[str, Any]:
+    """Final metrics of a trained method on the test split (val if none).
+
+    Semi-supervised: ``loss`` and ``accuracy`` of the evaluation model. Self-supervised: the
+    ``probe_protocols`` (linear / k-NN / fine-tuning accuracy) on the frozen
+    :attr:`inference_model`, trained on ``probe_labels_per_class`` labels per class (all if unset).
+    """
+    import numpy as np
+
+    from kerasdl.data import ssl
+    from kerasdl.methods.probes import run_probes
+
+    p = validate_method(params)
+    split = "test" if "test" in splits else "val"
+    if METHODS[p.name].kind == "semi":
+        ds = ssl.labelled_batches(splits[split], batch_size, num_classes, mean, std)
+        out = method.evaluate(ds, verbose=0, return_dict=True)
+        return {"split": split, **{k: float(v) for k, v in out.items()}}
+
+    def standardize(x):
+        return (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32) if mean else x
+
+    res = run_probes(
+        method.inference_model,
+        splits["train"],
+        splits[split],
+        tuple(p.probe_protocols),
+        p.probe_labels_per_class,
+        seed,
+        num_classes,
+        standardize,
+    )
+    return {"split": split, **res}
+
+
 __all__ = [
     "FixMatch",
     "MAE",
@@ -315,6 +378,8 @@ __all__ = [
     "PseudoLabel",
     "SimCLR",
     "build_method",
+    "evaluate_method",
+    "method_steps_per_epoch",
     "method_datasets",
     "validate_method",
 ]

@@ -117,6 +117,10 @@ class MethodModel(keras.Model):
         """The model to keep after training (saved by the runner as ``backbone.keras``)."""
         return self.backbone
 
+    def extra_callbacks(self, run_dir: Any, sample_images: Any) -> list[keras.callbacks.Callback]:
+        """Callbacks the method wants in a run (MAE: its reconstruction PNG); none by default."""
+        return []
+
     def _apply(self, tape: tf.GradientTape, loss, variables: list | None = None) -> None:
         variables = self.trainable_variables if variables is None else variables
         with tape:  # keep recording: the scaling is part of the differentiated graph
