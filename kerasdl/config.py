@@ -215,7 +215,7 @@ class TrainingConfig(Section):
     schedule: ScheduleConfig = ScheduleConfig()
     loss: LossConfig = LossConfig()
     metrics: list[Literal["accuracy", "top5"]] = ["accuracy"]
-    monitor: str = "val_accuracy"
+    monitor: str = "auto"
     early_stopping_patience: Annotated[int, Field(ge=0)] = 0
     precision: Literal["float32", "mixed_float16", "mixed_bfloat16", "auto"] = "float32"
     steps_per_execution: PositiveInt = 1
@@ -255,6 +255,16 @@ class RecipeConfig(Section):
     training: TrainingConfig = TrainingConfig()
     run: RunConfig = RunConfig()
     distribute: DistributeConfig = DistributeConfig()
+    method: dict[str, Any] | None = None
+
+    @field_validator("method")
+    @classmethod
+    def _method(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        if v is None:
+            return v
+        from kerasdl.methods import validate_method
+
+        return validate_method(v).model_dump(mode="json")
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved recipe as plain YAML-friendly data."""

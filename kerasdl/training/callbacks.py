@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -121,14 +122,22 @@ class BestCheckpoint(keras.callbacks.Callback):
     Args:
         path: the ``.keras`` file.
         monitor: a logged metric (``val_accuracy``, ``val_loss``, ...).
-        state: the :class:`TrainingState` holding the best value across resumes.
+        state: the :class:`TrainingState` holding the best value across resumes (None: own).
+        target: what to save (default: the trained model), e.g. a method's inference model.
     """
 
-    def __init__(self, path: str | Path, monitor: str, state: TrainingState) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        monitor: str,
+        state: TrainingState | None,
+        target: Callable[[], keras.Model] | None = None,
+    ) -> None:
         super().__init__()
         self.path = Path(path)
         self.monitor = monitor
-        self.state = state
+        self.state = state or TrainingState("min" if monitor.endswith("loss") else "max")
+        self.target = target
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         logs = logs or {}
@@ -140,7 +149,7 @@ class BestCheckpoint(keras.callbacks.Callback):
         value = float(logs[self.monitor])
         if self.state.improved(value) or not self.path.exists():
             self.state.best.assign(value)
-            save_model_atomic(self.model, self.path)
+            save_model_atomic(self.target() if self.target else self.model, self.path)
 
 
 def save_model_atomic(model: keras.Model, path: str | Path) -> None:

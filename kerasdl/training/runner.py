@@ -40,6 +40,7 @@ from kerasdl.data.pipeline import batch_dataset, standardizer
 from kerasdl.errors import UserError
 from kerasdl.registry import create_model
 from kerasdl.training import callbacks as cb
+from kerasdl.training import method_run as mr
 from kerasdl.training.custom_loop import fit_distributed
 from kerasdl.training.distribute import describe_distribution, make_strategy
 from kerasdl.training.optimizers import build_optimizer
@@ -231,7 +232,8 @@ def train(
     precision = resolve_precision(cfg.training.precision)
     keras.mixed_precision.set_global_policy(precision)
     bundle = load_data(cfg.data, cfg.run.seed)
-    if "val" not in bundle.splits and cfg.training.monitor.startswith("val_"):
+    monitor = mr.default_monitor(cfg, "val" in bundle.splits)
+    if "val" not in bundle.splits and monitor.startswith("val_"):
         raise UserError("training.monitor needs a validation split (data.val_split > 0)")
     dist = describe_distribution(
         strategy,
@@ -247,7 +249,16 @@ def train(
     steps_per_epoch = max(math.ceil(train_size / cfg.training.batch_size), 1)
     with strategy.scope():
         model = build_model(cfg, bundle)
-        compile_model(model, cfg, steps_per_epoch, dist.lr_factor)
+        if cfg.method:  # semi-/self-supervised: train the method around the model
+            classifier = model
+            model = mr.build_method_model(cfg, classifier, bundle)
+            datasets["train"], val = mr.method_datasets_for(cfg, bundle)
+            datasets.pop("val", None)
+            if val is not None:
+                datasets["val"] = val
+            _compile_method(model, cfg, steps_per_epoch, dist.lr_factor)
+        else:
+            compile_model(model, cfg, steps_per_epoch, dist.lr_factor)
 
     custom_loop = d.strategy == "multi_worker" or d.custom_loop
     if resume_dir is not None:
@@ -260,7 +271,7 @@ def train(
     run_dir = run_dir or new_run_dir(cfg)
     chief = dist.is_chief
 
-    mode = "min" if cfg.training.monitor.endswith("loss") else "max"
+    mode = "min" if monitor.endswith("loss") else "max"
     state = cb.TrainingState(mode)
     initial_epoch = 0
     info: dict[str, Any] = {
@@ -295,14 +306,16 @@ def train(
         bundle.spec.save(run_dir / "preprocess.json")
         write_json_atomic(run_dir / "run_info.json", info)
         print(f"Run folder: {run_dir}  (precision {precision}, {steps_per_epoch} steps/epoch)")
-        callbacks = _chief_callbacks(cfg, bundle, run_dir, state, mode, initial_epoch, resuming)
+        callbacks = _chief_callbacks(
+            cfg, bundle, model, run_dir, state, monitor, initial_epoch, resuming
+        )
     else:  # other workers take part in the (collective) backup save, into a scratch folder
         scratch = Path(tempfile.mkdtemp(prefix="kerasdl-worker-"))
         callbacks = [cb.Backup(scratch / "backup", state)]
     if cfg.training.early_stopping_patience:
         callbacks.append(
             keras.callbacks.EarlyStopping(
-                monitor=cfg.training.monitor,
+                monitor=monitor,
                 patience=cfg.training.early_stopping_patience,
                 mode=mode,
             )
@@ -323,6 +336,7 @@ def train(
         else:
             model.fit(
                 datasets["train"],
+                steps_per_epoch=steps_per_epoch if cfg.method else None,
                 validation_data=datasets.get("val"),
                 epochs=cfg.training.epochs,
                 initial_epoch=initial_epoch,
@@ -336,31 +350,60 @@ def train(
     if not chief:
         shutil.rmtree(scratch, ignore_errors=True)
         return RunResult(run_dir, {}, initial_epoch)
+    import kerasdl.methods  # noqa: F401  (registers method classes a checkpoint may name)
+
     best = keras.models.load_model(run_dir / "best.keras", compile=False)
-    compile_model(best, cfg, steps_per_epoch)
-    eval_split = "test" if "test" in datasets else "val"
-    metrics = evaluate_model(best, datasets[eval_split])
+    tests = make_datasets(cfg, bundle) if cfg.method else datasets
+    eval_split = "test" if "test" in tests else "val"
+    if cfg.method:
+        metrics = mr.final_metrics(cfg, best, bundle, tests[eval_split])
+    else:
+        compile_model(best, cfg, steps_per_epoch)
+        metrics = evaluate_model(best, tests[eval_split])
     write_json_atomic(run_dir / "metrics.json", {"split": eval_split, **metrics})
     return RunResult(run_dir, metrics, initial_epoch)
+
+
+def _compile_method(
+    model: keras.Model, cfg: RecipeConfig, steps_per_epoch: int, lr_factor: float
+) -> None:
+    """Compile a method model: the recipe's optimizer and schedule (the method has its losses)."""
+    t = cfg.training
+    schedule = build_schedule(
+        t.schedule, t.optimizer.learning_rate * lr_factor, steps_per_epoch, t.epochs
+    )
+    model.compile(
+        optimizer=build_optimizer(t.optimizer, schedule),
+        steps_per_execution=t.steps_per_execution,
+    )
 
 
 def _chief_callbacks(
     cfg: RecipeConfig,
     bundle: DataBundle,
+    model: keras.Model,
     run_dir: Path,
     state: cb.TrainingState,
-    mode: str,
+    monitor: str,
     initial_epoch: int,
     resuming: bool,
 ) -> list[keras.callbacks.Callback]:
     """The callbacks that write the run folder (only the chief runs them)."""
     log_dir = run_dir / "logs"
+    sample = next(iter(bundle.splits["train"].batch(max(cfg.training.log_images, 8))))[0]
     if initial_epoch == 0 and cfg.training.log_images:
-        sample = next(iter(bundle.splits["train"].batch(cfg.training.log_images)))[0]
-        cb.log_images(log_dir, np.asarray(sample))
+        cb.log_images(log_dir, np.asarray(sample)[: cfg.training.log_images])
+    extra: list[keras.callbacks.Callback] = []
+    keep = None
+    if cfg.method:
+        extra = list(model.extra_callbacks(run_dir, np.asarray(sample)))
+        keep = lambda: model.inference_model  # noqa: E731
+        if mr.method_kind(cfg) != "semi":
+            extra.append(cb.BestCheckpoint(run_dir / "backbone.keras", monitor, None, keep))
     return [
         cb.LearningRateLogger(log_dir),
-        cb.BestCheckpoint(run_dir / "best.keras", cfg.training.monitor, state),
+        *extra,
+        cb.BestCheckpoint(run_dir / "best.keras", monitor, state, keep),
         cb.Backup(run_dir / "backup", state),
         keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=resuming),
         keras.callbacks.TensorBoard(str(log_dir), write_graph=False, update_freq="epoch"),
