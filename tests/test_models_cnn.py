@@ -39,14 +39,14 @@ IMAGENET_COUNTS = [
     ("alexnet_owt", 61_100_840),
     ("vgg11", 132_863_336),
     pytest.param("vgg13", 133_047_848, marks=SLOW),
-    ("vgg16", 138_357_544),
+    pytest.param("vgg16", 138_357_544, marks=SLOW),
     pytest.param("vgg19", 143_667_240, marks=SLOW),
-    ("vgg11_bn", 132_868_840),
+    pytest.param("vgg11_bn", 132_868_840, marks=SLOW),
     pytest.param("vgg13_bn", 133_053_736, marks=SLOW),
     ("vgg16_bn", 138_365_992),
     pytest.param("vgg19_bn", 143_678_248, marks=SLOW),
     ("resnet18", 11_689_512),
-    ("resnet34", 21_797_672),
+    pytest.param("resnet34", 21_797_672, marks=SLOW),
     ("resnet50", 25_557_032),
     pytest.param("resnet101", 44_549_160, marks=SLOW),
     pytest.param("resnet152", 60_192_808, marks=SLOW),
@@ -75,7 +75,7 @@ def test_imagenet_parameter_count(name, expected):
         ("resnet20", {}, 269_722),
         # Option B: 1x1 projection + BN at the two size changes (16*32 + 64 + 32*64 + 128 more).
         ("resnet20", {"shortcut": "projection"}, 272_474),
-        ("resnet110", {}, 1_727_962),  # the paper's "1.7M"
+        pytest.param("resnet110", {}, 1_727_962, marks=SLOW),  # the paper's "1.7M"
         ("wrn_28_2", {}, 1_467_610),  # FixMatch's WRN-28-2 (torch reference, BN affine included)
         pytest.param("wrn_28_10", {}, 36_479_194, marks=SLOW),  # WRN paper: 36.5M
         # The paper's two-GPU AlexNet: conv2/4/5 grouped in two towers.
