@@ -34,6 +34,15 @@ def cnn(num_classes: int, seed: int = 0) -> keras.Model:
     )  # fmt: skip
 
 
+def dense_net(seed: int = 0) -> keras.Model:
+    """Two layers: ``body`` (the backbone) and ``head``."""
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.Flatten()(inputs)
+    x = keras.layers.Dense(6, activation="tanh", name="body")(x)
+    return keras.Model(inputs, keras.layers.Dense(3, name="head")(x))
+
+
 def data(n: int = 32, k: int = 3, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     return rng.random((n, 8, 8, 1), dtype="float32"), np.eye(k, dtype="float32")[
@@ -67,7 +76,7 @@ def one_step(model: keras.Model, opt: keras.optimizers.Optimizer, x, y) -> dict[
 
 def test_per_group_sgd_step_is_lr_times_multiplier_times_gradient() -> None:
     x, y = data()
-    model = cnn(3)
+    model = dense_net()
     g = grads_of(model, x, y)
     opt = with_lr_multipliers(keras.optimizers.SGD(0.5), {"head/": 1.0}, default=0.1)
     delta = one_step(model, opt, x, y)
@@ -80,10 +89,10 @@ def test_per_group_sgd_step_is_lr_times_multiplier_times_gradient() -> None:
 def test_per_group_adam_scales_the_step_not_the_gradient() -> None:
     # Adam's first step is lr * g / (|g| + eps): scaling g would not change it, scaling lr does.
     x, y = data()
-    plain = one_step(cnn(3), keras.optimizers.Adam(0.01), x, y)
+    plain = one_step(dense_net(), keras.optimizers.Adam(0.01), x, y)
     opt = transfer_optimizer(keras.optimizers.Adam(0.01), backbone_lr_multiplier=0.25)
     assert isinstance(opt, GROUPED[keras.optimizers.Adam])
-    grouped = one_step(cnn(3), opt, x, y)
+    grouped = one_step(dense_net(), opt, x, y)
     for path, d in grouped.items():
         mult = 1.0 if path.startswith("head/") else 0.25
         np.testing.assert_allclose(d, mult * plain[path], rtol=1e-4, atol=1e-9)
@@ -98,8 +107,9 @@ def test_per_group_decoupled_weight_decay_uses_group_rate() -> None:
 
 def test_grouped_optimizer_saves_and_loads_with_the_model(tmp_path: Path) -> None:
     x, y = data()
-    model = cnn(3)
-    model.compile(with_lr_multipliers(keras.optimizers.Adam(0.01), {"head/": 1.0}, 0.1), LOSS)
+    model = dense_net()
+    opt = with_lr_multipliers(keras.optimizers.Adam(0.01), {"head/": 1.0}, 0.1)
+    model.compile(opt, LOSS, run_eagerly=True)
     model.fit(x, y, epochs=1, verbose=0)
     model.save(tmp_path / "m.keras")
     again = keras.models.load_model(tmp_path / "m.keras")
@@ -181,7 +191,7 @@ def test_gradual_unfreeze_without_prebuild_is_a_clear_error() -> None:
     x, y = data()
     model = cnn(3)
     callbacks = setup_transfer(model, "gradual_unfreeze", unfreeze_every=1)
-    model.compile(keras.optimizers.SGD(0.1), LOSS)
+    model.compile(keras.optimizers.SGD(0.1), LOSS, run_eagerly=True)
     with pytest.raises(UserError, match="prebuild_optimizer"):
         model.fit(x, y, epochs=2, verbose=0, callbacks=callbacks)
 
