@@ -52,6 +52,8 @@ IMAGENET_COUNTS = [
     pytest.param("resnet152", 60_192_808, marks=SLOW),
     ("resnext50_32x4d", 25_028_904),
     pytest.param("wide_resnet50_2", 68_883_240, marks=SLOW),
+    pytest.param("resnext101_32x8d", 88_791_336, marks=SLOW),
+    pytest.param("wide_resnet101_2", 126_886_696, marks=SLOW),
     ("densenet121", 7_978_856),
     pytest.param("densenet169", 14_149_480, marks=SLOW),
     pytest.param("densenet201", 20_013_928, marks=SLOW),
@@ -78,6 +80,7 @@ def test_imagenet_parameter_count(name, expected):
         pytest.param("resnet110", {}, 1_727_962, marks=SLOW),  # the paper's "1.7M"
         ("wrn_28_2", {}, 1_467_610),  # FixMatch's WRN-28-2 (torch reference, BN affine included)
         pytest.param("wrn_28_10", {}, 36_479_194, marks=SLOW),  # WRN paper: 36.5M
+        pytest.param("wrn_28_8", {}, 23_354_842, marks=SLOW),  # FixMatch's CIFAR-100 backbone
         # The paper's two-GPU AlexNet: conv2/4/5 grouped in two towers.
         ("alexnet", {"groups": 2, "input_shape": (224, 224, 3)}, 60_965_224),
     ],
