@@ -38,6 +38,22 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, validate_assignment=True)
 
 
+class InitConfig(Section):
+    """``model.init``: re-initialize every kernel by name (see kerasdl.training.initializers)."""
+
+    name: Literal[
+        "he_normal",
+        "he_uniform",
+        "glorot_normal",
+        "glorot_uniform",
+        "kaiming_normal",
+        "kaiming_uniform",
+        "xavier_normal",
+        "xavier_uniform",
+    ]
+    mode: Literal["fan_in", "fan_out"] = "fan_in"
+
+
 class ModelConfig(BaseModel):
     """``model:``: a registry name plus the model's constructor arguments.
 
@@ -49,9 +65,10 @@ class ModelConfig(BaseModel):
 
     name: str = "simple_cnn"
     init_from: str | None = None
+    init: InitConfig | None = None
 
     def kwargs(self) -> dict[str, Any]:
-        """The constructor arguments (everything but ``name`` and ``init_from``)."""
+        """The constructor arguments (everything but ``name``, ``init_from`` and ``init``)."""
         return dict(self.model_extra or {})
 
     @model_validator(mode="after")
@@ -175,6 +192,16 @@ class OptimizerConfig(Section):
     ema_momentum: Annotated[float, Field(gt=0, lt=1)] = 0.99
     backbone_lr_multiplier: Annotated[float, Field(ge=0)] = 1.0
 
+    @model_validator(mode="after")
+    def _one_clip(self) -> OptimizerConfig:
+        given = [k for k in ("clipnorm", "global_clipnorm", "clipvalue") if getattr(self, k)]
+        if len(given) > 1:
+            raise ValueError(
+                f"training.optimizer: set only one of clipnorm, global_clipnorm, clipvalue. "
+                f"Received: {', '.join(given)}"
+            )
+        return self
+
 
 class ScheduleConfig(Section):
     """``training.schedule``: learning-rate schedule (see kerasdl.training.schedules)."""
@@ -206,6 +233,16 @@ class LrScalingConfig(Section):
     base_batch_size: PositiveInt | None = None
 
 
+class TransferConfig(Section):
+    """``training.transfer``: how a model started from ``model.init_from`` is trained
+    (see kerasdl.training.transfer)."""
+
+    strategy: Literal["full", "feature_extraction", "fine_tune", "gradual_unfreeze"] = "full"
+    unfreeze_every: PositiveInt = 1
+    stages: list[str] = []
+    reuse_head: bool = False
+
+
 class TrainingConfig(Section):
     """``training:``: the loop's budget, optimizer, schedule, loss and metrics."""
 
@@ -223,6 +260,8 @@ class TrainingConfig(Section):
     l2: Annotated[float, Field(ge=0)] = 0.0
     log_images: Annotated[int, Field(ge=0)] = 8
     lr_scaling: LrScalingConfig = LrScalingConfig()
+    transfer: TransferConfig = TransferConfig()
+    log_grad_norm: bool = False
 
 
 class DistributeConfig(Section):
@@ -265,6 +304,16 @@ class RecipeConfig(Section):
         from kerasdl.methods import validate_method
 
         return validate_method(v).model_dump(mode="json")
+
+    @model_validator(mode="after")
+    def _check_transfer(self) -> RecipeConfig:
+        strategy = self.training.transfer.strategy
+        if strategy != "full" and not self.model.init_from:
+            raise ValueError(
+                f"training.transfer.strategy {strategy!r} needs model.init_from "
+                "(a run folder or a .keras file to start from)"
+            )
+        return self
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved recipe as plain YAML-friendly data."""

@@ -68,18 +68,9 @@ def test_schedule_matches_formula(case: dict, warmup: float) -> None:
     want = np.array([formula(cfg, t) for t in range(TOTAL)])
     if warmup:
         assert got[0] == pytest.approx(LR / 15, rel=1e-5)
-    if cfg.name == "step":
-        # Away from the boundaries; the exact boundary step is the next test.
-        keep = np.arange(TOTAL) % SPE != 0
-        got, want = got[keep], want[keep]
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-9)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="build_schedule's step boundaries are one step late (PiecewiseConstantDecay keeps "
-    "the old value at step == boundary): use e * steps_per_epoch - warmup - 1",
-)
 def test_step_decay_starts_at_the_first_step_of_the_epoch() -> None:
     # The optimizer evaluates the schedule at its iteration count before the update, so the
     # first update of epoch e uses schedule(e * SPE): it must already be decayed.

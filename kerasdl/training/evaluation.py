@@ -107,7 +107,8 @@ def load_trained_model(path: Path) -> keras.Model:
     """Load a ``.keras`` file with a clear error if it is missing or unreadable."""
     if not path.is_file():
         raise UserError(f"model file not found: {path}")
-    import kerasdl.training.schedules  # noqa: F401  (registers the schedules a checkpoint names)
+    import kerasdl.training.group_optimizer  # noqa: F401  (registers what a checkpoint may name)
+    import kerasdl.training.schedules  # noqa: F401
     from kerasdl.registry import ensure_registered
 
     ensure_registered()

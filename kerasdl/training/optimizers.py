@@ -8,7 +8,7 @@ name       update                                       reference
 sgd        w -= lr g                                    Robbins & Monro 1951
 momentum   v = m v - lr g;  w += v                      Polyak 1964
 nesterov   v = m v - lr g;  w += m v - lr g             Nesterov 1983; Sutskever et al. 2013
-adagrad    a += g^2;  w -= lr g / (sqrt(a) + eps)       Duchi et al. 2011
+adagrad    a += g^2;  w -= lr g / sqrt(a + eps)         Duchi et al. 2011
 rmsprop    a = rho a + (1-rho) g^2;  w -= lr g / sqrt(a + eps)   Tieleman & Hinton 2012
 adam       bias-corrected first/second moments          Kingma & Ba 2015
 adamw      adam + decoupled weight decay w -= lr wd w   Loshchilov & Hutter 2019

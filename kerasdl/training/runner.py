@@ -38,14 +38,23 @@ from kerasdl.config import RecipeConfig
 from kerasdl.data import DataBundle, load_data
 from kerasdl.data.pipeline import batch_dataset, standardizer
 from kerasdl.errors import UserError
+from kerasdl.models.base import HEAD
 from kerasdl.registry import create_model
 from kerasdl.training import callbacks as cb
 from kerasdl.training import method_run as mr
 from kerasdl.training.custom_loop import fit_distributed
 from kerasdl.training.distribute import describe_distribution, make_strategy
+from kerasdl.training.grad_tools import GradNormLogger
+from kerasdl.training.initializers import apply_initializer
 from kerasdl.training.optimizers import build_optimizer
 from kerasdl.training.precision import resolve_precision
 from kerasdl.training.schedules import build_schedule
+from kerasdl.training.transfer import (
+    load_matching_weights,
+    prebuild_optimizer,
+    setup_transfer,
+    transfer_optimizer,
+)
 
 
 @dataclass
@@ -126,6 +135,11 @@ def build_model(cfg: RecipeConfig, bundle: DataBundle) -> keras.Model:
         if isinstance(err, UserError):
             raise
         raise UserError(f"model ({cfg.model.name}): {err}") from None
+    if cfg.model.init is not None:
+        apply_initializer(model, cfg.model.init.name, cfg.model.init.mode, seed=cfg.run.seed)
+    if cfg.model.init_from:
+        skip = () if cfg.training.transfer.reuse_head else (HEAD,)
+        print(load_matching_weights(model, cfg.model.init_from, skip=skip).text())
     if cfg.training.l1 or cfg.training.l2:
         add_kernel_penalties(model, cfg.training.l1, cfg.training.l2)
     return model
@@ -155,6 +169,7 @@ def compile_model(
     base_lr = t.optimizer.learning_rate * lr_factor
     schedule = build_schedule(t.schedule, base_lr, steps_per_epoch, t.epochs)
     optimizer = build_optimizer(t.optimizer, schedule)
+    optimizer = transfer_optimizer(optimizer, t.optimizer.backbone_lr_multiplier)
     metrics: list[Any] = []
     if "accuracy" in t.metrics:
         metrics.append(keras.metrics.CategoricalAccuracy(name="accuracy"))
@@ -168,6 +183,8 @@ def compile_model(
         metrics=metrics,
         steps_per_execution=t.steps_per_execution,
     )
+    if t.transfer.strategy == "gradual_unfreeze":
+        prebuild_optimizer(model)  # slots for the layers that unfreeze later
 
 
 def make_datasets(cfg: RecipeConfig, bundle: DataBundle) -> dict[str, Any]:
@@ -249,6 +266,10 @@ def train(
     steps_per_epoch = max(math.ceil(train_size / cfg.training.batch_size), 1)
     with strategy.scope():
         model = build_model(cfg, bundle)
+        tr = cfg.training.transfer
+        transfer_callbacks = setup_transfer(
+            model, tr.strategy, unfreeze_every=tr.unfreeze_every, stage_prefixes=tr.stages or None
+        )
         if cfg.method:  # semi-/self-supervised: train the method around the model
             classifier = model
             model = mr.build_method_model(cfg, classifier, bundle)
@@ -312,6 +333,7 @@ def train(
     else:  # other workers take part in the (collective) backup save, into a scratch folder
         scratch = Path(tempfile.mkdtemp(prefix="kerasdl-worker-"))
         callbacks = [cb.Backup(scratch / "backup", state)]
+    callbacks = transfer_callbacks + callbacks
     if cfg.training.early_stopping_patience:
         callbacks.append(
             keras.callbacks.EarlyStopping(
@@ -394,9 +416,18 @@ def _chief_callbacks(
     if initial_epoch == 0 and cfg.training.log_images:
         cb.log_images(log_dir, np.asarray(sample)[: cfg.training.log_images])
     extra: list[keras.callbacks.Callback] = []
+    if cfg.training.log_grad_norm:
+        extra.append(GradNormLogger(log_dir))  # before CSVLogger: adds grad_norm to the logs
+    if cfg.training.optimizer.ema:
+        # Validation, best.keras and the backups see the EMA weights (swapped in at epoch end,
+        # out at epoch begin). A backup therefore holds EMA weights in the model and the raw
+        # ones in the optimizer's averages: a resumed run starts in the swapped state.
+        swap = keras.callbacks.SwapEMAWeights(swap_on_epoch=True)
+        swap._ema_weights_in_model = resuming and initial_epoch > 0
+        extra.append(swap)
     keep = None
     if cfg.method:
-        extra = list(model.extra_callbacks(run_dir, np.asarray(sample)))
+        extra += list(model.extra_callbacks(run_dir, np.asarray(sample)))
         keep = lambda: model.inference_model  # noqa: E731
         if mr.method_kind(cfg) != "semi":
             extra.append(cb.BestCheckpoint(run_dir / "backbone.keras", monitor, None, keep))

@@ -94,7 +94,10 @@ def build_schedule(
     if name == "constant":
         inner = Constant(base_lr)
     elif name == "step":
-        bounds = [max(e * steps_per_epoch - warmup, 0) for e in sorted(cfg.step_epochs)]
+        # The optimizer evaluates the schedule at its step count before the update and
+        # PiecewiseConstantDecay keeps the old value at step == boundary: the boundary is the
+        # last step of the previous epoch.
+        bounds = [e * steps_per_epoch - warmup - 1 for e in sorted(cfg.step_epochs)]
         values = [base_lr * cfg.gamma**i for i in range(len(bounds) + 1)]
         inner = Schedules.PiecewiseConstantDecay(bounds, values) if bounds else Constant(base_lr)
     elif name == "exponential":
