@@ -131,3 +131,10 @@ def test_tfds_not_prepared_is_a_clear_error(tmp_path: Path) -> None:
     cfg = DataConfig(source="tfds", name="mnist", data_dir=str(tmp_path))
     with pytest.raises(UserError, match="not prepared"):
         load_data(cfg)
+
+
+def test_too_few_images_for_a_stratified_split_is_a_user_error() -> None:
+    from kerasdl.data.sources import stratified_split
+
+    with pytest.raises(UserError, match="too few images"):
+        stratified_split(np.arange(8) % 4, 0.1, 0.2, seed=0)

@@ -48,6 +48,15 @@ def stratified_split(
     from sklearn.model_selection import train_test_split
 
     idx = np.arange(len(labels))
+    counts = np.bincount(labels)
+    smallest = int(counts[counts > 0].min()) if len(labels) else 0
+    for name, frac in (("data.test_split", test_split), ("data.val_split", val_split)):
+        n_classes = int((counts > 0).sum())
+        if frac > 0 and (round(frac * len(labels)) < n_classes or smallest < 3):
+            raise UserError(
+                f"{name} {frac}: too few images ({len(labels)}, at least {smallest} per class) "
+                f"for a stratified split over {n_classes} classes; add images or lower {name}"
+            )
     out: dict[str, np.ndarray] = {}
     rest = idx
     if test_split > 0:
