@@ -87,8 +87,49 @@ def test_mirrored_step_equals_single_device_step() -> None:
         moved = max(float(np.abs(p).max()) for p in a)
         print("DIFF", diff, moved)
     """)
-    diff = float(re.search(r"DIFF (\S+)", out).group(1))
-    assert diff < 1e-5
+    diff, moved = map(float, re.search(r"DIFF (\S+) (\S+)", out).groups())
+    assert diff < 1e-5 and moved > 0.0
+
+
+def test_fixmatch_mirrored_step_equals_single_device_step() -> None:
+    out = _python("""
+        import numpy as np, tensorflow as tf
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        logical = [tf.config.LogicalDeviceConfiguration()] * 2
+        tf.config.set_logical_device_configuration(cpu, logical)
+        import keras, kerasdl
+        from kerasdl.data import ssl
+        from kerasdl.methods import FixMatch
+        rng = np.random.default_rng(0)
+        x = rng.random((80, 8, 8, 1), dtype=np.float32)
+        y = np.arange(80) % 4
+        labelled, unlabelled = ssl.split_labelled((x, y), 4, seed=0)
+        data = ssl.semi_supervised_dataset(labelled, unlabelled, 8, num_classes=4, mu=2,
+                                           views="weak_strong", flip=False, seed=0)
+        batch = next(iter(data))
+        fixed = tf.data.Dataset.from_tensors(batch)
+
+        def one_step(strategy):
+            with strategy.scope():
+                keras.utils.set_random_seed(1)
+                net = kerasdl.create_model("simple_cnn", num_classes=4, input_shape=(8, 8, 1),
+                                           filters=[8], norm="none", dropout=0.0)
+                model = FixMatch(net, num_classes=4, mu=2, threshold=0.0)
+                model.compile(keras.optimizers.SGD(0.1))
+            model.fit(fixed, epochs=1, verbose=0)
+            return net.get_weights()
+
+        devices = [d.name for d in tf.config.list_logical_devices("CPU")]
+        a = one_step(tf.distribute.get_strategy())
+        b = one_step(tf.distribute.MirroredStrategy(devices))
+        print("DIFF", max(float(np.abs(p - q).max()) for p, q in zip(a, b)))
+        keras.utils.set_random_seed(1)
+        init = kerasdl.create_model("simple_cnn", num_classes=4, input_shape=(8, 8, 1),
+                                    filters=[8], norm="none", dropout=0.0).get_weights()
+        print("MOVED", max(float(np.abs(p - q).max()) for p, q in zip(a, init)))
+    """)
+    assert float(re.search(r"DIFF (\S+)", out).group(1)) < 1e-5
+    assert float(re.search(r"MOVED (\S+)", out).group(1)) > 1e-4  # the step did change them
 
 
 def test_quickstart_style_recipe_under_mirrored_two_cpus(tmp_path: Path) -> None:
