@@ -1,0 +1,111 @@
+"""Benchmark peers: ``keras.applications`` models and PyTorch CPU references of one architecture.
+
+``keras.applications`` peers are built with ``weights=None`` and logits outputs
+(``classifier_activation=None``), so they train with the same loss as kerasdl's models. PyTorch
+peers (the optional ``torch`` extra) are :mod:`kerasdl.bench.torch_models`, in the channels-last
+memory format, trained with SGD + momentum and cross-entropy; mixed precision is
+``torch.autocast("cpu", dtype=...)`` around the forward pass (PyTorch's CPU mixed-precision
+recipe), inference runs under ``torch.inference_mode``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import Any
+
+from kerasdl.bench.harness import Case, throughput, time_repeats
+
+# registry name -> keras.applications constructor name
+KERAS_APPLICATIONS = {
+    "resnet50": "ResNet50",
+    "resnet101": "ResNet101",
+    "resnet152": "ResNet152",
+    "vgg16": "VGG16",
+    "vgg19": "VGG19",
+    "densenet121": "DenseNet121",
+    "densenet169": "DenseNet169",
+    "densenet201": "DenseNet201",
+    "efficientnet_b0": "EfficientNetB0",
+    "efficientnet_b1": "EfficientNetB1",
+}
+
+
+def has_keras_application(name: str) -> bool:
+    return name in KERAS_APPLICATIONS
+
+
+def has_torch_peer(name: str) -> bool:
+    """True when PyTorch is installed and a reference of ``name`` exists."""
+    if importlib.util.find_spec("torch") is None:
+        return False
+    from kerasdl.bench.torch_models import TORCH_MODELS
+
+    return name in TORCH_MODELS
+
+
+def keras_application(name: str, input_shape: tuple[int, int, int], num_classes: int) -> Any:
+    """``keras.applications`` model of registry name ``name`` (random weights, logits)."""
+    import keras
+
+    ctor = getattr(keras.applications, KERAS_APPLICATIONS[name])
+    return ctor(
+        weights=None,
+        input_shape=input_shape,
+        classes=num_classes,
+        classifier_activation=None,
+    )
+
+
+def run_torch_case(case: Case) -> dict[str, Any]:
+    """Training and inference images/s of the PyTorch reference of ``case.model``."""
+    import torch
+    import torch.nn.functional as F
+
+    from kerasdl.bench.torch_models import build_torch_model
+
+    torch.manual_seed(0)
+    if case.threads and case.threads[1]:
+        torch.set_num_threads(case.threads[1])
+    model = build_torch_model(case.model, case.num_classes, case.channels)
+    model = model.to(memory_format=torch.channels_last)
+    dtype = {"mixed_bfloat16": torch.bfloat16, "mixed_float16": torch.float16}.get(case.precision)
+    x = torch.randn(case.batch_size, case.channels, case.input_size, case.input_size)
+    x = x.contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, case.num_classes, (case.batch_size,))
+    result: dict[str, Any] = {
+        "params": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "torch_version": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+    }
+
+    def autocast() -> Any:
+        return torch.autocast("cpu", dtype=dtype, enabled=dtype is not None)
+
+    if "train" in case.modes:
+        model.train()
+        opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+
+        def train_steps(n: int) -> None:
+            for _ in range(n):
+                opt.zero_grad(set_to_none=True)
+                with autocast():
+                    out = model(x)
+                loss = F.cross_entropy(out.float(), y)
+                loss.backward()
+                opt.step()
+
+        train_steps(case.warmup)
+        times = time_repeats(lambda: train_steps(case.steps), case.repeats)
+        result["train"] = throughput(times, case.steps * case.batch_size)
+    if "infer" in case.modes:
+        model.eval()
+
+        def infer_steps(n: int) -> None:
+            with torch.inference_mode(), autocast():
+                for _ in range(n):
+                    model(x)
+
+        infer_steps(max(case.warmup, 1))
+        times = time_repeats(lambda: infer_steps(case.steps), case.repeats)
+        result["infer"] = throughput(times, case.steps * case.batch_size)
+    return result

@@ -1,0 +1,218 @@
+"""Run a suite and report it: JSON with every figure, Markdown tables with ratios and targets."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from kerasdl.bench.flops import MATMUL_DTYPES, infer_flops_per_image, train_flops_per_image
+from kerasdl.bench.flops import utilization as util_pct
+from kerasdl.bench.harness import Case, run_case, run_isolated
+from kerasdl.bench.suites import SHORT, Suite
+
+PEER_NAMES = {"kerasdl": "kerasdl", "keras_app": "keras.applications", "torch": "PyTorch"}
+
+
+def machine_info() -> dict[str, Any]:
+    """CPU model, core count, load, library versions."""
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info: dict[str, Any] = {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "load_average": [round(v, 2) for v in os.getloadavg()],
+        "python": platform.python_version(),
+    }
+    for mod in ("tensorflow", "keras", "torch"):
+        try:
+            info[mod] = __import__(mod).__version__
+        except ImportError:
+            pass
+    return info
+
+
+def run_suite(
+    suite: Suite, *, isolated: bool = True, log: Callable[[str], None] = print
+) -> dict[str, Any]:
+    """Measure every case of ``suite`` (each in a fresh process unless ``isolated=False``)."""
+    t0 = time.perf_counter()
+    results: dict[str, Any] = {}
+    for case in suite.cases:
+        log(f"[bench] {case.id} ...")
+        t = time.perf_counter()
+        if isolated:
+            res = run_isolated(case)
+        else:
+            try:
+                res = run_case(case)
+            except Exception as err:  # noqa: BLE001 -- a failed case is reported, not fatal
+                res = {"error": f"{type(err).__name__}: {err}"}
+        results[case.id] = {"case": asdict(case), "result": res}
+        status = res.get("error") or _summary(res)
+        log(f"[bench] {case.id}: {status} ({time.perf_counter() - t:.0f} s)")
+    report = {
+        "suite": suite.name,
+        "machine": machine_info(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "seconds": time.perf_counter() - t0,
+        "results": results,
+    }
+    add_derived(report, suite)
+    return report
+
+
+def _summary(res: dict[str, Any]) -> str:
+    parts = [
+        f"{k} {res[k]['median']:.1f} img/s" for k in ("train", "infer", "pipeline") if k in res
+    ]
+    if "peak" in res:
+        parts.append(f"peak {res['peak']['median'] / 1e9:.1f} GFLOP/s")
+    return ", ".join(parts)
+
+
+def _median(res: dict[str, Any], metric: str) -> float | None:
+    entry = res.get(metric)
+    return entry["median"] if isinstance(entry, dict) else None
+
+
+def add_derived(report: dict[str, Any], suite: Suite) -> None:
+    """Add utilization to every model case and the comparison rows to ``report``."""
+    results = report["results"]
+    peaks = {
+        r["case"]["precision"]: r["result"]["peak"]["median"]
+        for r in results.values()
+        if r["case"]["kind"] == "matmul" and "peak" in r["result"]
+    }
+    macs_by_arch = {
+        (r["case"]["model"], r["case"]["input_size"]): r["result"]["macs"]
+        for r in results.values()
+        if r["case"]["kind"] == "kerasdl" and "macs" in r["result"]
+    }
+    for r in results.values():
+        case, res = r["case"], r["result"]
+        macs = res.get("macs") or macs_by_arch.get((case["model"], case["input_size"]))
+        peak = peaks.get(case["precision"])
+        if not macs or not peak:
+            continue
+        for metric, per_image in (
+            ("train", train_flops_per_image),
+            ("infer", infer_flops_per_image),
+        ):
+            ips = _median(res, metric)
+            if ips:
+                res[f"{metric}_utilization_pct"] = util_pct(ips, per_image(macs), peak)
+    rows = []
+    for c in suite.comparisons:
+        a = _median(results.get(c.case, {}).get("result", {}), c.metric)
+        b = _median(results.get(c.peer, {}).get("result", {}), c.peer_metric or c.metric)
+        ratio = a / b if a and b else None
+        met = None if c.target is None or ratio is None else ratio >= c.target
+        rows.append({**asdict(c), "value": a, "peer_value": b, "ratio": ratio, "met": met})
+    report["comparisons"] = rows
+
+
+def _fmt(v: float | None, digits: int = 1) -> str:
+    return "-" if v is None else f"{v:,.{digits}f}"
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """The report as Markdown: machine, per-case figures, comparisons with targets."""
+    m = report["machine"]
+    lines = [
+        f"Suite `{report['suite']}`, {report['started']}, {report['seconds'] / 60:.1f} min. "
+        f"Machine: {m.get('cpu')}, {m.get('cores')} cores, load at the end "
+        f"{m.get('load_average')}; Python {m.get('python')}, TensorFlow {m.get('tensorflow')}, "
+        f"Keras {m.get('keras')}" + (f", PyTorch {m['torch']}" if "torch" in m else "") + ".",
+        "",
+        "| case | implementation | model | input | batch | precision | data | options "
+        "| train img/s | infer img/s | train util | infer util |",
+        "|---|---|---|---|---|---|---|---|---:|---:|---:|---:|",
+    ]
+    peaks = []
+    for cid, r in report["results"].items():
+        case, res = r["case"], r["result"]
+        if case["kind"] == "matmul":
+            if "peak" in res:
+                peaks.append(
+                    f"{MATMUL_DTYPES[case['precision']]} {res['peak']['median'] / 1e9:.0f} GFLOP/s"
+                )
+            continue
+        if "error" in res:
+            lines.append(
+                f"| {cid} | {case['kind']} | {case['model']} | failed: {res['error']} "
+                "| | | | | | | | |"
+            )
+            continue
+        opts = []
+        if case["steps_per_execution"] > 1:
+            opts.append(f"spe {case['steps_per_execution']}")
+        if case["jit_compile"]:
+            opts.append("XLA")
+        if case["threads"]:
+            opts.append(f"threads {case['threads'][0]}x{case['threads'][1]}")
+        if not case.get("fused_bn", True):
+            opts.append("Keras BN")
+        if case["private_threadpool"]:
+            opts.append(f"tf.data pool {case['private_threadpool']}")
+        size = res.get("input_shape", [case["input_size"]] * 2 + [case["channels"]])
+        kind = PEER_NAMES.get(case["kind"], "input pipeline")
+        train = _fmt(_median(res, "train") or _median(res, "pipeline"))
+        data = "pipeline" if case["kind"] == "pipeline" else case["data"]
+        if case["recipe"] and data == "pipeline":
+            data = f"pipeline ({Path(case['recipe']).name})"
+        lines.append(
+            f"| {cid} | {kind} | {res.get('model') or case['model'] or '-'} "
+            f"| {size[0]}x{size[1]}x{size[2]} "
+            f"| {case['batch_size']} | {SHORT[case['precision']]} | {data} "
+            f"| {', '.join(opts) or '-'} | {train} | {_fmt(_median(res, 'infer'))} "
+            f"| {_pct(res.get('train_utilization_pct'))} "
+            f"| {_pct(res.get('infer_utilization_pct'))} |"
+        )
+    if peaks:
+        lines += ["", f"Measured matmul peak (2048x2048, all cores): {'; '.join(peaks)}."]
+    if report.get("comparisons"):
+        lines += [
+            "",
+            "| comparison | kerasdl | peer | ratio | target | met |",
+            "|---|---:|---:|---:|---:|---|",
+        ]
+        for c in report["comparisons"]:
+            target = "-" if c["target"] is None else f">= {c['target']:.1f}x"
+            met = {None: "-", True: "yes", False: "**NO**"}[c["met"]]
+            lines.append(
+                f"| {c['label']} | {_fmt(c['value'])} | {_fmt(c['peer_value'])} "
+                f"| {_fmt(c['ratio'], 2)}x | {target} | {met} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{v:.0f}%"
+
+
+def write_report(report: dict[str, Any], out_dir: str | Path) -> tuple[Path, Path]:
+    """Write ``bench_<suite>.json`` and ``bench_<suite>.md`` (each via a temporary file)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = "bench_" + report["suite"].replace(":", "_")
+    paths = (out / f"{stem}.json", out / f"{stem}.md")
+    for path, text in zip(paths, (json.dumps(report, indent=2), markdown(report)), strict=True):
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    return paths
+
+
+__all__ = ["Case", "machine_info", "markdown", "run_suite", "write_report"]

@@ -1,0 +1,23 @@
+"""``python -m kerasdl.bench.worker CASE_JSON``: measure one case, print its result as JSON.
+
+Used by :func:`kerasdl.bench.harness.run_isolated` to give every case a fresh process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+
+def main(argv: list[str]) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from kerasdl.bench.harness import Case, run_case
+
+    result = run_case(Case.from_json(argv[0]))
+    sys.stdout.write(json.dumps(result) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

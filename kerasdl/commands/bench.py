@@ -1,0 +1,79 @@
+"""``kerasdl bench [--suite default | --model NAME ...]``: throughput against peers, in one run."""
+
+from __future__ import annotations
+
+import argparse
+
+COMMAND = "bench"
+HELP = (
+    "training/inference throughput vs keras.applications and PyTorch, utilization, input pipeline"
+)
+DESCRIPTION = """Measure training and inference throughput (images/s; median of --repeats
+repetitions after warm-up) of kerasdl models next to the same architecture from keras.applications
+and a PyTorch CPU reference (if the 'torch' extra is installed), the achieved share of the
+machine's measured matrix-multiply peak, and the input pipeline alone. Every case runs in a fresh
+process. Writes bench_<suite>.json and bench_<suite>.md to --out and prints the tables.
+
+  kerasdl bench --suite default        the issue's suite (ResNet-50, ResNet-20, pipeline), ~15 min
+  kerasdl bench --suite defaults       measurements behind the fast defaults
+  kerasdl bench --model resnet18 --input-size 64 --batch-size 32 --precision mixed_bfloat16"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--suite", help="a named suite: default, defaults")
+    parser.add_argument("--model", help="a registry model to benchmark (instead of a suite)")
+    parser.add_argument("--input-size", type=int, help="square input side (default: the model's)")
+    parser.add_argument("--channels", type=int, default=3, help="input channels (default 3)")
+    parser.add_argument("--batch-size", type=int, default=32, help="batch size (default 32)")
+    parser.add_argument(
+        "--precision",
+        default="float32",
+        choices=["float32", "mixed_bfloat16", "mixed_float16"],
+        help="dtype policy (default float32)",
+    )
+    parser.add_argument("--num-classes", type=int, default=10, help="classes (default 10)")
+    parser.add_argument("--steps", type=int, default=10, help="timed steps per repetition")
+    parser.add_argument("--warmup", type=int, default=3, help="warm-up steps")
+    parser.add_argument("--repeats", type=int, default=3, help="repetitions (median reported)")
+    parser.add_argument("--no-peers", action="store_true", help="skip keras.applications/PyTorch")
+    parser.add_argument("--no-pipeline", action="store_true", help="synthetic data only")
+    parser.add_argument("--out", default="benchmarks/results", help="output folder")
+
+
+def run(args: argparse.Namespace) -> int:
+    from kerasdl.errors import UserError
+
+    if bool(args.suite) == bool(args.model):
+        raise UserError("give either --suite NAME or --model NAME")
+    for key in ("batch_size", "steps", "repeats", "num_classes", "channels"):
+        if getattr(args, key) < 1:
+            raise UserError(f"--{key.replace('_', '-')} must be at least 1")
+    if args.warmup < 0:
+        raise UserError("--warmup must be at least 0")
+    from kerasdl.bench import get_suite, markdown, model_suite, run_suite, write_report
+
+    if args.suite:
+        suite = get_suite(args.suite, args.repeats)
+    else:
+        from kerasdl.registry import get_entry
+
+        size = args.input_size or int(get_entry(args.model).default_input[0])
+        suite = model_suite(
+            args.model,
+            size,
+            args.batch_size,
+            args.precision,
+            num_classes=args.num_classes,
+            channels=args.channels,
+            pipeline=not args.no_pipeline,
+            peers=not args.no_peers,
+            steps=args.steps,
+            warmup=args.warmup,
+            repeats=args.repeats,
+        )
+    report = run_suite(suite)
+    json_path, md_path = write_report(report, args.out)
+    print(markdown(report))
+    print(f"Wrote {json_path} and {md_path}")
+    failed = [cid for cid, r in report["results"].items() if "error" in r["result"]]
+    return 1 if failed else 0

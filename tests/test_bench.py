@@ -1,0 +1,113 @@
+"""Smoke tests of the benchmark harness: one tiny case of each kind, report and CLI errors."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import pytest
+
+from kerasdl.bench import Case, Comparison, Suite, markdown, run_case, run_suite, write_report
+from kerasdl.bench.flops import train_flops_per_image, utilization
+
+TINY = dict(
+    model="simple_cnn",
+    input_size=8,
+    channels=1,
+    batch_size=8,
+    model_kwargs={"filters": [4], "convs_per_stage": 1},
+    steps=2,
+    warmup=1,
+    repeats=1,
+)
+
+
+def test_suite_runs_and_reports(tmp_path):
+    suite = Suite(
+        "smoke",
+        [
+            Case(id="tiny", **TINY),
+            Case(id="tiny_pipe", kind="pipeline", **{**TINY, "input_size": 8}),
+            Case(id="peak_fp32", kind="matmul", input_size=64, steps=2, repeats=1),
+        ],
+        [Comparison("pipeline / train", "tiny_pipe", "tiny", "pipeline", "train", target=0.0)],
+    )
+    report = run_suite(suite, isolated=False, log=lambda _: None)
+    tiny = report["results"]["tiny"]["result"]
+    assert "error" not in tiny, tiny
+    # simple_cnn [4], 1 conv per stage at 8x8x1: 3x3x1x4 MACs per position, plus the 4->10 head.
+    assert tiny["macs"] == 8 * 8 * 9 * 4 + 4 * 10
+    assert tiny["train"]["median"] > 0 and tiny["infer"]["repeats"] == 1
+    assert tiny["train_utilization_pct"] > 0
+    pipe = report["results"]["tiny_pipe"]["result"]
+    assert pipe["pipeline"]["median"] > 0 and pipe["input_shape"] == [8, 8, 1]
+    row = report["comparisons"][0]
+    assert row["ratio"] == pytest.approx(pipe["pipeline"]["median"] / tiny["train"]["median"])
+    assert row["met"] is True
+    json_path, md_path = write_report(report, tmp_path)
+    assert json.loads(json_path.read_text())["suite"] == "smoke"
+    text = md_path.read_text()
+    assert "| tiny | kerasdl | simple_cnn | 8x8x1 |" in text and "pipeline / train" in text
+
+
+def test_utilization_formula():
+    # 1 GMAC model at 10 img/s trains at 60 GFLOP/s: 60% of a 100 GFLOP/s peak.
+    assert utilization(10.0, train_flops_per_image(10**9), 100e9) == pytest.approx(60.0)
+
+
+def test_markdown_flags_missed_targets():
+    report = {
+        "suite": "x",
+        "machine": {"cpu": "cpu", "cores": 2},
+        "started": "now",
+        "seconds": 60.0,
+        "results": {},
+        "comparisons": [
+            {
+                "label": "a vs b",
+                "value": 1.0,
+                "peer_value": 2.0,
+                "ratio": 0.5,
+                "target": 1.0,
+                "met": False,
+            },
+        ],
+    }
+    assert "| a vs b | 1.0 | 2.0 | 0.50x | >= 1.0x | **NO** |" in markdown(report)
+
+
+def test_bad_case_and_cli_errors():
+    with pytest.raises(ValueError, match="precision"):
+        run_case(Case(id="x", model="simple_cnn", precision="int8"))
+    from kerasdl.cli import main
+
+    assert main(["bench"]) == 2
+    assert main(["bench", "--suite", "nope"]) == 2
+
+
+@pytest.mark.slow  # imports PyTorch and builds ResNet-50 (~30 s on a loaded 2-core machine)
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="torch extra not installed")
+def test_torch_references_match_kerasdl_parameter_counts():
+    from kerasdl.bench.torch_models import build_torch_model
+    from kerasdl.registry import create_model
+
+    def count(m):
+        return sum(p.numel() for p in m.parameters())
+
+    keras_r20 = create_model("resnet20", num_classes=10, input_shape=[32, 32, 3])
+    trainable = sum(int(w.numpy().size) for w in keras_r20.trainable_weights)
+    assert count(build_torch_model("resnet20", 10)) == trainable == 269_722
+    assert count(build_torch_model("resnet50", 1000)) == 25_557_032  # torchvision's figure
+    res = run_case(
+        Case(
+            id="t",
+            kind="torch",
+            model="resnet20",
+            batch_size=2,
+            steps=1,
+            warmup=1,
+            repeats=1,
+            threads=[1, 1],
+        )
+    )
+    assert res["train"]["median"] > 0 and res["infer"]["median"] > 0
