@@ -282,3 +282,20 @@ def test_mixed_precision_under_mirrored(tmp_path: Path) -> None:
         assert f"precision {policy}" in done.stdout
         loss = float(re.search(r"loss (\S+)", done.stdout.split("Test metrics:")[1]).group(1))
         assert loss == loss and loss < 2.3  # finite and below chance level
+
+
+def test_two_worker_cluster_trains_a_method(tmp_path: Path) -> None:
+    recipe = _recipe(tmp_path, strategy="multi_worker")
+    data = yaml.safe_load(recipe.read_text())
+    data["method"] = {"name": "fixmatch", "labels_per_class": 5, "mu": 2}
+    data["training"].update(epochs=1, batch_size=16)
+    recipe.write_text(yaml.safe_dump(data))
+    procs = _start_cluster(recipe, _free_ports(2), tmp_path)
+    outs = [p.communicate(timeout=400)[0] for p in procs]
+    for p, out in zip(procs, outs, strict=True):
+        assert p.returncode == 0, out[-3000:]
+    assert _fingerprint(outs[0]) == _fingerprint(outs[1])
+    run_dir = next((tmp_path / "runs" / "dist").iterdir())
+    header = (run_dir / "history.csv").read_text().splitlines()[0]
+    assert "loss_u" in header and "mask_rate" in header
+    assert "accuracy" in json.loads((run_dir / "metrics.json").read_text())
