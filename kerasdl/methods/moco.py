@@ -6,9 +6,12 @@ each query against its own key (index 0) and the ``K`` keys in the queue, which 
 first-in first-out with the current batch of keys (gathered from all replicas under a
 ``tf.distribute`` strategy, as MoCo's ``concat_all_gather``).
 
-The key encoder is a frozen copy, so its batch normalization runs in inference mode with moving
-statistics averaged from the query encoder's: a key therefore never depends on the other images of
-its batch, which is the leak that MoCo's shuffling batch norm exists to prevent.
+The key encoder is a copy that receives no gradient; its batch normalization layers are left
+trainable so that Keras runs them with batch statistics, as MoCo's key encoder does (with frozen
+normalization the keys of a fresh network are dominated by the mismatch between its initial
+moving statistics and the data, and all look alike). MoCo's Shuffle BN, which hides a batch's
+composition across GPUs, is not reproduced: on one device every image of a batch shares its
+statistics in both branches.
 """
 
 from __future__ import annotations
@@ -85,6 +88,9 @@ class MoCo(MethodModel):
         hidden = int(hidden_dim or feat_dim)
         self.projector = projection_head(feat_dim, hidden, self.projection_dim, "projector")
         self.key_backbone = clone_backbone(backbone, "key")
+        for layer in self.key_backbone._flatten_layers():
+            if isinstance(layer, keras.layers.BatchNormalization) or hasattr(layer, "moving_mean"):
+                layer.trainable = True  # batch statistics in the key encoder (no gradient)
         self.key_encoder = feature_extractor(self.key_backbone)
         self.key_projector = projection_head(feat_dim, hidden, self.projection_dim, "key_proj")
         self.key_projector.set_weights(self.projector.get_weights())
@@ -111,10 +117,15 @@ class MoCo(MethodModel):
     def call(self, inputs, training=None):
         return self.projector(self.encoder(inputs, training=training), training=training)
 
-    def keys(self, images):
+    def keys(self, images, training: bool = True):
         """L2-normalized key projections from the momentum encoder (no gradient)."""
-        k = self.key_projector(self.key_encoder(images, training=False), training=False)
+        k = self.key_projector(self.key_encoder(images, training=training), training=False)
         return tf.stop_gradient(l2_normalize(k))
+
+    @property
+    def query_variables(self) -> list:
+        """The variables the gradient updates: query encoder and head (not the key encoder)."""
+        return self.backbone.trainable_variables + self.projector.trainable_variables
 
     def momentum_update(self) -> None:
         """``theta_k <- m theta_k + (1 - m) theta_q`` for encoder and head."""
@@ -138,7 +149,7 @@ class MoCo(MethodModel):
         with tf.GradientTape() as tape:
             q = self(v1, training=True)
             loss, logits = info_nce(q, k, self.queue, self.temperature)
-        self._apply(tape, loss)
+        self._apply(tape, loss, self.query_variables)
         self.momentum_update()
         self.enqueue(k)
         acc = contrastive_accuracy(logits, tf.zeros(tf.shape(logits)[:1], tf.int32))
@@ -147,7 +158,7 @@ class MoCo(MethodModel):
     def test_step(self, data):
         v1, v2 = unpack_views(data)
         loss, logits = info_nce(
-            self(v1, training=False), self.keys(v2), self.queue, self.temperature
+            self(v1, training=False), self.keys(v2, training=False), self.queue, self.temperature
         )
         acc = contrastive_accuracy(logits, tf.zeros(tf.shape(logits)[:1], tf.int32))
         return self._log({"loss": loss, "contrastive_accuracy": acc})
