@@ -181,7 +181,10 @@ def load_genotype(spec: str | dict[str, Any] | Genotype) -> Genotype:
         return PRESETS[spec]
     path = Path(spec)
     if not path.is_file():
-        raise UserError(f"genotype {spec!r}: not a preset ({', '.join(PRESETS)}) and no such file")
+        raise UserError(
+            f"genotype {spec!r}: not a preset ({', '.join(PRESETS)}) and no such file "
+            "(a search writes one: kerasdl search RECIPE)"
+        )
     try:
         data = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
