@@ -119,6 +119,11 @@ def test_moco_queue_is_fifo_with_fixed_size():
     net = kerasdl.create_model("simple_cnn", num_classes=0, input_shape=(8, 8, 1), filters=[4])
     moco = build_method("moco", net, 0, queue_size=5, projection_dim=3, seed=0)
     assert tuple(moco.queue.shape) == (5, 3)
+    # the key encoder's batch norm uses batch statistics but is not optimized
+    bn = moco.key_backbone.get_layer("stage0_norm0")
+    assert bn.trainable and not moco.key_backbone.get_layer("stage0_conv0").trainable
+    n_query = len(moco.backbone.trainable_variables) + len(moco.projector.trainable_variables)
+    assert len(moco.trainable_variables) == n_query
     old = moco.queue.numpy().copy()
     k1 = np.arange(9, dtype="float32").reshape(3, 3)
     moco.enqueue(tf.constant(k1))
@@ -192,7 +197,15 @@ def test_semi_supervised_batches_and_views():
     assert xl.shape == (4, 8, 8, 1) and yl.shape == (4, 4) and u1.shape == u2.shape == (12, 8, 8, 1)
     assert not np.allclose(u1.numpy(), u2.numpy())
     strong = ssl.strong_view(flip=False)(tf.constant(x[0]))  # eager: RandAugment + Cutout
-    assert strong.shape == (8, 8, 1) and 0.0 <= float(tf.reduce_min(strong)) <= 1.0
+    assert strong.shape == (8, 8, 1)
+    assert float(tf.reduce_min(strong)) >= 0.0 and float(tf.reduce_max(strong)) <= 1.0
+    cut = ssl.cutout(tf.ones((16, 16, 1)), max_fraction=1.0, fill=0.5)
+    grey = int(tf.reduce_sum(tf.cast(cut == 0.5, tf.int32)))
+    rows = tf.reduce_any(cut[..., 0] == 0.5, axis=1)
+    side = int(tf.reduce_sum(tf.cast(rows, tf.int32)))
+    assert grey == side * int(
+        tf.reduce_sum(tf.cast(tf.reduce_any(cut[..., 0] == 0.5, 0), tf.int32))
+    )
     v1, v2 = next(iter(ssl.contrastive_dataset(unl, 8, blur_prob=0.5)))
     assert v1.shape == (8, 8, 8, 1) and not np.allclose(v1.numpy(), v2.numpy())
 

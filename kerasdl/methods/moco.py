@@ -123,9 +123,20 @@ class MoCo(MethodModel):
         return tf.stop_gradient(l2_normalize(k))
 
     @property
+    def trainable_weights(self) -> list:
+        # the key encoder's normalization layers are trainable only to use batch statistics:
+        # keep them out of the optimizer (also when a saved method is loaded)
+        key = {id(w) for w in self.key_backbone.weights}
+        return [w for w in super().trainable_weights if id(w) not in key]
+
+    @property
+    def trainable_variables(self) -> list:
+        return self.trainable_weights
+
+    @property
     def query_variables(self) -> list:
         """The variables the gradient updates: query encoder and head (not the key encoder)."""
-        return self.backbone.trainable_variables + self.projector.trainable_variables
+        return self.trainable_variables
 
     def momentum_update(self) -> None:
         """``theta_k <- m theta_k + (1 - m) theta_q`` for encoder and head."""
