@@ -145,3 +145,15 @@ def test_switch_back_to_keras_batch_norm():
     finally:
         set_fused_batch_norm(True)
     assert type(get_norm_layer("batch")) is FusedBatchNormalization
+
+
+def test_fused_kernel_is_used_for_4d_and_not_for_2d():
+    def op_types(layer, shape, training):
+        fn = tf.function(lambda x: layer(x, training=training))
+        graph = fn.get_concrete_function(tf.TensorSpec(shape)).graph
+        return {op.type for op in graph.get_operations()}
+
+    layer = get_norm_layer("batch")
+    assert "FusedBatchNormV3" in op_types(layer, (2, 4, 4, 3), True)
+    assert "FusedBatchNormV3" in op_types(layer, (2, 4, 4, 3), False)
+    assert "FusedBatchNormV3" not in op_types(get_norm_layer("batch"), (2, 3), True)
