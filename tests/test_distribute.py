@@ -91,6 +91,41 @@ def test_mirrored_step_equals_single_device_step() -> None:
     assert diff < 1e-5 and moved > 0.0
 
 
+def test_sync_batchnorm_mirrored_step_equals_single_device_step() -> None:
+    out = _python("""
+        import numpy as np, tensorflow as tf
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        logical = [tf.config.LogicalDeviceConfiguration()] * 2
+        tf.config.set_logical_device_configuration(cpu, logical)
+        import keras, kerasdl
+        from kerasdl.layers.normalization import sync_batch_norm
+        rng = np.random.default_rng(0)
+        x = rng.random((32, 8, 8, 1), dtype=np.float32)
+        x[16:] *= 3.0  # the two replicas' halves have different statistics
+        y = keras.utils.to_categorical(rng.integers(0, 10, 32), 10)
+
+        def one_step(strategy, sync):
+            with strategy.scope(), sync_batch_norm(sync):
+                keras.utils.set_random_seed(1)
+                m = kerasdl.create_model("simple_cnn", num_classes=10, input_shape=(8, 8, 1),
+                                         filters=[8], dropout=0.0)
+                m.compile(keras.optimizers.SGD(0.1),
+                          keras.losses.CategoricalCrossentropy(from_logits=True))
+            m.fit(tf.data.Dataset.from_tensor_slices((x, y)).batch(32), epochs=1, verbose=0)
+            return m.get_weights()
+
+        devices = [d.name for d in tf.config.list_logical_devices("CPU")]
+        mirrored = tf.distribute.MirroredStrategy(devices)
+        single = one_step(tf.distribute.get_strategy(), False)
+        synced = one_step(mirrored, True)
+        local = one_step(mirrored, False)
+        print("SYNC", max(float(np.abs(p - q).max()) for p, q in zip(single, synced)))
+        print("LOCAL", max(float(np.abs(p - q).max()) for p, q in zip(single, local)))
+    """)
+    assert float(re.search(r"SYNC (\S+)", out).group(1)) < 1e-5
+    assert float(re.search(r"LOCAL (\S+)", out).group(1)) > 1e-3  # per-replica stats differ
+
+
 def test_fixmatch_mirrored_step_equals_single_device_step() -> None:
     out = _python("""
         import numpy as np, tensorflow as tf

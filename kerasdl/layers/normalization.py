@@ -13,6 +13,8 @@ References:
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import keras
@@ -34,6 +36,26 @@ def set_fused_batch_norm(enabled: bool) -> None:
     fused kernel's gain, and available for debugging).
     """
     _FUSED_BN["enabled"] = bool(enabled)
+
+
+_SYNC_BN = {"enabled": False}
+
+
+@contextlib.contextmanager
+def sync_batch_norm(enabled: bool = True) -> Iterator[None]:
+    """Within this context, ``get_norm_layer("batch")`` makes synchronized batch norm.
+
+    Synchronized batch norm computes the batch statistics over the global batch of all replicas of
+    a ``tf.distribute`` strategy (one all-reduce per layer per step) instead of each replica's
+    share (Peng et al. 2018, "MegDet"; Keras ``BatchNormalization(synchronized=True)``). Recipes
+    turn it on with ``distribute.sync_batchnorm: true``.
+    """
+    previous = _SYNC_BN["enabled"]
+    _SYNC_BN["enabled"] = enabled
+    try:
+        yield
+    finally:
+        _SYNC_BN["enabled"] = previous
 
 
 def get_norm_layer(
@@ -61,6 +83,8 @@ def get_norm_layer(
     gamma = "zeros" if gamma_zero else "ones"
     if kind == "batch":
         cls = FusedBatchNormalization if _FUSED_BN["enabled"] else keras.layers.BatchNormalization
+        if _SYNC_BN["enabled"]:
+            kwargs.setdefault("synchronized", True)
         return cls(momentum=momentum, epsilon=epsilon, gamma_initializer=gamma, name=name, **kwargs)
     if kind == "layer":
         return keras.layers.LayerNormalization(

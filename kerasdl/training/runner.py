@@ -38,6 +38,7 @@ from kerasdl.config import RecipeConfig
 from kerasdl.data import DataBundle, load_data
 from kerasdl.data.pipeline import batch_dataset, standardizer
 from kerasdl.errors import UserError
+from kerasdl.layers.normalization import sync_batch_norm
 from kerasdl.models.base import HEAD
 from kerasdl.registry import create_model
 from kerasdl.training import callbacks as cb
@@ -264,7 +265,7 @@ def train(
         bundle.splits["train"].reduce(0, lambda n, _: n + 1)
     )
     steps_per_epoch = max(math.ceil(train_size / cfg.training.batch_size), 1)
-    with strategy.scope():
+    with strategy.scope(), sync_batch_norm(d.sync_batchnorm):
         model = build_model(cfg, bundle)
         tr = cfg.training.transfer
         transfer_callbacks = setup_transfer(
