@@ -256,6 +256,7 @@ class TrainingConfig(Section):
     early_stopping_patience: Annotated[int, Field(ge=0)] = 0
     precision: Literal["float32", "mixed_float16", "mixed_bfloat16", "auto"] = "float32"
     steps_per_execution: PositiveInt = 1
+    jit_compile: bool = False
     l1: Annotated[float, Field(ge=0)] = 0.0
     l2: Annotated[float, Field(ge=0)] = 0.0
     log_images: Annotated[int, Field(ge=0)] = 8

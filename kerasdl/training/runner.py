@@ -183,6 +183,7 @@ def compile_model(
         ),
         metrics=metrics,
         steps_per_execution=t.steps_per_execution,
+        jit_compile=t.jit_compile,
     )
     if t.transfer.strategy == "gradual_unfreeze":
         prebuild_optimizer(model)  # slots for the layers that unfreeze later
@@ -398,6 +399,7 @@ def _compile_method(
     model.compile(
         optimizer=build_optimizer(t.optimizer, schedule),
         steps_per_execution=t.steps_per_execution,
+        jit_compile=t.jit_compile,
     )
 
 
