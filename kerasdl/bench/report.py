@@ -48,6 +48,7 @@ def run_suite(
 ) -> dict[str, Any]:
     """Measure every case of ``suite`` (each in a fresh process unless ``isolated=False``)."""
     t0 = time.perf_counter()
+    started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     results: dict[str, Any] = {}
     for case in suite.cases:
         log(f"[bench] {case.id} ...")
@@ -65,7 +66,7 @@ def run_suite(
     report = {
         "suite": suite.name,
         "machine": machine_info(),
-        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "started": started,
         "seconds": time.perf_counter() - t0,
         "results": results,
     }
@@ -131,7 +132,8 @@ def markdown(report: dict[str, Any]) -> str:
     """The report as Markdown: machine, per-case figures, comparisons with targets."""
     m = report["machine"]
     lines = [
-        f"Suite `{report['suite']}`, {report['started']}, {report['seconds'] / 60:.1f} min. "
+        f"Suite `{report['suite']}`, started {report['started']}, "
+        f"{report['seconds'] / 60:.1f} min. "
         f"Machine: {m.get('cpu')}, {m.get('cores')} cores, load at the end "
         f"{m.get('load_average')}; Python {m.get('python')}, TensorFlow {m.get('tensorflow')}, "
         f"Keras {m.get('keras')}" + (f", PyTorch {m['torch']}" if "torch" in m else "") + ".",
