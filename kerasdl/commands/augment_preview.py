@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 from pathlib import Path
 from typing import Any
 
 from kerasdl.errors import UserError
+from kerasdl.plotting import check_output_image, save_figure_atomic
 
 COMMAND = "augment-preview"
 HELP = "save a grid of a recipe's augmented training images"
@@ -19,8 +19,6 @@ weights. The same seed (run.seed) gives the same grid; change it to see other dr
   kerasdl augment-preview configs/quickstart.yaml --out grid.png \\
       --set 'data.augment=[{name: rotation, degrees: 20}, {name: cutout, size: 0.4}]' \\
       --set run.seed=1"""
-
-_FORMATS = {".png", ".jpg", ".jpeg", ".pdf", ".svg"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -73,22 +71,11 @@ def save_grid(
             ax.imshow(img.clip(0.0, 1.0), interpolation="nearest")
         ax.set_title(titles[i], fontsize=7)
     fig.tight_layout()
-    tmp = out.with_name(f".{out.stem}.tmp{out.suffix}")
-    try:
-        fig.savefig(tmp, dpi=120)
-        os.replace(tmp, out)
-    finally:
-        plt.close(fig)
-        if tmp.exists():
-            tmp.unlink()
+    save_figure_atomic(fig, out, dpi=120)
 
 
 def run(args: argparse.Namespace) -> int:
-    out = Path(args.out)
-    if out.suffix.lower() not in _FORMATS:
-        raise UserError(f"--out {args.out}: expected one of {', '.join(sorted(_FORMATS))}")
-    if not out.parent.is_dir():
-        raise UserError(f"--out {args.out}: folder {out.parent} does not exist")
+    out = check_output_image(args.out)
     if args.n < 1:
         raise UserError(f"--n: expected a positive number of images. Received: {args.n}")
 

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from kerasdl.errors import UserError
+from kerasdl.plotting import check_output_image, save_figure_atomic
 
 COMMAND = "schedule"
 HELP = "plot a recipe's learning-rate schedule over its planned steps"
@@ -22,8 +21,6 @@ exactly what `kerasdl train` will follow (the same schedule is logged to TensorB
   kerasdl schedule configs/quickstart.yaml --out lr.png
   kerasdl schedule configs/quickstart.yaml --out lr.png \\
       --set training.schedule.name=cosine_restarts --set training.schedule.restart_epochs=3"""
-
-_FORMATS = {".png", ".jpg", ".jpeg", ".pdf", ".svg"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -68,22 +65,11 @@ def plot_schedule(
     )
     top.set_xlabel("epoch")
     fig.tight_layout()
-    tmp = out.with_name(f".{out.stem}.tmp{out.suffix}")
-    try:
-        fig.savefig(tmp, dpi=110)
-        os.replace(tmp, out)
-    finally:
-        plt.close(fig)
-        if tmp.exists():
-            tmp.unlink()
+    save_figure_atomic(fig, out, dpi=110)
 
 
 def run(args: argparse.Namespace) -> int:
-    out = Path(args.out)
-    if out.suffix.lower() not in _FORMATS:
-        raise UserError(f"--out {args.out}: expected one of {', '.join(sorted(_FORMATS))}")
-    if not out.parent.is_dir():
-        raise UserError(f"--out {args.out}: folder {out.parent} does not exist")
+    out = check_output_image(args.out)
 
     from kerasdl.config import load_recipe
 

@@ -16,6 +16,7 @@ import numpy as np
 
 from kerasdl.config import RecipeConfig, load_recipe, read_yaml
 from kerasdl.errors import UserError
+from kerasdl.plotting import pyplot, save_figure_atomic
 
 
 @dataclass
@@ -52,11 +53,7 @@ def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -
 
 def plot_confusion(c: np.ndarray, class_names: list[str], path: Path, title: str) -> None:
     """Save the confusion matrix as a PNG (written to a temporary file, then renamed)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     n = len(class_names)
     size = min(4 + 0.4 * n, 16)
     fig, ax = plt.subplots(figsize=(size, size))
@@ -80,10 +77,7 @@ def plot_confusion(c: np.ndarray, class_names: list[str], path: Path, title: str
                     fontsize=8,
                 )
     fig.tight_layout()
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure_atomic(fig, path, dpi=100)
 
 
 def _recipe_for(target: Path, recipe: str | None, overrides: list[str]) -> RecipeConfig:

@@ -33,6 +33,7 @@ import keras
 import numpy as np
 
 from kerasdl.errors import UserError
+from kerasdl.plotting import save_figure_atomic
 
 
 @dataclass
@@ -89,14 +90,7 @@ class LRFinderResult:
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3, which="both")
         fig.tight_layout()
-        tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-        try:
-            fig.savefig(tmp, dpi=110)
-            os.replace(tmp, path)
-        finally:
-            plt.close(fig)
-            if tmp.exists():
-                tmp.unlink()
+        save_figure_atomic(fig, path, dpi=110)
 
 
 def suggest(lrs: list[float], smoothed: list[float]) -> tuple[float, float]:
