@@ -64,6 +64,24 @@ def test_evaluate_reproduces_metrics_json(trained_run, capsys) -> None:
     assert (run_dir / "confusion_test.png").stat().st_size > 1000
 
 
+def test_evaluate_on_a_folder_of_images(trained_run, tmp_path: Path, capsys) -> None:
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    for i in range(40):
+        folder = tmp_path / "imgs" / str(digits.target[i])
+        folder.mkdir(parents=True, exist_ok=True)
+        pixels = (digits.images[i] / 16.0 * 255).astype("uint8")
+        Image.fromarray(pixels).save(folder / f"{i}.png")
+    assert main(["evaluate", str(trained_run.run_dir), "--data", str(tmp_path / "imgs")]) == 0
+    out = capsys.readouterr().out
+    assert "Evaluation on data-imgs (40 images)" in out
+    result = json.loads((trained_run.run_dir / "evaluation_data-imgs.json").read_text())
+    assert result["accuracy"] >= 0.8  # the run's model on images it mostly trained on
+    assert main(["evaluate", str(trained_run.run_dir), "--data", str(tmp_path / "nope")]) == 2
+
+
 def _fingerprint_from_checkpoint(run_dir: Path, checkpoint: Path) -> float:
     """Restore a backup into a freshly built model, independently of the runner's code path."""
     import tensorflow as tf

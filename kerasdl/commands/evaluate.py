@@ -14,13 +14,20 @@ DESCRIPTION = """Reload the best checkpoint of a run folder (or a .keras file) a
 Prints loss, accuracy, top-5 accuracy (when there are more than 5 classes) and the confusion
 matrix, and saves the matrix as confusion_<split>.png (and evaluation_<split>.json) in the run
 folder. The data is the run's own recipe (config.yaml) unless --recipe is given; --set changes
-data keys, e.g. evaluate on other data with --set data.source=folder --set data.path=DIR."""
+data keys. With --data DIR (class-per-subfolder images) or --data FILE.npz, every image there is
+evaluated, preprocessed as in training (outputs named confusion_data-<name>.png)."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("target", metavar="RUN_DIR_OR_MODEL", help="run folder or .keras file")
     parser.add_argument(
         "--split", default="test", choices=["train", "val", "test"], help="split to evaluate"
+    )
+    parser.add_argument(
+        "--data",
+        metavar="PATH",
+        help="evaluate on all images of this class-per-subfolder folder or .npz file instead "
+        "(same preprocessing as the run)",
     )
     parser.add_argument("--recipe", help="recipe whose data section to use (default: the run's)")
     parser.add_argument(
@@ -41,12 +48,23 @@ def run(args: argparse.Namespace) -> int:
     target = Path(args.target)
     if not target.exists():
         raise UserError(f"not found: {target} (expected a run folder or a .keras file)")
+    overrides, split, label = list(args.overrides), args.split, None
+    if args.data:
+        data = Path(args.data)
+        if not data.exists():
+            raise UserError(f"--data {args.data}: not found")
+        source = "npz" if data.suffix == ".npz" else "folder"
+        overrides += [f"data.source={source}", f"data.path={data}", "data.augment=[]"]
+        overrides += ["data.val_split=0.0", "data.test_split=0.0"]
+        split = "train"  # every image of the given data
+        label = f"data-{data.stem}"
     report = evaluate_target(
         target,
-        split=args.split,
+        split=split,
         recipe=args.recipe,
-        overrides=args.overrides,
+        overrides=overrides,
         batch_size=args.batch_size,
+        label=label,
     )
     print(report.text())
     if report.png:

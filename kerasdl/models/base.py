@@ -22,7 +22,10 @@ HEAD = "head"
 
 
 def classifier_head(
-    features: keras.KerasTensor, num_classes: int, dropout: float = 0.0
+    features: keras.KerasTensor,
+    num_classes: int,
+    dropout: float = 0.0,
+    dropconnect: float = 0.0,
 ) -> keras.KerasTensor:
     """Mark ``features`` as the pre-logits and add the dropout + linear head.
 
@@ -30,12 +33,18 @@ def classifier_head(
         features: the pooled features, shape ``(B, D)``.
         num_classes: number of classes; 0 returns the features without a head.
         dropout: dropout rate before the head.
+        dropconnect: DropConnect rate on the head's weights (Wan et al. 2013); 0 for a plain
+            ``Dense`` head.
     """
     x = keras.layers.Identity(name=PRE_LOGITS)(features)
     if num_classes == 0:
         return x
     if dropout:
         x = keras.layers.Dropout(dropout, name="head_dropout")(x)
+    if dropconnect:
+        from kerasdl.layers.dropconnect import DropConnectDense
+
+        return DropConnectDense(num_classes, rate=dropconnect, dtype="float32", name=HEAD)(x)
     return keras.layers.Dense(num_classes, dtype="float32", name=HEAD)(x)
 
 

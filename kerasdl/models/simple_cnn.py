@@ -34,6 +34,7 @@ class SimpleCNN(keras.Model):
         norm: normalization choice (``batch``, ``layer``, ``group``, ``instance``, ``none``).
         activation: activation choice (see ``kerasdl.layers.activations``).
         dropout: dropout rate before the head.
+        dropconnect: DropConnect rate on the head's weights (Wan et al. 2013).
 
     Example:
         >>> model = SimpleCNN(num_classes=10, input_shape=(16, 16, 1))
@@ -49,6 +50,7 @@ class SimpleCNN(keras.Model):
         norm: str = "batch",
         activation: str = "relu",
         dropout: float = 0.2,
+        dropconnect: float = 0.0,
         **kwargs: Any,
     ) -> None:
         check_num_classes(num_classes)
@@ -64,7 +66,7 @@ class SimpleCNN(keras.Model):
             if s < len(filters) - 1:
                 x = keras.layers.MaxPooling2D(2, padding="same", name=f"stage{s}_pool")(x)
         x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
-        outputs = classifier_head(x, num_classes, dropout)
+        outputs = classifier_head(x, num_classes, dropout, dropconnect)
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
         self.num_classes = num_classes
         self.input_shape_ = tuple(input_shape)
@@ -73,6 +75,7 @@ class SimpleCNN(keras.Model):
         self.norm = norm
         self.activation = activation
         self.dropout = dropout
+        self.dropconnect = dropconnect
 
     def get_config(self) -> dict[str, Any]:
         return {
@@ -84,6 +87,7 @@ class SimpleCNN(keras.Model):
             "norm": self.norm,
             "activation": self.activation,
             "dropout": self.dropout,
+            "dropconnect": self.dropconnect,
         }
 
 

@@ -32,7 +32,7 @@ class EvaluationReport:
 
     def text(self) -> str:
         """A printable report."""
-        lines = [f"Evaluation on the {self.split} split ({int(self.confusion.sum())} images)"]
+        lines = [f"Evaluation on {self.split} ({int(self.confusion.sum())} images)"]
         for k, v in self.metrics.items():
             lines.append(f"  {k:<10} {v:.4f}")
         names = [n[:6] for n in self.class_names]
@@ -119,8 +119,12 @@ def evaluate_target(
     recipe: str | None = None,
     overrides: list[str] | None = None,
     batch_size: int | None = None,
+    label: str | None = None,
 ) -> EvaluationReport:
-    """Evaluate a run folder's ``best.keras`` (or a ``.keras`` file) on a split of its data."""
+    """Evaluate a run folder's ``best.keras`` (or a ``.keras`` file) on a split of its data.
+
+    ``label`` names the output files (``confusion_<label>.png``; default: the split).
+    """
     from kerasdl.data import load_data
     from kerasdl.data.pipeline import batch_dataset, standardizer
 
@@ -160,12 +164,13 @@ def evaluate_target(
     c = confusion_matrix(np.concatenate(y_true), np.concatenate(y_pred), k)
     png = None
     if target.is_dir():
-        png = target / f"confusion_{split}.png"
-        plot_confusion(c, bundle.class_names, png, f"{cfg.run.name}: {split} split")
+        label = label or split
+        png = target / f"confusion_{label}.png"
+        plot_confusion(c, bundle.class_names, png, f"{cfg.run.name}: {label}")
         from kerasdl.training.runner import write_json_atomic
 
         write_json_atomic(
-            target / f"evaluation_{split}.json",
-            {"split": split, **values, "confusion_matrix": c.tolist()},
+            target / f"evaluation_{label}.json",
+            {"split": label, **values, "confusion_matrix": c.tolist()},
         )
-    return EvaluationReport(split, values, c, bundle.class_names, png)
+    return EvaluationReport(label or split, values, c, bundle.class_names, png)
