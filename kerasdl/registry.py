@@ -127,5 +127,7 @@ def create_model(name: str, **kwargs: Any) -> Any:
     args = {**entry.defaults, **kwargs}
     try:
         return entry.builder(**args)
-    except TypeError as err:
+    except TypeError as err:  # a wrong argument name is the caller's mistake; other bugs propagate
+        if "argument" not in str(err):
+            raise
         raise UserError(f"Model {name!r}: {err}") from err
