@@ -79,6 +79,7 @@ def _run_cli(args: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str]:
         (["data.source=tfds", "data.name=no_such_dataset"], "unknown tensorflow-datasets name"),
         (["data.source=folder", "data.path=/no/such/dir"], "folder not found"),
         (["data.source=npz", "data.path=/no/such.npz"], "npz file not found"),
+        (["training.monitor=val_acc"], "training.monitor: 'val_acc' is not logged"),
     ],
 )
 def test_cli_user_errors_exit_2_without_run_folder(
@@ -120,3 +121,12 @@ def test_yaml_written_by_users_may_use_ints_for_floats(tmp_path: Path) -> None:
     path = tmp_path / "r.yaml"
     path.write_text(yaml.safe_dump({"training": {"optimizer": {"learning_rate": 1}}}))
     assert load_recipe(path).training.optimizer.learning_rate == 1.0
+
+
+def test_learning_rate_scaling_rules() -> None:
+    from kerasdl.training.distribute import lr_factor
+
+    assert lr_factor("none", 512, 256) == 1.0
+    assert lr_factor("linear", 512, 256) == 2.0
+    assert lr_factor("sqrt", 1024, 256) == 2.0
+    assert lr_factor("linear", 512, None) == 1.0  # no tuned batch given: nothing to rescale

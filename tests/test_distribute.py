@@ -45,6 +45,15 @@ def _recipe(tmp: Path, **distribute) -> Path:
     return path
 
 
+# Two logical CPU devices; indented like the scripts below, which are dedented as a whole.
+TWO_CPUS = """
+        import numpy as np, tensorflow as tf
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        logical = [tf.config.LogicalDeviceConfiguration()] * 2
+        tf.config.set_logical_device_configuration(cpu, logical)
+"""
+
+
 def _python(code: str, timeout: int = 240) -> str:
     done = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)],
@@ -58,11 +67,9 @@ def _python(code: str, timeout: int = 240) -> str:
 
 
 def test_mirrored_step_equals_single_device_step() -> None:
-    out = _python("""
-        import numpy as np, tensorflow as tf
-        cpu = tf.config.list_physical_devices("CPU")[0]
-        logical = [tf.config.LogicalDeviceConfiguration()] * 2
-        tf.config.set_logical_device_configuration(cpu, logical)
+    out = _python(
+        TWO_CPUS
+        + """
         import keras, kerasdl
         rng = np.random.default_rng(0)
         x = rng.random((32, 8, 8, 1), dtype=np.float32)
@@ -86,17 +93,16 @@ def test_mirrored_step_equals_single_device_step() -> None:
         diff = max(float(np.abs(p - q).max()) for p, q in zip(a, b))
         moved = max(float(np.abs(p).max()) for p in a)
         print("DIFF", diff, moved)
-    """)
+    """
+    )
     diff, moved = map(float, re.search(r"DIFF (\S+) (\S+)", out).groups())
     assert diff < 1e-5 and moved > 0.0
 
 
 def test_sync_batchnorm_mirrored_step_equals_single_device_step() -> None:
-    out = _python("""
-        import numpy as np, tensorflow as tf
-        cpu = tf.config.list_physical_devices("CPU")[0]
-        logical = [tf.config.LogicalDeviceConfiguration()] * 2
-        tf.config.set_logical_device_configuration(cpu, logical)
+    out = _python(
+        TWO_CPUS
+        + """
         import keras, kerasdl
         from kerasdl.layers.normalization import sync_batch_norm
         rng = np.random.default_rng(0)
@@ -121,17 +127,16 @@ def test_sync_batchnorm_mirrored_step_equals_single_device_step() -> None:
         local = one_step(mirrored, False)
         print("SYNC", max(float(np.abs(p - q).max()) for p, q in zip(single, synced)))
         print("LOCAL", max(float(np.abs(p - q).max()) for p, q in zip(single, local)))
-    """)
+    """
+    )
     assert float(re.search(r"SYNC (\S+)", out).group(1)) < 1e-5
     assert float(re.search(r"LOCAL (\S+)", out).group(1)) > 1e-3  # per-replica stats differ
 
 
 def test_fixmatch_mirrored_step_equals_single_device_step() -> None:
-    out = _python("""
-        import numpy as np, tensorflow as tf
-        cpu = tf.config.list_physical_devices("CPU")[0]
-        logical = [tf.config.LogicalDeviceConfiguration()] * 2
-        tf.config.set_logical_device_configuration(cpu, logical)
+    out = _python(
+        TWO_CPUS
+        + """
         import keras, kerasdl
         from kerasdl.data import ssl
         from kerasdl.methods import FixMatch
@@ -162,7 +167,8 @@ def test_fixmatch_mirrored_step_equals_single_device_step() -> None:
         init = kerasdl.create_model("simple_cnn", num_classes=4, input_shape=(8, 8, 1),
                                     filters=[8], norm="none", dropout=0.0).get_weights()
         print("MOVED", max(float(np.abs(p - q).max()) for p, q in zip(a, init)))
-    """)
+    """
+    )
     assert float(re.search(r"DIFF (\S+)", out).group(1)) < 1e-5
     assert float(re.search(r"MOVED (\S+)", out).group(1)) > 1e-4  # the step did change them
 

@@ -254,6 +254,16 @@ def train(
     monitor = mr.default_monitor(cfg, "val" in bundle.splits)
     if "val" not in bundle.splits and monitor.startswith("val_"):
         raise UserError("training.monitor needs a validation split (data.val_split > 0)")
+    if not cfg.method:  # a supervised run's logged names are known before it starts
+        logged = ["loss", *cfg.training.metrics] + (
+            ["grad_norm"] if cfg.training.log_grad_norm else []
+        )
+        known = logged + [f"val_{m}" for m in logged if m != "grad_norm"]
+        if monitor not in known:
+            raise UserError(
+                f"training.monitor: {monitor!r} is not logged by this recipe. "
+                f"Expected one of: auto, {', '.join(known)}."
+            )
     dist = describe_distribution(
         strategy,
         d.strategy,
