@@ -42,10 +42,21 @@ def test_fixmatch_recipe_keeps_the_classifier(tmp_path: Path) -> None:
 def test_simclr_recipe_reports_probe_accuracy(tmp_path: Path) -> None:
     from kerasdl.training.runner import train
 
-    recipe = _method_recipe(tmp_path, {"name": "simclr"}, batch_size=32)
+    method = {"name": "simclr", "probe_labels_per_class": 5, "probe_protocols": ["linear", "knn"]}
+    recipe = _method_recipe(tmp_path, method, batch_size=32)
     result = train(load_recipe(recipe), verbose=0)
-    assert set(result.metrics) == {"linear_probe_accuracy", "knn_accuracy"}
-    assert result.metrics["linear_probe_accuracy"] > 0.3  # far above chance (0.1)
+    m = result.metrics
+    assert set(m) == {
+        "linear_probe_accuracy",
+        "knn_accuracy",
+        "linear_probe_accuracy_random_init",
+        "knn_accuracy_random_init",
+        "probe_train_examples",
+    }
+    assert m["probe_train_examples"] == 50  # 5 labels x 10 classes
+    assert m["linear_probe_accuracy"] > 0.3  # far above chance (0.1)
+    # the baseline is a different network (random init), not the pretrained one again
+    assert m["knn_accuracy"] != m["knn_accuracy_random_init"]
     assert (result.run_dir / "backbone.keras").is_file()
 
 

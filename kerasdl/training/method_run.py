@@ -5,8 +5,11 @@ The runner builds the recipe's model as usual, then wraps it in the method
 custom loop) on the method's own datasets (:func:`kerasdl.methods.method_datasets`). What the run
 keeps is the method's ``inference_model``: the classifier (FixMatch / Mean Teacher: the EMA
 weights the papers evaluate) or the pretrained backbone (SimCLR, MoCo, MAE), as ``best.keras``
-and ``backbone.keras``. The final metrics are the classifier's test accuracy, or the linear-probe
-and k-NN accuracies of the backbone's frozen features.
+and ``backbone.keras``. The final metrics are the classifier's test accuracy, or the evaluation
+protocols of ``method.probe_protocols`` (linear probe, k-NN, fine-tuning; trained on
+``method.probe_labels_per_class`` labels per class, all if unset) on the pretrained backbone, next
+to the same protocols on the same architecture at the run's initialization (``*_random_init``),
+so that a run shows what the pretraining added.
 """
 
 from __future__ import annotations
@@ -73,23 +76,41 @@ def final_metrics(
 
         compile_model(kept, cfg, steps_per_epoch=1)
         return evaluate_model(kept, test_batches)
+    from kerasdl.methods import validate_method
     from kerasdl.methods.probes import run_probes
 
+    params = validate_method(cfg.method)
     mean, std = np.asarray(cfg.data.mean, np.float32), np.asarray(cfg.data.std, np.float32)
 
     def standardize(x: np.ndarray) -> np.ndarray:
         return (x - mean) / std if mean.size else x
 
     split = "test" if "test" in bundle.splits else "val"
-    result = run_probes(
-        kept,
-        bundle.splits["train"],
-        bundle.splits[split],
-        protocols=("linear", "knn"),
-        seed=cfg.run.seed,
-        standardize=standardize,
-    )
-    return {
-        "linear_probe_accuracy": float(result["linear"]),
-        "knn_accuracy": float(result["knn"]),
-    }
+
+    def probes(model: keras.Model) -> dict[str, Any]:
+        return run_probes(
+            model,
+            bundle.splits["train"],
+            bundle.splits[split],
+            protocols=tuple(params.probe_protocols),
+            labels_per_class=params.probe_labels_per_class,
+            seed=cfg.run.seed,
+            num_classes=bundle.num_classes,
+            standardize=standardize,
+        )
+
+    # the same probes on the same architecture at the run's initialization (same seed): what
+    # the pretraining added is the difference
+    from kerasdl.training.runner import build_model
+
+    keras.utils.set_random_seed(cfg.run.seed)
+    fresh = build_method_model(cfg, build_model(cfg, bundle), bundle).inference_model
+    got, rnd = probes(kept), probes(fresh)
+    names = {"linear": "linear_probe_accuracy", "knn": "knn_accuracy"}
+    names["finetune"] = "finetune_accuracy"
+    out: dict[str, float] = {}
+    for protocol in params.probe_protocols:
+        out[names[protocol]] = float(got[protocol])
+        out[f"{names[protocol]}_random_init"] = float(rnd[protocol])
+    out["probe_train_examples"] = float(got["train_examples"])
+    return out
