@@ -169,6 +169,10 @@ def current_learning_rate(optimizer: keras.optimizers.Optimizer) -> float:
 class LearningRateLogger(keras.callbacks.Callback):
     """Write the learning rate to TensorBoard (``learning_rate`` under ``train``) per step.
 
+    With ``steps_per_execution > 1`` Keras calls back once per execution; the logger then writes
+    the schedule's value at every optimizer step of that execution (a schedule is a function of
+    the step), so the curve has one point per step either way.
+
     Args:
         log_dir: the run's TensorBoard folder.
         every: log every ``every`` optimizer steps.
@@ -179,17 +183,29 @@ class LearningRateLogger(keras.callbacks.Callback):
         self.log_dir = str(log_dir)
         self.every = max(int(every), 1)
         self._writer: Any = None
+        self._last = -1
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         self._writer = tf.summary.create_file_writer(os.path.join(self.log_dir, "train"))
+        self._last = int(self.model.optimizer.iterations.numpy())
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        step = int(self.model.optimizer.iterations.numpy())
-        if step % self.every == 0:
-            with self._writer.as_default():
-                tf.summary.scalar(
-                    "learning_rate", current_learning_rate(self.model.optimizer), step=step
-                )
+        optimizer = self.model.optimizer
+        step = int(optimizer.iterations.numpy())
+        inner = getattr(optimizer, "inner_optimizer", optimizer)  # LossScaleOptimizer
+        schedule = getattr(inner, "_learning_rate", None)
+        with self._writer.as_default():
+            for s in range(max(self._last + 1, step - 10_000), step + 1):
+                if s % self.every:
+                    continue
+                if isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule):
+                    value = float(np.asarray(schedule(s)))
+                elif s == step:
+                    value = current_learning_rate(optimizer)
+                else:
+                    continue  # a variable learning rate: only its current value is known
+                tf.summary.scalar("learning_rate", value, step=s)
+        self._last = step
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if logs is not None:
