@@ -206,7 +206,10 @@ class OptimizerConfig(Section):
 class ScheduleConfig(Section):
     """``training.schedule``: learning-rate schedule (see kerasdl.training.schedules)."""
 
-    name: Literal["constant", "step", "exponential", "cosine", "cosine_restarts"] = "constant"
+    # fixmatch_cosine: lr * cos(7 pi k / 16 K) over the run (Sohn et al. 2020)
+    name: Literal[
+        "constant", "step", "exponential", "cosine", "cosine_restarts", "fixmatch_cosine"
+    ] = "constant"
     warmup_epochs: Annotated[float, Field(ge=0)] = 0.0
     step_epochs: list[PositiveInt] = []
     gamma: Annotated[float, Field(gt=0)] = 0.1

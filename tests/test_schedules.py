@@ -46,6 +46,8 @@ def formula(cfg: ScheduleConfig, t: int) -> float:
     lr_min = cfg.min_lr_ratio * LR
     if cfg.name == "cosine":
         return lr_min + 0.5 * (LR - lr_min) * (1 + math.cos(math.pi * s / rest))
+    if cfg.name == "fixmatch_cosine":  # Sohn et al. 2020, section 4
+        return LR * math.cos(7 * math.pi * s / (16 * rest))
     return sgdr(s, cfg.restart_epochs * SPE, cfg.t_mul, cfg.m_mul, lr_min)
 
 
@@ -55,6 +57,7 @@ CASES = [
     {"name": "exponential", "decay_rate": 0.5, "decay_epochs": 2.0},
     {"name": "cosine"},
     {"name": "cosine", "min_lr_ratio": 0.1},
+    {"name": "fixmatch_cosine"},
     {"name": "cosine_restarts", "restart_epochs": 1.0, "t_mul": 2.0, "m_mul": 0.5},
     {"name": "cosine_restarts", "restart_epochs": 2.0, "t_mul": 1.0, "min_lr_ratio": 0.05},
 ]

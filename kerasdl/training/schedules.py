@@ -106,6 +106,10 @@ def build_schedule(
         )
     elif name == "cosine":
         inner = Schedules.CosineDecay(base_lr, total, alpha=cfg.min_lr_ratio)
+    elif name == "fixmatch_cosine":
+        from kerasdl.methods.fixmatch import FixMatchCosine
+
+        inner = FixMatchCosine(base_lr, total)
     else:
         inner = Schedules.CosineDecayRestarts(
             base_lr,
