@@ -53,3 +53,28 @@ def test_learning_rate_is_logged_at_every_step_with_several_steps_per_execution(
     lrs = np.array([events[s] for s in sorted(events)])
     assert lrs[0] == pytest.approx(0.01, rel=1e-2)  # cosine from the base rate ...
     assert np.all(np.diff(lrs) < 0)  # ... strictly decreasing step by step
+
+
+def test_method_runs_keep_exact_epochs_with_several_steps_per_execution(tmp_path: Path) -> None:
+    import json
+
+    import yaml
+
+    from kerasdl.training.runner import method_execution_steps, train
+
+    assert method_execution_steps(16, 80) == 16
+    assert method_execution_steps(16, 79) == 1  # prime: one step per execution
+    assert method_execution_steps(16, 78) == 13
+    assert method_execution_steps(16, 5) == 5
+    recipe = write_recipe(
+        tmp_path / "r.yaml", tmp_path / "runs", training={"epochs": 2, "log_images": 0}
+    )
+    data = yaml.safe_load(recipe.read_text())
+    data["method"] = {"name": "pseudo_label", "labels_per_class": 5}
+    recipe.write_text(yaml.safe_dump(data))
+    result = train(load_recipe(recipe), verbose=0)
+    info = json.loads((result.run_dir / "run_info.json").read_text())
+    steps = info["steps_per_epoch"]
+    # a repeated dataset: Keras would round each epoch up to whole executions of 16 steps
+    assert steps % 16
+    assert sorted(_lr_events(result.run_dir / "logs")) == list(range(1, 2 * steps + 1))

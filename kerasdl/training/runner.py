@@ -408,8 +408,20 @@ def _compile_method(
     )
     model.compile(
         optimizer=build_optimizer(t.optimizer, schedule),
-        steps_per_execution=t.execution_steps(),
+        steps_per_execution=method_execution_steps(t.execution_steps(), steps_per_epoch),
         jit_compile=t.jit_compile,
+    )
+
+
+def method_execution_steps(requested: int, steps_per_epoch: int) -> int:
+    """The largest divisor of ``steps_per_epoch`` up to ``requested``.
+
+    Method runs train on a repeated dataset with ``steps_per_epoch``; Keras then rounds each epoch
+    up to whole executions (79 steps with 16 per execution ran 80), which would shift the
+    schedule and the step budget. A divisor keeps every epoch exact.
+    """
+    return max(
+        d for d in range(1, max(min(requested, steps_per_epoch), 1) + 1) if not steps_per_epoch % d
     )
 
 
