@@ -50,6 +50,23 @@ def test_suite_runs_and_reports(tmp_path):
     assert "| tiny | kerasdl | simple_cnn | 8x8x1 |" in text and "pipeline / train" in text
 
 
+def test_training_is_timed_inside_one_fit_call():
+    import keras
+    import tensorflow as tf
+
+    from kerasdl.bench.harness import build_keras_model, keras_train, synthetic_batch
+
+    case = Case(id="t", **{**TINY, "steps": 4, "warmup": 2, "repeats": 3}, steps_per_execution=2)
+    model = build_keras_model(case)
+    x, y = synthetic_batch(case)
+    res = keras_train(model, tf.data.Dataset.from_tensors((x, y)).repeat(), case)
+    keras.mixed_precision.set_global_policy("float32")
+    # one fit call: the warm-up steps, then 3 timed repetitions of 4 steps
+    assert int(model.optimizer.iterations.numpy()) == 2 + 3 * 4
+    assert res["repeats"] == 3 and res["min"] <= res["median"] <= res["max"]
+    assert res["fit_outside_steps_s"] >= 0
+
+
 def test_utilization_formula():
     # 1 GMAC model at 10 img/s trains at 60 GFLOP/s: 60% of a 100 GFLOP/s peak.
     assert utilization(10.0, train_flops_per_image(10**9), 100e9) == pytest.approx(60.0)

