@@ -2,8 +2,9 @@
 
 They follow the MAE reference code (``models_mae.py``, timm ``Block`` / ``PatchEmbed``): patch
 embedding by a ``p x p`` stride-``p`` convolution, fixed 2-D sine-cosine position embeddings
-(zero for the class token), pre-norm Transformer blocks with LayerNorm epsilon 1e-6, exact GELU
-and an MLP of ``mlp_ratio`` x the width, Xavier-uniform initialization.
+(``kerasdl.layers.patch_embed.sincos_position_embeddings``; zero for the class token), pre-norm
+Transformer blocks with LayerNorm epsilon 1e-6, exact GELU and an MLP of ``mlp_ratio`` x the
+width, Xavier-uniform initialization.
 
 Reference:
     He et al., "Masked Autoencoders Are Scalable Vision Learners", CVPR 2022, and its reference
@@ -21,25 +22,9 @@ import keras
 import numpy as np
 from keras import ops
 
+from kerasdl.layers.patch_embed import sincos_position_embeddings
+
 LN_EPSILON = 1e-6
-
-
-def sincos_1d(dim: int, positions: np.ndarray) -> np.ndarray:
-    """``(len(positions), dim)``: ``[sin(pos w), cos(pos w)]`` with ``w = 1e4^(-2i/dim)``."""
-    omega = 1.0 / 10000 ** (np.arange(dim // 2, dtype=np.float64) / (dim / 2.0))
-    out = np.einsum("m,d->md", positions.reshape(-1).astype(np.float64), omega)
-    return np.concatenate([np.sin(out), np.cos(out)], axis=1)
-
-
-def sincos_2d(dim: int, grid: tuple[int, int]) -> np.ndarray:
-    """MAE's ``get_2d_sincos_pos_embed`` without the class row: ``(gh * gw, dim)``."""
-    if dim % 4:
-        raise ValueError(f"Token width must be divisible by 4 for 2-D sin-cos. Received: {dim}")
-    gw, gh = np.meshgrid(np.arange(grid[1], dtype=np.float64), np.arange(grid[0], dtype=np.float64))
-    # the reference embeds the width coordinate in the first half, the height in the second
-    return np.concatenate([sincos_1d(dim // 2, gw), sincos_1d(dim // 2, gh)], axis=1).astype(
-        np.float32
-    )
 
 
 def patchify(images, patch_size: int):
@@ -128,7 +113,7 @@ class PositionAndClass(keras.layers.Layer):
 
     def build(self, input_shape):
         dim = int(input_shape[-1])
-        table = sincos_2d(dim, self.grid)[None]
+        table = sincos_position_embeddings(dim, self.grid, num_prefix_tokens=0)
         self.pos = self.add_weight(
             shape=table.shape,
             initializer=keras.initializers.Constant(table),

@@ -45,6 +45,12 @@ class MoCo(MethodModel):
         queue_size: number of negative keys K (65536; use a few thousand for small data sets).
         momentum: key-encoder momentum m (0.999).
         temperature: InfoNCE temperature (0.2 in MoCo v2).
+        head_batch_norm: MoCo v3's head for ViTs: batch normalization after both layers of the
+            MLP head (``projection_head(..., batch_norm=True)``), in the key encoder with batch
+            statistics too. Off by default (MoCo v2's head has none). A ViT has no batch norm:
+            at random initialization it maps all images to nearly one feature vector (mean
+            cosine 0.9998 on the digits data), every key is alike and InfoNCE stays at
+            ``log(K + 1)``; the head's batch norm centres the keys across the batch.
         seed: seed of the method's random generator and the queue's initialization.
 
     Call arguments:
@@ -63,7 +69,9 @@ class MoCo(MethodModel):
     Reference:
         He, Fan, Wu, Xie & Girshick, "Momentum Contrast for Unsupervised Visual Representation
         Learning", CVPR 2020 (Algorithm 1); Chen, Fan, Girshick & He, "Improved Baselines with
-        Momentum Contrastive Learning" (MoCo v2), arXiv:2003.04297, 2020 (MLP head, tau 0.2).
+        Momentum Contrastive Learning" (MoCo v2), arXiv:2003.04297, 2020 (MLP head, tau 0.2);
+        Chen, Xie & He, "An Empirical Study of Training Self-Supervised Vision Transformers"
+        (MoCo v3), ICCV 2021 (section 4 and appendix: batch norm in the MLP heads of ViTs).
     """
 
     def __init__(
@@ -74,6 +82,7 @@ class MoCo(MethodModel):
         queue_size: int = 65536,
         momentum: float = 0.999,
         temperature: float = 0.2,
+        head_batch_norm: bool = False,
         seed: int | None = None,
         **kwargs: Any,
     ) -> None:
@@ -85,16 +94,20 @@ class MoCo(MethodModel):
         self.queue_size = int(queue_size)
         self.momentum = float(momentum)
         self.temperature = float(temperature)
+        self.head_batch_norm = bool(head_batch_norm)
         hidden = int(hidden_dim or feat_dim)
-        self.projector = projection_head(feat_dim, hidden, self.projection_dim, "projector")
+        head = dict(batch_norm=self.head_batch_norm)
+        self.projector = projection_head(feat_dim, hidden, self.projection_dim, "projector", **head)
         self.key_backbone = clone_backbone(backbone, "key")
-        for layer in self.key_backbone._flatten_layers():
-            if isinstance(layer, keras.layers.BatchNormalization) or hasattr(layer, "moving_mean"):
-                layer.trainable = True  # batch statistics in the key encoder (no gradient)
         self.key_encoder = feature_extractor(self.key_backbone)
-        self.key_projector = projection_head(feat_dim, hidden, self.projection_dim, "key_proj")
+        self.key_projector = projection_head(
+            feat_dim, hidden, self.projection_dim, "key_proj", **head
+        )
         self.key_projector.set_weights(self.projector.get_weights())
         self.key_projector.trainable = False
+        for layer in [*self.key_backbone._flatten_layers(), *self.key_projector._flatten_layers()]:
+            if isinstance(layer, keras.layers.BatchNormalization) or hasattr(layer, "moving_mean"):
+                layer.trainable = True  # batch statistics in the key encoder (no gradient)
         self.queue = self.add_weight(
             shape=(self.queue_size, self.projection_dim),
             initializer=_unit_rows(seed),
@@ -119,14 +132,14 @@ class MoCo(MethodModel):
 
     def keys(self, images, training: bool = True):
         """L2-normalized key projections from the momentum encoder (no gradient)."""
-        k = self.key_projector(self.key_encoder(images, training=training), training=False)
+        k = self.key_projector(self.key_encoder(images, training=training), training=training)
         return tf.stop_gradient(l2_normalize(k))
 
     @property
     def trainable_weights(self) -> list:
         # the key encoder's normalization layers are trainable only to use batch statistics:
         # keep them out of the optimizer (also when a saved method is loaded)
-        key = {id(w) for w in self.key_backbone.weights}
+        key = {id(w) for w in [*self.key_backbone.weights, *self.key_projector.weights]}
         return [w for w in super().trainable_weights if id(w) not in key]
 
     @property
@@ -182,4 +195,5 @@ class MoCo(MethodModel):
             "queue_size": self.queue_size,
             "momentum": self.momentum,
             "temperature": self.temperature,
+            "head_batch_norm": self.head_batch_norm,
         }

@@ -19,16 +19,30 @@ from kerasdl.methods.losses import nt_xent
 from kerasdl.models.base import feature_extractor
 
 
-def projection_head(in_dim: int, hidden_dim: int, out_dim: int, name: str) -> keras.Sequential:
-    """The two-layer MLP projection ``Dense(hidden) -> ReLU -> Dense(out)`` (built)."""
-    return keras.Sequential(
-        [
-            keras.Input((in_dim,)),
+def projection_head(
+    in_dim: int, hidden_dim: int, out_dim: int, name: str, batch_norm: bool = False
+) -> keras.Sequential:
+    """The two-layer MLP projection ``Dense(hidden) -> ReLU -> Dense(out)`` (built).
+
+    With ``batch_norm`` it is MoCo v3's head (``_build_mlp`` of the reference code, two layers):
+    ``Dense(hidden, no bias) -> BN -> ReLU -> Dense(out, no bias) -> BN(no scale/offset)``, with
+    PyTorch's batch-norm momentum and epsilon (Keras momentum 0.9, epsilon 1e-5).
+    """
+    if not batch_norm:
+        layers = [
             keras.layers.Dense(hidden_dim, activation="relu", name="fc1"),
             keras.layers.Dense(out_dim, name="fc2"),
-        ],
-        name=name,
-    )
+        ]
+    else:
+        bn = dict(momentum=0.9, epsilon=1e-5)
+        layers = [
+            keras.layers.Dense(hidden_dim, use_bias=False, name="fc1"),
+            keras.layers.BatchNormalization(name="bn1", **bn),
+            keras.layers.ReLU(name="relu1"),
+            keras.layers.Dense(out_dim, use_bias=False, name="fc2"),
+            keras.layers.BatchNormalization(center=False, scale=False, name="bn2", **bn),
+        ]
+    return keras.Sequential([keras.Input((in_dim,)), *layers], name=name)
 
 
 def unpack_views(data):
