@@ -8,6 +8,7 @@ tf.data parallelism, mixed precision). :func:`model_suite` builds a suite for an
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 from kerasdl.bench.harness import Case
@@ -48,6 +49,7 @@ def default_suite(repeats: int = 3) -> Suite:
     big = dict(input_size=224, batch_size=16, num_classes=1000, steps=3, warmup=2)
     small = dict(input_size=32, batch_size=128, num_classes=10, steps=10, warmup=5)
     quick = dict(recipe=str(QUICKSTART), batch_size=64, steps=60, warmup=20)
+    one_op = [1, os.cpu_count() or 1]
     cases = [
         Case(id="resnet50_fp32", model="resnet50", **big),
         Case(id="keras_app_resnet50_fp32", kind="keras_app", model="resnet50", **big),
@@ -63,6 +65,17 @@ def default_suite(repeats: int = 3) -> Suite:
             precision="mixed_bfloat16",
             **small,
         ),
+        # One inter-op thread (kernels run one at a time, each on all cores, as PyTorch runs
+        # them): a candidate default, measured in the same quiet run as the rows above.
+        Case(id="resnet20_fp32_interop1", model="resnet20", threads=one_op, **small),
+        Case(
+            id="resnet20_bf16_interop1",
+            model="resnet20",
+            precision="mixed_bfloat16",
+            threads=one_op,
+            **small,
+        ),
+        Case(id="resnet50_fp32_interop1", model="resnet50", threads=one_op, **big),
         Case(id="quickstart_train", data="pipeline", modes=["train"], **quick),
         Case(id="quickstart_pipeline", kind="pipeline", **{**quick, "steps": 200}),
         *peak_cases(["float32", "mixed_bfloat16"]),
@@ -117,6 +130,21 @@ def default_suite(repeats: int = 3) -> Suite:
             "resnet20_bf16",
             "torch_resnet20_bf16",
             metric="infer",
+        ),
+        Comparison(
+            "ResNet-20 fp32 train, inter_op 1 / TF default threads",
+            "resnet20_fp32_interop1",
+            "resnet20_fp32",
+        ),
+        Comparison(
+            "ResNet-20 bf16 train, inter_op 1 / TF default threads",
+            "resnet20_bf16_interop1",
+            "resnet20_bf16",
+        ),
+        Comparison(
+            "ResNet-50 fp32 train, inter_op 1 / TF default threads",
+            "resnet50_fp32_interop1",
+            "resnet50_fp32",
         ),
         Comparison(
             "Input pipeline vs quickstart training",
