@@ -262,7 +262,7 @@ class TrainingConfig(Section):
     early_stopping_patience: Annotated[int, Field(ge=0)] = 0
     precision: Literal["float32", "mixed_float16", "mixed_bfloat16", "auto"] = "float32"
     # auto: 16 training steps per call of the compiled function (2.7x the quickstart model's
-    # training throughput, benchmarks/README.md), 1 when log_grad_norm needs every step
+    # training throughput, benchmarks/README.md); 1 with log_grad_norm or tf.distribute
     steps_per_execution: PositiveInt | Literal["auto"] = "auto"
     jit_compile: bool = False
     l1: Annotated[float, Field(ge=0)] = 0.0
@@ -272,10 +272,14 @@ class TrainingConfig(Section):
     transfer: TransferConfig = TransferConfig()
     log_grad_norm: bool = False
 
-    def execution_steps(self) -> int:
-        """``steps_per_execution`` with ``auto`` resolved (16; 1 when logging the grad norm)."""
+    def execution_steps(self, distributed: bool = False) -> int:
+        """``steps_per_execution`` with ``auto`` resolved.
+
+        16, or 1 when logging the gradient norm (per step) or under a distribution strategy
+        (Keras 3.15's multi-step loop fails on finite datasets under tf.distribute).
+        """
         if self.steps_per_execution == "auto":
-            return 1 if self.log_grad_norm else AUTO_STEPS_PER_EXECUTION
+            return 1 if self.log_grad_norm or distributed else AUTO_STEPS_PER_EXECUTION
         return self.steps_per_execution
 
 
@@ -327,6 +331,13 @@ class RecipeConfig(Section):
             raise ValueError(
                 f"training.transfer.strategy {strategy!r} needs model.init_from "
                 "(a run folder or a .keras file to start from)"
+            )
+        spe = self.training.steps_per_execution
+        if spe != "auto" and spe > 1 and self.distribute.strategy != "none":
+            raise ValueError(
+                f"training.steps_per_execution {spe} is not supported with distribute.strategy "
+                f"{self.distribute.strategy!r} (Keras's multi-step loop fails on finite datasets "
+                "under tf.distribute); use auto or 1"
             )
         return self
 

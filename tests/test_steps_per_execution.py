@@ -33,6 +33,15 @@ def test_auto_resolves_to_16_and_to_1_with_grad_norm_logging(tmp_path: Path) -> 
     assert cfg.training.execution_steps() == 3
     with pytest.raises(UserError, match="steps_per_execution"):
         load_recipe(tmp_path / "r.yaml", ["training.steps_per_execution=0"])
+    # under tf.distribute Keras's multi-step loop fails on finite datasets: auto -> 1, and an
+    # explicit value above 1 is refused before anything runs
+    cfg = load_recipe(tmp_path / "r.yaml", ["distribute.strategy=mirrored"])
+    assert cfg.training.execution_steps(distributed=True) == 1
+    with pytest.raises(UserError, match="steps_per_execution 4 is not supported"):
+        load_recipe(
+            tmp_path / "r.yaml",
+            ["distribute.strategy=mirrored", "training.steps_per_execution=4"],
+        )
 
 
 def test_learning_rate_is_logged_at_every_step_with_several_steps_per_execution(

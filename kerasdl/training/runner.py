@@ -182,7 +182,7 @@ def compile_model(
             from_logits=True, label_smoothing=t.loss.label_smoothing
         ),
         metrics=metrics,
-        steps_per_execution=t.execution_steps(),
+        steps_per_execution=t.execution_steps(cfg.distribute.strategy != "none"),
         jit_compile=t.jit_compile,
     )
     if t.transfer.strategy == "gradual_unfreeze":
@@ -408,7 +408,9 @@ def _compile_method(
     )
     model.compile(
         optimizer=build_optimizer(t.optimizer, schedule),
-        steps_per_execution=method_execution_steps(t.execution_steps(), steps_per_epoch),
+        steps_per_execution=method_execution_steps(
+            t.execution_steps(cfg.distribute.strategy != "none"), steps_per_epoch
+        ),
         jit_compile=t.jit_compile,
     )
 
