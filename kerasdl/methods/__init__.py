@@ -146,6 +146,7 @@ class MoCoParams(_ContrastiveParams):
     queue_size: Pos = 65536
     momentum: Decay = 0.999
     temperature: Annotated[float, Field(gt=0.0)] = 0.2
+    head_batch_norm: bool = False  # MoCo v3's BN head (Chen, Xie & He 2021), for ViTs
 
 
 class MAEParams(_SelfParams):
