@@ -386,6 +386,28 @@ def test_option_a_shortcut_subsamples_and_zero_pads():
     assert not y[..., :8].any() and not y[..., 24:].any()
 
 
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("size", [5, 7, 8])
+def test_option_a_subsampling_equals_the_strided_slice_with_its_gradient(dtype, size):
+    """The 1x1 average pool stands in for ``x[:, ::2, ::2]``: same values and gradient."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(size)
+    x = tf.cast(rng.normal(size=(2, size, size, 4)).astype("float32"), dtype)
+    w = tf.cast(rng.normal(size=(2, (size + 1) // 2, (size + 1) // 2, 8)), dtype)
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(x)
+        got = zero_pad_shortcut(x, 8, 2)
+        want = tf.pad(x[:, ::2, ::2, :], [[0, 0], [0, 0], [0, 0], [2, 2]])
+        loss_got, loss_want = tf.reduce_sum(got * w), tf.reduce_sum(want * w)
+    assert got.shape == want.shape and got.dtype == want.dtype
+    np.testing.assert_array_equal(np.asarray(got, "float32"), np.asarray(want, "float32"))
+    np.testing.assert_array_equal(
+        np.asarray(tape.gradient(loss_got, x), "float32"),
+        np.asarray(tape.gradient(loss_want, x), "float32"),
+    )
+
+
 def test_preact_block_computes_the_reference_formula():
     """x' + conv2(act(bn2(conv1(act(bn1(x)))))) with the shortcut fed the raw input."""
     block = PreActBlock(4, strides=1, projection=True, activation="relu")
