@@ -75,6 +75,24 @@ def write_json_atomic(path: str | Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
+def trim_history(path: str | Path, initial_epoch: int) -> None:
+    """Drop the rows of ``history.csv`` from ``initial_epoch`` on (a resumed run redoes them).
+
+    The row of an epoch is written before its backup (a crash between the two must not lose
+    the row), so a crash after the row and before the backup leaves a row the resumed run writes
+    again.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return
+    lines = path.read_text().splitlines(keepends=True)
+    kept = lines[:1] + [ln for ln in lines[1:] if int(ln.split(",", 1)[0]) < initial_epoch]
+    if kept != lines:
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text("".join(kept))
+        os.replace(tmp, path)
+
+
 def find_unfinished_run(cfg: RecipeConfig) -> Path | None:
     """The newest run folder of this recipe's name that has a backup, no metrics.json and the
     same resolved config."""
@@ -458,11 +476,14 @@ def _chief_callbacks(
         keep = lambda: model.inference_model  # noqa: E731
         if mr.method_kind(cfg) != "semi":
             extra.append(cb.BestCheckpoint(run_dir / "backbone.keras", monitor, None, keep))
+    if resuming:
+        trim_history(run_dir / "history.csv", initial_epoch)
     return [
         cb.LearningRateLogger(log_dir),
         *extra,
+        # the epoch's row before its backup: a crash in between must not lose the row
+        keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=resuming),
         cb.BestCheckpoint(run_dir / "best.keras", monitor, state, keep),
         cb.Backup(run_dir / "backup", state),
-        keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=resuming),
         keras.callbacks.TensorBoard(str(log_dir), write_graph=False, update_freq="epoch"),
     ]
