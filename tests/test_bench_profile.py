@@ -93,3 +93,13 @@ def test_profile_torch_peer(tmp_path):
 def test_profile_rejects_other_kinds(tmp_path):
     with pytest.raises(ValueError, match="Cannot profile"):
         profile_case(Case(id="m", kind="matmul"), steps=1, logdir=tmp_path)
+
+
+def test_profile_cli_rejects_an_unknown_model_in_one_line(capsys):
+    from kerasdl.bench.profile import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--model", "resnet_nosuch"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "Unknown model 'resnet_nosuch'" in err and "Traceback" not in err

@@ -216,5 +216,8 @@ def test_trim_history_drops_the_rows_a_resumed_run_redoes(tmp_path: Path) -> Non
     assert path.read_text() == "epoch,loss\n0,2.0\n1,1.5\n"
     trim_history(path, 5)  # nothing to drop
     assert path.read_text() == "epoch,loss\n0,2.0\n1,1.5\n"
+    path.write_text("epoch,loss\n0,2.0\n\n1,1.5\n")  # a blank line (hand-edited file)
+    trim_history(path, 1)
+    assert path.read_text() == "epoch,loss\n0,2.0\n\n"
     trim_history(tmp_path / "missing.csv", 1)  # no history yet: nothing to do
     assert not (tmp_path / "missing.csv").exists()

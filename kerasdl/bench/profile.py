@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from kerasdl.bench.harness import Case, build_keras_model, step_clock, synthetic_batch
+from kerasdl.errors import UserError
 
 CATEGORIES = {
     "conv forward": ("Conv2D", "DepthwiseConv2dNative", "_FusedConv2D", "convolution"),
@@ -312,6 +313,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.steps < 1 or args.batch_size < 1 or args.input_size < 1:
         parser.error("--steps, --batch-size and --input-size must be at least 1")
+    from kerasdl.registry import get_entry
+
+    try:
+        get_entry(args.model)  # an unknown name: one line here, not a worker's traceback
+    except UserError as err:
+        parser.error(str(err))
     if args.case_json:  # worker mode: one case, JSON on stdout
         summary = profile_case(Case.from_json(args.case_json), args.steps, args.logdir)
         print(json.dumps(summary) if args.json else markdown(summary, args.top))

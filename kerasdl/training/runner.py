@@ -86,7 +86,12 @@ def trim_history(path: str | Path, initial_epoch: int) -> None:
     if not path.is_file():
         return
     lines = path.read_text().splitlines(keepends=True)
-    kept = lines[:1] + [ln for ln in lines[1:] if int(ln.split(",", 1)[0]) < initial_epoch]
+
+    def before(line: str) -> bool:
+        head = line.split(",", 1)[0].strip()
+        return not head.isdigit() or int(head) < initial_epoch  # keep what is not a row
+
+    kept = lines[:1] + [ln for ln in lines[1:] if before(ln)]
     if kept != lines:
         tmp = path.with_name(f".{path.name}.tmp")
         tmp.write_text("".join(kept))
