@@ -49,6 +49,7 @@ from kerasdl.training.grad_tools import GradNormLogger
 from kerasdl.training.initializers import apply_initializer
 from kerasdl.training.optimizers import build_optimizer
 from kerasdl.training.precision import resolve_precision
+from kerasdl.training.regularizers import add_kernel_penalties
 from kerasdl.training.schedules import build_schedule
 from kerasdl.training.transfer import (
     load_matching_weights,
@@ -167,19 +168,6 @@ def build_model(cfg: RecipeConfig, bundle: DataBundle) -> keras.Model:
     if cfg.training.l1 or cfg.training.l2:
         add_kernel_penalties(model, cfg.training.l1, cfg.training.l2)
     return model
-
-
-def add_kernel_penalties(model: keras.Model, l1: float, l2: float) -> None:
-    """Add an L1/L2 (elastic-net when both) penalty on every kernel of the model to its losses."""
-    reg = keras.regularizers.L1L2(l1=l1, l2=l2)
-    kernels = [
-        w for w in model.trainable_weights if w.path.endswith(("kernel", "depthwise_kernel"))
-    ]
-
-    def penalty() -> Any:
-        return keras.ops.sum([reg(w) for w in kernels])
-
-    model.add_loss(penalty)
 
 
 def compile_model(
