@@ -131,3 +131,63 @@ def create_model(name: str, **kwargs: Any) -> Any:
         if "argument" not in str(err):
             raise
         raise UserError(f"Model {name!r}: {err}") from err
+
+
+# The registry manifest: every registered name and its constructor's argument names, as package
+# data, so that a recipe's ``model:`` section is checked without importing Keras
+# (kerasdl.config). Refresh it after adding or changing a model: ``python -m kerasdl.registry``.
+MANIFEST_NAME = "registry_manifest.json"
+
+
+def builder_arguments(builder: Callable[..., Any]) -> list[str] | None:
+    """Sorted named arguments of a model class or builder (None if it takes ``**kwargs`` only)."""
+    import inspect
+
+    target = builder.__init__ if inspect.isclass(builder) else builder
+    params = inspect.signature(target).parameters
+    names = sorted(
+        n
+        for n, p in params.items()
+        if n != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
+    )
+    return names or None
+
+
+def model_manifest() -> dict[str, Any]:
+    """``{"version": 1, "models": {name: {"builder": "module.Class", "args": [...]}}}`` for every
+    registered model (imports every family module)."""
+    ensure_registered()
+    models = {
+        name: {
+            "builder": f"{e.builder.__module__}.{e.builder.__qualname__}",
+            "args": builder_arguments(e.builder),
+        }
+        for name, e in sorted(_REGISTRY.items())
+    }
+    return {"version": 1, "models": models}
+
+
+def write_manifest(path: str | None = None) -> str:
+    """Write :func:`model_manifest` next to this module (or to ``path``); returns the path."""
+    import json
+    import os
+    import tempfile
+
+    path = path or os.path.join(os.path.dirname(os.path.abspath(__file__)), MANIFEST_NAME)
+    text = json.dumps(model_manifest(), indent=1, sort_keys=True) + "\n"
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    return path
+
+
+if __name__ == "__main__":  # python -m kerasdl.registry: the package's module (where models
+    from kerasdl.registry import write_manifest as _write  # register), not this __main__ copy
+
+    print(f"wrote {_write()}")
