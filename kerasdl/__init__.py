@@ -1,7 +1,32 @@
-"""kerasdl: the deep-learning canon as a runnable TensorFlow/Keras 3 suite."""
+"""kerasdl: the deep-learning canon as a runnable TensorFlow/Keras 3 suite.
+
+``kerasdl.create_model``, ``list_models`` and ``register_model`` are loaded on first use, so
+that ``import kerasdl.config`` (recipe validation, ``kerasdl --help``) stays free of TensorFlow
+and Keras.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 from kerasdl.errors import UserError
-from kerasdl.registry import create_model, list_models, register_model
+
+if TYPE_CHECKING:
+    from kerasdl.registry import create_model, list_models, register_model
 
 __all__ = ["UserError", "create_model", "list_models", "register_model"]
 __version__ = "0.1.0"
+
+_REGISTRY_NAMES = ("create_model", "list_models", "register_model")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _REGISTRY_NAMES:
+        from kerasdl import registry
+
+        return getattr(registry, name)
+    raise AttributeError(f"module 'kerasdl' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_REGISTRY_NAMES])

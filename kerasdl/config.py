@@ -15,7 +15,7 @@ recipe that ``kerasdl train`` accepts back to repeat a run.
 
 from __future__ import annotations
 
-import inspect
+import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -73,13 +73,7 @@ class ModelConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check_model(self) -> ModelConfig:
-        from kerasdl.registry import get_entry
-
-        try:
-            entry = get_entry(self.name)
-        except UserError as err:
-            raise ValueError(f"model.name: {err}") from None
-        accepted = _constructor_args(entry.builder)
+        accepted = _model_arguments(self.name)
         if accepted is not None:
             for key in self.kwargs():
                 if key not in accepted:
@@ -90,16 +84,52 @@ class ModelConfig(BaseModel):
         return self
 
 
-def _constructor_args(builder: Any) -> set[str] | None:
-    """Named constructor arguments of a model class (None if it takes arbitrary kwargs only)."""
-    target = builder.__init__ if inspect.isclass(builder) else builder
-    params = inspect.signature(target).parameters
-    names = {
-        n
-        for n, p in params.items()
-        if n != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
-    }
-    return names or None
+_MANIFEST: dict[str, Any] | None = None
+
+
+def _manifest() -> dict[str, Any]:
+    """The registry manifest shipped with the package ({} if missing or unreadable)."""
+    global _MANIFEST
+    if _MANIFEST is None:
+        from kerasdl.registry import MANIFEST_NAME
+
+        try:
+            data = json.loads((PACKAGE_ROOT / MANIFEST_NAME).read_text())
+            _MANIFEST = data["models"] if data.get("version") == 1 else {}
+        except (OSError, ValueError, KeyError, AttributeError):
+            _MANIFEST = {}
+    return _MANIFEST
+
+
+def _model_arguments(name: str) -> set[str] | None:
+    """The constructor arguments of registry model ``name`` (None: it takes any keyword).
+
+    Read from the registry manifest (package data generated from the registry, so no Keras
+    import); a model registered at run time by the user's own code is read from the registry.
+    Without a manifest the registry is loaded (exact, but imports every model family).
+
+    Raises:
+        ValueError: an unknown name, naming the registered ones.
+    """
+    from kerasdl import registry
+
+    live = registry._REGISTRY.get(name)
+    if live is not None:
+        args = registry.builder_arguments(live.builder)
+        return set(args) if args is not None else None
+    if registry._loaded:  # every family is imported: the live registry is the whole truth
+        manifest: dict[str, Any] = {}
+    else:
+        manifest = _manifest()
+    if not manifest and not registry._loaded:
+        registry.ensure_registered()
+        if name in registry._REGISTRY:
+            return _model_arguments(name)
+    elif name in manifest:
+        args = manifest[name]["args"]
+        return set(args) if args is not None else None
+    names = sorted({*manifest, *registry._REGISTRY})
+    raise ValueError(f"model.name: Unknown model {name!r}. Expected one of: {', '.join(names)}.")
 
 
 class SyntheticConfig(Section):
@@ -148,7 +178,7 @@ class DataConfig(Section):
     def _augment(cls, v: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if not v:
             return v
-        from kerasdl.data.augment import validate_augment
+        from kerasdl.data.augment_specs import validate_augment
 
         return validate_augment(v)
 
@@ -308,7 +338,7 @@ class RunConfig(Section):
 class RecipeConfig(Section):
     """A whole recipe. Extra top-level sections are errors."""
 
-    model: ModelConfig = ModelConfig()
+    model: ModelConfig = Field(default_factory=ModelConfig)
     data: DataConfig = DataConfig()
     training: TrainingConfig = TrainingConfig()
     run: RunConfig = RunConfig()
@@ -320,7 +350,7 @@ class RecipeConfig(Section):
     def _method(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
         if v is None:
             return v
-        from kerasdl.methods import validate_method
+        from kerasdl.methods.params import validate_method
 
         return validate_method(v).model_dump(mode="json")
 
@@ -365,7 +395,7 @@ def apply_override(data: dict[str, Any], assignment: str) -> None:
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as err:
-        raise UserError(f"--set {key}: cannot parse value {raw!r}: {err}") from None
+        raise UserError(f"--set {key}: cannot parse value {raw!r}{_yaml_where(err)}") from None
     node = data
     for part in parts[:-1]:
         child = node.get(part)
@@ -417,6 +447,29 @@ def validate_recipe(data: dict[str, Any]) -> RecipeConfig:
         raise UserError(_format_error(err)) from None
 
 
+def _yaml_where(err: yaml.YAMLError) -> str:
+    """Where and what a YAML error is, in one line with 1-based line numbers.
+
+    PyYAML's marks are 0-based. An unclosed bracket or quote is only noticed where the next
+    token (or the end of the file) is: then the construct's start (``context_mark``) is named
+    too, and at the end of the file it is the only place named.
+    """
+    problem = " ".join(str(getattr(err, "problem", None) or err).split())
+    mark = getattr(err, "problem_mark", None)
+    context = getattr(err, "context", None)
+    cmark = getattr(err, "context_mark", None)
+    if mark is None:
+        return f": {problem}"
+    if cmark is not None and ("<stream end>" in problem or "end of stream" in problem):
+        mark, cmark = cmark, None
+    where = f" at line {mark.line + 1}, column {mark.column + 1}: {problem}"
+    if context and cmark is not None and cmark.line != mark.line:
+        where += f" ({context} started at line {cmark.line + 1}, column {cmark.column + 1})"
+    elif context:
+        where += f" ({context})"
+    return where
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """Read a recipe file, with clear errors for a missing file or bad YAML."""
     p = Path(path)
@@ -425,9 +478,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(p.read_text()) or {}
     except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark else ""
-        raise UserError(f"{path}: not valid YAML{where}: {getattr(err, 'problem', err)}") from None
+        raise UserError(f"{path}: not valid YAML{_yaml_where(err)}") from None
     if not isinstance(data, dict):
         raise UserError(f"{path}: a recipe must be a mapping of sections")
     return data

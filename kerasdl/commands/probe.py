@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -46,12 +47,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="train the probes on N labels per class (default: all)",
     )
-    parser.add_argument("--finetune-epochs", type=int, default=30)
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
-        "--output",
+        "--finetune-epochs",
+        type=int,
+        default=30,
+        metavar="N",
+        help="epochs of the 'finetune' protocol (default 30)",
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the label choice and of fine-tuning (default 0)",
+    )
+    parser.add_argument(
+        "--out",
+        metavar="PATH",
         help="write the results as JSON here (default: RUN_DIR/probe.json for a run folder)",
     )
+    # --output was this option's name before every command said --out: kept, hidden, deprecated
+    parser.add_argument("--output", dest="out", action=_DeprecatedOutput, help=argparse.SUPPRESS)
+
+
+class _DeprecatedOutput(argparse.Action):
+    """``--output PATH``: the old name of ``--out``; works, with a note on stderr."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        print("kerasdl probe: note: --output is deprecated; use --out", file=sys.stderr)
+        setattr(namespace, self.dest, values)
 
 
 def _model_path(target: Path) -> Path:
@@ -88,14 +111,16 @@ def run(args: argparse.Namespace) -> int:
     if args.labels_per_class is not None and args.labels_per_class < 1:
         raise UserError(f"--labels-per-class must be >= 1. Received: {args.labels_per_class}")
 
+    from kerasdl.config import load_recipe
+
+    cfg = load_recipe(recipe)  # validated before TensorFlow is imported
+
     import keras
 
-    import kerasdl.methods  # noqa: F401  (registers the method classes for loading)
-    from kerasdl.config import load_recipe
     from kerasdl.data import load_data
+    from kerasdl.methods import METHODS  # noqa: F401  (imports the method classes for loading)
     from kerasdl.methods.probes import run_probes
 
-    cfg = load_recipe(recipe)
     try:
         model = keras.saving.load_model(model_path)
     except Exception as err:  # a corrupt or foreign file: one line, no traceback
@@ -129,7 +154,7 @@ def run(args: argparse.Namespace) -> int:
     for p in args.protocol:
         print(f"{p:>9}: {100 * results[p]:.2f}% accuracy")
     print(f"({results['train_examples']} training, {results['test_examples']} test examples)")
-    out = Path(args.output) if args.output else (target / "probe.json" if target.is_dir() else None)
+    out = Path(args.out) if args.out else (target / "probe.json" if target.is_dir() else None)
     if out is not None:
         _write_json(out, results)
         print(f"wrote {out}")

@@ -37,85 +37,20 @@ Example:
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable
 from typing import Any
 
 import keras
 import numpy as np
 import tensorflow as tf
-from pydantic import ValidationError
 
 from kerasdl.data import augment_ops as ops
 from kerasdl.data import augment_policies as policies
 from kerasdl.data import augment_specs as specs_mod
+from kerasdl.data.augment_specs import AUGMENT_NAMES, validate_augment  # noqa: F401 (re-exported)
 from kerasdl.errors import UserError
 
-AUGMENT_NAMES: tuple[str, ...] = tuple(specs_mod.SPECS)
-
 AugmentFn = Callable[[tf.Tensor, tf.Tensor], tuple[tf.Tensor, tf.Tensor]]
-
-
-def _where(key: str, index: int, name: str | None = None) -> str:
-    return f"{key}[{index}]" + (f" ({name})" if name else "")
-
-
-def validate_augment(specs: list[dict], *, key: str = "data.augment") -> list[dict]:
-    """Validate a recipe's augmentation list and fill in the defaults.
-
-    Args:
-        specs: entries ``{"name": "<op>", **params}`` (a bare string is taken as ``{"name": s}``).
-        key: the recipe key named in error messages.
-
-    Returns:
-        The normalized specs: ``{"name": ..., **all params with defaults}``.
-
-    Raises:
-        UserError: naming the entry, the operation, the bad key or value and what was expected,
-            e.g. ``data.augment[2] (cutout): unknown key 'sise'. Expected: p, size, ...``.
-    """
-    if specs is None:
-        return []
-    if not isinstance(specs, list | tuple):
-        raise UserError(f"{key}: expected a list of {{name: ..., params}}. Received: {specs!r}")
-    out = []
-    for i, spec in enumerate(specs):
-        if isinstance(spec, str):
-            spec = {"name": spec}
-        if not isinstance(spec, dict) or "name" not in spec:
-            raise UserError(
-                f"{_where(key, i)}: expected a mapping with a 'name' key. Received: {spec!r}"
-            )
-        params = dict(spec)
-        name = params.pop("name")
-        if name not in specs_mod.SPECS:
-            close = difflib.get_close_matches(str(name), AUGMENT_NAMES, n=1)
-            hint = f" Did you mean '{close[0]}'?" if close else ""
-            raise UserError(
-                f"{_where(key, i)}: unknown augmentation {name!r}.{hint} "
-                f"Expected one of: {', '.join(AUGMENT_NAMES)}"
-            )
-        model = specs_mod.SPECS[name]
-        try:
-            parsed = model(**params)
-        except ValidationError as err:
-            raise UserError(f"{_where(key, i, name)}: {_describe(err, model)}") from None
-        out.append({"name": name, **parsed.model_dump(mode="json")})  # lists, not tuples
-    return out
-
-
-def _describe(err: ValidationError, model: type) -> str:
-    fields = ", ".join(model.model_fields)
-    parts = []
-    for e in err.errors():
-        loc = ".".join(str(x) for x in e["loc"])
-        if e["type"] == "extra_forbidden":
-            parts.append(f"unknown key '{loc}'. Expected: {fields}")
-        elif loc:
-            parts.append(f"{loc}: {e['msg']}. Received: {e.get('input')!r}")
-        else:
-            parts.append(e["msg"].removeprefix("Value error, "))
-    return "; ".join(parts)
 
 
 def stats_required(specs: list[dict]) -> bool:

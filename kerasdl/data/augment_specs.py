@@ -1,16 +1,19 @@
 """Recipe keys of every augmentation in ``data.augment``: one pydantic model per operation.
 
 A spec is ``{"name": "<op>", **params}``; unknown keys, wrong types and impossible values are
-rejected by :func:`kerasdl.data.augment.validate_augment` with one line naming the entry, the key
+rejected by :func:`validate_augment` with one line naming the entry, the key
 and what was expected. Every operation also takes ``p``: the probability that an image goes
 through it (default 1; 0.5 for ``random_erasing`` as in its paper).
 """
 
 from __future__ import annotations
 
+import difflib
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from kerasdl.errors import UserError
 
 FillMode = Literal["reflect", "wrap", "constant", "nearest"]
 Interpolation = Literal["bilinear", "nearest"]
@@ -152,3 +155,67 @@ SPECS: dict[str, type[_Op]] = {
 
 # Operations that need training-set statistics (``stats``) to be built.
 NEEDS_STATS: dict[str, tuple[str, ...]] = {"pca_color": ("pca_eigenvalues", "pca_eigenvectors")}
+
+AUGMENT_NAMES: tuple[str, ...] = tuple(SPECS)
+
+
+def _where(key: str, index: int, name: str | None = None) -> str:
+    return f"{key}[{index}]" + (f" ({name})" if name else "")
+
+
+def validate_augment(specs: list[dict], *, key: str = "data.augment") -> list[dict]:
+    """Validate a recipe's augmentation list and fill in the defaults.
+
+    Args:
+        specs: entries ``{"name": "<op>", **params}`` (a bare string is taken as ``{"name": s}``).
+        key: the recipe key named in error messages.
+
+    Returns:
+        The normalized specs: ``{"name": ..., **all params with defaults}``.
+
+    Raises:
+        UserError: naming the entry, the operation, the bad key or value and what was expected,
+            e.g. ``data.augment[2] (cutout): unknown key 'sise'. Expected: p, size, ...``.
+    """
+    if specs is None:
+        return []
+    if not isinstance(specs, list | tuple):
+        raise UserError(f"{key}: expected a list of {{name: ..., params}}. Received: {specs!r}")
+    out = []
+    for i, spec in enumerate(specs):
+        if isinstance(spec, str):
+            spec = {"name": spec}
+        if not isinstance(spec, dict) or "name" not in spec:
+            raise UserError(
+                f"{_where(key, i)}: expected a mapping with a 'name' key. Received: {spec!r}"
+            )
+        params = dict(spec)
+        name = params.pop("name")
+        if name not in SPECS:
+            close = difflib.get_close_matches(str(name), AUGMENT_NAMES, n=1)
+            hint = f" Did you mean '{close[0]}'?" if close else ""
+            raise UserError(
+                f"{_where(key, i)}: unknown augmentation {name!r}.{hint} "
+                f"Expected one of: {', '.join(AUGMENT_NAMES)}"
+            )
+        model = SPECS[name]
+        try:
+            parsed = model(**params)
+        except ValidationError as err:
+            raise UserError(f"{_where(key, i, name)}: {_describe(err, model)}") from None
+        out.append({"name": name, **parsed.model_dump(mode="json")})  # lists, not tuples
+    return out
+
+
+def _describe(err: ValidationError, model: type) -> str:
+    fields = ", ".join(model.model_fields)
+    parts = []
+    for e in err.errors():
+        loc = ".".join(str(x) for x in e["loc"])
+        if e["type"] == "extra_forbidden":
+            parts.append(f"unknown key '{loc}'. Expected: {fields}")
+        elif loc:
+            parts.append(f"{loc}: {e['msg']}. Received: {e.get('input')!r}")
+        else:
+            parts.append(e["msg"].removeprefix("Value error, "))
+    return "; ".join(parts)

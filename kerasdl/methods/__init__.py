@@ -17,157 +17,33 @@ datasets.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
-
-import keras
-import tensorflow as tf
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from typing import TYPE_CHECKING, Any, Literal
 
 from kerasdl.errors import UserError
-from kerasdl.methods.fixmatch import FixMatch
-from kerasdl.methods.mae import MAE, MAEEncoder
-from kerasdl.methods.mean_teacher import MeanTeacher
-from kerasdl.methods.moco import MoCo
-from kerasdl.methods.pi_model import PiModel
-from kerasdl.methods.pseudo_label import PseudoLabel
-from kerasdl.methods.simclr import SimCLR
+from kerasdl.methods.params import (
+    PARAMS,
+    FixMatchParams,
+    MAEParams,
+    MeanTeacherParams,
+    MoCoParams,
+    PiModelParams,
+    PseudoLabelParams,
+    SimCLRParams,
+    _Params,
+    validate_method,
+)
 
-Prob = Annotated[float, Field(ge=0.0, le=1.0)]
-Decay = Annotated[float, Field(ge=0.0, lt=1.0)]
-Pos = Annotated[int, Field(gt=0)]
-NonNeg = Annotated[float, Field(ge=0.0)]
+if TYPE_CHECKING:  # the method classes import Keras and TensorFlow: loaded on first use
+    import keras
+    import tensorflow as tf
 
-
-class _Params(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    seed: int | None = None
-
-    # fields that configure the data pipeline / the evaluation rather than the constructor
-    _data_fields: tuple[str, ...] = ()
-    _eval_fields: tuple[str, ...] = ()
-
-    def method_kwargs(self) -> dict[str, Any]:
-        skip = {"name", *self._data_fields, *self._eval_fields}
-        return {k: v for k, v in self.model_dump().items() if k not in skip}
-
-    def data_kwargs(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in self._data_fields}
-
-
-class _SemiParams(_Params):
-    labels_per_class: Pos = 10
-    unlabelled: Literal["all", "rest"] = "all"
-    flip: bool = True
-    _data_fields = ("labels_per_class", "unlabelled", "flip")
-
-
-class FixMatchParams(_SemiParams):
-    """``method: {name: fixmatch, ...}`` (Sohn et al. 2020)."""
-
-    name: Literal["fixmatch"] = "fixmatch"
-    threshold: Prob = 0.95
-    lambda_u: NonNeg = 1.0
-    mu: Pos = 7
-    ema_decay: Decay | None = 0.999
-    ema_warmup: bool = True
-
-
-class PiModelParams(_SemiParams):
-    """``method: {name: pi_model, ...}`` (Laine & Aila 2017)."""
-
-    name: Literal["pi_model"] = "pi_model"
-    consistency_weight: NonNeg = 100.0
-    rampup_steps: Annotated[int, Field(ge=0)] = 4000
-    mu: Pos = 1
-    _data_fields = ("labels_per_class", "unlabelled", "flip", "mu")
-
-
-class MeanTeacherParams(_SemiParams):
-    """``method: {name: mean_teacher, ...}`` (Tarvainen & Valpola 2017)."""
-
-    name: Literal["mean_teacher"] = "mean_teacher"
-    consistency_weight: NonNeg = 100.0
-    rampup_steps: Annotated[int, Field(ge=0)] = 4000
-    ema_decay: Decay = 0.999
-    rampup_ema_decay: Decay = 0.99
-    mu: Pos = 1
-    _data_fields = ("labels_per_class", "unlabelled", "flip", "mu")
-
-
-class PseudoLabelParams(_SemiParams):
-    """``method: {name: pseudo_label, ...}`` (Lee 2013, thresholded)."""
-
-    name: Literal["pseudo_label"] = "pseudo_label"
-    weight: NonNeg = 3.0
-    threshold: Prob = 0.95
-    rampup_start: Annotated[int, Field(ge=0)] = 100
-    rampup_end: Annotated[int, Field(ge=0)] = 600
-    mu: Pos = 1
-    _data_fields = ("labels_per_class", "unlabelled", "flip", "mu")
-
-
-class _SelfParams(_Params):
-    # evaluation stage after pretraining (kerasdl.methods.probes)
-    probe_protocols: list[Literal["linear", "knn", "finetune"]] = ["linear", "knn"]
-    probe_labels_per_class: Pos | None = None
-
-
-class _ContrastiveParams(_SelfParams):
-    projection_dim: Pos = 128
-    hidden_dim: Pos | None = None
-    crop_scale: tuple[Prob, Prob] = (0.08, 1.0)
-    flip: bool = True
-    jitter_strength: NonNeg = 0.5
-    jitter_prob: Prob = 0.8
-    grayscale_prob: Prob = 0.2
-    blur_prob: Prob = 0.5
-    _data_fields = (
-        "crop_scale",
-        "flip",
-        "jitter_strength",
-        "jitter_prob",
-        "grayscale_prob",
-        "blur_prob",
-    )
-    _eval_fields = ("probe_protocols", "probe_labels_per_class")
-
-
-class SimCLRParams(_ContrastiveParams):
-    """``method: {name: simclr, ...}`` (Chen et al. 2020)."""
-
-    name: Literal["simclr"] = "simclr"
-    temperature: Annotated[float, Field(gt=0.0)] = 0.5
-
-
-class MoCoParams(_ContrastiveParams):
-    """``method: {name: moco, ...}`` (He et al. 2020; Chen et al. 2020, MoCo v2)."""
-
-    name: Literal["moco"] = "moco"
-    queue_size: Pos = 65536
-    momentum: Decay = 0.999
-    temperature: Annotated[float, Field(gt=0.0)] = 0.2
-    head_batch_norm: bool = False  # MoCo v3's BN head (Chen, Xie & He 2021), for ViTs
-
-
-class MAEParams(_SelfParams):
-    """``method: {name: mae, ...}`` (He et al. 2022). The encoder is built from these values."""
-
-    name: Literal["mae"] = "mae"
-    patch_size: Pos = 16
-    dim: Pos = 768
-    depth: Pos = 12
-    num_heads: Pos = 12
-    mlp_ratio: Annotated[float, Field(gt=0.0)] = 4.0
-    pool: Literal["cls", "mean"] = "cls"
-    decoder_dim: Pos = 512
-    decoder_depth: Pos = 8
-    decoder_heads: Pos = 16
-    mask_ratio: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.75
-    norm_pix_loss: bool = False
-    crop_scale: tuple[Prob, Prob] = (0.2, 1.0)
-    flip: bool = True
-    _data_fields = ("crop_scale", "flip")
-    _eval_fields = ("probe_protocols", "probe_labels_per_class")
+    from kerasdl.methods.fixmatch import FixMatch
+    from kerasdl.methods.mae import MAE, MAEEncoder
+    from kerasdl.methods.mean_teacher import MeanTeacher
+    from kerasdl.methods.moco import MoCo
+    from kerasdl.methods.pi_model import PiModel
+    from kerasdl.methods.pseudo_label import PseudoLabel
+    from kerasdl.methods.simclr import SimCLR
 
 
 @dataclass(frozen=True)
@@ -180,43 +56,52 @@ class MethodEntry:
     views: str = ""
 
 
-METHODS: dict[str, MethodEntry] = {
-    "pi_model": MethodEntry(PiModel, PiModelParams, "semi", "two_weak"),
-    "mean_teacher": MethodEntry(MeanTeacher, MeanTeacherParams, "semi", "two_weak"),
-    "pseudo_label": MethodEntry(PseudoLabel, PseudoLabelParams, "semi", "weak"),
-    "fixmatch": MethodEntry(FixMatch, FixMatchParams, "semi", "weak_strong"),
-    "simclr": MethodEntry(SimCLR, SimCLRParams, "contrastive"),
-    "moco": MethodEntry(MoCo, MoCoParams, "contrastive"),
-    "mae": MethodEntry(MAE, MAEParams, "masked"),
+# name -> (module, class, kind, views); the params model is PARAMS[name]
+_TABLE: dict[str, tuple[str, str, str, str]] = {
+    "pi_model": ("pi_model", "PiModel", "semi", "two_weak"),
+    "mean_teacher": ("mean_teacher", "MeanTeacher", "semi", "two_weak"),
+    "pseudo_label": ("pseudo_label", "PseudoLabel", "semi", "weak"),
+    "fixmatch": ("fixmatch", "FixMatch", "semi", "weak_strong"),
+    "simclr": ("simclr", "SimCLR", "contrastive", ""),
+    "moco": ("moco", "MoCo", "contrastive", ""),
+    "mae": ("mae", "MAE", "masked", ""),
 }
+_CLASSES = {cls: module for module, cls, _, _ in _TABLE.values()} | {"MAEEncoder": "mae"}
+
+
+def _methods() -> dict[str, MethodEntry]:
+    """The method table (imports every method class, hence Keras and TensorFlow)."""
+    import importlib
+
+    return {
+        name: MethodEntry(
+            getattr(importlib.import_module(f"kerasdl.methods.{module}"), cls),
+            PARAMS[name],
+            kind,  # type: ignore[arg-type]
+            views,
+        )
+        for name, (module, cls, kind, views) in _TABLE.items()
+    }
+
+
+def __getattr__(name: str) -> Any:
+    """``METHODS`` and the method classes, imported on first use (this package's import stays
+    free of TensorFlow, so ``kerasdl.methods.params`` validates recipes before it is loaded)."""
+    import importlib
+
+    if name == "METHODS":
+        table = _methods()
+        globals()["METHODS"] = table
+        return table
+    if name in _CLASSES:
+        return getattr(importlib.import_module(f"kerasdl.methods.{_CLASSES[name]}"), name)
+    raise AttributeError(f"module 'kerasdl.methods' has no attribute {name!r}")
 
 
 def _entry(name: str) -> MethodEntry:
-    if name not in METHODS:
-        raise UserError(f"Unknown method {name!r}. Expected one of: {', '.join(sorted(METHODS))}.")
-    return METHODS[name]
-
-
-def validate_method(section: dict[str, Any] | _Params) -> _Params:
-    """Validate a recipe's ``method:`` section (``{"name": ..., **params}``).
-
-    Raises:
-        UserError: unknown method, unknown key or bad value, naming the key.
-    """
-    if isinstance(section, _Params):
-        return section
-    if not isinstance(section, dict) or "name" not in section:
-        raise UserError(
-            f"method: expected a mapping with a 'name' ({', '.join(sorted(METHODS))}). "
-            f"Received: {section!r}"
-        )
-    entry = _entry(section["name"])
-    try:
-        return entry.params(**section)
-    except ValidationError as err:
-        first = err.errors()[0]
-        key = ".".join(str(p) for p in first["loc"])
-        raise UserError(f"method.{key}: {first['msg']}. Received: {first.get('input')!r}") from None
+    if name not in _TABLE:
+        raise UserError(f"Unknown method {name!r}. Expected one of: {', '.join(sorted(_TABLE))}.")
+    return __getattr__("METHODS")[name]
 
 
 def build_method(
@@ -234,11 +119,13 @@ def build_method(
         >>> method = build_method("fixmatch", net, 10, threshold=0.9)
     """
     p = validate_method({"name": name, **params})
-    entry = METHODS[name]
+    entry = _entry(name)
     kw = p.method_kwargs()
     if entry.kind == "semi":
         return entry.cls(backbone, num_classes, **kw)
     if entry.kind == "masked":
+        from kerasdl.methods.mae import MAE, MAEEncoder
+
         if isinstance(backbone, MAEEncoder):  # the encoder arguments come from the backbone
             return MAE(backbone, **kw)
         if backbone is None:
@@ -266,7 +153,7 @@ def method_datasets(
     from kerasdl.data import ssl
 
     p = validate_method(params)
-    entry = METHODS[p.name]
+    entry = _entry(p.name)
     d = p.data_kwargs()
     val = splits.get("val")
     if val is not None and 0 <= int(val.cardinality()) < batch_size and entry.kind != "semi":
@@ -319,7 +206,7 @@ def method_steps_per_epoch(
 ) -> int:
     """Steps in one epoch of :func:`method_datasets`' training set (full batches only)."""
     p = validate_method(params)
-    if METHODS[p.name].kind == "semi":
+    if _entry(p.name).kind == "semi":
         return train_size // (batch_size * p.mu)
     return train_size // batch_size
 
@@ -347,7 +234,7 @@ def evaluate_method(
 
     p = validate_method(params)
     split = "test" if "test" in splits else "val"
-    if METHODS[p.name].kind == "semi":
+    if _entry(p.name).kind == "semi":
         ds = ssl.labelled_batches(splits[split], batch_size, num_classes, mean, std)
         out = method.evaluate(ds, verbose=0, return_dict=True)
         return {"split": split, **{k: float(v) for k, v in out.items()}}
@@ -369,6 +256,14 @@ def evaluate_method(
 
 
 __all__ = [
+    "PARAMS",
+    "FixMatchParams",
+    "MAEParams",
+    "MeanTeacherParams",
+    "MoCoParams",
+    "PiModelParams",
+    "PseudoLabelParams",
+    "SimCLRParams",
     "FixMatch",
     "MAE",
     "MAEEncoder",
