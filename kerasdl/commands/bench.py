@@ -14,9 +14,12 @@ and a PyTorch CPU reference (if the 'torch' extra is installed), the achieved sh
 machine's measured matrix-multiply peak, and the input pipeline alone. Every case runs in a fresh
 process. Writes bench_<suite>.json and bench_<suite>.md to --out and prints the tables.
 
-  kerasdl bench --suite default        the issue's suite (ResNet-50, ResNet-20, pipeline), ~15 min
-  kerasdl bench --suite defaults       measurements behind the fast defaults
-  kerasdl bench --model resnet18 --input-size 64 --batch-size 32 --precision mixed_bfloat16"""
+  kerasdl bench --suite default        the issue's suite (ResNet-50, ResNet-20, pipeline), ~7 min
+  kerasdl bench --suite defaults       measurements behind the fast defaults, ~17 min
+  kerasdl bench --model resnet18 --input-size 64 --batch-size 32 --precision mixed_bfloat16
+
+Suite times are the ones measured on the project's 2-core CPU (benchmarks/README.md: 6.7 and
+16.6 min)."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

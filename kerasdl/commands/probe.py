@@ -24,7 +24,7 @@ frozen, standardized pre-logits features), 'knn' (weighted 20-NN, cosine similar
 
 examples:
   kerasdl probe runs/simclr_digits/20260101-120000
-  kerasdl probe backbone.keras --recipe configs/simclr_digits.yaml --labels-per-class 10
+  kerasdl probe backbone.keras --recipe configs/ssl/simclr_digits.yaml --labels-per-class 10
 """
 
 PROTOCOLS = ("linear", "knn", "finetune")
