@@ -9,3 +9,10 @@ from __future__ import annotations
 
 class UserError(ValueError):
     """A mistake in the user's input: the message names the problem and the accepted values."""
+
+
+class UnknownArgumentError(UserError, TypeError):
+    """A keyword argument the callee does not take (a ``TypeError`` too, as Python would raise).
+
+    The message names the keyword, suggests the closest accepted one and lists them all.
+    """

@@ -10,18 +10,23 @@ and users build models by name::
     model = kerasdl.create_model("resnet18", num_classes=10, input_shape=(32, 32, 3))
 
 ``create_model`` merges the variant's defaults with the caller's keyword arguments and calls the
-model class; the registry never contains ``if name == ...`` chains.
+model class; the registry never contains ``if name == ...`` chains. A keyword the model does not
+take is an :class:`~kerasdl.errors.UnknownArgumentError` (a ``TypeError`` and a ``UserError``)
+raised before anything is built; so are ``pretrained=True`` and ``weights=...``: no pretrained
+weights ship with kerasdl (see :func:`check_model_kwargs`).
 """
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
 import importlib
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from kerasdl.errors import UserError
+from kerasdl.errors import UnknownArgumentError, UserError
 
 # Modules that register models when imported. A family module appends nothing here: it is listed
 # once, and importing the registry's ``ensure_registered`` imports them all.
@@ -117,77 +122,94 @@ def get_entry(name: str) -> ModelEntry:
     return _REGISTRY[name]
 
 
-def create_model(name: str, **kwargs: Any) -> Any:
+# Keyword arguments of keras.Model that every kerasdl model forwards (Functional drops the rest).
+KERAS_MODEL_KWARGS = ("name", "dtype", "trainable")
+# timm / keras.applications spellings of "random initialisation": accepted and dropped.
+_NO_WEIGHTS = {"pretrained": (False,), "weights": (None,)}
+
+
+def model_arguments(builder: Callable[..., Any]) -> list[str]:
+    """The keyword arguments ``builder`` (a model class or function) accepts, in signature order.
+
+    Its named parameters, plus Keras's ``name``, ``dtype`` and ``trainable`` when it takes
+    ``**kwargs`` (which kerasdl models pass on to ``keras.Model``).
+    """
+    target = builder.__init__ if inspect.isclass(builder) else builder
+    params = inspect.signature(target).parameters
+    named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    names = [n for n, p in params.items() if n != "self" and p.kind in named]
+    if any(p.kind == inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        names += [k for k in KERAS_MODEL_KWARGS if k not in names]
+    return names
+
+
+def check_model_kwargs(
+    builder: Callable[..., Any], kwargs: dict[str, Any], label: str | None = None
+) -> dict[str, Any]:
+    """``kwargs`` if ``builder`` accepts them all; otherwise one clear error, before any work.
+
+    ``pretrained=False`` and ``weights=None`` (random initialisation, as timm and
+    keras.applications spell it) are dropped unless ``builder`` takes them itself.
+
+    Args:
+        builder: the model class (or function) about to be called.
+        kwargs: its keyword arguments.
+        label: how the message names the call (default ``"ClassName()"``).
+
+    Returns:
+        The keyword arguments to pass on.
+
+    Raises:
+        UnknownArgumentError: a keyword ``builder`` does not take (naming it, the closest accepted
+            one and all of them), or a request for pretrained weights (none ship with kerasdl).
+    """
+    accepted = model_arguments(builder)
+    label = label or f"{getattr(builder, '__name__', 'model')}()"
+    out = {}
+    for key, value in kwargs.items():
+        if key in accepted:
+            out[key] = value
+        elif key in _NO_WEIGHTS and any(value is v for v in _NO_WEIGHTS[key]):
+            continue
+        elif key in _NO_WEIGHTS:
+            raise UnknownArgumentError(
+                f"{label}: {key}={value!r}: no pretrained weights ship with kerasdl and it "
+                "downloads nothing; models start from random initialisation. Loading torchvision "
+                "and timm checkpoints with weights=PATH is planned (issue 16); until then train "
+                "the model, or load Keras weights you have with model.load_weights(PATH) (in a "
+                "recipe: model.init_from)."
+            )
+        else:
+            close = difflib.get_close_matches(key, accepted, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise UnknownArgumentError(
+                f"{label}: unknown keyword argument {key!r}.{hint} "
+                f"Expected one of: {', '.join(accepted)}."
+            )
+    return out
+
+
+def create_model(name: str, /, **kwargs: Any) -> Any:
     """Build the registered model ``name``; ``kwargs`` override the variant's defaults.
+
+    ``name`` is positional, so that Keras's ``name=`` keyword names the model.
+
+    Raises:
+        UserError: an unknown model name.
+        UnknownArgumentError: a keyword the model does not take, or ``pretrained=True`` /
+            ``weights=...`` (no pretrained weights ship with kerasdl); checked before building.
 
     Example:
         >>> model = create_model("resnet18", num_classes=10, input_shape=(32, 32, 3))
     """
     entry = get_entry(name)
+    kwargs = check_model_kwargs(entry.builder, kwargs, f"create_model({name!r})")
     args = {**entry.defaults, **kwargs}
     try:
         return entry.builder(**args)
+    except UserError:
+        raise
     except TypeError as err:  # a wrong argument name is the caller's mistake; other bugs propagate
         if "argument" not in str(err):
             raise
         raise UserError(f"Model {name!r}: {err}") from err
-
-
-# The registry manifest: every registered name and its constructor's argument names, as package
-# data, so that a recipe's ``model:`` section is checked without importing Keras
-# (kerasdl.config). Refresh it after adding or changing a model: ``python -m kerasdl.registry``.
-MANIFEST_NAME = "registry_manifest.json"
-
-
-def builder_arguments(builder: Callable[..., Any]) -> list[str] | None:
-    """Sorted named arguments of a model class or builder (None if it takes ``**kwargs`` only)."""
-    import inspect
-
-    target = builder.__init__ if inspect.isclass(builder) else builder
-    params = inspect.signature(target).parameters
-    names = sorted(
-        n
-        for n, p in params.items()
-        if n != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
-    )
-    return names or None
-
-
-def model_manifest() -> dict[str, Any]:
-    """``{"version": 1, "models": {name: {"builder": "module.Class", "args": [...]}}}`` for every
-    registered model (imports every family module)."""
-    ensure_registered()
-    models = {
-        name: {
-            "builder": f"{e.builder.__module__}.{e.builder.__qualname__}",
-            "args": builder_arguments(e.builder),
-        }
-        for name, e in sorted(_REGISTRY.items())
-    }
-    return {"version": 1, "models": models}
-
-
-def write_manifest(path: str | None = None) -> str:
-    """Write :func:`model_manifest` next to this module (or to ``path``); returns the path."""
-    import json
-    import os
-    import tempfile
-
-    path = path or os.path.join(os.path.dirname(os.path.abspath(__file__)), MANIFEST_NAME)
-    text = json.dumps(model_manifest(), indent=1, sort_keys=True) + "\n"
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    return path
-
-
-if __name__ == "__main__":  # python -m kerasdl.registry: the package's module (where models
-    from kerasdl.registry import write_manifest as _write  # register), not this __main__ copy
-
-    print(f"wrote {_write()}")

@@ -30,7 +30,7 @@ from keras import ops
 from kerasdl.layers.activations import get_activation
 from kerasdl.layers.torch_compat import AdaptiveAveragePooling2D, PaddedConv2D
 from kerasdl.models.base import check_num_classes, classifier_head
-from kerasdl.registry import register_model
+from kerasdl.registry import check_model_kwargs, register_model
 
 STYLES = ("paper", "torchvision")
 
@@ -132,6 +132,7 @@ class AlexNet(keras.Model):
         groups: int = 1,
         **kwargs: Any,
     ) -> None:
+        kwargs = check_model_kwargs(type(self), kwargs)
         check_num_classes(num_classes)
         if style not in STYLES:
             raise ValueError(f"style must be one of {STYLES}. Received: {style!r}")

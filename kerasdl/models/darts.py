@@ -31,7 +31,7 @@ from kerasdl.layers.dropconnect import DropPath
 from kerasdl.layers.normalization import get_norm_layer
 from kerasdl.models.base import check_num_classes, classifier_head
 from kerasdl.nas.genotype import PRESETS, Genotype, load_genotype
-from kerasdl.registry import register_model
+from kerasdl.registry import check_model_kwargs, register_model
 
 
 def reduction_indices(layers: int) -> tuple[int, int]:
@@ -144,6 +144,7 @@ class DartsNet(keras.Model):
         dropout: float = 0.0,
         **kwargs: Any,
     ) -> None:
+        kwargs = check_model_kwargs(type(self), kwargs)
         check_num_classes(num_classes)
         if layers < 3:
             raise UserError(f"darts_net: layers must be at least 3. Received: {layers}")

@@ -21,7 +21,7 @@ from kerasdl.layers.dense_block import DenseBlock, Transition
 from kerasdl.layers.normalization import get_norm_layer
 from kerasdl.layers.torch_compat import PaddedConv2D, PaddedMaxPooling2D
 from kerasdl.models.base import check_num_classes, classifier_head
-from kerasdl.registry import register_model
+from kerasdl.registry import check_model_kwargs, register_model
 
 BLOCK_CONFIGS = {
     "densenet121": [6, 12, 24, 16],
@@ -68,6 +68,7 @@ class DenseNet(keras.Model):
         head_dropout: float = 0.0,
         **kwargs: Any,
     ) -> None:
+        kwargs = check_model_kwargs(type(self), kwargs)
         check_num_classes(num_classes)
         inputs = keras.Input(shape=tuple(input_shape), name="image")
         x = PaddedConv2D(

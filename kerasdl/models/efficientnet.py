@@ -30,7 +30,7 @@ from kerasdl.layers.activations import get_activation
 from kerasdl.layers.mbconv import MBConv, conv_kaiming_fan_out, make_divisible
 from kerasdl.layers.normalization import BN_EPSILON, BN_MOMENTUM, get_norm_layer
 from kerasdl.models.base import check_num_classes, classifier_head
-from kerasdl.registry import register_model
+from kerasdl.registry import check_model_kwargs, register_model
 
 # Table 1 of the paper: (expand_ratio, kernel, stride, in_channels, out_channels, layers).
 B0_STAGES = [
@@ -82,6 +82,7 @@ class EfficientNet(keras.Model):
         bn_epsilon: float = BN_EPSILON,
         **kwargs: Any,
     ) -> None:
+        kwargs = check_model_kwargs(type(self), kwargs)
         check_num_classes(num_classes)
 
         def bn(name):

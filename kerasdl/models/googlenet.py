@@ -25,7 +25,7 @@ import keras
 from kerasdl.layers.inception import ConvNormAct, InceptionAux, InceptionModule
 from kerasdl.layers.torch_compat import PaddedMaxPooling2D
 from kerasdl.models.base import check_num_classes, classifier_head
-from kerasdl.registry import register_model
+from kerasdl.registry import check_model_kwargs, register_model
 
 AUX_WEIGHT = 0.3
 # (name, ch1x1, ch3x3red, ch3x3, ch5x5red, ch5x5, pool_proj): the paper's table 1.
@@ -78,6 +78,7 @@ class GoogLeNet(keras.Model):
         activation: str = "relu",
         **kwargs: Any,
     ) -> None:
+        kwargs = check_model_kwargs(type(self), kwargs)
         check_num_classes(num_classes)
         use_aux = bool(aux_logits) and num_classes > 0
         unit = dict(norm=norm, activation=activation)

@@ -22,7 +22,7 @@ import numpy as np
 
 from kerasdl.layers.activations import get_activation
 from kerasdl.models.base import HEAD, PRE_LOGITS, check_num_classes
-from kerasdl.registry import register_model
+from kerasdl.registry import check_model_kwargs, register_model
 
 
 def _head_dtype() -> str:
@@ -61,6 +61,7 @@ class MLP(keras.Model):
         dropout: float = 0.0,
         **kwargs: Any,
     ) -> None:
+        kwargs = check_model_kwargs(type(self), kwargs)
         check_num_classes(num_classes)
         inputs = keras.Input(shape=tuple(input_shape), name="inputs")
         x = keras.layers.Flatten(name="flatten")(inputs) if len(input_shape) > 1 else inputs

@@ -23,7 +23,7 @@ import keras
 from keras import ops
 
 from kerasdl.models.base import classifier_head
-from kerasdl.registry import register_model
+from kerasdl.registry import check_model_kwargs, register_model
 
 
 @keras.saving.register_keras_serializable(package="kerasdl")
@@ -140,6 +140,7 @@ class Perceptron(keras.Model):
         learning_rate: float = 1.0,
         **kwargs: Any,
     ) -> None:
+        kwargs = check_model_kwargs(type(self), kwargs)
         if num_classes < 1:
             raise ValueError(f"A perceptron needs num_classes >= 1. Received: {num_classes}")
         inputs = keras.Input(shape=tuple(input_shape), name="inputs")

@@ -23,7 +23,7 @@ from kerasdl.layers.normalization import get_norm_layer
 from kerasdl.layers.residual import BasicBlock, Bottleneck, he_fan_out
 from kerasdl.layers.torch_compat import PaddedConv2D, PaddedMaxPooling2D
 from kerasdl.models.base import check_num_classes, classifier_head
-from kerasdl.registry import register_model
+from kerasdl.registry import check_model_kwargs, register_model
 
 BLOCKS = {"basic": BasicBlock, "bottleneck": Bottleneck}
 STAGE_PLANES = (64, 128, 256, 512)
@@ -68,6 +68,7 @@ class ResNet(keras.Model):
         zero_init_residual: bool = False,
         **kwargs: Any,
     ) -> None:
+        kwargs = check_model_kwargs(type(self), kwargs)
         check_num_classes(num_classes)
         if block not in BLOCKS:
             raise ValueError(f"block must be one of {sorted(BLOCKS)}. Received: {block!r}")

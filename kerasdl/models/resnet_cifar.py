@@ -28,7 +28,7 @@ from kerasdl.layers.activations import get_activation
 from kerasdl.layers.normalization import get_norm_layer
 from kerasdl.layers.residual import BasicBlock, PreActBlock
 from kerasdl.models.base import check_num_classes, classifier_head
-from kerasdl.registry import register_model
+from kerasdl.registry import check_model_kwargs, register_model
 
 CIFAR_INIT = "he_normal"  # kaiming_normal_ (fan-in), as the reference port initializes convolutions
 
@@ -67,6 +67,7 @@ class CifarResNet(keras.Model):
         dropout: float = 0.0,
         **kwargs: Any,
     ) -> None:
+        kwargs = check_model_kwargs(type(self), kwargs)
         check_num_classes(num_classes)
         if depth < 8 or (depth - 2) % 6:
             raise ValueError(f"depth must be 6n + 2 with n >= 1. Received: {depth}")
@@ -164,6 +165,7 @@ class WideResNet(keras.Model):
         head_dropout: float = 0.0,
         **kwargs: Any,
     ) -> None:
+        kwargs = check_model_kwargs(type(self), kwargs)
         check_num_classes(num_classes)
         if depth < 10 or (depth - 4) % 6:
             raise ValueError(f"depth must be 6n + 4 with n >= 1. Received: {depth}")

@@ -19,7 +19,7 @@ import keras
 from kerasdl.layers.activations import get_activation
 from kerasdl.layers.normalization import get_norm_layer
 from kerasdl.models.base import check_num_classes, classifier_head
-from kerasdl.registry import register_model
+from kerasdl.registry import check_model_kwargs, register_model
 
 
 @keras.saving.register_keras_serializable(package="kerasdl")
@@ -53,6 +53,7 @@ class SimpleCNN(keras.Model):
         dropconnect: float = 0.0,
         **kwargs: Any,
     ) -> None:
+        kwargs = check_model_kwargs(type(self), kwargs)
         check_num_classes(num_classes)
         inputs = keras.Input(shape=tuple(input_shape), name="image")
         x = inputs

@@ -22,7 +22,7 @@ from kerasdl.layers.normalization import get_norm_layer
 from kerasdl.layers.residual import he_fan_out
 from kerasdl.layers.torch_compat import AdaptiveAveragePooling2D
 from kerasdl.models.base import check_num_classes, classifier_head
-from kerasdl.registry import register_model
+from kerasdl.registry import check_model_kwargs, register_model
 
 STAGE_FILTERS = (64, 128, 256, 512, 512)
 DEPTHS = {
@@ -67,6 +67,7 @@ class VGG(keras.Model):
         dropout: float = 0.5,
         **kwargs: Any,
     ) -> None:
+        kwargs = check_model_kwargs(type(self), kwargs)
         check_num_classes(num_classes)
         if len(depths) != len(filters):
             raise ValueError(

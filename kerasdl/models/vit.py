@@ -29,7 +29,7 @@ from kerasdl.errors import UserError
 from kerasdl.layers.patch_embed import PatchEmbedding
 from kerasdl.layers.transformer import LN_EPSILON, TransformerEncoderBlock, encoder_block_params
 from kerasdl.models.base import check_num_classes, classifier_head
-from kerasdl.registry import register_model
+from kerasdl.registry import check_model_kwargs, register_model
 
 
 @keras.saving.register_keras_serializable(package="kerasdl")
@@ -111,6 +111,7 @@ class VisionTransformer(keras.Model):
         head_dropout: float = 0.0,
         **kwargs: Any,
     ) -> None:
+        kwargs = check_model_kwargs(type(self), kwargs)
         check_num_classes(num_classes)
         h, w = int(input_shape[0]), int(input_shape[1])
         if h % patch_size or w % patch_size:
