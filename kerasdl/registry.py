@@ -213,3 +213,50 @@ def create_model(name: str, /, **kwargs: Any) -> Any:
         if "argument" not in str(err):
             raise
         raise UserError(f"Model {name!r}: {err}") from err
+
+
+# The registry manifest: every registered name and the keyword arguments its builder accepts
+# (:func:`model_arguments`), as package data, so that a recipe's ``model:`` section is checked
+# without importing Keras (kerasdl.config). After adding or changing a model, refresh it with
+# ``python -m kerasdl.registry`` (a test fails while it is out of date).
+MANIFEST_NAME = "registry_manifest.json"
+
+
+def model_manifest() -> dict[str, Any]:
+    """``{"version": 2, "models": {name: {"builder": "module.Class", "args": [...]}}}`` for every
+    registered model (imports every family module)."""
+    ensure_registered()
+    models = {
+        name: {
+            "builder": f"{e.builder.__module__}.{e.builder.__qualname__}",
+            "args": model_arguments(e.builder),
+        }
+        for name, e in sorted(_REGISTRY.items())
+    }
+    return {"version": 2, "models": models}
+
+
+def write_manifest(path: str | None = None) -> str:
+    """Write :func:`model_manifest` next to this module (or to ``path``); returns the path."""
+    import json
+    import os
+    import tempfile
+
+    path = path or os.path.join(os.path.dirname(os.path.abspath(__file__)), MANIFEST_NAME)
+    text = json.dumps(model_manifest(), indent=1, sort_keys=True) + "\n"
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    return path
+
+
+if __name__ == "__main__":  # python -m kerasdl.registry: the package's module (where models
+    from kerasdl.registry import write_manifest as _write  # register), not this __main__ copy
+
+    print(f"wrote {_write()}")
