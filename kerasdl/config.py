@@ -15,6 +15,7 @@ recipe that ``kerasdl train`` accepts back to repeat a run.
 
 from __future__ import annotations
 
+import difflib
 import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -73,14 +74,15 @@ class ModelConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check_model(self) -> ModelConfig:
-        accepted = _model_arguments(self.name)
-        if accepted is not None:
-            for key in self.kwargs():
-                if key not in accepted:
-                    raise UserError(
-                        f"model.{key}: not an argument of model {self.name!r}. "
-                        f"Expected one of: {', '.join(sorted(accepted))}."
-                    )
+        accepted = [a for a in _model_arguments(self.name) if a != "name"]  # name: the registry's
+        for key in self.kwargs():
+            if key not in accepted:
+                close = difflib.get_close_matches(key, accepted, n=1)
+                hint = f" Did you mean '{close[0]}'?" if close else ""
+                raise UserError(
+                    f"model.{key}: not an argument of model {self.name!r}.{hint} "
+                    f"Expected one of: {', '.join(sorted(accepted))}."
+                )
         return self
 
 
@@ -88,25 +90,25 @@ _MANIFEST: dict[str, Any] | None = None
 
 
 def _manifest() -> dict[str, Any]:
-    """The registry manifest shipped with the package ({} if missing or unreadable)."""
+    """The registry manifest shipped with the package ({} if missing, unreadable or stale)."""
     global _MANIFEST
     if _MANIFEST is None:
         from kerasdl.registry import MANIFEST_NAME
 
         try:
             data = json.loads((PACKAGE_ROOT / MANIFEST_NAME).read_text())
-            _MANIFEST = data["models"] if data.get("version") == 1 else {}
+            _MANIFEST = data["models"] if data.get("version") == 2 else {}
         except (OSError, ValueError, KeyError, AttributeError):
             _MANIFEST = {}
     return _MANIFEST
 
 
-def _model_arguments(name: str) -> set[str] | None:
-    """The constructor arguments of registry model ``name`` (None: it takes any keyword).
+def _model_arguments(name: str) -> list[str]:
+    """The keyword arguments registry model ``name`` accepts (``registry.model_arguments``).
 
     Read from the registry manifest (package data generated from the registry, so no Keras
-    import); a model registered at run time by the user's own code is read from the registry.
-    Without a manifest the registry is loaded (exact, but imports every model family).
+    import); a model registered at run time by the user's own code is read from the registry,
+    and without a manifest the registry is loaded (exact, but it imports every model family).
 
     Raises:
         ValueError: an unknown name, naming the registered ones.
@@ -115,19 +117,13 @@ def _model_arguments(name: str) -> set[str] | None:
 
     live = registry._REGISTRY.get(name)
     if live is not None:
-        args = registry.builder_arguments(live.builder)
-        return set(args) if args is not None else None
-    if registry._loaded:  # every family is imported: the live registry is the whole truth
-        manifest: dict[str, Any] = {}
-    else:
-        manifest = _manifest()
+        return registry.model_arguments(live.builder)
+    manifest = {} if registry._loaded else _manifest()  # loaded: the registry is the whole truth
+    if name in manifest:
+        return list(manifest[name]["args"])
     if not manifest and not registry._loaded:
         registry.ensure_registered()
-        if name in registry._REGISTRY:
-            return _model_arguments(name)
-    elif name in manifest:
-        args = manifest[name]["args"]
-        return set(args) if args is not None else None
+        return _model_arguments(name)
     names = sorted({*manifest, *registry._REGISTRY})
     raise ValueError(f"model.name: Unknown model {name!r}. Expected one of: {', '.join(names)}.")
 
@@ -333,6 +329,10 @@ class RunConfig(Section):
     output_dir: str = "runs"
     seed: int = 0
     id: str | None = None
+    # TensorFlow op determinism, the training order seeded by (seed, epoch) and the random
+    # generators saved with every backup: a run killed and resumed ends with the weights of an
+    # uninterrupted one (supervised recipes).
+    deterministic: bool = False
 
 
 class RecipeConfig(Section):
