@@ -115,6 +115,19 @@ def info_nce(q, k, queue, temperature: float = 0.2):
     return ops.mean(hard_cross_entropy(labels, logits)), logits
 
 
+def patch_norm_stats(target, epsilon: float = 1e-6):
+    """Per-patch ``(mean, std)`` of MAE's ``norm_pix_loss`` target: ``(B, N, 1)`` each.
+
+    As ``forward_loss`` of facebookresearch/mae: ``target.var(dim=-1)`` is PyTorch's unbiased
+    variance (divided by ``P - 1``), and ``std = (var + 1e-6) ** 0.5``.
+    """
+    target = _f32(target)
+    n = ops.cast(ops.shape(target)[-1], "float32")
+    mean = ops.mean(target, axis=-1, keepdims=True)
+    var = ops.sum(ops.square(target - mean), axis=-1, keepdims=True) / (n - 1.0)
+    return mean, ops.sqrt(var + epsilon)
+
+
 def masked_patch_mse(pred, target, mask, norm_pix: bool = False):
     """MAE reconstruction loss: per-patch MSE averaged over the masked patches only.
 
@@ -122,15 +135,16 @@ def masked_patch_mse(pred, target, mask, norm_pix: bool = False):
         pred: ``(B, N, P)`` predicted patch pixels.
         target: ``(B, N, P)`` true patch pixels.
         mask: ``(B, N)``, 1 for masked (removed) patches, 0 for visible ones.
-        norm_pix: normalize each target patch by its mean and variance (MAE's ``norm_pix_loss``).
+        norm_pix: normalize each target patch by its mean and unbiased variance (MAE's
+            ``norm_pix_loss``; see :func:`patch_norm_stats`).
 
     Reference:
-        He et al. 2022, section 3 ("Reconstruction target").
+        He et al. 2022, section 3 ("Reconstruction target"); facebookresearch/mae
+        ``models_mae.py`` ``forward_loss``.
     """
     pred, target, mask = _f32(pred), _f32(target), _f32(mask)
     if norm_pix:
-        mean = ops.mean(target, axis=-1, keepdims=True)
-        var = ops.var(target, axis=-1, keepdims=True)
-        target = (target - mean) / ops.sqrt(var + 1e-6)
+        mean, std = patch_norm_stats(target)
+        target = (target - mean) / std
     per_patch = ops.mean(ops.square(pred - target), axis=-1)  # (B, N)
     return ops.sum(per_patch * mask) / ops.maximum(ops.sum(mask), 1.0)

@@ -21,7 +21,7 @@ import tensorflow as tf
 from keras import ops
 
 from kerasdl.methods.base import MethodModel, strip_empty
-from kerasdl.methods.losses import masked_patch_mse
+from kerasdl.methods.losses import masked_patch_mse, patch_norm_stats
 from kerasdl.methods.mae_layers import (
     PatchEmbed,
     PositionAndClass,
@@ -150,7 +150,8 @@ class MAE(MethodModel):
         decoder_dim: decoder width (512).
         decoder_depth: decoder blocks (8).
         decoder_heads: decoder attention heads (16).
-        mask_ratio: fraction of patches removed per image (0.75).
+        mask_ratio: fraction of patches removed per image (0.75); ``int(N (1 - mask_ratio))``
+            patches stay visible, as in the reference ``random_masking``.
         norm_pix_loss: reconstruct per-patch normalized pixels (improves representations in the
             paper; off by default as in the reference code).
         seed: seed of the masking.
@@ -209,7 +210,8 @@ class MAE(MethodModel):
         self.encoder = enc
         self.grid = (enc.input_shape_[0] // enc.patch_size, enc.input_shape_[1] // enc.patch_size)
         self.num_patches = self.grid[0] * self.grid[1]
-        self.num_masked = int(round(mask_ratio * self.num_patches))
+        # random_masking of facebookresearch/mae keeps int(L * (1 - mask_ratio)) patches
+        self.num_masked = self.num_patches - int(self.num_patches * (1 - mask_ratio))
         if not 0 < self.num_masked < self.num_patches:
             raise ValueError(
                 f"mask_ratio {mask_ratio} leaves no visible or no masked patch of "
@@ -313,8 +315,7 @@ class MAE(MethodModel):
         target = patchify(images, p)
         pred = ops.cast(pred, "float32")
         if self.norm_pix_loss:  # undo the per-patch normalization with the true statistics
-            mean = ops.mean(target, axis=-1, keepdims=True)
-            std = ops.sqrt(ops.var(target, axis=-1, keepdims=True) + 1e-6)
+            mean, std = patch_norm_stats(target)
             pred = pred * std + mean
         m = ops.expand_dims(mask, -1)
         shape = self.encoder.input_shape_

@@ -1,7 +1,8 @@
 """Mean Teacher: consistency with an exponential moving average of the student's weights.
 
 The teacher is an EMA of the student (decay 0.99 during the ramp-up, 0.999 after, and never more
-than ``1 - 1 / (step + 1)`` so early teachers follow the student closely). The student is trained
+than ``1 - 1 / (t + 1)`` after the ``t``-th update, so early teachers average the student's
+weights uniformly: 1/2, 2/3, 3/4, ... as in the authors' PyTorch code). The student is trained
 with the labelled cross-entropy plus ``w(t)`` times the squared difference between its softmax and
 the teacher's softmax on a differently augmented view of the same unlabelled image; ``w(t)`` ramps
 up along ``exp(-5 (1 - t)^2)``. The teacher is used for evaluation.
@@ -23,9 +24,16 @@ from kerasdl.methods.losses import sigmoid_rampup, soft_cross_entropy, softmax_m
 
 
 def mean_teacher_decay(step, rampup_steps: int, decay: float, rampup_decay: float):
-    """The teacher's EMA decay at ``step``: ``min(1 - 1/(step+1), rampup_decay or decay)``."""
+    """The teacher's EMA decay for the ``step``-th optimizer update (1-based).
+
+    ``min(1 - 1/(step + 1), alpha)``, ``alpha = rampup_decay`` for the first ``rampup_steps``
+    updates and ``decay`` after. ``step`` counts the update just applied, as the authors'
+    ``global_step`` after ``global_step += 1`` (CuriousAI/mean-teacher ``pytorch/main.py``,
+    ``update_ema_variables``): the first update uses 1/2, the second 2/3, ...; the two-phase
+    ``alpha`` is their TensorFlow code's (``ema_decay_during_rampup`` / ``_after_rampup``).
+    """
     step = tf.cast(step, tf.float32)
-    alpha = tf.where(step < float(rampup_steps), rampup_decay, decay)
+    alpha = tf.where(step <= float(rampup_steps), rampup_decay, decay)
     return tf.minimum(1.0 - 1.0 / (step + 1.0), alpha)
 
 
@@ -85,9 +93,9 @@ class MeanTeacher(SemiSupervisedModel):
         return self.ema_model
 
     def _update_ema(self) -> None:
-        # iterations already counts the update just applied
+        # iterations already counts the update just applied: the authors' global_step
         decay = mean_teacher_decay(
-            self.optimizer.iterations - 1, self.rampup_steps, self.ema_decay, self.rampup_ema_decay
+            self.optimizer.iterations, self.rampup_steps, self.ema_decay, self.rampup_ema_decay
         )
         ema_update(self.teacher, self.backbone, decay)
 

@@ -8,13 +8,15 @@ All schedules are per optimizer step; a recipe gives epochs, converted with the 
 * ``cosine``: lr_min + (lr - lr_min) (1 + cos(pi t / T)) / 2 (Loshchilov & Hutter 2017, SGDR
   without restarts).
 * ``cosine_restarts``: SGDR with first period ``restart_epochs``, period multiplier ``t_mul`` and
-  amplitude multiplier ``m_mul`` (Loshchilov & Hutter 2017).
+  peak multiplier ``m_mul``: period ``i`` decays from ``lr m_mul^i`` to ``lr_min`` (Loshchilov &
+  Hutter 2017, eq. 5, with ``eta_max^i = lr m_mul^i`` and a constant ``eta_min``).
 * warm-up: lr * (t + 1) / W for the first W steps (Goyal et al. 2017), then the schedule restarted
   at t - W, so the decay spans the remaining steps.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import keras
@@ -76,6 +78,81 @@ class Constant(Schedules.LearningRateSchedule):
         return {"learning_rate": self.learning_rate}
 
 
+@keras.saving.register_keras_serializable(package="kerasdl")
+class CosineRestarts(Schedules.LearningRateSchedule):
+    """SGDR: cosine annealing with warm restarts, periods ``T_0 t_mul^i``, peaks ``lr m_mul^i``.
+
+    In period ``i``, ``lr_t = lr_min + (peak_i - lr_min) (1 + cos(pi T_cur / T_i)) / 2`` with
+    ``peak_i = max(lr m_mul^i, lr_min)`` and ``lr_min = alpha lr``: every period starts at its
+    peak and ends at the same floor. This is what Keras documents for ``CosineDecayRestarts``
+    (``m_mul`` derives "the initial learning rate of the i-th period", ``alpha`` is the minimum
+    "as a fraction of the initial learning rate"); Keras's code scales only the cosine part by
+    ``m_mul^i``, so with ``alpha > 0`` its peaks are ``lr (alpha + (1 - alpha) m_mul^i)``.
+
+    Args:
+        initial_learning_rate: ``lr``, the first peak.
+        first_decay_steps: ``T_0`` in optimizer steps.
+        t_mul: period multiplier.
+        m_mul: peak multiplier.
+        alpha: ``lr_min / lr``.
+
+    Reference:
+        Loshchilov & Hutter, "SGDR: Stochastic Gradient Descent with Warm Restarts", ICLR 2017,
+        equation 5.
+    """
+
+    def __init__(
+        self,
+        initial_learning_rate: float,
+        first_decay_steps: int,
+        t_mul: float = 2.0,
+        m_mul: float = 1.0,
+        alpha: float = 0.0,
+    ) -> None:
+        if first_decay_steps <= 0:
+            raise ValueError(f"first_decay_steps must be > 0. Received: {first_decay_steps}")
+        self.initial_learning_rate = float(initial_learning_rate)
+        self.first_decay_steps = int(first_decay_steps)
+        self.t_mul = float(t_mul)
+        self.m_mul = float(m_mul)
+        self.alpha = float(alpha)
+
+    def _period(self, step: Any) -> tuple[Any, Any]:
+        """``(i, completed fraction of period i)`` at ``step``."""
+        t0, tm = float(self.first_decay_steps), self.t_mul
+        if tm == 1.0:
+            i = ops.floor(step / t0)
+            return i, step / t0 - i
+        # start of period i: t0 (tm^i - 1) / (tm - 1); the log (and in float32 the power) can
+        # land one period off at a restart, hence float64 and the two corrections
+        i = ops.floor(ops.log(1.0 + step * (tm - 1.0) / t0) / math.log(tm))
+        i = ops.maximum(i, 0.0)
+
+        def start(j: Any) -> Any:
+            return t0 * (ops.power(tm, j) - 1.0) / (tm - 1.0)
+
+        i = ops.where(step < start(i), i - 1.0, i)
+        i = ops.where(step >= start(i + 1.0), i + 1.0, i)
+        return i, (step - start(i)) / (t0 * ops.power(tm, i))
+
+    def __call__(self, step: Any) -> Any:
+        step = ops.cast(step, "float64")
+        i, frac = self._period(step)
+        lr_min = self.alpha * self.initial_learning_rate
+        peak = ops.maximum(self.initial_learning_rate * ops.power(self.m_mul, i), lr_min)
+        lr = lr_min + (peak - lr_min) * 0.5 * (1.0 + ops.cos(math.pi * frac))
+        return ops.cast(lr, "float32")
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            "initial_learning_rate": self.initial_learning_rate,
+            "first_decay_steps": self.first_decay_steps,
+            "t_mul": self.t_mul,
+            "m_mul": self.m_mul,
+            "alpha": self.alpha,
+        }
+
+
 def build_schedule(
     cfg: ScheduleConfig, base_lr: float, steps_per_epoch: int, epochs: int
 ) -> Schedules.LearningRateSchedule:
@@ -111,7 +188,7 @@ def build_schedule(
 
         inner = FixMatchCosine(base_lr, total)
     else:
-        inner = Schedules.CosineDecayRestarts(
+        inner = CosineRestarts(
             base_lr,
             max(int(cfg.restart_epochs * steps_per_epoch), 1),
             t_mul=cfg.t_mul,
