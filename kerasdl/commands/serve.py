@@ -3,25 +3,57 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 import os
 
 COMMAND = "serve"
 HELP = "serve exported models over TF Serving's REST API (default port 8501)"
 DESCRIPTION = """Serve every model under a base folder (saved_models/<name>/<version>/), each at its
-highest version, over TensorFlow Serving's REST API. New versions are picked up while running;
-a version that fails to load is reported (GET /v1/models) and the previous one keeps serving.
+highest version, or the models of a TF Serving model config file (--model-config-file: version
+policies, version labels), over TensorFlow Serving's REST API. Version changes keep a version
+serving throughout (the new one loads before the old one unloads; deleting the newest version
+rolls back to the previous one). A version that fails to load is retried and reported
+(GET /v1/models/NAME) while the previous one keeps serving.
 
 Endpoints: GET /v1/models/NAME[/versions/N][/metadata], POST /v1/models/NAME[/versions/N]:predict,
 GET /v1/models, /healthz, /readyz. SIGTERM finishes requests in flight, then exits.
 
 Example:
   kerasdl serve saved_models --port 8501 --batching
+  kerasdl serve --model-config-file models.config --model-config-file-poll-wait-seconds 60
   curl -d '{"instances": [...]}' localhost:8501/v1/models/digits:predict
 """
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("base", metavar="MODEL_BASE", help="folder of models (saved_models)")
+    parser.add_argument(
+        "base", metavar="MODEL_BASE", nargs="?", help="folder of models (saved_models)"
+    )
+    parser.add_argument(
+        "--model-config-file",
+        metavar="FILE",
+        help="TF Serving ModelServerConfig text file (models, base paths, version policies, "
+        "version labels), instead of MODEL_BASE",
+    )
+    parser.add_argument(
+        "--model-config-file-poll-wait-seconds",
+        type=float,
+        default=0.0,
+        help="seconds between re-reads of --model-config-file (default 0: read once)",
+    )
+    parser.add_argument(
+        "--max-num-load-retries",
+        type=int,
+        default=5,
+        help="retries of a failed version load, e.g. a version seen half-copied (default 5)",
+    )
+    parser.add_argument(
+        "--load-retry-interval-seconds",
+        type=float,
+        default=2.0,
+        help="seconds between load retries (default 2); a version whose files change is "
+        "retried at the next poll",
+    )
     parser.add_argument("--port", type=int, default=8501, help="port (default 8501)")
     parser.add_argument(
         "--host", default="127.0.0.1", help="interface (default 127.0.0.1; 0.0.0.0 = all)"
@@ -94,6 +126,17 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(
             "--batch-timeout-ms and --poll-interval must be >= 0, --keep-alive-timeout > 0."
         )
+    if (
+        args.max_num_load_retries < 0
+        or args.load_retry_interval_seconds < 0
+        or args.model_config_file_poll_wait_seconds < 0
+    ):
+        raise UserError(
+            "--max-num-load-retries, --load-retry-interval-seconds and "
+            "--model-config-file-poll-wait-seconds must be >= 0."
+        )
+    if (args.base is None) == (args.model_config_file is None):
+        raise UserError("Give either MODEL_BASE or --model-config-file (exactly one of them).")
     config = ServerConfig(
         max_body_bytes=args.max_body_bytes,
         max_batch=args.max_batch,
@@ -103,8 +146,7 @@ def run(args: argparse.Namespace) -> int:
         num_threads=args.threads,
         batch_threads=args.batch_threads,
     )
-    serve(
-        args.base,
+    kwargs = dict(
         host=args.host,
         port=args.port,
         config=config,
@@ -112,4 +154,40 @@ def run(args: argparse.Namespace) -> int:
         log_level=args.log_level,
         keep_alive_timeout=args.keep_alive_timeout,
     )
+    repo = _repository(args)
+    if "repository" in inspect.signature(serve).parameters:
+        base = args.base or os.path.dirname(os.path.abspath(args.model_config_file))
+        serve(base, repository=repo, **kwargs)
+    elif args.base is not None and _default_repository_options(args):
+        serve(args.base, **kwargs)
+    else:  # kerasdl.serving.server.serve() does not take a repository yet
+        raise UserError(
+            "--model-config-file, --max-num-load-retries and --load-retry-interval-seconds need "
+            "kerasdl.serving.server.serve(repository=...), which this version lacks."
+        )
     return 0
+
+
+def _repository(args: argparse.Namespace):  # noqa: ANN202 - imported lazily
+    """The model repository the options describe (a bad config file: one-line UserError)."""
+    from kerasdl.errors import UserError
+    from kerasdl.serving.repository import ModelRepository
+
+    if args.base is not None and not os.path.isdir(args.base):
+        raise UserError(
+            f"Model base folder not found: {args.base} (export a run with 'kerasdl export')."
+        )
+    if args.model_config_file is not None and not os.path.isfile(args.model_config_file):
+        raise UserError(f"Model config file not found: {args.model_config_file}")
+    return ModelRepository(
+        args.base,
+        poll_interval=args.poll_interval,
+        model_config_file=args.model_config_file,
+        config_poll_interval=args.model_config_file_poll_wait_seconds,
+        max_load_retries=args.max_num_load_retries,
+        load_retry_interval=args.load_retry_interval_seconds,
+    )
+
+
+def _default_repository_options(args: argparse.Namespace) -> bool:
+    return args.max_num_load_retries == 5 and args.load_retry_interval_seconds == 2.0

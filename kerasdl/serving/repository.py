@@ -1,174 +1,523 @@
-"""The model repository: every model under a base folder, each at its highest loadable version.
+"""The model repository: which model versions are served, and changing them without downtime.
 
-Layout (TF Serving's): ``<base>/<model>/<integer version>/saved_model.pb``. A background thread
-polls the folder; a new version is loaded and warmed up *beside* the one being served and swapped
-in with one reference assignment, so requests never wait and in-flight requests finish on the
-version they started with. A version that fails to load is logged, reported by the status
-endpoint (state ``END`` with its error) and not retried; the previous version keeps serving.
-Folders whose name is not an integer (e.g. an export's ``.tmp-*``) are ignored.
+It follows TF Serving's design (``aspired_versions_manager.cc``, ``basic_manager.cc``,
+``file_system_storage_path_source.cc``, ``server_core.cc``):
+
+* **Source.** Every model folder under a base folder (``<base>/<model>/<integer version>/``), or
+  the models of a ``--model-config-file`` (:mod:`kerasdl.serving.model_config`). A background
+  thread polls the folders (and the config file). A version folder counts once it holds
+  ``saved_model.pb``; other folders (an export's ``.tmp-*``) are ignored.
+* **Aspired versions.** Each model's :class:`~kerasdl.serving.version_policy.VersionPolicy`
+  (default ``latest 1``) picks the versions to serve. A version that was unloaded and is aspired
+  again (its successor was deleted: a rollback) is loaded again.
+* **Availability-preserving changes.** :func:`~kerasdl.serving.version_policy.next_action` loads
+  the new aspired version (and warms it up) *before* unloading the old one; requests in flight
+  finish on the version they started on. A deleted version folder keeps serving from memory until
+  its replacement is available.
+* **Retries.** A failed load (say a version seen half-copied) is retried ``max_load_retries``
+  times, ``load_retry_interval`` seconds apart (TF Serving's ``max_num_load_retries`` and
+  ``load_retry_interval_micros``), and again whenever the folder's files change; meanwhile the
+  status shows ``LOADING`` with the error, then ``END`` with it.
+* **Status.** Every transition (``START``, ``LOADING``, ``AVAILABLE``, ``UNLOADING``, ``END``) is
+  recorded for ``GET /v1/models/NAME`` and in :meth:`ModelRepository.events`.
+* **Version labels** (config file only): ``/labels/stable`` resolves to a version. A label moved
+  to a version that is not loaded yet keeps pointing to its old version (which stays loaded)
+  until the new one is available, so label requests never fail during the move.
 """
 
 from __future__ import annotations
 
+import collections
 import logging
+import os
 import threading
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kerasdl.serving.errors import not_found
+from kerasdl.serving.errors import invalid, not_found
+from kerasdl.serving.model_config import ModelConfigError, ModelSpec, load_model_config
 from kerasdl.serving.servable import Servable
+from kerasdl.serving.version_policy import (
+    AVAILABLE,
+    END,
+    LOADING,
+    START,
+    UNLOADING,
+    VersionPolicy,
+    VersionSnapshot,
+    next_action,
+)
 
 log = logging.getLogger("kerasdl.serving")
 
 
 @dataclass
 class VersionState:
-    """One version's TF Serving state (``START``, ``LOADING``, ``AVAILABLE``, ``END``)."""
+    """One version's TF Serving state, with the canonical error code and message (if any)."""
 
     version: int
     state: str
     error: str = ""
+    error_code: str = "OK"
 
     def to_json(self) -> dict[str, Any]:
         return {
             "version": str(self.version),
             "state": self.state,
-            "status": {
-                "error_code": "UNKNOWN" if self.error else "OK",
-                "error_message": self.error,
-            },
+            "status": {"error_code": self.error_code, "error_message": self.error},
         }
 
 
-def _complete_versions(model_dir: Path) -> list[int]:
-    if not model_dir.is_dir():
-        return []
+@dataclass
+class _Harness:
+    """The manager's record of one version (TF Serving's LoaderHarness)."""
+
+    version: int
+    path: Path
+    state: str = START
+    aspired: bool = True
+    servable: Servable | None = None
+    error: str = ""
+    error_code: str = "OK"
+    failures: int = 0  # failed attempts in the current series
+    retry_at: float | None = None  # when a failed load may be tried again
+    fingerprint: tuple | None = None  # the folder's files at the last failed attempt
+
+    def loadable(self, now: float) -> bool:
+        if self.state == START:
+            return True
+        return self.state == LOADING and self.retry_at is not None and self.retry_at <= now
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.error) and self.state in (LOADING, END)
+
+
+@dataclass
+class _Model:
+    spec: ModelSpec
+    in_source: bool = True
+    harnesses: dict[int, _Harness] = field(default_factory=dict)
+    available: dict[int, Servable] = field(default_factory=dict)  # replaced, never mutated
+    labels: dict[str, int] = field(default_factory=dict)
+    pending_labels: dict[str, int] = field(default_factory=dict)
+    on_disk: set[int] = field(default_factory=set)  # complete version folders at the last scan
+    wanted: bool = False  # some version is aspired (for readiness)
+
+
+def _complete_versions(model_dir: Path) -> list[int] | None:
+    """The version folders holding a ``saved_model.pb``; None when ``model_dir`` is missing."""
+    try:
+        children = list(model_dir.iterdir())
+    except OSError:
+        return None
     out = []
-    for p in model_dir.iterdir():
-        if p.is_dir() and p.name.isdigit():
+    for p in children:
+        if p.name.isdigit() and p.is_dir():
             if (p / "saved_model.pb").is_file() or (p / "saved_model.pbtxt").is_file():
                 out.append(int(p.name))
     return sorted(out)
 
 
+def _fingerprint(path: Path) -> tuple:
+    """Names, sizes and modification times of every file under ``path`` (empty if missing)."""
+    out = []
+    for root, _, files in os.walk(path):
+        for f in files:
+            try:
+                st = os.stat(os.path.join(root, f))
+            except OSError:
+                continue
+            out.append((os.path.relpath(os.path.join(root, f), path), st.st_size, st.st_mtime_ns))
+    return tuple(sorted(out))
+
+
+def _error_code(err: BaseException) -> str:
+    """TF's canonical code name for a load error (``UNKNOWN`` when it has none)."""
+    code = getattr(err, "error_code", None)
+    if isinstance(code, int):
+        from tensorflow.core.protobuf import error_codes_pb2
+
+        try:
+            return error_codes_pb2.Code.Name(code)
+        except ValueError:
+            return "UNKNOWN"
+    return "NOT_FOUND" if isinstance(err, FileNotFoundError) else "UNKNOWN"
+
+
 class ModelRepository:
-    """Loads, serves and hot-swaps the models under ``base``.
+    """Loads, serves and changes model versions without dropping requests.
 
     Args:
         base: the model base folder (``saved_models``), or one model's folder (its children are
-            integer versions), which is then served under the folder's name.
-        poll_interval: seconds between scans for new versions; 0 scans only at start.
+            integer versions), which is then served under the folder's name. None with
+            ``model_config_file``.
+        poll_interval: seconds between scans of the version folders; 0 scans only at start.
+        model_config_file: a TF Serving ``ModelServerConfig`` text file (instead of ``base``).
+        config_poll_interval: seconds between re-reads of ``model_config_file`` (0: never).
+        max_load_retries: retries of a failed load before the version is left in ``END``.
+        load_retry_interval: seconds between those retries.
+
+    Raises:
+        ModelConfigError: ``model_config_file`` cannot be read or is invalid.
 
     Example:
         >>> repo = ModelRepository("saved_models", poll_interval=2.0)
         >>> repo.start()
         >>> repo.get("digits").signature("serving_default")
+        >>> repo.get("digits", label="stable")
     """
 
-    def __init__(self, base: str | Path, poll_interval: float = 2.0) -> None:
-        self.base = Path(base)
+    def __init__(
+        self,
+        base: str | Path | None = None,
+        poll_interval: float = 2.0,
+        *,
+        model_config_file: str | Path | None = None,
+        config_poll_interval: float = 0.0,
+        max_load_retries: int = 5,
+        load_retry_interval: float = 2.0,
+    ) -> None:
+        if (base is None) == (model_config_file is None):
+            raise ValueError("Give exactly one of base and model_config_file.")
+        self.base = Path(base) if base is not None else None
+        self.config_file = Path(model_config_file) if model_config_file is not None else None
         self.poll_interval = poll_interval
-        self._lock = threading.Lock()
-        self._served: dict[str, Servable] = {}
-        self._history: dict[str, dict[int, VersionState]] = {}
+        self.config_poll_interval = config_poll_interval
+        self.max_load_retries = max_load_retries
+        self.load_retry_interval = load_retry_interval
+        self._lock = threading.Lock()  # guards what request threads read
+        self._manage_lock = threading.RLock()  # one manager pass at a time
+        self._models: dict[str, _Model] = {}
+        self._status: dict[str, dict[int, VersionState]] = {}
+        self._events: collections.deque = collections.deque(maxlen=10_000)
+        self._config_specs: dict[str, ModelSpec] | None = None
+        self._config_text: str | None = None
+        self.config_error = ""
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        if self.config_file is not None:
+            self._read_config(initial=True)
+
+    # --- the source: model folders or the config file -------------------------------------
 
     def model_dirs(self) -> dict[str, Path]:
-        """Model name -> folder, for every model folder under the base."""
-        if not self.base.is_dir():
+        """Model name -> folder, for every model folder under the base (or in the config)."""
+        if self._config_specs is not None:
+            return {name: spec.base_path for name, spec in self._config_specs.items()}
+        assert self.base is not None
+        try:
+            children = [p for p in self.base.iterdir() if p.is_dir() and not p.name.startswith(".")]
+        except OSError:
             return {}
-        children = [p for p in self.base.iterdir() if p.is_dir() and not p.name.startswith(".")]
         if children and all(p.name.isdigit() for p in children):
             return {self.base.resolve().name: self.base}
         return {p.name: p for p in children if not p.name.isdigit()}
 
+    def _specs(self) -> dict[str, ModelSpec]:
+        if self._config_specs is not None:
+            return dict(self._config_specs)
+        return {name: ModelSpec(name, path) for name, path in self.model_dirs().items()}
+
+    def _read_config(self, initial: bool = False) -> None:
+        assert self.config_file is not None
+        try:
+            text = self.config_file.read_text()
+        except OSError as err:
+            text, error = None, f"Cannot read model config file {self.config_file}: {err}"
+        else:
+            error = ""
+        if text is not None and text == self._config_text:
+            return
+        try:
+            if text is None:
+                raise ModelConfigError(error)
+            specs = {s.name: s for s in load_model_config(self.config_file)}
+        except ModelConfigError as err:
+            if initial:
+                raise
+            if str(err) != self.config_error:
+                log.error("model config not reloaded (the previous one stays): %s", err)
+            self.config_error = str(err)
+            return
+        if not initial:
+            log.info("model config reloaded: %s", sorted(specs))
+        self._config_text, self._config_specs, self.config_error = text, specs, ""
+
+    # --- lifecycle -------------------------------------------------------------------------
+
     def start(self) -> None:
-        """Load every model now, then keep polling in a background thread."""
+        """Load every model now (one attempt each), then manage versions in a background thread."""
         self.poll_once()
-        if self.poll_interval > 0:
-            self._thread = threading.Thread(target=self._poll_loop, name="model-poll", daemon=True)
-            self._thread.start()
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name="model-manager", daemon=True)
+        self._thread.start()
 
     def stop(self) -> None:
         """Stop polling (loaded models stay usable for requests in flight)."""
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(timeout=30)
+            self._thread.join(timeout=60)
 
-    def _poll_loop(self) -> None:
-        while not self._stop.wait(self.poll_interval):
+    def _loop(self) -> None:
+        now = time.monotonic()
+        next_scan = now + self.poll_interval if self.poll_interval > 0 else float("inf")
+        next_config = (
+            now + self.config_poll_interval
+            if self.config_file is not None and self.config_poll_interval > 0
+            else float("inf")
+        )
+        while not self._stop.is_set():
+            now = time.monotonic()
             try:
-                self.poll_once()
-            except Exception:  # noqa: BLE001 - the poller must outlive any surprise
-                log.exception("model poll failed")
+                if now >= next_config:
+                    next_config = now + self.config_poll_interval
+                    with self._manage_lock:
+                        self._read_config()
+                    next_scan = now  # apply the config at once
+                if now >= next_scan:
+                    next_scan = now + self.poll_interval if self.poll_interval > 0 else float("inf")
+                    self.poll_once()
+                else:
+                    self._manage()
+            except Exception:  # noqa: BLE001 - the manager must outlive any surprise
+                log.exception("model manager pass failed")
+            wake = min(next_scan, next_config, self._next_retry(), time.monotonic() + 1.0)
+            self._stop.wait(max(0.0, wake - time.monotonic()))
+
+    def _next_retry(self) -> float:
+        with self._lock:
+            times = [
+                h.retry_at
+                for m in self._models.values()
+                for h in m.harnesses.values()
+                if h.state == LOADING and h.retry_at is not None
+            ]
+        return min(times, default=float("inf"))
+
+    # --- the manager -----------------------------------------------------------------------
 
     def poll_once(self) -> None:
-        """Scan the base folder once, loading new versions and unloading removed ones."""
-        dirs = self.model_dirs()
-        for name, model_dir in sorted(dirs.items()):
-            self._update_model(name, model_dir)
-        for name in set(self._served) - set(dirs):
-            self._unload(name, "model folder removed")
+        """Scan the sources once, then load and unload versions until nothing is due."""
+        with self._manage_lock:
+            self._scan()
+            self._manage()
 
-    def _update_model(self, name: str, model_dir: Path) -> None:
-        versions = _complete_versions(model_dir)
-        with self._lock:
-            history = self._history.setdefault(name, {})
-        current = self._served.get(name)
-        if current is not None and current.version not in versions:
-            self._unload(name, "version folder removed")
-            current = None
-        floor = current.version if current is not None else 0
-        for version in reversed(versions):
-            if version <= floor:
-                break
-            if version in history and history[version].state == "END":
-                continue  # failed before: reported, not retried
-            with self._lock:
-                history[version] = VersionState(version, "LOADING")
-            try:
-                servable = Servable(name, version, model_dir / str(version))
-            except Exception as err:  # noqa: BLE001 - a broken version must not stop the server
-                message = f"{type(err).__name__}: {err}".splitlines()[0][:500]
-                log.error("model %s version %d failed to load: %s", name, version, message)
+    def _scan(self) -> None:
+        specs = self._specs()
+        for name in set(self._models) | set(specs):
+            model = self._models.get(name)
+            spec = specs.get(name)
+            if model is None:
                 with self._lock:
-                    history[version] = VersionState(version, "END", message)
+                    model = self._models[name] = _Model(spec)  # type: ignore[arg-type]
+            if spec is None:
+                model.in_source = False
+                self._set_aspired(model, set())
                 continue
-            with self._lock:
-                old = self._served.get(name)
-                self._served[name] = servable
-                history[version] = VersionState(version, "AVAILABLE")
-                if old is not None:
-                    history[old.version] = VersionState(old.version, "END")
-            log.info("serving model %s version %d", name, version)
-            break
+            model.in_source = True
+            if spec != model.spec:
+                model.spec = spec
+            self._update_labels(model, spec)
+            on_disk = _complete_versions(spec.base_path)
+            if on_disk is None:
+                if (
+                    self._config_specs is not None
+                ):  # TF Serving: a missing base path changes nothing
+                    log.warning("model %s: base path %s not found", name, spec.base_path)
+                    continue
+                on_disk = []
+            model.on_disk = set(on_disk)
+            self._retry_changed(model)
+            self._reaspire(model)
 
-    def _unload(self, name: str, reason: str) -> None:
-        with self._lock:
-            old = self._served.pop(name, None)
-            if old is not None:
-                self._history.setdefault(name, {})[old.version] = VersionState(old.version, "END")
-        if old is not None:
-            log.info("unloaded model %s version %d (%s)", name, old.version, reason)
+    def _reaspire(self, model: _Model) -> None:
+        failed = {v for v, h in model.harnesses.items() if h.failed}
+        self._set_aspired(model, model.spec.policy.aspired(model.on_disk, failed))
 
-    def get(self, name: str, version: int | None = None) -> Servable:
-        """The servable for a request; 404 (NOT_FOUND) when the model or version is not served."""
+    def _retry_changed(self, model: _Model) -> None:
+        """A failed version whose files changed since its last attempt is tried again now."""
+        for h in model.harnesses.values():
+            if not h.failed or h.version not in model.on_disk or not h.aspired:
+                continue
+            if _fingerprint(h.path) != h.fingerprint:
+                log.info(
+                    "model %s version %d changed on disk: loading again", model.spec.name, h.version
+                )
+                if h.state == END:
+                    h.failures = 0
+                    self._record(model, h, LOADING, h.error, h.error_code)
+                h.retry_at = time.monotonic()
+
+    def _set_aspired(self, model: _Model, aspired: set[int]) -> None:
+        name = model.spec.name
+        for version, h in list(model.harnesses.items()):
+            if version in aspired:
+                h.aspired = True
+                continue
+            h.aspired = False
+            if h.state in (START, LOADING):  # not wanted any more: cancel the (re)try
+                self._record(model, h, END, h.error, h.error_code)
+            if h.state == END:
+                del model.harnesses[version]  # gone from the manager, kept in the status
+        for version in sorted(aspired - set(model.harnesses)):
+            h = _Harness(version, model.spec.base_path / str(version))
+            model.harnesses[version] = h
+            self._record(model, h, START)
+            log.info(
+                "model %s version %d aspired (%s)", name, version, model.spec.policy.describe()
+            )
         with self._lock:
-            servable = self._served.get(name)
+            model.wanted = model.in_source and bool(aspired)
+
+    def _manage(self) -> None:
+        with self._manage_lock:
+            for model in list(self._models.values()):
+                while True:
+                    now = time.monotonic()
+                    held = set(model.labels[k] for k in model.pending_labels if k in model.labels)
+                    snaps = [
+                        VersionSnapshot(v, h.state, h.aspired or v in held, h.loadable(now))
+                        for v, h in model.harnesses.items()
+                    ]
+                    action = next_action(snaps)
+                    if action is None:
+                        break
+                    kind, version = action
+                    if kind == "load":
+                        self._load(model, model.harnesses[version])
+                    else:
+                        self._unload(model, model.harnesses[version])
+
+    def _load(self, model: _Model, h: _Harness) -> None:
+        name = model.spec.name
+        self._record(model, h, LOADING, h.error, h.error_code)
+        started = time.monotonic()
+        try:
+            servable = Servable(name, h.version, h.path)
+        except Exception as err:  # noqa: BLE001 - a broken version must not stop the server
+            message = f"{type(err).__name__}: {err}".splitlines()[0][:500]
+            h.failures += 1
+            h.fingerprint = _fingerprint(h.path)
+            code = _error_code(err)
+            if h.failures <= self.max_load_retries:
+                h.retry_at = time.monotonic() + self.load_retry_interval
+                log.warning(
+                    "model %s version %d failed to load (attempt %d of %d, retrying in %g s): %s",
+                    name, h.version, h.failures, self.max_load_retries + 1,
+                    self.load_retry_interval, message,
+                )  # fmt: skip
+                self._record(model, h, LOADING, message, code)
+            else:
+                h.retry_at = None
+                log.error(
+                    "model %s version %d failed to load after %d attempts: %s",
+                    name, h.version, h.failures, message,
+                )  # fmt: skip
+                self._record(model, h, END, message, code)
+            if model.in_source:
+                self._reaspire(model)  # latest N: the next lower version stands in meanwhile
+            return
+        h.servable, h.failures, h.retry_at, h.fingerprint = servable, 0, None, None
+        with self._lock:
+            model.available = {**model.available, h.version: servable}
+            for label, version in list(model.pending_labels.items()):
+                if version == h.version:
+                    model.labels[label] = version
+                    del model.pending_labels[label]
+                    log.info("model %s label %s -> version %d", name, label, version)
+        self._record(model, h, AVAILABLE)
+        if model.in_source:
+            self._reaspire(model)  # a stand-in for this version is no longer needed
+        log.info(
+            "serving model %s version %d (loaded in %.2f s)",
+            name,
+            h.version,
+            time.monotonic() - started,
+        )
+
+    def _unload(self, model: _Model, h: _Harness) -> None:
+        self._record(model, h, UNLOADING)
+        with self._lock:
+            model.available = {v: s for v, s in model.available.items() if v != h.version}
+        h.servable = None  # requests in flight hold their own reference
+        self._record(model, h, END)
+        if not h.aspired:
+            model.harnesses.pop(h.version, None)
+        log.info("unloaded model %s version %d", model.spec.name, h.version)
+
+    def _update_labels(self, model: _Model, spec: ModelSpec) -> None:
+        with self._lock:
+            for label in set(model.labels) - set(spec.labels):
+                del model.labels[label]
+            for label, version in spec.labels.items():
+                old = model.labels.get(label)
+                if old is None or old == version or version in model.available:
+                    model.labels[label] = version
+                    model.pending_labels.pop(label, None)
+                elif model.pending_labels.get(label) != version:
+                    model.pending_labels[label] = version  # moves once the version is loaded
+                    log.info(
+                        "model %s label %s moves to version %d once it is loaded",
+                        spec.name,
+                        label,
+                        version,
+                    )
+            for label in set(model.pending_labels) - set(spec.labels):
+                del model.pending_labels[label]
+
+    def _record(
+        self, model: _Model, h: _Harness, state: str, error: str = "", code: str = "OK"
+    ) -> None:
+        h.state, h.error, h.error_code = state, error, code if error else "OK"
+        entry = VersionState(h.version, state, error, h.error_code)
+        with self._lock:
+            self._status.setdefault(model.spec.name, {})[h.version] = entry
+            self._events.append((time.time(), model.spec.name, entry))
+
+    # --- what requests see -----------------------------------------------------------------
+
+    def resolve(
+        self, name: str, version: int | None = None, label: str | None = None
+    ) -> int | None:
+        """The version a request names: ``version``, the label's version, or None (latest)."""
+        if label is None:
+            return version
+        found = self.version_for_label(name, label)
+        if found is None:
+            raise invalid(f"Unrecognized servable version label: {label}")
+        return found
+
+    def version_for_label(self, name: str, label: str) -> int | None:
+        """The version ``label`` names for model ``name`` (None: no such label)."""
+        with self._lock:
+            model = self._models.get(name)
+            return None if model is None else model.labels.get(label)
+
+    def get(self, name: str, version: int | None = None, label: str | None = None) -> Servable:
+        """The servable for a request: 404 (NOT_FOUND) when not served, 400 for an unknown label."""
+        version = self.resolve(name, version, label)
+        with self._lock:
+            model = self._models.get(name)
+            available = model.available if model is not None else {}
         if version is None:
-            if servable is None:
+            if not available:
                 raise not_found(f"Servable not found for request: Latest({name})")
-            return servable
-        if servable is None or servable.version != version:
+            return available[max(available)]
+        servable = available.get(version)
+        if servable is None:
             raise not_found(f"Servable not found for request: Specific({name}, {version})")
         return servable
 
-    def status(self, name: str, version: int | None = None) -> dict[str, Any]:
-        """TF Serving's ``GET /v1/models/NAME[/versions/N]`` body (newest version first)."""
+    def status(
+        self, name: str, version: int | None = None, label: str | None = None
+    ) -> dict[str, Any]:
+        """TF Serving's ``GET /v1/models/NAME[/versions/N | /labels/L]`` body (newest first)."""
+        version = self.resolve(name, version, label)
         with self._lock:
-            history = dict(self._history.get(name, {}))
+            history = dict(self._status.get(name, {}))
         if not history:
             raise not_found(f"Could not find any versions of model {name}")
         if version is not None:
@@ -179,32 +528,50 @@ class ModelRepository:
             states = [history[v] for v in sorted(history, reverse=True)]
         return {"model_version_status": [s.to_json() for s in states]}
 
-    def summary(self) -> dict[str, Any]:
-        """Every model's served version and every version's state (for ``GET /v1/models``)."""
+    def events(self) -> list[tuple[float, str, VersionState]]:
+        """Every state change so far: (wall time, model name, new state), oldest first."""
         with self._lock:
-            served = {k: v.version for k, v in self._served.items()}
-            history = {k: dict(v) for k, v in self._history.items()}
-        return {
-            "models": [
+            return list(self._events)
+
+    def summary(self) -> dict[str, Any]:
+        """Every model's served versions, policy, labels and version states (``GET /v1/models``)."""
+        with self._lock:
+            models = {
+                k: (m.spec, sorted(m.available), dict(m.labels), m.in_source)
+                for k, m in self._models.items()
+            }
+            history = {k: dict(v) for k, v in self._status.items()}
+        out: dict[str, Any] = {"models": []}
+        for name in sorted(history):
+            spec, available, labels, in_source = models[name]
+            out["models"].append(
                 {
                     "name": name,
-                    "served_version": str(served[name]) if name in served else None,
+                    "served_version": str(available[-1]) if available else None,
+                    "available_versions": [str(v) for v in reversed(available)],
+                    "version_policy": spec.policy.describe() if in_source else None,
+                    "version_labels": {k: str(v) for k, v in sorted(labels.items())},
                     "model_version_status": [
                         history[name][v].to_json() for v in sorted(history[name], reverse=True)
                     ],
                 }
-                for name in sorted(history)
-            ]
-        }
+            )
+        if self.config_file is not None:
+            out["model_config_file"] = {"path": str(self.config_file), "error": self.config_error}
+        return out
 
     def ready(self) -> tuple[bool, str]:
-        """Ready when at least one model is served and every model folder has a served version."""
+        """Ready when a model is served and every model with a version on disk has one served."""
         with self._lock:
-            served = set(self._served)
-        names = set(self.model_dirs())
+            served = {k for k, m in self._models.items() if m.available}
+            wanted = {k for k, m in self._models.items() if m.wanted}
+        source = self.base if self.base is not None else self.config_file
         if not served:
-            return False, f"no model is loaded from {self.base}"
-        missing = sorted(n for n in names - served if _complete_versions(self.model_dirs()[n]))
+            return False, f"no model is loaded from {source}"
+        missing = sorted(wanted - served)
         if missing:
             return False, f"models not loaded: {missing}"
         return True, f"serving {sorted(served)}"
+
+
+__all__ = ["ModelRepository", "ModelSpec", "VersionPolicy", "VersionState"]
