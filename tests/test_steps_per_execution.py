@@ -58,7 +58,7 @@ def test_learning_rate_is_logged_at_every_step_with_several_steps_per_execution(
     events = _lr_events(result.run_dir / "logs")
     steps_per_epoch = len(events) // 2
     assert steps_per_epoch % 3  # several executions per epoch, the last one shorter
-    assert sorted(events) == list(range(1, 2 * steps_per_epoch + 1))  # every step, once
+    assert sorted(events) == list(range(2 * steps_per_epoch))  # every step, once
     lrs = np.array([events[s] for s in sorted(events)])
     assert lrs[0] == pytest.approx(0.01, rel=1e-2)  # cosine from the base rate ...
     assert np.all(np.diff(lrs) < 0)  # ... strictly decreasing step by step
@@ -86,4 +86,4 @@ def test_method_runs_keep_exact_epochs_with_several_steps_per_execution(tmp_path
     steps = info["steps_per_epoch"]
     # a repeated dataset: Keras would round each epoch up to whole executions of 16 steps
     assert steps % 16
-    assert sorted(_lr_events(result.run_dir / "logs")) == list(range(1, 2 * steps + 1))
+    assert sorted(_lr_events(result.run_dir / "logs")) == list(range(2 * steps))

@@ -160,7 +160,7 @@ def test_corrupt_newest_backup_falls_back_then_errors(trained_run, tmp_path: Pat
     assert int(state.epoch.numpy()) == 5
     for f in backup.glob("ckpt-*.data-*"):
         f.write_bytes(b"garbage")
-    with pytest.raises(UserError, match="every backup in .* is unreadable"):
+    with pytest.raises(UserError, match="no backup in .* can be read"):
         cb.restore_backup(model, cb.TrainingState("max"), backup)
 
 

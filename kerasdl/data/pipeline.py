@@ -38,6 +38,7 @@ def batch_dataset(
     cache: bool = True,
     shuffle_buffer: int = 10_000,
     drop_remainder: bool = False,
+    epoch: tf.Variable | None = None,
 ) -> tf.data.Dataset:
     """Batches of ``(images, one_hot_labels)``.
 
@@ -52,6 +53,10 @@ def batch_dataset(
         cache: cache the preprocessed examples in memory before shuffling.
         shuffle_buffer: shuffle buffer size.
         drop_remainder: drop the last partial batch.
+        epoch: a variable holding the epoch about to run, read each time the dataset is
+            iterated: the shuffle order is then seeded by ``(seed, epoch)``, so epoch ``e`` sees
+            the same order whether or not the run was resumed in between. Without it the order
+            depends on how often this dataset object was iterated.
     """
     ds = ds.map(
         lambda x, y: (x, tf.one_hot(tf.cast(y, tf.int32), num_classes)),
@@ -59,7 +64,15 @@ def batch_dataset(
     )
     if cache:
         ds = ds.cache()
-    if training:
+    if training and epoch is not None:
+        ordered = ds
+
+        def one_epoch(_: tf.Tensor) -> tf.data.Dataset:
+            epoch_seed = tf.cast(seed, tf.int64) * 1_000_003 + tf.cast(epoch, tf.int64)
+            return ordered.shuffle(shuffle_buffer, seed=epoch_seed)
+
+        ds = tf.data.Dataset.from_tensors(0).flat_map(one_epoch)
+    elif training:
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size, drop_remainder=drop_remainder, num_parallel_calls=AUTOTUNE)
     if training and augment is not None:

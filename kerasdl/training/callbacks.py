@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -41,11 +42,26 @@ class TrainingState:
         return value > best if self.mode == "max" else value < best
 
 
-def make_checkpoint(model: keras.Model, state: TrainingState) -> tf.train.Checkpoint:
-    """A checkpoint of the model, its optimizer and the training state."""
+def make_checkpoint(
+    model: keras.Model, state: TrainingState, rng: list | None = None
+) -> tf.train.Checkpoint:
+    """A checkpoint of the model, its optimizer, the training state and the random generators.
+
+    ``rng`` are the state variables of the random generators that are not weights: the seed
+    generators of the model's layers (dropout, the methods' augmentations), which Keras leaves out
+    of a model's checkpoint, and the data pipeline's generators (deterministic runs). Restoring
+    them makes a resumed run draw the same random numbers as an uninterrupted one.
+    """
+    holder = tf.Module()
+    holder.variables_list = list(rng or [])
     return tf.train.Checkpoint(
-        model=model, optimizer=model.optimizer, epoch=state.epoch, best=state.best
+        model=model, optimizer=model.optimizer, epoch=state.epoch, best=state.best, rng=holder
     )
+
+
+def seed_generator_states(model: keras.Model) -> list:
+    """The state variables of every ``keras.random.SeedGenerator`` in ``model`` (not weights)."""
+    return [v for v in model.variables if v.path.endswith("seed_generator_state")]
 
 
 def weights_fingerprint(model: keras.Model) -> float:
@@ -53,16 +69,57 @@ def weights_fingerprint(model: keras.Model) -> float:
     return float(sum(np.abs(np.asarray(w, dtype=np.float64)).sum() for w in model.get_weights()))
 
 
-def restore_backup(model: keras.Model, state: TrainingState, backup_dir: str | Path) -> str | None:
-    """Restore the newest readable backup into ``model``/``state``.
+class BackupMismatch(UserError):
+    """The backup is readable but was written by a different model or optimizer."""
+
+
+def remove_partial_files(backup_dir: str | Path) -> list[str]:
+    """Delete what an interrupted checkpoint save leaves behind (TensorFlow's ``*_temp*``
+    folders, and data/index files of checkpoints the ``checkpoint`` state file does not list).
+
+    Returns:
+        The names removed.
+    """
+    backup_dir = Path(backup_dir)
+    if not backup_dir.is_dir():
+        return []
+    ckpt_state = tf.train.get_checkpoint_state(str(backup_dir.resolve()))
+    listed = (
+        {os.path.basename(p) for p in ckpt_state.all_model_checkpoint_paths}
+        if ckpt_state
+        else set()
+    )
+    removed = []
+    for entry in sorted(backup_dir.iterdir()):
+        name = entry.name
+        if name == "checkpoint":
+            continue
+        prefix = name.split(".", 1)[0]
+        if "_temp" in name or (prefix.startswith("ckpt-") and prefix not in listed):
+            if entry.is_dir():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+            removed.append(name)
+    return removed
+
+
+def restore_backup(
+    model: keras.Model, state: TrainingState, backup_dir: str | Path, rng: list | None = None
+) -> str | None:
+    """Restore the newest readable backup into ``model``/``state`` (and the ``rng`` states).
+
+    A backup whose files are torn or missing is skipped for the previous one; a backup that is
+    readable but holds another model (another recipe) stops the resume with what differs.
 
     Returns:
         The checkpoint path restored, or None when there is no backup.
 
     Raises:
-        UserError: backups exist but none can be read.
+        UserError: backups exist but none can be read, or they do not match the model.
     """
-    backup_dir = str(backup_dir)
+    # Absolute: get_checkpoint_state prefixes the paths it returns with the folder it is given.
+    backup_dir = os.path.abspath(str(backup_dir))
     if not os.path.isdir(backup_dir):
         return None
     ckpt_state = tf.train.get_checkpoint_state(backup_dir)
@@ -75,16 +132,45 @@ def restore_backup(model: keras.Model, state: TrainingState, backup_dir: str | P
     for path in reversed(paths):
         if not os.path.isabs(path):
             path = os.path.join(backup_dir, path)
+        name = os.path.basename(path)
+        reader = None
         try:
-            status = make_checkpoint(model, state).restore(path)
+            reader = tf.train.load_checkpoint(path)
+            status = make_checkpoint(model, state, rng).restore(path)
             status.assert_existing_objects_matched()
             return path
-        except Exception as err:  # any read failure means this backup is unusable
-            errors.append(f"{os.path.basename(path)}: {type(err).__name__}")
-            print(f"warning: backup {path} is unreadable, trying the previous one")
+        except (AssertionError, ValueError) as err:
+            if not isinstance(err, AssertionError) and "shape" not in str(err).lower():
+                errors.append(f"{name}: {type(err).__name__}")
+                print(f"warning: backup {name} is unreadable ({err}); trying an older one")
+                continue
+            raise BackupMismatch(
+                f"backup {name} in {backup_dir} was written by a different model or optimizer "
+                f"than this recipe builds ({_describe_difference(model, reader)}); resume with "
+                "the run's own recipe (kerasdl train --resume RUN_DIR), or start a new run "
+                "with --fresh"
+            ) from None
+        except Exception as err:  # torn, truncated or missing files: this backup is unusable
+            errors.append(f"{name}: {type(err).__name__}")
+            print(
+                f"warning: backup {name} is unreadable ({type(err).__name__}); trying an older one"
+            )
     raise UserError(
-        f"every backup in {backup_dir} is unreadable ({'; '.join(errors)}); "
-        "delete the run folder to start again, or pass --fresh"
+        f"no backup in {backup_dir} can be read ({'; '.join(errors)}): the files are damaged. "
+        "Start a new run with --fresh (the damaged folder is left as it is)"
+    )
+
+
+def _describe_difference(model: keras.Model, reader: Any) -> str:
+    """The model tensors of a checkpoint against the model's, in one phrase."""
+    saved = reader.get_variable_to_shape_map() if reader is not None else {}
+    have = [s for k, s in saved.items() if k.startswith("model/") and "OPTIMIZER_SLOT" not in k]
+    want = [tuple(v.shape) for v in model.weights if not v.path.endswith("seed_generator_state")]
+    n_have = sum(int(np.prod(s)) for s in have)
+    n_want = sum(int(np.prod(s)) for s in want)
+    return (
+        f"the backup holds {len(have)} model tensors with {n_have:,} values, the recipe's model "
+        f"has {len(want)} with {n_want:,}"
     )
 
 
@@ -95,17 +181,26 @@ class Backup(keras.callbacks.Callback):
         backup_dir: folder of the checkpoints (inside the run folder).
         state: the :class:`TrainingState` shared with :class:`BestCheckpoint`.
         max_to_keep: checkpoints kept (2: the newest and a fallback).
+        rng: random-generator state variables saved with the backup (see
+            :func:`make_checkpoint`).
     """
 
-    def __init__(self, backup_dir: str | Path, state: TrainingState, max_to_keep: int = 2) -> None:
+    def __init__(
+        self,
+        backup_dir: str | Path,
+        state: TrainingState,
+        max_to_keep: int = 2,
+        rng: list | None = None,
+    ) -> None:
         super().__init__()
         self.backup_dir = str(backup_dir)
         self.state = state
         self.max_to_keep = max_to_keep
+        self.rng = rng
         self._manager: tf.train.CheckpointManager | None = None
 
     def on_train_begin(self, logs: dict | None = None) -> None:
-        ckpt = make_checkpoint(self.model, self.state)
+        ckpt = make_checkpoint(self.model, self.state, self.rng)
         self._manager = tf.train.CheckpointManager(
             ckpt, self.backup_dir, max_to_keep=self.max_to_keep
         )
@@ -114,6 +209,20 @@ class Backup(keras.callbacks.Callback):
         self.state.epoch.assign(epoch + 1)
         assert self._manager is not None
         self._manager.save(checkpoint_number=epoch + 1)
+
+
+class StepProgbar(keras.callbacks.ProgbarLogger):
+    """Keras's progress bar, counting the steps that really ran.
+
+    With ``steps_per_execution > 1`` Keras reports the end of each execution as ``begin +
+    steps_per_execution - 1`` even when the epoch's data ends earlier, so its bar overshoots
+    (``32/20``, an over-long bar, a negative ETA). This one never counts past the epoch's steps.
+    """
+
+    def _update_progbar(self, batch: int, logs: dict | None = None) -> None:
+        if self.target is not None:
+            batch = min(batch, self.target - 1)
+        super()._update_progbar(batch, logs)
 
 
 class BestCheckpoint(keras.callbacks.Callback):
@@ -169,9 +278,11 @@ def current_learning_rate(optimizer: keras.optimizers.Optimizer) -> float:
 class LearningRateLogger(keras.callbacks.Callback):
     """Write the learning rate to TensorBoard (``learning_rate`` under ``train``) per step.
 
-    With ``steps_per_execution > 1`` Keras calls back once per execution; the logger then writes
-    the schedule's value at every optimizer step of that execution (a schedule is a function of
-    the step), so the curve has one point per step either way.
+    TensorBoard step ``k`` holds the rate optimizer step ``k`` used (Keras evaluates the schedule
+    at ``iterations`` before incrementing it), the same curve as ``kerasdl schedule``. With
+    ``steps_per_execution > 1`` Keras calls back once per execution; the logger then writes the
+    schedule's value at every optimizer step of that execution (a schedule is a function of the
+    step), so the curve has one point per step either way.
 
     Args:
         log_dir: the run's TensorBoard folder.
@@ -183,33 +294,48 @@ class LearningRateLogger(keras.callbacks.Callback):
         self.log_dir = str(log_dir)
         self.every = max(int(every), 1)
         self._writer: Any = None
-        self._last = -1
+        self._next = 0  # the next optimizer step to write
+        self._rate_before: float | None = None
+
+    def _schedule(self) -> Any:
+        inner = getattr(self.model.optimizer, "inner_optimizer", self.model.optimizer)
+        schedule = getattr(inner, "_learning_rate", None)  # LossScaleOptimizer: the inner one
+        if isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule):
+            return schedule
+        return None
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         self._writer = tf.summary.create_file_writer(os.path.join(self.log_dir, "train"))
-        self._last = int(self.model.optimizer.iterations.numpy())
+        self._next = int(self.model.optimizer.iterations.numpy())
+
+    def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
+        if self._schedule() is None:  # a variable rate: only its value now is known
+            self._rate_before = current_learning_rate(self.model.optimizer)
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        optimizer = self.model.optimizer
-        step = int(optimizer.iterations.numpy())
-        inner = getattr(optimizer, "inner_optimizer", optimizer)  # LossScaleOptimizer
-        schedule = getattr(inner, "_learning_rate", None)
+        step = int(self.model.optimizer.iterations.numpy())  # steps done
+        schedule = self._schedule()
         with self._writer.as_default():
-            for s in range(max(self._last + 1, step - 10_000), step + 1):
+            for s in range(max(self._next, step - 10_000), step):
                 if s % self.every:
                     continue
-                if isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule):
+                if schedule is not None:
                     value = float(np.asarray(schedule(s)))
-                elif s == step:
-                    value = current_learning_rate(optimizer)
+                elif s == step - 1 and self._rate_before is not None:
+                    value = self._rate_before
                 else:
-                    continue  # a variable learning rate: only its current value is known
+                    continue
                 tf.summary.scalar("learning_rate", value, step=s)
-        self._last = step
+        self._next = step
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        if logs is not None:
-            logs["learning_rate"] = current_learning_rate(self.model.optimizer)
+        if logs is not None:  # the rate of the epoch's last step (history.csv)
+            schedule = self._schedule()
+            last = int(self.model.optimizer.iterations.numpy()) - 1
+            if schedule is not None and last >= 0:
+                logs["learning_rate"] = float(np.asarray(schedule(last)))
+            else:
+                logs["learning_rate"] = current_learning_rate(self.model.optimizer)
         self._writer.flush()
 
     def on_train_end(self, logs: dict | None = None) -> None:

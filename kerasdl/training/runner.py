@@ -19,20 +19,17 @@ from its last backup.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import os
 import shutil
 import tempfile
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import keras
 import numpy as np
-import yaml
+import tensorflow as tf
 
 from kerasdl.config import RecipeConfig
 from kerasdl.data import DataBundle, load_data
@@ -41,6 +38,15 @@ from kerasdl.errors import UserError
 from kerasdl.layers.normalization import sync_batch_norm
 from kerasdl.models.base import HEAD
 from kerasdl.registry import create_model
+from kerasdl.runfolder import (  # noqa: F401  (trim_history: re-exported)
+    RunFolder,
+    RunLock,
+    find_unfinished_run,
+    new_run_dir,
+    run_id,
+    trim_history,
+    write_json_atomic,
+)
 from kerasdl.training import callbacks as cb
 from kerasdl.training import method_run as mr
 from kerasdl.training.custom_loop import fit_distributed
@@ -66,87 +72,7 @@ class RunResult:
     run_dir: Path
     metrics: dict[str, float]
     resumed_from_epoch: int
-
-
-def write_json_atomic(path: str | Path, data: Any) -> None:
-    """Write JSON to a temporary file and rename it into place."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
-    os.replace(tmp, path)
-
-
-def trim_history(path: str | Path, initial_epoch: int) -> None:
-    """Drop the rows of ``history.csv`` from ``initial_epoch`` on (a resumed run redoes them).
-
-    The row of an epoch is written before its backup (a crash between the two must not lose
-    the row), so a crash after the row and before the backup leaves a row the resumed run writes
-    again.
-    """
-    path = Path(path)
-    if not path.is_file():
-        return
-    lines = path.read_text().splitlines(keepends=True)
-
-    def before(line: str) -> bool:
-        head = line.split(",", 1)[0].strip()
-        return not head.isdigit() or int(head) < initial_epoch  # keep what is not a row
-
-    kept = lines[:1] + [ln for ln in lines[1:] if before(ln)]
-    if kept != lines:
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text("".join(kept))
-        os.replace(tmp, path)
-
-
-def find_unfinished_run(cfg: RecipeConfig) -> Path | None:
-    """The newest run folder of this recipe's name that has a backup, no metrics.json and the
-    same resolved config."""
-    parent = Path(cfg.run.output_dir) / cfg.run.name
-    if not parent.is_dir():
-        return None
-    wanted = cfg.to_dict()
-    for run_dir in sorted((p for p in parent.iterdir() if p.is_dir()), reverse=True):
-        if (run_dir / "metrics.json").exists() or not (run_dir / "backup").is_dir():
-            continue
-        try:
-            saved = yaml.safe_load((run_dir / "config.yaml").read_text())
-        except (OSError, yaml.YAMLError):
-            continue
-        if saved == wanted:
-            return run_dir
-    return None
-
-
-def run_id(cfg: RecipeConfig) -> str | None:
-    """The fixed folder name of a run: ``run.id``, or for a multi-worker run (whose workers must
-    agree on the folder) a hash of the resolved recipe; None means a timestamp."""
-    if cfg.run.id:
-        return cfg.run.id
-    if cfg.distribute.strategy == "multi_worker":
-        text = json.dumps(cfg.to_dict(), sort_keys=True)
-        return "mw-" + hashlib.sha1(text.encode()).hexdigest()[:10]
-    return None
-
-
-def new_run_dir(cfg: RecipeConfig) -> Path:
-    """A fresh ``<output_dir>/<name>/<timestamp or id>`` path (not created)."""
-    parent = Path(cfg.run.output_dir) / cfg.run.name
-    fixed = run_id(cfg)
-    if fixed is not None:
-        if (parent / fixed / "metrics.json").exists():
-            raise UserError(
-                f"run folder {parent / fixed} already holds a finished run; "
-                "set another run.id (or remove the folder)"
-            )
-        return parent / fixed
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    run_dir = parent / stamp
-    n = 1
-    while run_dir.exists():
-        run_dir = parent / f"{stamp}-{n}"
-        n += 1
-    return run_dir
+    weights_fingerprint: float = 0.0  # sum of |w| over the trainable weights at the end
 
 
 def build_model(cfg: RecipeConfig, bundle: DataBundle) -> keras.Model:
@@ -200,8 +126,14 @@ def compile_model(
         prebuild_optimizer(model)  # slots for the layers that unfreeze later
 
 
-def make_datasets(cfg: RecipeConfig, bundle: DataBundle) -> dict[str, Any]:
-    """Batched train/val/test datasets of the recipe."""
+def make_datasets(
+    cfg: RecipeConfig, bundle: DataBundle, epoch: Any | None = None
+) -> dict[str, Any]:
+    """Batched train/val/test datasets of the recipe.
+
+    ``epoch`` (a variable holding the epoch about to run) makes the training order a function of
+    the seed and the epoch, so that a resumed run sees the order an uninterrupted one would.
+    """
     augment = None
     if cfg.data.augment:
         from kerasdl.data.augment import build_augment
@@ -228,6 +160,7 @@ def make_datasets(cfg: RecipeConfig, bundle: DataBundle) -> dict[str, Any]:
             standardize=std,
             cache=cfg.data.cache,
             shuffle_buffer=cfg.data.shuffle_buffer,
+            epoch=epoch if training else None,
         )
     return out
 
@@ -248,7 +181,8 @@ def train(
     """Run a recipe: validate data and model, make or resume the run folder, fit, test.
 
     Args:
-        cfg: a validated recipe.
+        cfg: a validated recipe (for ``resume_dir``, the run's own: see
+            :func:`kerasdl.runfolder.resume_recipe`).
         fresh: never resume an unfinished run; start a new folder.
         resume_dir: resume this run folder explicitly.
         verbose: Keras ``fit`` verbosity.
@@ -257,6 +191,9 @@ def train(
         The run folder, the test metrics and the epoch training resumed from (0 for a new run).
     """
     d = cfg.distribute
+    if cfg.run.deterministic:
+        check_deterministic(cfg)
+        tf.config.experimental.enable_op_determinism()
     strategy = make_strategy(d.strategy, d.devices, d.logical_cpus)
     keras.utils.set_random_seed(cfg.run.seed)
     precision = resolve_precision(cfg.training.precision)
@@ -282,7 +219,11 @@ def train(
         cfg.training.lr_scaling.rule,
         cfg.training.lr_scaling.base_batch_size,
     )
-    datasets = make_datasets(cfg, bundle)
+    mode = "min" if monitor.endswith("loss") else "max"
+    state = cb.TrainingState(mode)
+    rng: list = []  # random-generator states saved with the backups
+    with tf.variable_creator_scope(_recording_into(rng)):
+        datasets = make_datasets(cfg, bundle, epoch=state.epoch if cfg.run.deterministic else None)
     train_size = bundle.sizes.get("train") or int(
         bundle.splits["train"].reduce(0, lambda n, _: n + 1)
     )
@@ -296,77 +237,80 @@ def train(
         if cfg.method:  # semi-/self-supervised: train the method around the model
             classifier = model
             model = mr.build_method_model(cfg, classifier, bundle)
-            datasets["train"], val = mr.method_datasets_for(cfg, bundle)
+            with tf.variable_creator_scope(_recording_into(rng)):
+                datasets["train"], val = mr.method_datasets_for(cfg, bundle)
             datasets.pop("val", None)
             if val is not None:
                 datasets["val"] = val
             _compile_method(model, cfg, steps_per_epoch, dist.lr_factor)
         else:
             compile_model(model, cfg, steps_per_epoch, dist.lr_factor)
+    rng += cb.seed_generator_states(model)
 
     custom_loop = d.strategy == "multi_worker" or d.custom_loop
-    if resume_dir is not None:
-        run_dir = Path(resume_dir)
-        if not (run_dir / "backup").is_dir():
-            raise UserError(f"--resume: {run_dir} has no backup/ folder to resume from")
-    else:
-        run_dir = None if fresh else find_unfinished_run(cfg)
-    resuming = run_dir is not None
-    run_dir = run_dir or new_run_dir(cfg)
     chief = dist.is_chief
-
-    mode = "min" if monitor.endswith("loss") else "max"
-    state = cb.TrainingState(mode)
-    initial_epoch = 0
-    info: dict[str, Any] = {
-        "precision": precision,
-        "steps_per_epoch": steps_per_epoch,
-        "sizes": bundle.sizes,
-        "resumes": [],
-        "distribution": asdict(dist),
-        "loop": "custom" if custom_loop else "keras_fit",
-    }
-    if resuming:
-        with strategy.scope():
-            restored = cb.restore_backup(model, state, run_dir / "backup")
-        if restored is not None:
-            initial_epoch = int(state.epoch.numpy())
-            old = run_dir / "run_info.json"
-            if old.exists():
-                info["resumes"] = json.loads(old.read_text()).get("resumes", [])
+    folder, resuming, lock = _open_run_folder(cfg, fresh, resume_dir, chief)
+    run_dir = folder.path
+    try:
+        initial_epoch = 0
+        info: dict[str, Any] = {
+            "precision": precision,
+            "steps_per_epoch": steps_per_epoch,
+            "epochs": cfg.training.epochs,
+            "sizes": bundle.sizes,
+            "resumes": [],
+            "distribution": asdict(dist),
+            "loop": "custom" if custom_loop else "keras_fit",
+            "deterministic": cfg.run.deterministic,
+        }
+        if resuming:
+            removed = folder.remove_partial_files() if chief else []
+            if chief:
+                removed += cb.remove_partial_files(folder.backup)
+            if removed:
+                print(f"Removed what the interrupted run left half written: {', '.join(removed)}")
+            with strategy.scope():
+                restored = cb.restore_backup(model, state, folder.backup, rng)
+            info["resumes"] = folder.read_run_info().get("resumes", [])
+            initial_epoch = int(state.epoch.numpy()) if restored is not None else 0
             info["resumes"].append(
                 {
                     "epoch": initial_epoch,
-                    "checkpoint": os.path.basename(restored),
+                    "checkpoint": os.path.basename(restored) if restored else None,
+                    "epochs": cfg.training.epochs,
                     "weights_fingerprint": cb.weights_fingerprint(model),
                 }
             )
-            print(f"Resuming {run_dir} from epoch {initial_epoch} ({restored})")
-    print(dist.describe())
-    scratch = None
-    if chief:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        cfg.dump_yaml(run_dir / "config.yaml")
-        bundle.spec.save(run_dir / "preprocess.json")
-        write_json_atomic(run_dir / "run_info.json", info)
-        print(f"Run folder: {run_dir}  (precision {precision}, {steps_per_epoch} steps/epoch)")
-        callbacks = _chief_callbacks(
-            cfg, bundle, model, run_dir, state, monitor, initial_epoch, resuming
-        )
-    else:  # other workers take part in the (collective) backup save, into a scratch folder
-        scratch = Path(tempfile.mkdtemp(prefix="kerasdl-worker-"))
-        callbacks = [cb.Backup(scratch / "backup", state)]
-    callbacks = transfer_callbacks + callbacks
-    if cfg.training.early_stopping_patience:
-        callbacks.append(
-            keras.callbacks.EarlyStopping(
-                monitor=monitor,
-                patience=cfg.training.early_stopping_patience,
-                mode=mode,
+            where = f"epoch {initial_epoch} ({restored})" if restored else "the start (no backup)"
+            print(f"Resuming {run_dir} from {where}")
+        print(dist.describe())
+        scratch = None
+        if chief:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            if not folder.config.exists():  # written once: a resume never rewrites the recipe
+                cfg.dump_yaml(folder.config)
+            if not folder.preprocess.exists():
+                bundle.spec.save(folder.preprocess)
+            write_json_atomic(folder.run_info, info)
+            print(f"Run folder: {run_dir}  (precision {precision}, {steps_per_epoch} steps/epoch)")
+            callbacks = _chief_callbacks(
+                cfg, bundle, model, run_dir, state, monitor, initial_epoch, resuming, rng
             )
-        )
-    if initial_epoch < cfg.training.epochs:
-        if custom_loop:
+        else:  # other workers take part in the (collective) backup save, into a scratch folder
+            scratch = Path(tempfile.mkdtemp(prefix="kerasdl-worker-"))
+            callbacks = [cb.Backup(scratch / "backup", state, rng=rng)]
+        callbacks = transfer_callbacks + callbacks
+        if cfg.training.early_stopping_patience:
+            callbacks.append(
+                keras.callbacks.EarlyStopping(
+                    monitor=monitor,
+                    patience=cfg.training.early_stopping_patience,
+                    mode=mode,
+                )
+            )
+        if initial_epoch >= cfg.training.epochs:
+            print(f"All {cfg.training.epochs} epochs were already trained; evaluating best.keras")
+        elif custom_loop:
             fit_distributed(
                 model,
                 strategy,
@@ -379,6 +323,8 @@ def train(
                 verbose=bool(verbose),
             )
         else:
+            if verbose:
+                callbacks.append(cb.StepProgbar())
             model.fit(
                 datasets["train"],
                 steps_per_epoch=steps_per_epoch if cfg.method else None,
@@ -389,24 +335,84 @@ def train(
                 shuffle=False,  # the tf.data pipeline shuffles
                 verbose=verbose,
             )
-    trainable = float(sum(np.abs(np.asarray(w, np.float64)).sum() for w in model.trainable_weights))
-    print(f"Final trainable-weights fingerprint: {trainable!r}")
-    keras.mixed_precision.set_global_policy("float32")
-    if not chief:
-        shutil.rmtree(scratch, ignore_errors=True)
-        return RunResult(run_dir, {}, initial_epoch)
-    import kerasdl.methods  # noqa: F401  (registers method classes a checkpoint may name)
+        fingerprint = float(
+            sum(np.abs(np.asarray(w, np.float64)).sum() for w in model.trainable_weights)
+        )
+        keras.mixed_precision.set_global_policy("float32")
+        if not chief:
+            shutil.rmtree(scratch, ignore_errors=True)
+            return RunResult(run_dir, {}, initial_epoch, fingerprint)
+        import kerasdl.methods  # noqa: F401  (registers method classes a checkpoint may name)
 
-    best = keras.models.load_model(run_dir / "best.keras", compile=False)
-    tests = make_datasets(cfg, bundle) if cfg.method else datasets
-    eval_split = "test" if "test" in tests else "val"
-    if cfg.method:
-        metrics = mr.final_metrics(cfg, best, bundle, tests[eval_split])
+        best = keras.models.load_model(folder.best, compile=False)
+        tests = make_datasets(cfg, bundle) if cfg.method else datasets
+        eval_split = "test" if "test" in tests else "val"
+        if cfg.method:
+            metrics = mr.final_metrics(cfg, best, bundle, tests[eval_split])
+        else:
+            compile_model(best, cfg, steps_per_epoch)
+            metrics = evaluate_model(best, tests[eval_split])
+        info["final_weights_fingerprint"] = fingerprint
+        write_json_atomic(folder.run_info, info)
+        write_json_atomic(folder.metrics, {"split": eval_split, **metrics})
+        return RunResult(run_dir, metrics, initial_epoch, fingerprint)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _open_run_folder(
+    cfg: RecipeConfig, fresh: bool, resume_dir: str | Path | None, chief: bool
+) -> tuple[RunFolder, bool, RunLock | None]:
+    """The run folder to use, whether it is resumed, and (on the chief) its lock.
+
+    A run folder is locked while a process trains in it, so that a second ``kerasdl train`` of
+    the same recipe starts its own folder instead of resuming one that is still running.
+    """
+    fixed = run_id(cfg)
+    if resume_dir is not None:
+        folder = RunFolder(Path(resume_dir))
+        if not folder.config.is_file():
+            raise UserError(f"--resume: {folder.path} has no config.yaml; it is not a run folder")
+        resuming = True
+    elif fixed is not None:  # every worker derives the same folder
+        folder = RunFolder(new_run_dir(cfg))
+        resuming = folder.config.is_file() and not fresh
     else:
-        compile_model(best, cfg, steps_per_epoch)
-        metrics = evaluate_model(best, tests[eval_split])
-    write_json_atomic(run_dir / "metrics.json", {"split": eval_split, **metrics})
-    return RunResult(run_dir, metrics, initial_epoch)
+        found = None if fresh else find_unfinished_run(cfg)
+        folder = RunFolder(found or new_run_dir(cfg))
+        resuming = found is not None
+    lock = None
+    if chief:
+        folder.path.mkdir(parents=True, exist_ok=True)
+        lock = RunLock(folder.path)
+        if not lock.acquire():
+            raise UserError(
+                f"run folder {folder.path} is in use by another kerasdl process; wait for it to "
+                "finish or stop it first"
+            )
+    return folder, resuming, lock
+
+
+def _recording_into(variables: list) -> Any:
+    """A ``tf.variable_creator_scope`` creator that appends every variable it makes to
+    ``variables`` (used to find the data pipeline's random-generator states)."""
+
+    def creator(next_creator: Any, **kwargs: Any) -> Any:
+        var = next_creator(**kwargs)
+        variables.append(var)
+        return var
+
+    return creator
+
+
+def check_deterministic(cfg: RecipeConfig) -> None:
+    """Reject what ``run.deterministic`` cannot make reproducible across a resume."""
+    if cfg.method:
+        raise UserError(
+            "run.deterministic: supported for supervised recipes; a method: run keeps one data "
+            "iterator across epochs, whose read-ahead position is not saved with the backup"
+        )
 
 
 def _compile_method(
@@ -447,6 +453,7 @@ def _chief_callbacks(
     monitor: str,
     initial_epoch: int,
     resuming: bool,
+    rng: list | None = None,
 ) -> list[keras.callbacks.Callback]:
     """The callbacks that write the run folder (only the chief runs them)."""
     log_dir = run_dir / "logs"
@@ -477,6 +484,6 @@ def _chief_callbacks(
         # the epoch's row before its backup: a crash in between must not lose the row
         keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=resuming),
         cb.BestCheckpoint(run_dir / "best.keras", monitor, state, keep),
-        cb.Backup(run_dir / "backup", state),
+        cb.Backup(run_dir / "backup", state, rng=rng),
         keras.callbacks.TensorBoard(str(log_dir), write_graph=False, update_freq="epoch"),
     ]
