@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import collections
 import logging
-import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -38,7 +37,8 @@ from typing import Any
 
 from kerasdl.serving.errors import invalid, not_found
 from kerasdl.serving.model_config import ModelConfigError, ModelSpec, load_model_config
-from kerasdl.serving.servable import Servable
+from kerasdl.serving.servable import Servable, load_error_code
+from kerasdl.serving.storage import complete_versions, fingerprint
 from kerasdl.serving.version_policy import (
     AVAILABLE,
     END,
@@ -47,27 +47,11 @@ from kerasdl.serving.version_policy import (
     UNLOADING,
     VersionPolicy,
     VersionSnapshot,
+    VersionState,
     next_action,
 )
 
 log = logging.getLogger("kerasdl.serving")
-
-
-@dataclass
-class VersionState:
-    """One version's TF Serving state, with the canonical error code and message (if any)."""
-
-    version: int
-    state: str
-    error: str = ""
-    error_code: str = "OK"
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "version": str(self.version),
-            "state": self.state,
-            "status": {"error_code": self.error_code, "error_message": self.error},
-        }
 
 
 @dataclass
@@ -105,46 +89,6 @@ class _Model:
     pending_labels: dict[str, int] = field(default_factory=dict)
     on_disk: set[int] = field(default_factory=set)  # complete version folders at the last scan
     wanted: bool = False  # some version is aspired (for readiness)
-
-
-def _complete_versions(model_dir: Path) -> list[int] | None:
-    """The version folders holding a ``saved_model.pb``; None when ``model_dir`` is missing."""
-    try:
-        children = list(model_dir.iterdir())
-    except OSError:
-        return None
-    out = []
-    for p in children:
-        if p.name.isdigit() and p.is_dir():
-            if (p / "saved_model.pb").is_file() or (p / "saved_model.pbtxt").is_file():
-                out.append(int(p.name))
-    return sorted(out)
-
-
-def _fingerprint(path: Path) -> tuple:
-    """Names, sizes and modification times of every file under ``path`` (empty if missing)."""
-    out = []
-    for root, _, files in os.walk(path):
-        for f in files:
-            try:
-                st = os.stat(os.path.join(root, f))
-            except OSError:
-                continue
-            out.append((os.path.relpath(os.path.join(root, f), path), st.st_size, st.st_mtime_ns))
-    return tuple(sorted(out))
-
-
-def _error_code(err: BaseException) -> str:
-    """TF's canonical code name for a load error (``UNKNOWN`` when it has none)."""
-    code = getattr(err, "error_code", None)
-    if isinstance(code, int):
-        from tensorflow.core.protobuf import error_codes_pb2
-
-        try:
-            return error_codes_pb2.Code.Name(code)
-        except ValueError:
-            return "UNKNOWN"
-    return "NOT_FOUND" if isinstance(err, FileNotFoundError) else "UNKNOWN"
 
 
 class ModelRepository:
@@ -321,7 +265,7 @@ class ModelRepository:
             if spec != model.spec:
                 model.spec = spec
             self._update_labels(model, spec)
-            on_disk = _complete_versions(spec.base_path)
+            on_disk = complete_versions(spec.base_path)
             if on_disk is None:
                 if (
                     self._config_specs is not None
@@ -342,7 +286,7 @@ class ModelRepository:
         for h in model.harnesses.values():
             if not h.failed or h.version not in model.on_disk or not h.aspired:
                 continue
-            if _fingerprint(h.path) != h.fingerprint:
+            if fingerprint(h.path) != h.fingerprint:
                 log.info(
                     "model %s version %d changed on disk: loading again", model.spec.name, h.version
                 )
@@ -395,13 +339,14 @@ class ModelRepository:
         name = model.spec.name
         self._record(model, h, LOADING, h.error, h.error_code)
         started = time.monotonic()
+        files = fingerprint(h.path)  # before the attempt: a change during it is seen later
         try:
             servable = Servable(name, h.version, h.path)
         except Exception as err:  # noqa: BLE001 - a broken version must not stop the server
             message = f"{type(err).__name__}: {err}".splitlines()[0][:500]
             h.failures += 1
-            h.fingerprint = _fingerprint(h.path)
-            code = _error_code(err)
+            h.fingerprint = files
+            code = load_error_code(err)
             if h.failures <= self.max_load_retries:
                 h.retry_at = time.monotonic() + self.load_retry_interval
                 log.warning(

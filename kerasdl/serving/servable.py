@@ -150,4 +150,17 @@ class Servable:
         }
 
 
-__all__ = ["Servable", "ServingError", "Signature", "TensorInfo"]
+def load_error_code(err: BaseException) -> str:
+    """TF's canonical code name for a load error (``UNKNOWN`` when it has none)."""
+    code = getattr(err, "error_code", None)
+    if isinstance(code, int):
+        from tensorflow.core.protobuf import error_codes_pb2
+
+        try:
+            return error_codes_pb2.Code.Name(code)
+        except ValueError:
+            return "UNKNOWN"
+    return "NOT_FOUND" if isinstance(err, FileNotFoundError) else "UNKNOWN"
+
+
+__all__ = ["Servable", "load_error_code", "ServingError", "Signature", "TensorInfo"]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 START, LOADING, AVAILABLE, UNLOADING, END = "START", "LOADING", "AVAILABLE", "UNLOADING", "END"
 STATES = (START, LOADING, AVAILABLE, UNLOADING, END)
@@ -72,6 +73,23 @@ class VersionPolicy:
         if self.kind == "all":
             return "all {}"
         return "specific { " + " ".join(f"versions: {v}" for v in self.versions) + " }"
+
+
+@dataclass
+class VersionState:
+    """One version's TF Serving status: state, canonical error code and message."""
+
+    version: int
+    state: str
+    error: str = ""
+    error_code: str = "OK"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "version": str(self.version),
+            "state": self.state,
+            "status": {"error_code": self.error_code, "error_message": self.error},
+        }
 
 
 @dataclass(frozen=True)
