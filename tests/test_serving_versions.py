@@ -190,6 +190,36 @@ class Clients:
         )
 
 
+class StatusWatcher:
+    """Polls a status URL every few ms in a thread, keeping each version's distinct states."""
+
+    def __init__(self, port: int, path: str) -> None:
+        self.seen: dict[int, list[str]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(port, path), daemon=True)
+        self._thread.start()
+
+    def _run(self, port: int, path: str) -> None:
+        while not self._stop.is_set():
+            for version, (state, _, _) in http_status(port, path).items():
+                states = self.seen.setdefault(version, [])
+                if not states or states[-1] != state:
+                    states.append(state)
+            time.sleep(0.005)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def states(self, version: int) -> list[str]:
+        """The states seen, less START and UNLOADING (they last microseconds here)."""
+        out: list[str] = []
+        for state in self.seen.get(version, []):
+            if state not in ("START", "UNLOADING") and (not out or out[-1] != state):
+                out.append(state)
+        return out
+
+
 def wait_until(cond: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while not cond():
@@ -269,6 +299,7 @@ def test_rollback_after_hot_swap_reloads_the_previous_version(slow_loads):
     put(base, "m", 1)
     repo = new_repo(base)
     with Server(repo) as srv, Clients(srv.port, ["/v1/models/m:predict"], per_url=4) as clients:
+        seen = StatusWatcher(srv.port, "/v1/models/m")
         clients.wait_for(1)
         # A hot swap by copying (not atomic: the copy may be seen half done, then retried).
         t_copy = time.monotonic()
@@ -283,8 +314,12 @@ def test_rollback_after_hot_swap_reloads_the_previous_version(slow_loads):
         t_end = time.monotonic()
         clients.wait_for(1, since=t_end, n=10)
         assert call(srv.port, "GET", "/readyz")[0] == 200
+        seen.stop()
     assert clients.failures() == []
     assert set(clients.versions(since=t_end)) == {1}
+    # The status showed each version loading, serving and ending, through the HTTP endpoint.
+    assert seen.states(1) == ["AVAILABLE", "END", "LOADING", "AVAILABLE"]
+    assert seen.states(2)[-3:] == ["LOADING", "AVAILABLE", "END"]
     assert repo.ready()[0]
     assert states(repo, "m", 1) == [
         "START", "LOADING", "AVAILABLE", "UNLOADING", "END",  # replaced by version 2
