@@ -16,9 +16,11 @@ are looked up by name in ``SOURCES`` (``data.source`` in a recipe).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -153,6 +155,48 @@ def _decode_file(path: str, channels: int | None) -> np.ndarray:
     return image.numpy()
 
 
+class _DecoderMessages:
+    """Collects what image decoders print on file descriptor 2 while a file is decoded.
+
+    libjpeg reports a corrupt file by printing straight to the C ``stderr`` ("Unsupported marker
+    type 0x20", "Input file read error", ...) besides failing: those lines would precede and
+    repeat the one warning the folder source prints. Each decode runs with fd 2 pointed at a
+    temporary file; the text it wrote becomes part of that warning.
+    """
+
+    def __init__(self) -> None:
+        self._file = tempfile.TemporaryFile()
+        self._offset = 0
+
+    @contextlib.contextmanager
+    def capture(self) -> Iterator[list[str]]:
+        """``with messages.capture() as text:`` ``text`` holds the lines printed meanwhile."""
+        text: list[str] = []
+        sys.stderr.flush()
+        saved = os.dup(2)
+        os.dup2(self._file.fileno(), 2)
+        try:
+            yield text
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            self._file.seek(self._offset)
+            new = self._file.read()
+            self._offset += len(new)
+            lines = new.decode(errors="replace").splitlines()
+            text.extend(ln.strip() for ln in lines if ln.strip())
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def _op_error_reason(err: tf.errors.OpError) -> str:
+    """TensorFlow's message without the op and device decoration."""
+    msg = " ".join(str(getattr(err, "message", err)).split())
+    msg = msg.split("}}", 1)[-1].split(" [Op:", 1)[0].strip()
+    return msg or type(err).__name__
+
+
 def load_folder_source(cfg: DataConfig, seed: int) -> RawSplits:
     """Class-per-subfolder images; every file is checked before training starts.
 
@@ -170,21 +214,27 @@ def load_folder_source(cfg: DataConfig, seed: int) -> RawSplits:
         raise UserError(f"data.path: {root} has no class sub-folders (expected path/<class>/*.png)")
     size = cfg.size_tuple()
     images, labels, skipped = [], [], []
-    for label, name in enumerate(class_names):
-        for f in sorted((root / name).iterdir()):
-            if not f.is_file() or f.suffix.lower() not in IMAGE_EXTENSIONS:
-                continue
-            try:
-                image = _decode_file(str(f), cfg.channels)
-            except (tf.errors.InvalidArgumentError, tf.errors.OpError) as err:
-                if cfg.on_corrupt == "error":
-                    raise UserError(f"corrupt or unreadable image: {f}") from err
-                skipped.append(str(f))
-                continue
-            if size is not None and image.shape[:2] != size:
-                image = tf.cast(tf.image.resize(image, size, antialias=True), tf.uint8).numpy()
-            images.append(image)
-            labels.append(label)
+    messages = _DecoderMessages()
+    try:
+        for label, name in enumerate(class_names):
+            for f in sorted((root / name).iterdir()):
+                if not f.is_file() or f.suffix.lower() not in IMAGE_EXTENSIONS:
+                    continue
+                try:
+                    with messages.capture() as printed:
+                        image = _decode_file(str(f), cfg.channels)
+                except (tf.errors.InvalidArgumentError, tf.errors.OpError) as err:
+                    reason = "; ".join(dict.fromkeys([_op_error_reason(err), *printed]))
+                    if cfg.on_corrupt == "error":
+                        raise UserError(f"corrupt or unreadable image: {f} ({reason})") from err
+                    skipped.append(f"{f} ({reason})")
+                    continue
+                if size is not None and image.shape[:2] != size:
+                    image = tf.cast(tf.image.resize(image, size, antialias=True), tf.uint8).numpy()
+                images.append(image)
+                labels.append(label)
+    finally:
+        messages.close()
     for f in skipped:
         print(f"warning: skipped corrupt or unreadable image: {f}", file=sys.stderr)
     if not images:
