@@ -514,10 +514,18 @@ def test_model_config_serves_several_models_policies_and_labels():
         put(root, "c", v)
     put(root / "elsewhere", "b", 4)
     put(root / "elsewhere", "b", 7)
-    conf = _write(root / "models.config", CONFIG % (root / "elsewhere" / "b"))
+    text = (CONFIG % (root / "elsewhere" / "b")).rstrip()[:-1]
+    text += 'config { name: "z" base_path: "not-yet" }\n}\n'  # no folder: not served, no error
+    conf = _write(root / "models.config", text)
     repo = ModelRepository(model_config_file=conf, poll_interval=0.05)
     with Server(repo) as srv:
         p = srv.port
+        assert call(p, "GET", "/readyz")[0] == 200
+        code, body = call(p, "POST", "/v1/models/z:predict", {"instances": X})
+        assert code == 404 and "Latest(z)" in body["error"]
+        put(root, "not-yet", 5)
+        wait_until(lambda: call(p, "GET", "/v1/models/z")[0] == 200, "z seen once it exists")
+        wait_until(lambda: http_status(p, "/v1/models/z")[5][0] == "AVAILABLE", "z served")
         assert http_status(p, "/v1/models/a") == {
             1: ("AVAILABLE", "OK", ""),
             2: ("AVAILABLE", "OK", ""),

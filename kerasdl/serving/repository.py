@@ -89,6 +89,7 @@ class _Model:
     pending_labels: dict[str, int] = field(default_factory=dict)
     on_disk: set[int] = field(default_factory=set)  # complete version folders at the last scan
     wanted: bool = False  # some version is aspired (for readiness)
+    missing: bool = False  # the base path was not found at the last scan
 
 
 class ModelRepository:
@@ -267,12 +268,13 @@ class ModelRepository:
             self._update_labels(model, spec)
             on_disk = complete_versions(spec.base_path)
             if on_disk is None:
-                if (
-                    self._config_specs is not None
-                ):  # TF Serving: a missing base path changes nothing
-                    log.warning("model %s: base path %s not found", name, spec.base_path)
+                if self._config_specs is not None:  # as TF Serving: nothing changes meanwhile
+                    if not model.missing:
+                        log.warning("model %s: base path %s not found", name, spec.base_path)
+                    model.missing = True
                     continue
                 on_disk = []
+            model.missing = False
             model.on_disk = set(on_disk)
             self._retry_changed(model)
             self._reaspire(model)
