@@ -123,7 +123,12 @@ class MethodModel(keras.Model):
 
     def _apply(self, tape: tf.GradientTape, loss, variables: list | None = None) -> None:
         variables = self.trainable_variables if variables is None else variables
-        with tape:  # keep recording: the scaling is part of the differentiated graph
+        with tape:  # keep recording: penalty and scaling are part of the differentiated graph
+            # training.l1/l2 (kerasdl.training.regularizers): the updated variables' penalty, f32
+            reg = [v for v in variables if getattr(v, "regularizer", None) is not None]
+            if reg:
+                penalty = tf.add_n([tf.cast(v.regularizer(v), tf.float32) for v in reg])
+                loss = loss + tf.cast(penalty, loss.dtype)
             scaled = self.optimizer.scale_loss(loss / num_replicas())
         grads = tape.gradient(scaled, variables)
         self.optimizer.apply(grads, variables)

@@ -132,11 +132,19 @@ class DartsSearch(keras.Model):
             self.arch_optimizer.build(self.network.arch_variables)
 
     def _loss_and_gradients(self, x, y):
-        """Loss, logits and gradients w.r.t. all trainable variables (weights and alphas)."""
+        """Loss, logits and gradients w.r.t. all trainable variables (weights and alphas).
+
+        The loss includes the kernel penalty the network's variables carry (``training.l1/l2``,
+        :func:`kerasdl.training.regularizers.add_kernel_penalties`; none by default), in float32.
+        """
         variables = self.network.trainable_variables
         with tf.GradientTape() as tape:
             logits = self.network(x, training=True)
             loss = self.loss_fn(y, logits)
+            reg = [v for v in variables if getattr(v, "regularizer", None) is not None]
+            if reg:
+                penalty = tf.add_n([tf.cast(v.regularizer(v), tf.float32) for v in reg])
+                loss = loss + tf.cast(penalty, loss.dtype)
         grads = tape.gradient(loss, variables)
         # A network without normal (or reduction) cells leaves those alphas without gradient.
         grads = [
