@@ -128,8 +128,14 @@ class SimCLR(MethodModel):
         v1, v2 = unpack_views(data)
         with tf.GradientTape() as tape:
             loss, acc = self._loss(v1, v2, True)
-        self._apply(tape, loss)
+        self._apply(tape, loss, self.loss_variables)
         return self._log({"loss": loss, "contrastive_accuracy": acc})
+
+    @property
+    def loss_variables(self) -> list:
+        """What the loss depends on: encoder and projection head. The backbone's classification
+        head is not part of SimCLR (it would get no gradient: Keras warns about each such one)."""
+        return [*self.encoder.trainable_variables, *self.projector.trainable_variables]
 
     def test_step(self, data):
         v1, v2 = unpack_views(data)

@@ -195,8 +195,13 @@ def run_search(recipe: SearchRecipe, verbose: int = 1) -> tuple[Path, Genotype]:
             flush=True,
         )
     start = time.time()
-    history = search.fit(
-        search_data, validation_data=val, epochs=s.epochs, callbacks=callbacks, verbose=0
+    history = search.fit(  # the tf.data pipeline shuffles (shuffle=True would only warn)
+        search_data,
+        validation_data=val,
+        epochs=s.epochs,
+        callbacks=callbacks,
+        verbose=0,
+        shuffle=False,
     )
     elapsed = time.time() - start
 
