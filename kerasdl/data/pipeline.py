@@ -68,6 +68,10 @@ def batch_dataset(
         ordered = ds
 
         def one_epoch(_: tf.Tensor) -> tf.data.Dataset:
+            # The graph-level seed of this function only: TensorFlow compares (graph seed, op
+            # seed) with (0, 0) in Python, which fails for a tensor op seed when the global
+            # seed is 0 (run.seed: 0).
+            tf.compat.v1.get_default_graph().seed = int(seed) + 1
             epoch_seed = tf.cast(seed, tf.int64) * 1_000_003 + tf.cast(epoch, tf.int64)
             return ordered.shuffle(shuffle_buffer, seed=epoch_seed)
 
