@@ -93,7 +93,7 @@ def check_finished_run(run_dir: Path, epochs: int, config_text: str | None = Non
         assert z.testzip() is None
     listed = (run_dir / "backup" / "checkpoint").read_text()
     assert f'model_checkpoint_path: "ckpt-{epochs}"' in listed
-    for name in ("ckpt-%d.index" % epochs, "ckpt-%d.data-00000-of-00001" % epochs):
+    for name in (f"ckpt-{epochs}.index", f"ckpt-{epochs}.data-00000-of-00001"):
         assert (run_dir / "backup" / name).is_file()
     if config_text is not None:
         assert (run_dir / "config.yaml").read_text() == config_text  # never rewritten
