@@ -12,16 +12,20 @@ from __future__ import annotations
 
 import argparse
 
-import keras
-import numpy as np
-import tensorflow as tf
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
+from kerasdl.cli import quiet_tensorflow
 
-import kerasdl
-from kerasdl.data import ssl
-from kerasdl.methods import FixMatch
-from kerasdl.methods.fixmatch import FixMatchCosine
+quiet_tensorflow()  # TensorFlow's C++ start-up lines (CUDA probe, oneDNN notice) stay off stderr
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from sklearn.datasets import load_digits  # noqa: E402
+from sklearn.model_selection import train_test_split  # noqa: E402
+
+import kerasdl  # noqa: E402
+from kerasdl.data import ssl  # noqa: E402
+from kerasdl.methods import FixMatch  # noqa: E402
+from kerasdl.methods.fixmatch import FixMatchCosine  # noqa: E402
 
 
 def main() -> None:
@@ -55,7 +59,7 @@ def main() -> None:
             FixMatchCosine(0.03, steps), momentum=0.9, nesterov=True, weight_decay=5e-4
         )
     )
-    model.fit(train.repeat(), steps_per_epoch=steps, epochs=1, verbose=2)
+    model.fit(train.repeat(), steps_per_epoch=steps, epochs=1, verbose=2, shuffle=False)
     result = model.evaluate(*test, batch_size=256, return_dict=True, verbose=0)
     print(
         f"FixMatch test accuracy: {result['accuracy']:.4f} "

@@ -137,6 +137,9 @@ def smoke(client: Client, model: str) -> None:
 @contextlib.contextmanager
 def _own_server(workdir: Path) -> Iterator[str]:
     """Train a small CNN on digits, export it and run ``kerasdl serve`` on a free port."""
+    from kerasdl.cli import quiet_tensorflow
+
+    quiet_tensorflow()
     import keras
     from sklearn.datasets import load_digits
 

@@ -8,15 +8,19 @@ from __future__ import annotations
 
 import argparse
 
-import keras
-import tensorflow as tf
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
+from kerasdl.cli import quiet_tensorflow
 
-import kerasdl
-from kerasdl.data import ssl
-from kerasdl.methods import SimCLR
-from kerasdl.methods.probes import run_probes
+quiet_tensorflow()  # TensorFlow's C++ start-up lines (CUDA probe, oneDNN notice) stay off stderr
+
+import keras  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from sklearn.datasets import load_digits  # noqa: E402
+from sklearn.model_selection import train_test_split  # noqa: E402
+
+import kerasdl  # noqa: E402
+from kerasdl.data import ssl  # noqa: E402
+from kerasdl.methods import SimCLR  # noqa: E402
+from kerasdl.methods.probes import run_probes  # noqa: E402
 
 
 def main() -> None:
@@ -48,7 +52,7 @@ def main() -> None:
     )
     model = SimCLR(net, projection_dim=64, temperature=0.5)
     model.compile(keras.optimizers.Adam(1e-3))
-    model.fit(views.repeat(), steps_per_epoch=steps, epochs=1, verbose=2)
+    model.fit(views.repeat(), steps_per_epoch=steps, epochs=1, verbose=2, shuffle=False)
 
     scores = run_probes(net, (x_train, y_train), (x_test, y_test), labels_per_class=10)
     print(f"linear probe (10 labels per class): {scores['linear']:.4f}, k-NN: {scores['knn']:.4f}")

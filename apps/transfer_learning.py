@@ -26,14 +26,18 @@ import argparse
 import tempfile
 from pathlib import Path
 
-import keras
-import numpy as np
-import tensorflow as tf
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
+from kerasdl.cli import quiet_tensorflow
 
-import kerasdl
-from kerasdl.training.transfer import (
+quiet_tensorflow()  # TensorFlow's C++ start-up lines (CUDA probe, oneDNN notice) stay off stderr
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from sklearn.datasets import load_digits  # noqa: E402
+from sklearn.model_selection import train_test_split  # noqa: E402
+
+import kerasdl  # noqa: E402
+from kerasdl.training.transfer import (  # noqa: E402
     load_matching_weights,
     prebuild_optimizer,
     setup_transfer,

@@ -17,9 +17,10 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import os
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from kerasdl.cli import quiet_tensorflow
+
+quiet_tensorflow()  # TensorFlow's C++ start-up lines (CUDA probe, oneDNN notice) stay off stderr
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
