@@ -500,3 +500,27 @@ def load_recipe(path: str | Path | None = None, overrides: list[str] | None = No
     for assignment in overrides or []:
         apply_override(data, assignment)
     return validate_recipe(data)
+
+
+def load_run_recipe(
+    target: str | Path, recipe: str | Path | None = None, overrides: list[str] | None = None
+) -> RecipeConfig:
+    """The recipe of a trained model: ``recipe`` if given, else the run folder's ``config.yaml``
+    (``target`` is a run folder or a ``.keras`` file inside one); overrides applied.
+
+    Raises:
+        UserError: no recipe to be found, or an invalid one.
+    """
+    if recipe:
+        return load_recipe(recipe, overrides)
+    target = Path(target)
+    run_dir = target if target.is_dir() else target.parent
+    cfg_path = run_dir / "config.yaml"
+    if not cfg_path.is_file():
+        raise UserError(
+            f"{target}: no config.yaml beside it; pass --recipe RECIPE to say which data to use"
+        )
+    data = read_yaml(cfg_path)
+    for assignment in overrides or []:
+        apply_override(data, assignment)
+    return validate_recipe(data)

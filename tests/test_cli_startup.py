@@ -150,15 +150,27 @@ def test_bad_recipe_needs_no_tensorflow_import_time(tmp_path: Path) -> None:
     assert not (tmp_path / "runs").exists()
 
 
-def test_bad_probe_and_search_arguments_fail_before_tensorflow(tmp_path: Path) -> None:
+def test_bad_arguments_of_other_commands_fail_before_tensorflow(tmp_path: Path) -> None:
     (tmp_path / "s.yaml").write_text("search: {layerz: 1}\n")
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.yaml").write_text("training: {epochs: 0}\n")
     for args, needle in [
         (["probe", "nothing"], "expected a run folder or an existing .keras file"),
         (["search", "s.yaml"], "Unknown key 'search.layerz'"),
         (["search", "s.yaml", "--set", "run"], "expected key.sub=value"),
+        (["evaluate", "nothing"], "not found: nothing"),
+        (["evaluate", "run"], "training.epochs: Input should be greater than 0"),
+        (["evaluate", "run", "--recipe", "s.yaml"], "Unknown key 'search'"),
+        (["export", "nothing"], "No such run folder or .keras file: nothing"),
+        (["export", "run", "--version", "0"], "--version must be a positive integer"),
+        (["predict", "run", "no.png"], "Image file not found: no.png"),
+        (["lr-find", "s.yaml"], "Unknown key 'search'"),
+        (["lr-find", "--steps", "2"], "--steps: expected at least 5"),
+        (["augment-preview", "s.yaml", "--out", "p.png"], "Unknown key 'search'"),
     ]:
         proc = _kerasdl_without_tensorflow(args, tmp_path)
         assert proc.returncode == 2, proc.stderr[-2000:]
+        assert len(proc.stderr.splitlines()) == 1, (args, proc.stderr)
         (line,) = proc.stderr.splitlines()
         assert line.startswith(f"kerasdl {args[0]}: error: ") and needle in line
 

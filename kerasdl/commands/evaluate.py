@@ -42,8 +42,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from kerasdl.config import load_run_recipe
     from kerasdl.errors import UserError
-    from kerasdl.training.evaluation import evaluate_target
 
     target = Path(args.target)
     if not target.exists():
@@ -58,6 +58,9 @@ def run(args: argparse.Namespace) -> int:
         overrides += ["data.val_split=0.0", "data.test_split=0.0"]
         split = "train"  # every image of the given data
         label = f"data-{data.stem}"
+    load_run_recipe(target, args.recipe, overrides)  # a bad recipe fails before TensorFlow loads
+    from kerasdl.training.evaluation import evaluate_target
+
     report = evaluate_target(
         target,
         split=split,

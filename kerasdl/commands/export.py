@@ -31,6 +31,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from kerasdl.errors import UserError
+
+    if not Path(args.source).exists():  # before TensorFlow loads
+        raise UserError(f"No such run folder or .keras file: {args.source}")
+    if args.version is not None and args.version < 1:
+        raise UserError(f"--version must be a positive integer. Received: {args.version}")
     from kerasdl.export.saved_model import export_run
 
     path = export_run(args.source, out=args.out, name=args.name, version=args.version)

@@ -25,13 +25,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from kerasdl.errors import UserError
-    from kerasdl.export.predictor import Predictor
 
     if args.top_k < 1:
         raise UserError(f"--top-k must be >= 1. Received: {args.top_k}")
     for image in args.images:
         if not Path(image).is_file():
             raise UserError(f"Image file not found: {image}")
+    from kerasdl.export.predictor import Predictor
+
     predictor = Predictor(args.model_dir)
     for image in args.images:
         top = predictor.top_k(Path(image).read_bytes(), args.top_k, label=image)
