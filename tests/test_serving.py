@@ -116,7 +116,8 @@ def test_status_metadata_and_health(server):
     assert status == 200
     assert meta["model_spec"] == {"name": "digits", "signature_name": "", "version": "1"}
     sigs = meta["metadata"]["signature_def"]["signature_def"]
-    assert set(sigs) == {"serving_default", "serving_bytes"}
+    # TF Serving lists the SavedModel's whole signature_def map, the init op's entry included.
+    assert set(sigs) == {"serving_default", "serving_bytes", "__saved_model_init_op"}
     images = sigs["serving_default"]["inputs"]["images"]
     assert images["dtype"] == "DT_FLOAT"
     assert [d["size"] for d in images["tensor_shape"]["dim"]] == ["-1", "8", "8", "1"]
@@ -284,11 +285,13 @@ def test_unknown_model_version_route_method_and_size(server):
     assert call(p, "GET", "/v1/models/nope")[0] == 404
     assert call(p, "GET", "/v1/models/digits/versions/7")[0] == 404
     assert call(p, "GET", "/v1/models/digits/versions/7/metadata")[0] == 404
-    assert call(p, "GET", "/v1/models/digits/labels/stable")[0] == 404
+    # TF Serving: an unknown label, and a known URL with the wrong method, are 400.
+    status, body = call(p, "GET", "/v1/models/digits/labels/stable")
+    assert status == 400 and "Unrecognized servable version label: stable" in body["error"]
     status, body = call(p, "GET", "/v2/nothing/here")
     assert status == 404 and "Malformed request" in body["error"]
     status, body = call(p, "GET", "/v1/models/digits:predict")
-    assert status == 405 and "takes POST" in body["error"]
+    assert (status, body) == (400, {"error": "Malformed request: GET /v1/models/digits:predict"})
     big = b'{"instances": [' + b"0.0," * (MAX_BODY // 4) + b"0.0]}"
     status, body = call(p, "POST", "/v1/models/digits:predict", raw=big)
     assert status == 413 and "--max-body-bytes" in body["error"]

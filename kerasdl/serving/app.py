@@ -1,9 +1,10 @@
 """The ASGI application (Starlette): TF Serving's REST API plus health endpoints.
 
-Endpoints (TF Serving's, parsed with the same URL grammar as its ``http_server.cc``):
+Endpoints (TF Serving's, parsed like its ``http_rest_api_util.cc``: case-insensitive patterns,
+any other ``/v1/`` URL or method is a 400 "Malformed request", versions are int64):
 
 * ``GET /v1/models/NAME[/versions/N]`` -- version status;
-* ``GET /v1/models/NAME[/versions/N]/metadata`` -- signature defs;
+* ``GET /v1/models/NAME[/versions/N]/metadata`` -- the SavedModel's signature defs;
 * ``POST /v1/models/NAME[/versions/N]:predict`` -- row (``instances``) or columnar (``inputs``);
 
 and kerasdl's own: ``GET /v1/models`` (every model and version state, including load errors),
@@ -22,30 +23,51 @@ import contextlib
 import logging
 import os
 import re
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import unquote
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.middleware import Middleware
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kerasdl.serving.batcher import Batcher
-from kerasdl.serving.codec import decode_predict, dumps, encode_predict, parse_json, signature_name
+from kerasdl.serving.codec import (
+    PredictRequest,
+    decode_predict,
+    dumps,
+    encode_predict,
+    parse_json,
+    signature_name,
+)
 from kerasdl.serving.errors import ServingError, invalid, not_found
+from kerasdl.serving.images import check_image_inputs, model_input_hw
+from kerasdl.serving.limits import Limits, image_pixel_limit
+from kerasdl.serving.metadata import model_metadata
 from kerasdl.serving.repository import ModelRepository
 
 log = logging.getLogger("kerasdl.serving")
 
-# TF Serving's URL grammar: /v1/models/<name>[/versions/<v> | /labels/<l>][/metadata | :<verb>]
-_MODEL_URL = re.compile(
-    r"^/v1/models/(?P<name>[^/:]+)"
-    r"(?:/versions/(?P<version>\d+)|/labels/(?P<label>[^/:]+))?"
-    r"(?:(?P<metadata>/metadata)|:(?P<verb>classify|regress|predict))?/?$"
+# TF Serving's URL grammar (http_rest_api_util.cc, RE2 full matches; (?i): case-insensitive).
+_API_URL = re.compile(r"/v1/.*", re.I | re.S)
+_PREDICT_URL = re.compile(
+    r"/v1/models/([^/:]+)(?:(?:/versions/([0-9]+))|(?:/labels/([^/:]+)))?"
+    r":(classify|regress|predict)",
+    re.I,
 )
+_STATUS_URL = re.compile(
+    r"/v1/models(?:/([^/:]+))?(?:(?:/versions/([0-9]+))|(?:/labels/([^/:]+)))?(?:/(metadata))?",
+    re.I,
+)
+_INT64_MAX = 2**63 - 1
+_ORIGIN = re.compile(r"https?://")
 _INLINE_JSON_BYTES = 32 * 1024  # smaller bodies are parsed on the event loop
 
 
@@ -62,6 +84,7 @@ class ServerConfig:
         num_threads: threads running TensorFlow calls.
         batch_threads: how many server-side batches may run at once (TF Serving's default:
             the number of CPUs).
+        limits: image size, header and body time, connection limits (:class:`Limits`).
     """
 
     max_body_bytes: int = 16 * 1024 * 1024
@@ -71,6 +94,7 @@ class ServerConfig:
     batch_timeout_ms: float = 0.0
     num_threads: int = 4
     batch_threads: int = field(default_factory=lambda: os.cpu_count() or 1)
+    limits: Limits = field(default_factory=Limits)
 
 
 def _json(body: Any, status: int = 200) -> Response:
@@ -81,7 +105,11 @@ def _error(status: int, message: str) -> Response:
     return _json({"error": message}, status)
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
+class ClientGone(Exception):
+    """The client closed its connection before its request body was complete."""
+
+
+async def _read_body(request: Request, limit: int, timeout: float) -> bytes:
     length = request.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > limit:
         raise ServingError(
@@ -90,14 +118,38 @@ async def _read_body(request: Request, limit: int) -> bytes:
             "(--max-body-bytes).",
         )
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise ServingError(
-                "PAYLOAD_TOO_LARGE",
-                f"Request body exceeds the limit of {limit} bytes (--max-body-bytes).",
-            )
-        chunks.append(chunk)
+
+    async def read() -> None:
+        nonlocal size
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise ServingError(
+                    "PAYLOAD_TOO_LARGE",
+                    f"Request body exceeds the limit of {limit} bytes (--max-body-bytes).",
+                )
+            chunks.append(chunk)
+
+    try:
+        await asyncio.wait_for(read(), timeout)
+    except ClientDisconnect:
+        expected = f" of {length}" if length is not None else ""
+        client = request.client
+        log.info(
+            "client %s hung up after %d%s body bytes: %s %s",
+            f"{client.host}:{client.port}" if client else "?",
+            size,
+            expected,
+            request.method,
+            request.url.path,
+        )
+        raise ClientGone() from None
+    except TimeoutError:
+        raise ServingError(
+            "REQUEST_TIMEOUT",
+            f"Request body not received within {timeout:g} s ({size} bytes arrived; "
+            "--body-timeout).",
+        ) from None
     return b"".join(chunks)
 
 
@@ -109,6 +161,7 @@ class ModelServer:
         self.config = config
         self.executor: ThreadPoolExecutor | None = None
         self.batcher: Batcher | None = None
+        self._pixel_limits: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Starlette) -> Any:
@@ -139,38 +192,77 @@ class ModelServer:
             return _json({"status": "ready", "detail": detail})
         return _error(503, f"not ready: {detail}")
 
-    async def model(self, request: Request) -> Response:
-        m = _MODEL_URL.match(request.url.path)
+    async def api(self, request: Request) -> Response:
+        """Every other URL: TF Serving's ``/v1/`` API, routed the way TF Serving routes it."""
+        raw = request.scope.get("raw_path") or request.url.path.encode("utf-8")
+        path, method = raw.decode("latin-1"), request.method
+        if not _API_URL.fullmatch(path):
+            raise not_found(f"Malformed request: {method} {path}")
+        if method == "OPTIONS":  # a CORS preflight
+            if _ORIGIN.search(request.headers.get("origin", "")):
+                return Response(b"", media_type="application/json")
+            raise ServingError("FAILED_PRECONDITION", "Origin header is missing in CORS preflight")
+        pattern = {"POST": _PREDICT_URL, "GET": _STATUS_URL}.get(method)
+        m = pattern.fullmatch(path) if pattern is not None else None
         if m is None:
-            raise not_found(f"Malformed request: {request.method} {request.url.path}")
-        name, verb = m["name"], m["verb"]
-        version = int(m["version"]) if m["version"] else None
-        if m["label"]:
-            raise not_found(f"Unrecognized servable version label: {m['label']} (model {name})")
-        want = "POST" if verb else "GET"
-        if request.method != want:
-            raise ServingError(
-                "METHOD_NOT_ALLOWED", f"{request.url.path} takes {want}, not {request.method}."
-            )
-        if verb is None:
-            if m["metadata"]:
-                return _json(self.repo.get(name, version).metadata())
+            raise invalid(f"Malformed request: {method} {path}")
+        name, version_text, label, last = m.groups()
+        name = unquote(name or "")
+        version = None
+        if version_text:
+            version = int(version_text)
+            if version > _INT64_MAX:
+                raise invalid(f"Failed to convert version: {version_text} to numeric.")
+        if method == "GET" and not name:
+            raise invalid("Missing model name in request.")
+        if label:
+            version = self._label_version(name, unquote(label))
+        if method == "GET":
+            if last == "metadata":  # TF Serving compares the sub-resource case-sensitively
+                return _json(model_metadata(self.repo.get(name, version)))
             return _json(self.repo.status(name, version))
-        if verb != "predict":
+        if last == "predict":
+            return await self.predict(request, name, version)
+        if last in ("classify", "regress"):
             raise invalid(
-                f"':{verb}' needs a {verb} signature (method tensorflow/serving/{verb}); "
+                f"':{last}' needs a {last} signature (method tensorflow/serving/{last}); "
                 "kerasdl exports predict signatures: use ':predict'."
             )
-        return await self.predict(request, name, version)
+        raise invalid(f"Malformed request: {method} {path}")  # e.g. ':PREDICT', as TF Serving
+
+    def _label_version(self, name: str, label: str) -> int:
+        resolve = getattr(self.repo, "version_for_label", None)
+        version = resolve(name, label) if resolve is not None else None
+        if version is None:
+            raise invalid(f"Unrecognized servable version label: {label}")
+        return int(version)
+
+    def _pixel_limit(self, servable: Any) -> int:
+        limit = self._pixel_limits.get(servable)
+        if limit is None:
+            limit = image_pixel_limit(self.config.limits, model_input_hw(servable.signatures))
+            self._pixel_limits[servable] = limit
+        return limit
+
+    def _decode(self, doc: dict[str, Any], sig: Any, servable: Any) -> PredictRequest:
+        req = decode_predict(doc, sig, self.config.max_batch)
+        strings = [k for k, info in sig.inputs.items() if info.is_string]
+        if strings:  # encoded images are measured before the graph decodes them
+            check_image_inputs(req.inputs, strings, self._pixel_limit(servable))
+        return req
 
     async def predict(self, request: Request, name: str, version: int | None) -> Response:
         servable = self.repo.get(name, version)
-        body = await _read_body(request, self.config.max_body_bytes)
+        limits = self.config.limits
+        try:
+            body = await _read_body(request, self.config.max_body_bytes, limits.body_timeout)
+        except ClientGone:
+            return Response(b"", status_code=400)  # nobody reads it; uvicorn drops it
         big = len(body) > _INLINE_JSON_BYTES
         doc = await run_in_threadpool(parse_json, body) if big else parse_json(body)
         sig = servable.signature(signature_name(doc))
-        args = (doc, sig, self.config.max_batch)
-        req = await run_in_threadpool(decode_predict, *args) if big else decode_predict(*args)
+        args = (doc, sig, servable)
+        req = await run_in_threadpool(self._decode, *args) if big else self._decode(*args)
         if self.batcher is not None:
             outputs = await self.batcher.submit((id(servable), sig.name), sig, req.inputs)
         else:
@@ -184,9 +276,60 @@ class ModelServer:
         )
 
 
+class _API:
+    """The catch-all route as a plain ASGI app, so that it takes every method."""
+
+    def __init__(self, server: ModelServer) -> None:
+        self.server = server
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = await self.server.api(Request(scope, receive))
+        await response(scope, receive, send)
+
+
+class _InternalErrors:
+    """Answer unexpected exceptions with 500 ``{"error": ...}`` and log each one once.
+
+    (Starlette's handler for ``Exception`` re-raises after answering, so uvicorn logged a second
+    traceback of every internal error.)
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def send_tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_tracked)
+        except RecursionError:  # a structure nested too deeply for some recursive step
+            log.warning("request nested too deeply: %s %s", scope["method"], scope["path"])
+            if not started:
+                await _error(400, "The request is nested too deeply.")(scope, receive, send)
+        except Exception as exc:  # noqa: BLE001 - the one place that answers the unexpected
+            log.error("internal error on %s %s", scope["method"], scope["path"], exc_info=exc)
+            if not started:
+                response = _error(500, f"Internal error: {type(exc).__name__}: {exc}")
+                await response(scope, receive, send)
+
+
+_UNREAD_BODY = ("PAYLOAD_TOO_LARGE", "REQUEST_TIMEOUT")  # the rest of the body is never read
+
+
 async def _serving_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ServingError)
-    return _error(exc.status, exc.message)
+    response = _error(exc.status, exc.message)
+    if exc.code in _UNREAD_BODY:
+        response.headers["connection"] = "close"
+    return response
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -195,11 +338,6 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     if exc.status_code == 404:
         detail = f"Malformed request: {request.method} {request.url.path}"
     return _error(exc.status_code, str(detail))
-
-
-async def _internal_error(request: Request, exc: Exception) -> Response:
-    log.exception("internal error on %s %s", request.method, request.url.path, exc_info=exc)
-    return _error(500, f"Internal error: {type(exc).__name__}: {exc}")
 
 
 def create_app(repo: ModelRepository, config: ServerConfig | None = None) -> Starlette:
@@ -212,20 +350,17 @@ def create_app(repo: ModelRepository, config: ServerConfig | None = None) -> Sta
     server = ModelServer(repo, config or ServerConfig())
     routes = [
         Route("/v1/models", server.models, methods=["GET"]),
-        Route("/v1/models/{rest:path}", server.model, methods=["GET", "POST", "PUT", "DELETE"]),
         Route("/healthz", server.live, methods=["GET"]),
         Route("/v2/health/live", server.live, methods=["GET"]),
         Route("/readyz", server.ready, methods=["GET"]),
         Route("/v2/health/ready", server.ready, methods=["GET"]),
+        Route("/{rest:path}", _API(server)),
     ]
     app = Starlette(
         routes=routes,
         lifespan=server.lifespan,
-        exception_handlers={
-            ServingError: _serving_error,
-            HTTPException: _http_error,
-            Exception: _internal_error,
-        },
+        middleware=[Middleware(_InternalErrors)],
+        exception_handlers={ServingError: _serving_error, HTTPException: _http_error},
     )
     app.state.server = server
     return app

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from kerasdl.serving.errors import invalid
+from kerasdl.serving.limits import MAX_JSON_DEPTH
 
 try:  # orjson parses request bodies ~3x faster and writes numpy arrays directly
     import orjson
@@ -57,7 +58,9 @@ def parse_json(body: bytes) -> dict[str, Any]:
     if doc is None:  # the stdlib parser reads NaN/Infinity tokens (rejected later, by name)
         try:
             doc = json.loads(body)
-        except (ValueError, UnicodeDecodeError, RecursionError) as err:
+        except RecursionError as err:
+            raise invalid("JSON Parse error: the document is nested too deeply.") from err
+        except (ValueError, UnicodeDecodeError) as err:
             raise invalid(f"JSON Parse error: {err}") from err
     if not isinstance(doc, dict):
         raise invalid(f"JSON Value: {body[:80]!r} ... Is not an object")
@@ -88,9 +91,12 @@ def _string_leaf(value: Any, name: str) -> bytes:
     )
 
 
-def _string_tree(value: Any, name: str) -> Any:
+def _string_tree(value: Any, name: str, depth: int) -> Any:
+    """Decode nested lists of string leaves, at most ``depth`` lists deep (else 400)."""
     if isinstance(value, list):
-        return [_string_tree(v, name) for v in value]
+        if depth <= 0:
+            raise invalid(f"Input '{name}' is nested more than {MAX_JSON_DEPTH} lists deep.")
+        return [_string_tree(v, name, depth - 1) for v in value]
     return _string_leaf(value, name)
 
 
@@ -115,7 +121,7 @@ def to_array(value: Any, info: TensorInfo, sig: str) -> np.ndarray:
     """Convert one input's JSON value (batch first) to a checked numpy array."""
     name = info.name
     if info.is_string:
-        tree = _string_tree(value, name)
+        tree = _string_tree(value, name, MAX_JSON_DEPTH)
         try:
             arr = np.empty(np.shape(tree) if isinstance(tree, list) else (), dtype=object)
             arr[...] = tree if isinstance(tree, list) else tree
@@ -126,6 +132,9 @@ def to_array(value: Any, info: TensorInfo, sig: str) -> np.ndarray:
     try:
         arr = np.array(value)
     except (ValueError, OverflowError) as err:
+        if "maximum number of dimension" in str(err):
+            deep = f"Input '{name}' is nested more than {MAX_JSON_DEPTH} lists deep."
+            raise invalid(deep) from err
         raise invalid(
             f"Input '{name}' is a ragged nested list; every example must have the same shape "
             f"{info.shape_text()}."

@@ -3,7 +3,7 @@
 TF Serving answers errors as ``{"error": "<message>"}`` with the status mapped from its canonical
 code: INVALID_ARGUMENT / FAILED_PRECONDITION / OUT_OF_RANGE -> 400, NOT_FOUND -> 404,
 RESOURCE_EXHAUSTED -> 429, UNAVAILABLE -> 503, UNIMPLEMENTED -> 501, INTERNAL / UNKNOWN -> 500.
-kerasdl adds 413 (body over the configured size) and 405 (wrong method).
+kerasdl adds 413 (body over the configured size) and 408 (body not sent in time).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ HTTP_STATUS = {
     "OUT_OF_RANGE": 400,
     "NOT_FOUND": 404,
     "METHOD_NOT_ALLOWED": 405,
+    "REQUEST_TIMEOUT": 408,
     "PAYLOAD_TOO_LARGE": 413,
     "RESOURCE_EXHAUSTED": 429,
     "UNAVAILABLE": 503,
