@@ -7,7 +7,7 @@ import inspect
 import os
 
 COMMAND = "serve"
-HELP = "serve exported models over TF Serving's REST API (default port 8501)"
+HELP = "serve exported models over TF Serving's REST API (port 8501) and gRPC API (--grpc-port)"
 DESCRIPTION = """Serve every model under a base folder (saved_models/<name>/<version>/), each at its
 highest version, or the models of a TF Serving model config file (--model-config-file: version
 policies, version labels), over TensorFlow Serving's REST API. Version changes keep a version
@@ -16,10 +16,14 @@ rolls back to the previous one). A version that fails to load is retried and rep
 (GET /v1/models/NAME) while the previous one keeps serving.
 
 Endpoints: GET /v1/models/NAME[/versions/N][/metadata], POST /v1/models/NAME[/versions/N]:predict,
-GET /v1/models, /healthz, /readyz. SIGTERM finishes requests in flight, then exits.
+GET /v1/models, /healthz, /readyz. With --grpc-port (TF Serving's --port, 8500 there), TF Serving's
+gRPC API too: PredictionService (Predict, Classify, Regress, GetModelMetadata) and ModelService
+(GetModelStatus, HandleReloadConfigRequest), for the tensorflow-serving-api client stubs.
+SIGTERM finishes requests in flight (REST, then gRPC), then exits.
 
 Example:
   kerasdl serve saved_models --port 8501 --batching
+  kerasdl serve saved_models --port 8501 --grpc-port 8500   # as TF Serving: REST and gRPC
   kerasdl serve --model-config-file models.config --model-config-file-poll-wait-seconds 60
   curl -d '{"instances": [...]}' localhost:8501/v1/models/digits:predict
 """
@@ -54,7 +58,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="seconds between load retries (default 2); a version whose files change is "
         "retried at the next poll",
     )
-    parser.add_argument("--port", type=int, default=8501, help="port (default 8501)")
+    parser.add_argument("--port", type=int, default=8501, help="REST port (default 8501)")
+    parser.add_argument(
+        "--grpc-port",
+        type=int,
+        default=0,
+        metavar="PORT",
+        help="also serve TF Serving's gRPC API on PORT (TF Serving's --port, 8500 there; "
+        "default 0: off)",
+    )
+    parser.add_argument(
+        "--grpc-max-message-bytes",
+        type=int,
+        default=64 * 1024 * 1024,
+        metavar="N",
+        help="largest gRPC request or response message; larger ones get RESOURCE_EXHAUSTED "
+        "(default 64 MiB)",
+    )
+    parser.add_argument(
+        "--grpc-max-concurrent-rpcs",
+        type=int,
+        default=256,
+        metavar="N",
+        help="gRPC calls handled at once; more get RESOURCE_EXHAUSTED (default 256)",
+    )
     parser.add_argument(
         "--host", default="127.0.0.1", help="interface (default 127.0.0.1; 0.0.0.0 = all)"
     )
@@ -117,7 +144,16 @@ def run(args: argparse.Namespace) -> int:
             f"kerasdl serve needs starlette and uvicorn ({err}): pip install 'kerasdl[serving]'"
         ) from err
 
-    for flag in ("port", "max_body_bytes", "max_batch", "batch_size", "batch_threads", "threads"):
+    for flag in (
+        "port",
+        "max_body_bytes",
+        "max_batch",
+        "batch_size",
+        "batch_threads",
+        "threads",
+        "grpc_max_message_bytes",
+        "grpc_max_concurrent_rpcs",
+    ):
         if getattr(args, flag) < 1:
             raise UserError(
                 f"--{flag.replace('_', '-')} must be >= 1. Received: {getattr(args, flag)}"
@@ -137,6 +173,11 @@ def run(args: argparse.Namespace) -> int:
         )
     if (args.base is None) == (args.model_config_file is None):
         raise UserError("Give either MODEL_BASE or --model-config-file (exactly one of them).")
+    if not 0 <= args.grpc_port <= 65535 or args.grpc_port == args.port:
+        raise UserError(
+            f"--grpc-port must be 0 (off) or a port other than --port {args.port}. "
+            f"Received: {args.grpc_port}"
+        )
     config = ServerConfig(
         max_body_bytes=args.max_body_bytes,
         max_batch=args.max_batch,
@@ -155,17 +196,57 @@ def run(args: argparse.Namespace) -> int:
         keep_alive_timeout=args.keep_alive_timeout,
     )
     repo = _repository(args)
-    if "repository" in inspect.signature(serve).parameters:
-        base = args.base or os.path.dirname(os.path.abspath(args.model_config_file))
-        serve(base, repository=repo, **kwargs)
-    elif args.base is not None and _default_repository_options(args):
-        serve(args.base, **kwargs)
-    else:  # kerasdl.serving.server.serve() does not take a repository yet
+    takes_repository = "repository" in inspect.signature(serve).parameters
+    grpc_server = _grpc_server(args, repo, config) if args.grpc_port else None
+    if grpc_server is not None and not takes_repository:
         raise UserError(
-            "--model-config-file, --max-num-load-retries and --load-retry-interval-seconds need "
-            "kerasdl.serving.server.serve(repository=...), which this version lacks."
+            "--grpc-port needs kerasdl.serving.server.serve(repository=...), which this version "
+            "lacks."
         )
+    try:
+        if takes_repository:
+            base = args.base or os.path.dirname(os.path.abspath(args.model_config_file))
+            serve(base, repository=repo, **kwargs)
+        elif args.base is not None and _default_repository_options(args):
+            serve(args.base, **kwargs)
+        else:  # kerasdl.serving.server.serve() does not take a repository yet
+            raise UserError(
+                "--model-config-file, --max-num-load-retries and --load-retry-interval-seconds "
+                "need kerasdl.serving.server.serve(repository=...), which this version lacks."
+            )
+    finally:
+        if grpc_server is not None:
+            grpc_server.stop()  # already stopped with the repository, unless startup failed
     return 0
+
+
+def _grpc_server(args: argparse.Namespace, repo, config):  # noqa: ANN001, ANN202 - lazy imports
+    """The gRPC server, its port taken now (before any model loads), run with the repository."""
+    from kerasdl.errors import UserError
+
+    try:
+        from kerasdl.serving.grpc_server import GrpcServer
+    except ImportError as err:
+        raise UserError(
+            f"--grpc-port needs grpcio and tensorflow-serving-api ({err}): "
+            "pip install 'tensorflow-serving-api>=2.21,<2.22'"
+        ) from err
+    # relative base paths of a HandleReloadConfigRequest: as in --model-config-file
+    root = (
+        os.path.dirname(os.path.abspath(args.model_config_file)) if args.model_config_file else "."
+    )
+    server = GrpcServer(
+        repo,
+        config,
+        host=args.host,
+        port=args.grpc_port,
+        max_message_bytes=args.grpc_max_message_bytes,
+        max_concurrent_rpcs=args.grpc_max_concurrent_rpcs,
+        config_root=root,
+    )
+    server.bind()
+    server.attach(repo)
+    return server
 
 
 def _repository(args: argparse.Namespace):  # noqa: ANN202 - imported lazily

@@ -1,0 +1,264 @@
+"""TF Serving's gRPC API on its own port, beside the REST server, over the same repository.
+
+:class:`GrpcServer` runs a ``grpc.aio`` server in a thread with its own event loop, its own
+TensorFlow thread pool (``--threads`` threads) and, with ``--batching``, its own
+:class:`~kerasdl.serving.batcher.Batcher` (gRPC and REST requests are batched separately). It
+shares the :class:`~kerasdl.serving.repository.ModelRepository` with the REST server, so both
+serve the same versions, labels and status.
+
+Lifetime, in one ``kerasdl serve`` process: :meth:`GrpcServer.bind` takes the port before any
+model loads (a port in use is one error line at once), :meth:`GrpcServer.attach` makes the
+repository's ``start()`` open the port for requests once the models are loaded and its
+``stop()`` (the REST server's shutdown, after SIGTERM) stop gRPC first: no new calls, calls in
+flight finish (up to ``grace`` seconds).
+
+Limits: messages up to ``max_message_bytes`` each way (default 64 MiB; larger: RESOURCE_EXHAUSTED
+from gRPC itself; TF Serving allows 2 GiB), at most ``max_concurrent_rpcs`` calls at once
+(more: RESOURCE_EXHAUSTED), and ``max_batch`` examples per request.
+
+Example:
+    >>> grpc_server = GrpcServer(repo, ServerConfig(), port=8500)
+    >>> grpc_server.bind()
+    >>> grpc_server.attach(repo)  # started and stopped with the repository
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import weakref
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kerasdl.errors import UserError
+from kerasdl.serving.app import ServerConfig
+from kerasdl.serving.batcher import Batcher
+from kerasdl.serving.repository import ModelRepository
+from kerasdl.serving.servable import Servable, Signature
+
+log = logging.getLogger("kerasdl.serving")
+
+DEFAULT_GRPC_PORT = 8500  # TF Serving's --port
+DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+DEFAULT_MAX_CONCURRENT_RPCS = 256
+GRACEFUL_SHUTDOWN_S = 30.0
+
+
+def _address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
+
+
+class GrpcServer:
+    """TF Serving's ``PredictionService`` and ``ModelService`` over gRPC.
+
+    Args:
+        repo: the model repository (started and stopped by its owner, or via :meth:`attach`).
+        config: the REST server's options (threads, batching, ``max_batch``, image limits).
+        host: the interface to bind (``0.0.0.0`` for every interface).
+        port: the port (TF Serving's gRPC default is 8500; 0 = any free port).
+        max_message_bytes: the largest request or response message.
+        max_concurrent_rpcs: calls handled at once; more get RESOURCE_EXHAUSTED.
+        config_root: the folder relative base paths of a HandleReloadConfigRequest are taken
+            from (default: the working directory).
+    """
+
+    def __init__(
+        self,
+        repo: ModelRepository,
+        config: ServerConfig | None = None,
+        host: str = "127.0.0.1",
+        port: int = DEFAULT_GRPC_PORT,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        max_concurrent_rpcs: int = DEFAULT_MAX_CONCURRENT_RPCS,
+        config_root: str | Path | None = None,
+    ) -> None:
+        self.repo = repo
+        self.config = config or ServerConfig()
+        self.host = host
+        self.port = port
+        self.max_message_bytes = max_message_bytes
+        self.max_concurrent_rpcs = max_concurrent_rpcs
+        self.config_root = Path(config_root) if config_root is not None else Path.cwd()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._server: Any = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._batcher: Batcher | None = None
+        self._pixel_limits: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+        self._started = False
+        self._stopped = False
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    def bind(self) -> int:
+        """Take the port now (not answering yet); returns it. UserError if it cannot be bound."""
+        if self._loop is not None:
+            return self.port
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="grpc", daemon=True)
+        self._thread.start()
+        try:
+            self.port = self._call(self._bind())
+        except BaseException:
+            self._close_loop()
+            raise
+        return self.port
+
+    def start(self) -> None:
+        """Answer requests (binds first if :meth:`bind` was not called)."""
+        self.bind()
+        if not self._started:
+            self._call(self._server.start())
+            self._started = True
+            log.info("gRPC API (TF Serving's PredictionService, ModelService) on %s",
+                     _address(self.host, self.port))  # fmt: skip
+
+    def stop(self, grace: float = GRACEFUL_SHUTDOWN_S) -> None:
+        """Refuse new calls, let calls in flight finish (up to ``grace`` s), free the port."""
+        if self._loop is None or self._stopped:
+            return
+        self._stopped = True
+        try:
+            self._call(self._shutdown(grace), timeout=grace + 30)
+        finally:
+            self._close_loop()
+
+    def attach(self, repo: ModelRepository) -> None:
+        """Start with ``repo.start()`` (after its first load) and stop first in ``repo.stop()``.
+
+        ``kerasdl.serving.server.serve`` starts and stops the repository in the REST app's
+        lifespan, so gRPC then lives exactly as long as the loaded models, and SIGTERM (which
+        ends that lifespan after the REST requests in flight) stops it cleanly too.
+        """
+        start, stop = repo.start, repo.stop
+
+        def start_both() -> None:
+            start()
+            self.start()
+
+        def stop_both() -> None:
+            try:
+                self.stop()
+            finally:
+                stop()
+
+        repo.start = start_both  # type: ignore[method-assign]
+        repo.stop = stop_both  # type: ignore[method-assign]
+
+    def __enter__(self) -> GrpcServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _call(self, coro: Any, timeout: float | None = 60.0) -> Any:
+        assert self._loop is not None
+        future: Future = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        return future.result(timeout)
+
+    def _close_loop(self) -> None:
+        loop, thread = self._loop, self._thread
+        if loop is None or thread is None:
+            return
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=30)
+        if not thread.is_alive():
+            loop.close()
+
+    # --- on the server's event loop --------------------------------------------------------
+
+    async def _bind(self) -> int:
+        import grpc
+        from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
+
+        from kerasdl.serving.grpc_service import ModelService, PredictionService
+
+        cfg = self.config
+        self._executor = ThreadPoolExecutor(cfg.num_threads, thread_name_prefix="tf-grpc")
+        if cfg.batching:
+            self._batcher = Batcher(
+                self._executor,
+                max_batch_size=cfg.batch_size,
+                batch_timeout=cfg.batch_timeout_ms / 1000.0,
+                num_batch_threads=cfg.batch_threads,
+            )
+        options = [
+            ("grpc.max_receive_message_length", self.max_message_bytes),
+            ("grpc.max_send_message_length", self.max_message_bytes),
+            ("grpc.so_reuseport", 0),  # a port in use is an error, not a shared port
+        ]
+        server = grpc.aio.server(options=options, maximum_concurrent_rpcs=self.max_concurrent_rpcs)
+        limit = self._pixel_limit if _image_checks() else None
+        prediction = PredictionService(
+            self.repo, self._run, cfg.max_batch, self.max_message_bytes, limit
+        )
+        prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(prediction, server)
+        models = ModelService(self.repo, self._executor, self.config_root)
+        model_service_pb2_grpc.add_ModelServiceServicer_to_server(models, server)
+        address = _address(self.host, self.port)
+        try:
+            port = server.add_insecure_port(address)
+        except RuntimeError:
+            port = 0
+        if not port:
+            await server.stop(None)
+            raise UserError(
+                f"gRPC port {self.port} on {self.host} cannot be bound (in use by another "
+                "server?); choose another --grpc-port."
+            )
+        self._server = server
+        return port
+
+    async def _run(
+        self, servable: Servable, sig: Signature, inputs: dict[str, np.ndarray]
+    ) -> dict[str, np.ndarray]:
+        if self._batcher is not None:
+            return await self._batcher.submit((id(servable), sig.name), sig, inputs)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, sig, inputs)
+
+    def _pixel_limit(self, servable: Servable) -> int:
+        limit = self._pixel_limits.get(servable)
+        if limit is None:
+            from kerasdl.serving.images import model_input_hw
+            from kerasdl.serving.limits import image_pixel_limit
+
+            limits = getattr(self.config, "limits", None)
+            if limits is None:
+                from kerasdl.serving.limits import Limits
+
+                limits = Limits()
+            limit = image_pixel_limit(limits, model_input_hw(servable.signatures))
+            self._pixel_limits[servable] = limit
+        return limit
+
+    async def _shutdown(self, grace: float) -> None:
+        if self._server is not None:
+            await self._server.stop(grace)
+            log.info("gRPC API stopped")
+        if self._executor is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self._executor.shutdown)
+
+
+def _image_checks() -> bool:
+    """Whether the REST server's image-size checks are available to apply to gRPC too."""
+    with contextlib.suppress(ImportError):
+        import kerasdl.serving.images  # noqa: F401
+        import kerasdl.serving.limits  # noqa: F401
+
+        return True
+    return False
+
+
+__all__ = [
+    "DEFAULT_GRPC_PORT",
+    "DEFAULT_MAX_CONCURRENT_RPCS",
+    "DEFAULT_MAX_MESSAGE_BYTES",
+    "GrpcServer",
+]
