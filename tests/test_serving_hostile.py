@@ -478,6 +478,7 @@ ROUTES = [
     ("GET", "/V1/MODELS/digits", 200, None),
     ("GET", "/v1/Models/digits/Versions/1", 200, None),
     ("GET", "/v1/models/dig%69ts", 200, None),  # TF Serving URL-decodes the name
+    ("GET", "/v1/models/digits/METADATA", 200, None),  # the status, as in TF Serving
     ("GET", "/v1/models/digits/versions/abc", 400, MALFORMED),
     ("GET", "/v1/models/digits/versions/-1", 400, MALFORMED),
     (
@@ -508,6 +509,8 @@ def test_urls_and_methods_are_routed_like_tf_serving(server, method, path, statu
     raw = b'{"instances": [1]}' if method in ("POST", "PUT", "PATCH") else None
     got, body = call(server.port, method, path, raw=raw)
     assert got == status, body
+    if status == 200:
+        assert set(body) == {"model_version_status"}
     if error is not None:
         assert body == {"error": error.format(method, path)}
 
