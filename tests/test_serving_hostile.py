@@ -233,6 +233,19 @@ def test_image_limit_is_configurable_and_follows_the_model_input():
     assert image_pixel_limit(Limits(max_image_pixels=1000), (384, 384)) == 1000
     with pytest.raises(ValueError, match="max_image_pixels"):
         Limits(max_image_pixels=0)
+    # The command-line options (kerasdl serve adds them with add_limit_arguments).
+    import argparse
+
+    from kerasdl.errors import UserError
+    from kerasdl.serving.limits import add_limit_arguments, limits_from_args
+
+    parser = argparse.ArgumentParser()
+    add_limit_arguments(parser)
+    assert limits_from_args(parser.parse_args([])) == Limits()
+    args = parser.parse_args(["--max-image-pixels", "5000", "--header-timeout", "2.5"])
+    assert limits_from_args(args) == Limits(max_image_pixels=5000, header_timeout=2.5)
+    with pytest.raises(UserError, match=r"^--max-connections must be >= 1. Received: 0$"):
+        limits_from_args(parser.parse_args(["--max-connections", "0"]))
 
 
 def test_image_limit_option_reaches_the_server():
