@@ -206,7 +206,7 @@ def find_unfinished_run(cfg: Any) -> Path | None:
     parent = Path(cfg.run.output_dir) / cfg.run.name
     if not parent.is_dir():
         return None
-    wanted = cfg.to_dict()
+    wanted = cfg.model_dump(mode="json")
     for run_dir in sorted((p for p in parent.iterdir() if p.is_dir()), reverse=True):
         folder = RunFolder(run_dir)
         if folder.finished or not folder.config.is_file() or RunLock.held(run_dir):
@@ -225,7 +225,8 @@ def run_id(cfg: Any) -> str | None:
     agree on the folder) a hash of the resolved recipe; None means a timestamp."""
     if cfg.run.id:
         return cfg.run.id
-    if cfg.distribute.strategy == "multi_worker":
+    distribute = getattr(cfg, "distribute", None)
+    if distribute is not None and distribute.strategy == "multi_worker":
         text = json.dumps(cfg.to_dict(), sort_keys=True)
         return "mw-" + hashlib.sha1(text.encode()).hexdigest()[:10]
     return None

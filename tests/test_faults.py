@@ -43,9 +43,11 @@ def _recipe(folder: Path, output_dir: str = "runs", **sections: dict) -> Path:
     return path
 
 
-def _kill(cwd: Path, point: str, epoch: int, args: list[str]) -> subprocess.CompletedProcess:
+def _kill(
+    cwd: Path, point: str, epoch: int, args: list[str], command: str = "train"
+) -> subprocess.CompletedProcess:
     """Run the harness until it kills itself; assert it did."""
-    cmd = [sys.executable, str(HARNESS), point, str(epoch), "--", "train", *args, "--quiet"]
+    cmd = [sys.executable, str(HARNESS), point, str(epoch), "--", command, *args, "--quiet"]
     done = subprocess.run(cmd, cwd=cwd, env=ENV, capture_output=True, text=True, timeout=600)
     expected = {"_sigint": 130, "_sigterm": -signal.SIGTERM}.get(
         point[point.rfind("_") :], -signal.SIGKILL
@@ -54,9 +56,9 @@ def _kill(cwd: Path, point: str, epoch: int, args: list[str]) -> subprocess.Comp
     return done
 
 
-def _kerasdl(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+def _kerasdl(cwd: Path, *args: str, command: str = "train") -> subprocess.CompletedProcess:
     done = subprocess.run(
-        [KERASDL, "train", *args, "--quiet"],
+        [KERASDL, command, *args, "--quiet"],
         cwd=cwd,
         env=ENV,
         capture_output=True,
@@ -277,3 +279,29 @@ def test_deterministic_run_killed_mid_epoch_ends_with_the_same_weights(tmp_path:
     assert info["final_weights_fingerprint"] == w
     h_whole = (whole / "history.csv").read_text()
     assert (resumed / "history.csv").read_text() == h_whole
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point", ["mid_epoch", "backup_torn"])
+def test_kill_darts_search_then_resume(tmp_path: Path, point: str) -> None:
+    """A DARTS search killed mid-epoch (or while saving its backup) continues where it was."""
+    recipe = yaml.safe_load((REPO / "configs" / "darts_search_digits.yaml").read_text())
+    recipe["search"].update(epochs=3, layers=2, init_channels=4, batch_size=64)
+    recipe["run"] = {"name": "s", "output_dir": "runs", "seed": 0}
+    (tmp_path / "search.yaml").write_text(yaml.safe_dump(recipe))
+    _kill(tmp_path, point, 1, ["search.yaml"], command="search")
+    run_dir = _only_run(tmp_path / "runs" / "s")
+    config_text = (run_dir / "config.yaml").read_text()
+    done = _kerasdl(tmp_path, "search.yaml", command="search")
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    assert "Resuming" in done.stdout
+    assert _only_run(tmp_path / "runs" / "s") == run_dir
+    assert (run_dir / "config.yaml").read_text() == config_text
+    leftovers = [p.name for p in run_dir.rglob("*") if ".tmp" in p.name or "_temp" in p.name]
+    assert not leftovers
+    with (run_dir / "history.csv").open() as f:
+        assert [int(r["epoch"]) for r in csv.DictReader(f)] == [0, 1, 2]
+    alphas = json.loads((run_dir / "alphas.json").read_text())
+    assert len(alphas["softmax_per_epoch"]) == 3
+    assert "val_accuracy" in json.loads((run_dir / "metrics.json").read_text())
+    assert (run_dir / "genotype.json").is_file()

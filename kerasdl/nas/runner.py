@@ -42,12 +42,21 @@ from kerasdl.nas.genotype import Genotype
 from kerasdl.nas.plot import figure_to_png, heatmap_figure, plot_cell
 from kerasdl.nas.search import DartsSearch, default_weight_optimizer
 from kerasdl.nas.search_model import SearchNetwork
-
-
-def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
+from kerasdl.runfolder import (
+    RunFolder,
+    RunLock,
+    find_unfinished_run,
+    new_run_dir,
+    trim_history,
+    write_json_atomic,
+)
+from kerasdl.training.callbacks import (
+    Backup,
+    TrainingState,
+    remove_partial_files,
+    restore_backup,
+    seed_generator_states,
+)
 
 
 class AlphaLogger(keras.callbacks.Callback):
@@ -59,17 +68,26 @@ class AlphaLogger(keras.callbacks.Callback):
     Args:
         network: the search network.
         log_dir: TensorBoard folder (a sub-folder ``alphas`` is written).
+        history_path: a JSON file that keeps the history across a resume (None: memory only).
     """
 
-    def __init__(self, network: SearchNetwork, log_dir: str | Path) -> None:
+    def __init__(
+        self, network: SearchNetwork, log_dir: str | Path, history_path: str | Path | None = None
+    ) -> None:
         super().__init__()
         self.network = network
         self.writer = tf.summary.create_file_writer(str(Path(log_dir) / "alphas"))
+        self.history_path = Path(history_path) if history_path else None
         self.history: list[dict[str, list[list[float]]]] = []
+        if self.history_path is not None and self.history_path.is_file():
+            self.history = json.loads(self.history_path.read_text())
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         weights = self.network.arch_weights()
+        del self.history[epoch:]  # a resumed search redoes the epochs after its backup
         self.history.append({k: v.tolist() for k, v in weights.items()})
+        if self.history_path is not None:
+            write_json_atomic(self.history_path, self.history)
         steps = self.network.steps
         edges = [(j, i + 2) for i in range(steps) for j in range(i + 2)]
         with self.writer.as_default(step=epoch + 1):
@@ -113,17 +131,25 @@ def split_train(ds: tf.data.Dataset, size: int, portion: float) -> tuple[tf.data
     return ds.take(n), ds.skip(n), n, size - n
 
 
-def _new_run_dir(recipe: SearchRecipe) -> Path:
-    parent = Path(recipe.run.output_dir) / recipe.run.name
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    run_dir, n = parent / stamp, 1
-    while run_dir.exists():
-        run_dir, n = parent / f"{stamp}-{n}", n + 1
-    return run_dir
+def run_search(
+    recipe: SearchRecipe,
+    verbose: int = 1,
+    *,
+    fresh: bool = False,
+    resume_dir: str | Path | None = None,
+) -> tuple[Path, Genotype]:
+    """Run a DARTS search and write its run folder; returns the folder and the genotype.
 
+    Like a training run, a search saves its whole state (network weights, alphas, both
+    optimizers, the epoch) to ``backup/`` after every epoch; started again with the same recipe
+    (or with ``resume_dir``), an unfinished search continues from its last backup.
 
-def run_search(recipe: SearchRecipe, verbose: int = 1) -> tuple[Path, Genotype]:
-    """Run a DARTS search and write its run folder; returns the folder and the genotype."""
+    Args:
+        recipe: the validated search recipe (for ``resume_dir``, the run's own).
+        verbose: print one line per epoch.
+        fresh: never resume an unfinished search.
+        resume_dir: continue this run folder.
+    """
     s = recipe.search
     if recipe.data.augment:
         raise UserError("data.augment is not supported by kerasdl search; remove it")
@@ -176,34 +202,75 @@ def run_search(recipe: SearchRecipe, verbose: int = 1) -> tuple[Path, Genotype]:
     )
     search.compile(optimizer=optimizer, jit_compile=s.jit_compile)
 
-    run_dir = _new_run_dir(recipe)
-    run_dir.mkdir(parents=True)
-    recipe.dump_yaml(run_dir / "config.yaml")
-    bundle.spec.save(run_dir / "preprocess.json")
-    alpha_logger = AlphaLogger(network, run_dir / "logs")
-    callbacks: list[keras.callbacks.Callback] = [
-        keras.callbacks.TensorBoard(str(run_dir / "logs"), write_graph=False),
-        keras.callbacks.CSVLogger(str(run_dir / "history.csv")),
-        alpha_logger,
-    ]
-    if verbose:
-        callbacks.append(ProgressPrinter(network, s.epochs))
-        print(
-            f"DARTS search: {s.layers} cells, C={s.init_channels}, {s.nodes} nodes, "
-            f"{'second' if s.unrolled else 'first'}-order; {n_w} examples train the weights, "
-            f"{n_a} the alphas; {steps} steps per epoch. Run folder: {run_dir}",
-            flush=True,
+    if resume_dir is not None:
+        found: Path | None = Path(resume_dir)
+    else:
+        found = None if fresh else find_unfinished_run(recipe)
+    folder = RunFolder(found or new_run_dir(recipe))
+    run_dir = folder.path
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock = RunLock(run_dir)
+    if not lock.acquire():
+        raise UserError(f"run folder {run_dir} is in use by another kerasdl process")
+    try:
+        state = TrainingState("max")
+        rng = seed_generator_states(search)
+        initial_epoch = 0
+        if found is not None:
+            removed = folder.remove_partial_files() + remove_partial_files(folder.backup)
+            if removed:
+                print(f"Removed what the interrupted search left half written: {removed}")
+            search._ensure_optimizers()
+            restored = restore_backup(search, state, folder.backup, rng)
+            initial_epoch = int(state.epoch.numpy()) if restored else 0
+            trim_history(folder.history, initial_epoch)
+            print(f"Resuming {run_dir} from epoch {initial_epoch}", flush=True)
+        if not folder.config.exists():
+            recipe.dump_yaml(folder.config)
+        if not folder.preprocess.exists():
+            bundle.spec.save(folder.preprocess)
+        alpha_logger = AlphaLogger(network, folder.logs, run_dir / "alphas_history.json")
+        callbacks: list[keras.callbacks.Callback] = [
+            keras.callbacks.TensorBoard(str(folder.logs), write_graph=False),
+            keras.callbacks.CSVLogger(str(folder.history), append=found is not None),
+            alpha_logger,
+            Backup(folder.backup, state, rng=rng),  # after the row and the alphas of the epoch
+        ]
+        if verbose:
+            callbacks.append(ProgressPrinter(network, s.epochs))
+            print(
+                f"DARTS search: {s.layers} cells, C={s.init_channels}, {s.nodes} nodes, "
+                f"{'second' if s.unrolled else 'first'}-order; {n_w} examples train the weights, "
+                f"{n_a} the alphas; {steps} steps per epoch. Run folder: {run_dir}",
+                flush=True,
+            )
+        start = time.time()
+        history = search.fit(
+            search_data,
+            validation_data=val,
+            epochs=s.epochs,
+            initial_epoch=initial_epoch,
+            callbacks=callbacks,
+            verbose=0,
+            shuffle=False,
         )
-    start = time.time()
-    history = search.fit(  # the tf.data pipeline shuffles (shuffle=True would only warn)
-        search_data,
-        validation_data=val,
-        epochs=s.epochs,
-        callbacks=callbacks,
-        verbose=0,
-        shuffle=False,
-    )
-    elapsed = time.time() - start
+        elapsed = time.time() - start
+        return _finish(recipe, network, folder, alpha_logger, history, elapsed, verbose)
+    finally:
+        lock.release()
+
+
+def _finish(
+    recipe: SearchRecipe,
+    network: SearchNetwork,
+    folder: RunFolder,
+    alpha_logger: AlphaLogger,
+    history: Any,
+    elapsed: float,
+    verbose: int,
+) -> tuple[Path, Genotype]:
+    """Write the search's results: genotype, drawings, alphas and metrics."""
+    run_dir = folder.path
 
     genotype = network.genotype()
     genotype.save(run_dir / "genotype.json")
@@ -211,7 +278,7 @@ def run_search(recipe: SearchRecipe, verbose: int = 1) -> tuple[Path, Genotype]:
     os.replace(run_dir.parent / ".genotype.json.tmp", run_dir.parent / "genotype.json")
     plot_cell(genotype, "normal", run_dir / "normal.png")
     plot_cell(genotype, "reduce", run_dir / "reduce.png")
-    _write_json(
+    write_json_atomic(
         run_dir / "alphas.json",
         {
             "primitives": list(PRIMITIVES),
@@ -222,8 +289,14 @@ def run_search(recipe: SearchRecipe, verbose: int = 1) -> tuple[Path, Genotype]:
             "softmax_per_epoch": alpha_logger.history,
         },
     )
-    last = {k: float(v[-1]) for k, v in history.history.items()}
-    _write_json(
+    last = {k: float(v[-1]) for k, v in history.history.items() if v}
+    if not last and folder.history.is_file():  # resumed after the last epoch: its row
+        import csv
+
+        with folder.history.open() as f:
+            rows = list(csv.DictReader(f))
+        last = {k: float(v) for k, v in rows[-1].items() if k != "epoch"} if rows else {}
+    write_json_atomic(
         run_dir / "metrics.json",
         {**last, "search_seconds": round(elapsed, 1), "genotype": genotype.to_dict()},
     )

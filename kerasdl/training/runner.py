@@ -237,6 +237,8 @@ def train(
         if cfg.method:  # semi-/self-supervised: train the method around the model
             classifier = model
             model = mr.build_method_model(cfg, classifier, bundle)
+            if cfg.training.l1 or cfg.training.l2:  # MAE builds its own encoder: every kernel
+                add_kernel_penalties(model, cfg.training.l1, cfg.training.l2)
             with tf.variable_creator_scope(_recording_into(rng)):
                 datasets["train"], val = mr.method_datasets_for(cfg, bundle)
             datasets.pop("val", None)
