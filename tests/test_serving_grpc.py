@@ -1,0 +1,698 @@
+"""TF Serving's gRPC API, through the real ``tensorflow-serving-api`` client stubs.
+
+Every test talks to a real server over a real channel: REST (uvicorn) and gRPC in one process,
+wired as ``kerasdl serve --grpc-port`` wires them (the gRPC server attached to the repository that
+the REST app starts and stops), plus one ``kerasdl serve`` subprocess stopped with SIGTERM.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+try:
+    from conftest_serving import (
+        call,
+        digits_data,
+        digits_uint8,
+        exported,
+        free_port,
+        fresh_dir,
+        png_bytes,
+    )
+except ImportError:  # tests/ imported as a package
+    from tests.conftest_serving import (
+        call,
+        digits_data,
+        digits_uint8,
+        exported,
+        free_port,
+        fresh_dir,
+        png_bytes,
+    )
+
+grpc = pytest.importorskip("grpc")
+pytest.importorskip("tensorflow_serving")
+pytest.importorskip("uvicorn")
+
+import tensorflow as tf  # noqa: E402
+from tensorflow_serving.apis import (  # noqa: E402
+    classification_pb2,
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    model_management_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+    regression_pb2,
+)
+from tensorflow_serving.config import model_server_config_pb2  # noqa: E402
+
+from kerasdl.serving.app import ServerConfig, create_app  # noqa: E402
+from kerasdl.serving.grpc_server import GrpcServer  # noqa: E402
+from kerasdl.serving.repository import ModelRepository  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+MAX_BATCH = 16
+MAX_MESSAGE = 256 * 1024
+INVALID = grpc.StatusCode.INVALID_ARGUMENT
+
+
+class Servers:
+    """REST (uvicorn, in a thread) and gRPC over one repository, as ``kerasdl serve`` runs them."""
+
+    def __init__(self, repo: ModelRepository, config: ServerConfig | None = None, **grpc_kw):
+        import uvicorn
+
+        self.repo = repo
+        self.config = config or ServerConfig(max_batch=MAX_BATCH)
+        self.grpc = GrpcServer(repo, self.config, port=0, **grpc_kw)
+        self.grpc_port = self.grpc.bind()
+        self.grpc.attach(repo)
+        self.port = free_port()
+        app = create_app(repo, self.config)
+        uv = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
+        self.server = uvicorn.Server(uv)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.channel = grpc.insecure_channel(f"127.0.0.1:{self.grpc_port}")
+        self.predictions = prediction_service_pb2_grpc.PredictionServiceStub(self.channel)
+        self.models = model_service_pb2_grpc.ModelServiceStub(self.channel)
+
+    def __enter__(self) -> Servers:
+        self.thread.start()
+        deadline = time.monotonic() + 120
+        while not self.server.started:
+            assert time.monotonic() < deadline and self.thread.is_alive(), "server did not start"
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.channel.close()
+        self.server.should_exit = True
+        self.thread.join(timeout=60)
+
+
+def _error(rpc, request) -> tuple[grpc.StatusCode, str]:
+    with pytest.raises(grpc.RpcError) as info:
+        rpc(request, timeout=30)
+    return info.value.code(), info.value.details()
+
+
+def _predict_request(name: str = "digits", **inputs: np.ndarray) -> predict_pb2.PredictRequest:
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = name
+    for key, value in inputs.items():
+        request.inputs[key].CopyFrom(tf.make_tensor_proto(value))
+    return request
+
+
+def _status(servers: Servers, name: str, version: int | None = None) -> dict[int, str]:
+    request = get_model_status_pb2.GetModelStatusRequest()
+    request.model_spec.name = name
+    if version is not None:
+        request.model_spec.version.value = version
+    response = servers.models.GetModelStatus(request, timeout=30)
+    state = get_model_status_pb2.ModelVersionStatus.State
+    return {s.version: state.Name(s.state) for s in response.model_version_status}
+
+
+def wait_until(predicate, what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+# --- models -----------------------------------------------------------------------------------
+
+
+@functools.cache
+def tiny(value: int) -> Path:
+    """A SavedModel whose ``serving_default`` maps x (N, 2) to {"version": value} per row."""
+
+    class Tiny(tf.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.value = tf.Variable(float(value))
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 2], tf.float32)], autograph=False)
+        def serve(self, x):
+            return {"version": tf.reduce_sum(x, axis=1) * 0.0 + self.value}
+
+    module = Tiny()
+    path = fresh_dir(f"grpc-tiny-{value}") / "model"
+    tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve})
+    return path
+
+
+LABELS = [b"low", b"high"]
+
+
+@functools.cache
+def example_model() -> Path:
+    """Signatures over serialized tf.Example with a float feature ``x`` of 2 values.
+
+    ``serving_default`` classifies (classes + scores = softmax([-s, s]), s = x0 + x1),
+    ``regress`` regresses (outputs = s as [N, 1]), ``scores_only`` classifies with scores alone.
+    """
+    spec = tf.TensorSpec([None], tf.string)
+
+    def total(serialized):
+        feats = tf.io.parse_example(serialized, {"x": tf.io.FixedLenFeature([2], tf.float32)})
+        return tf.reduce_sum(feats["x"], axis=1)
+
+    class Examples(tf.Module):
+        @tf.function(input_signature=[spec], autograph=False)
+        def classify(self, inputs):
+            s = total(inputs)
+            scores = tf.nn.softmax(tf.stack([-s, s], axis=1))
+            classes = tf.tile(tf.constant([LABELS]), [tf.shape(s)[0], 1])
+            return {"classes": classes, "scores": scores}
+
+        @tf.function(input_signature=[spec], autograph=False)
+        def scores_only(self, inputs):
+            s = total(inputs)
+            return {"scores": tf.nn.softmax(tf.stack([-s, s], axis=1))}
+
+        @tf.function(input_signature=[spec], autograph=False)
+        def regress(self, inputs):
+            return {"outputs": total(inputs)[:, None]}
+
+    module = Examples()
+    path = fresh_dir("grpc-examples") / "ex" / "1"
+    sigs = {
+        "serving_default": module.classify,
+        "scores_only": module.scores_only,
+        "regress": module.regress,
+    }
+    tf.saved_model.save(module, str(path), signatures=sigs)
+    return path
+
+
+def _example(x0: float, x1: float | None = None) -> tf.train.Example:
+    values = [x0] if x1 is None else [x0, x1]
+    feature = tf.train.Feature(float_list=tf.train.FloatList(value=values))
+    return tf.train.Example(features=tf.train.Features(feature={"x": feature}))
+
+
+@pytest.fixture(scope="module")
+def servers():
+    base = fresh_dir("grpc")
+    shutil.copytree(exported(), base / "digits" / "1")
+    shutil.copytree(example_model(), base / "ex" / "1")
+    repo = ModelRepository(base, poll_interval=0.0)
+    with Servers(repo, max_message_bytes=MAX_MESSAGE) as srv:
+        yield srv
+
+
+# --- Predict ----------------------------------------------------------------------------------
+
+
+def test_predict_gives_the_numbers_of_rest_and_of_the_in_process_call(servers):
+    x, _ = digits_data()
+    batch = x[:5]
+    response = servers.predictions.Predict(_predict_request(images=batch), timeout=30)
+    assert response.model_spec.name == "digits"
+    assert response.model_spec.version.value == 1
+    assert response.model_spec.signature_name == "serving_default"
+    assert set(response.outputs) == {"probabilities", "class_id", "class_name"}
+    # TF Serving's default encoding: the typed value fields, which clients read directly.
+    probs = response.outputs["probabilities"]
+    assert len(probs.float_val) == 5 * 10 and not probs.tensor_content
+    assert [d.size for d in probs.tensor_shape.dim] == [5, 10]
+    grpc_probs = tf.make_ndarray(probs)
+    grpc_names = [v.decode() for v in response.outputs["class_name"].string_val]
+    assert list(response.outputs["class_id"].int64_val) == grpc_probs.argmax(1).tolist()
+
+    sig = servers.repo.get("digits").signatures["serving_default"]
+    np.testing.assert_array_equal(grpc_probs, sig({"images": batch})["probabilities"])
+    code, rows = call(
+        servers.port, "POST", "/v1/models/digits:predict", {"instances": batch.tolist()}
+    )
+    assert code == 200
+    rest_probs = np.array([r["probabilities"] for r in rows["predictions"]], np.float32)
+    np.testing.assert_array_equal(grpc_probs, rest_probs)
+    assert grpc_names == [r["class_name"] for r in rows["predictions"]]
+    code, cols = call(servers.port, "POST", "/v1/models/digits:predict", {"inputs": batch.tolist()})
+    assert code == 200
+    np.testing.assert_array_equal(
+        grpc_probs, np.array(cols["outputs"]["probabilities"], np.float32)
+    )
+
+
+def test_predict_one_example_typed_fields_and_bytes_signature(servers):
+    x, _ = digits_data()
+    one = servers.predictions.Predict(_predict_request(images=x[3:4]), timeout=30)
+    assert [d.size for d in one.outputs["probabilities"].tensor_shape.dim] == [1, 10]
+    # A client that fills float_val itself (no tensor_content) is read the same way.
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "digits"
+    tensor = request.inputs["images"]
+    tensor.dtype = tf.float32.as_datatype_enum
+    for d in (1, 8, 8, 1):
+        tensor.tensor_shape.dim.add(size=d)
+    tensor.float_val.extend(x[3].ravel().tolist())
+    typed = servers.predictions.Predict(request, timeout=30)
+    assert list(typed.outputs["probabilities"].float_val) == list(
+        one.outputs["probabilities"].float_val
+    )
+    # serving_bytes takes encoded images as DT_STRING.
+    png = png_bytes(digits_uint8([3])[0])
+    request = _predict_request(image_bytes=np.array([png], dtype=object))
+    request.model_spec.signature_name = "serving_bytes"
+    by_bytes = servers.predictions.Predict(request, timeout=30)
+    assert by_bytes.model_spec.signature_name == "serving_bytes"
+    assert by_bytes.outputs["class_id"].int64_val == one.outputs["class_id"].int64_val
+
+
+def test_predict_output_filter(servers):
+    x, _ = digits_data()
+    request = _predict_request(images=x[:2])
+    request.output_filter.extend(["class_id"])
+    response = servers.predictions.Predict(request, timeout=30)
+    assert list(response.outputs) == ["class_id"]
+    request.output_filter.extend(["class_id"])
+    assert _error(servers.predictions.Predict, request) == (
+        INVALID,
+        "duplicate output tensor alias: class_id",
+    )
+    del request.output_filter[:]
+    request.output_filter.extend(["logits"])
+    assert _error(servers.predictions.Predict, request) == (
+        INVALID,
+        "output tensor alias not found in signature: logits Outputs expected to be in the set "
+        "{class_id,class_name,probabilities}.",
+    )
+
+
+def test_predict_errors_are_tf_servings(servers):
+    x, _ = digits_data()
+    predict = servers.predictions.Predict
+    assert _error(predict, predict_pb2.PredictRequest()) == (INVALID, "Missing ModelSpec")
+    request = _predict_request("", images=x[:1])
+    assert _error(predict, request) == (INVALID, "ModelSpec has no name specified.")
+    request = _predict_request("nope", images=x[:1])
+    assert _error(predict, request) == (
+        grpc.StatusCode.NOT_FOUND,
+        "Servable not found for request: Latest(nope)",
+    )
+    request = _predict_request(images=x[:1])
+    request.model_spec.version.value = 7
+    assert _error(predict, request) == (
+        grpc.StatusCode.NOT_FOUND,
+        "Servable not found for request: Specific(digits, 7)",
+    )
+    request = _predict_request(images=x[:1])
+    request.model_spec.version_label = "stable"
+    assert _error(predict, request) == (INVALID, "Unrecognized servable version label: stable")
+    request = _predict_request(images=x[:1])
+    request.model_spec.signature_name = "nope"
+    code, message = _error(predict, request)
+    assert code == grpc.StatusCode.FAILED_PRECONDITION
+    assert message.startswith('Serving signature key "nope" not found')
+    # Inputs: missing, extra, renamed, wrong dtype, wrong shape, unparsable, too big.
+    assert _error(predict, _predict_request()) == (
+        INVALID,
+        "input size does not match signature: 0!=1 len({}) != len({images}). Sent extra: {}. "
+        "Missing but required: {images}.",
+    )
+    code, message = _error(predict, _predict_request(images=x[:1], extra=x[:1]))
+    assert code == INVALID and "Sent extra: {extra}" in message
+    assert _error(predict, _predict_request(pixels=x[:1])) == (
+        INVALID,
+        "Signature input alias: images(feed name: serving_default_images:0) not found in "
+        "request and no default value provided. Inputs expected to be in the request {pixels}, "
+        "or default input alias set: ",
+    )
+    code, message = _error(predict, _predict_request(images=x[:1].astype("float64")))
+    assert code == INVALID and "DT_FLOAT" in message and "DT_DOUBLE" in message
+    code, message = _error(predict, _predict_request(images=x[:1, :4]))
+    assert code == INVALID and "[1, 4, 8, 1]" in message and "[-1, 8, 8, 1]" in message
+    request = _predict_request(images=x[:2])
+    request.inputs["images"].tensor_content = request.inputs["images"].tensor_content[:-4]
+    code, message = _error(predict, request)
+    assert code == INVALID and message.startswith("tensor parsing error: images")
+    request = _predict_request(images=x[:1])
+    request.inputs["images"].tensor_shape.dim[0].size = 10**12  # a tiny message, a huge tensor
+    request.inputs["images"].ClearField("tensor_content")
+    request.inputs["images"].float_val.append(0.5)
+    started = time.monotonic()
+    code, message = _error(predict, request)
+    assert code == INVALID and "tensor parsing error: images" in message
+    assert time.monotonic() - started < 5
+    code, message = _error(predict, _predict_request(images=x[: MAX_BATCH + 1]))
+    assert code == INVALID and "--max-batch" in message
+
+
+def test_oversized_message_is_resource_exhausted(servers):
+    big = np.zeros((MAX_BATCH, 64, 64, 1), np.float32)  # 256 KiB + framing > MAX_MESSAGE
+    code, message = _error(servers.predictions.Predict, _predict_request(images=big))
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "larger than max" in message
+    # The server keeps answering.
+    x, _ = digits_data()
+    servers.predictions.Predict(_predict_request(images=x[:1]), timeout=30)
+
+
+def test_long_error_messages_are_cut_as_tf_serving_cuts_them(servers):
+    request = _predict_request(
+        **{f"input_{'x' * 40}_{i}": np.zeros(1, np.float32) for i in range(40)}
+    )
+    code, message = _error(servers.predictions.Predict, request)
+    assert code == INVALID and message.endswith("...TRUNCATED") and len(message) == 1024 + 12
+
+
+# --- Classify and Regress ---------------------------------------------------------------------
+
+
+def _classify(name: str = "ex", signature: str = "", examples=()) -> Any:
+    request = classification_pb2.ClassificationRequest()
+    request.model_spec.name = name
+    request.model_spec.signature_name = signature
+    request.input.example_list.examples.extend(examples)
+    return request
+
+
+def test_classify_and_regress_on_example_signatures(servers):
+    request = _classify(examples=[_example(1.0, 0.5), _example(-2.0, 0.0)])
+    response = servers.predictions.Classify(request, timeout=30)
+    assert response.model_spec.name == "ex" and response.model_spec.version.value == 1
+    assert response.model_spec.signature_name == "serving_default"
+    for row, s in zip(response.result.classifications, [1.5, -2.0], strict=True):
+        assert [c.label for c in row.classes] == ["low", "high"]
+        expected = np.exp([-s, s]) / np.exp([-s, s]).sum()
+        np.testing.assert_allclose([c.score for c in row.classes], expected, rtol=1e-6)
+    # Scores only: labels stay empty.
+    response = servers.predictions.Classify(
+        _classify(signature="scores_only", examples=[_example(0.0, 0.0)]), timeout=30
+    )
+    assert [(c.label, c.score) for c in response.result.classifications[0].classes] == [
+        ("", 0.5),
+        ("", 0.5),
+    ]
+    # A context's features go with every example (the example's own win).
+    request = classification_pb2.ClassificationRequest()
+    request.model_spec.name = "ex"
+    listed = request.input.example_list_with_context
+    listed.context.CopyFrom(_example(3.0, 3.0))
+    listed.examples.extend([tf.train.Example(), _example(0.0, 1.0)])
+    scores = [
+        r.classes[1].score
+        for r in servers.predictions.Classify(request, timeout=30).result.classifications
+    ]
+    np.testing.assert_allclose(scores, [1 / (1 + np.exp(-12.0)), 1 / (1 + np.exp(-2.0))], rtol=1e-6)
+
+    request = regression_pb2.RegressionRequest()
+    request.model_spec.name = "ex"
+    request.model_spec.signature_name = "regress"
+    request.input.example_list.examples.extend([_example(1.0, 2.0), _example(-1.0, 0.25)])
+    response = servers.predictions.Regress(request, timeout=30)
+    assert [r.value for r in response.result.regressions] == [3.0, -0.75]
+    assert response.model_spec.signature_name == "regress"
+
+
+def test_classify_and_regress_errors_are_tf_servings(servers):
+    classify, regress = servers.predictions.Classify, servers.predictions.Regress
+    one = [_example(1.0, 1.0)]
+    assert _error(classify, classification_pb2.ClassificationRequest()) == (
+        INVALID,
+        "Missing ModelSpec",
+    )
+    # kerasdl's exports are predict signatures: three outputs, an input named "images".
+    assert _error(classify, _classify("digits", examples=one)) == (
+        INVALID,
+        "Expected one or two output Tensors, found 3",
+    )
+    request = regression_pb2.RegressionRequest()
+    request.model_spec.name = "digits"
+    request.input.example_list.examples.extend(one)
+    assert _error(regress, request) == (INVALID, "Expected one output Tensor.")
+    request.model_spec.name = "ex"  # serving_default has two outputs: classes, scores
+    assert _error(regress, request) == (INVALID, "Expected one output Tensor.")
+    code, message = _error(classify, _classify(signature="regress", examples=one))
+    assert code == INVALID
+    assert message.startswith(
+        'Expected classification signature outputs to contain at least one of "classes" or '
+        '"scores". Signature was: inputs {\n  key: "inputs"'
+    )
+    assert _error(classify, _classify(signature="nope", examples=one)) == (
+        INVALID,
+        "No signature was found with the name: nope",
+    )
+    assert _error(classify, _classify()) == (INVALID, "Input is empty.")
+    code, message = _error(classify, _classify(examples=[_example(1.0)]))  # 1 value, not 2
+    assert code == INVALID and "x" in message
+    assert _error(classify, _classify("nope", examples=one))[0] == grpc.StatusCode.NOT_FOUND
+
+
+# --- GetModelMetadata -------------------------------------------------------------------------
+
+
+def _metadata_request(name: str, fields=("signature_def",)):
+    request = get_model_metadata_pb2.GetModelMetadataRequest()
+    request.model_spec.name = name
+    request.metadata_field.extend(fields)
+    return request
+
+
+def test_get_model_metadata_is_the_saved_models_signature_defs(servers):
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    response = servers.predictions.GetModelMetadata(_metadata_request("digits"), timeout=30)
+    assert response.model_spec.name == "digits" and response.model_spec.version.value == 1
+    assert not response.model_spec.signature_name
+    sig_map = get_model_metadata_pb2.SignatureDefMap()
+    assert response.metadata["signature_def"].Unpack(sig_map)
+    saved = saved_model_pb2.SavedModel.FromString((exported() / "saved_model.pb").read_bytes())
+    assert dict(sig_map.signature_def) == dict(saved.meta_graphs[0].signature_def)
+    assert {"serving_default", "serving_bytes", "__saved_model_init_op"} <= set(
+        sig_map.signature_def
+    )
+    default = sig_map.signature_def["serving_default"]
+    assert default.inputs["images"].name == "serving_default_images:0"
+    assert [d.size for d in default.inputs["images"].tensor_shape.dim] == [-1, 8, 8, 1]
+    # The same tensor names as REST's metadata.
+    code, body = call(servers.port, "GET", "/v1/models/digits/metadata")
+    rest = body["metadata"]["signature_def"]["signature_def"]["serving_default"]
+    assert code == 200 and rest["outputs"]["probabilities"]["name"] == (
+        default.outputs["probabilities"].name
+    )
+    metadata = servers.predictions.GetModelMetadata
+    assert _error(metadata, get_model_metadata_pb2.GetModelMetadataRequest()) == (
+        INVALID,
+        "Missing ModelSpec",
+    )
+    assert _error(metadata, _metadata_request("digits", ())) == (
+        INVALID,
+        "GetModelMetadataRequest must specify at least one metadata_field",
+    )
+    assert _error(metadata, _metadata_request("digits", ("graph",))) == (
+        INVALID,
+        "Metadata field graph is not supported",
+    )
+    assert _error(metadata, _metadata_request("nope"))[0] == grpc.StatusCode.NOT_FOUND
+
+
+# --- versions, labels, status, config reload ---------------------------------------------------
+
+
+def _version_answer(servers: Servers, name: str = "m", **spec) -> tuple[float, int]:
+    request = _predict_request(name, x=np.ones((1, 2), np.float32))
+    for key, value in spec.items():
+        if key == "version":
+            request.model_spec.version.value = value
+        else:
+            setattr(request.model_spec, key, value)
+    response = servers.predictions.Predict(request, timeout=30)
+    return response.outputs["version"].float_val[0], response.model_spec.version.value
+
+
+def _write_config(path: Path, body: str) -> Path:
+    path.write_text(f"model_config_list {{ {body} }}\n")
+    return path
+
+
+def test_versions_labels_and_status_across_a_version_change():
+    base = fresh_dir("grpc-versions")
+    for v in (1, 2):
+        shutil.copytree(tiny(v), base / "m" / str(v))
+    conf = _write_config(
+        base / "models.config",
+        "config { name: 'm' base_path: 'm' model_version_policy { specific { versions: 1 "
+        "versions: 2 } } version_labels { key: 'stable' value: 1 } "
+        "version_labels { key: 'canary' value: 2 } }",
+    )
+    repo = ModelRepository(model_config_file=conf, poll_interval=0.1)
+    with Servers(repo, config_root=base) as srv:
+        assert _version_answer(srv) == (2.0, 2)  # latest
+        assert _version_answer(srv, version=1) == (1.0, 1)
+        assert _version_answer(srv, version_label="stable") == (1.0, 1)
+        assert _version_answer(srv, version_label="canary") == (2.0, 2)
+        assert _status(srv, "m") == {2: "AVAILABLE", 1: "AVAILABLE"}
+        assert _status(srv, "m", 1) == {1: "AVAILABLE"}
+        code, message = _error(srv.models.GetModelStatus, _status_request("m", 9))
+        assert (code, message) == (grpc.StatusCode.NOT_FOUND, "Could not find version 9 of model m")
+        code, message = _error(srv.models.GetModelStatus, _status_request("nope"))
+        assert (code, message) == (
+            grpc.StatusCode.NOT_FOUND,
+            "Could not find any versions of model nope",
+        )
+        assert _error(srv.models.GetModelStatus, get_model_status_pb2.GetModelStatusRequest()) == (
+            INVALID,
+            "Missing ModelSpec",
+        )
+
+        # A new version under "latest 1", sent as a config reload: 3 serves, 1 and 2 end.
+        shutil.copytree(tiny(3), base / "m" / "3")
+        reload = model_management_pb2.ReloadConfigRequest()
+        reload.config.model_config_list.config.add(name="m", base_path=str(base / "m"))
+        response = srv.models.HandleReloadConfigRequest(reload, timeout=60)
+        assert response.status.error_code == 0
+        wait_until(lambda: _status(srv, "m") == {3: "AVAILABLE", 2: "END", 1: "END"}, "v3 only")
+        assert _version_answer(srv) == (3.0, 3)
+        assert _error(srv.predictions.Predict, _label_request("stable")) == (
+            INVALID,
+            "Unrecognized servable version label: stable",
+        )
+        # A second model: the reload answers once it is loaded.
+        shutil.copytree(tiny(5), base / "n" / "5")
+        reload.config.model_config_list.config.add(name="n", base_path="n")  # relative: to conf
+        srv.models.HandleReloadConfigRequest(reload, timeout=60)
+        assert _version_answer(srv, "n") == (5.0, 5)
+        # TF Serving's errors: only a model_config_list; a model that never loads.
+        bad = model_management_pb2.ReloadConfigRequest()
+        bad.config.custom_model_config.Pack(model_server_config_pb2.ModelServerConfig())
+        code, message = _error(srv.models.HandleReloadConfigRequest, bad)
+        assert code == INVALID and "Only ModelConfigList is currently supported" in message
+        reload.config.model_config_list.config.add(name="gone", base_path=str(base / "gone"))
+        code, message = _error(srv.models.HandleReloadConfigRequest, reload)
+        assert code == grpc.StatusCode.UNKNOWN
+        assert message.startswith("1 model(s) did not become available: {{name: gone")
+        assert _version_answer(srv) == (3.0, 3)  # the others keep serving
+
+
+def _status_request(name: str, version: int | None = None):
+    request = get_model_status_pb2.GetModelStatusRequest()
+    request.model_spec.name = name
+    if version is not None:
+        request.model_spec.version.value = version
+    return request
+
+
+def _label_request(label: str):
+    request = _predict_request("m", x=np.ones((1, 2), np.float32))
+    request.model_spec.version_label = label
+    return request
+
+
+def test_status_follows_a_new_version_folder_and_a_rollback():
+    base = fresh_dir("grpc-folder")
+    shutil.copytree(tiny(1), base / "m" / "1")
+    with Servers(ModelRepository(base, poll_interval=0.1)) as srv:
+        assert _status(srv, "m") == {1: "AVAILABLE"}
+        shutil.copytree(tiny(2), base / "m" / "2")
+        wait_until(lambda: _status(srv, "m") == {2: "AVAILABLE", 1: "END"}, "v2 served")
+        assert _version_answer(srv) == (2.0, 2)
+        shutil.rmtree(base / "m" / "2")
+        wait_until(lambda: _status(srv, "m") == {2: "END", 1: "AVAILABLE"}, "v1 served again")
+        assert _version_answer(srv) == (1.0, 1)
+
+
+def test_batching_serves_grpc_calls_in_merged_batches():
+    base = fresh_dir("grpc-batching")
+    shutil.copytree(tiny(4), base / "m" / "1")
+    config = ServerConfig(batching=True, batch_timeout_ms=50, batch_threads=1, batch_size=64)
+    with Servers(ModelRepository(base, poll_interval=0.0), config) as srv:
+        results: list = []
+
+        def client(i: int) -> None:
+            x = np.full((2, 2), i, np.float32)
+            response = srv.predictions.Predict(_predict_request("m", x=x), timeout=30)
+            results.append(list(response.outputs["version"].float_val))
+
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+        assert results == [[4.0, 4.0]] * 8
+        assert srv.grpc._batcher is not None and srv.grpc._batcher.batches_run < 8
+
+
+# --- the command ------------------------------------------------------------------------------
+
+
+def test_serve_cli_grpc_port_errors_are_one_line(capsys):
+    from kerasdl.cli import main
+
+    base = fresh_dir("grpc-cli")
+    shutil.copytree(tiny(1), base / "m" / "1")
+    assert main(["serve", str(base), "--port", "9000", "--grpc-port", "9000"]) == 2
+    assert "--grpc-port" in capsys.readouterr().err
+    assert main(["serve", str(base), "--grpc-max-message-bytes", "0", "--grpc-port", "1"]) == 2
+    assert "--grpc-max-message-bytes must be >= 1" in capsys.readouterr().err
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        started = time.monotonic()
+        assert main(["serve", str(base), "--port", str(free_port()), "--grpc-port", str(port)]) == 2
+        err = capsys.readouterr().err
+    assert f"gRPC port {port}" in err and "--grpc-port" in err and err.count("\n") == 1
+    assert time.monotonic() - started < 10  # refused before any model loads
+
+
+def test_cli_serves_rest_and_grpc_in_one_process_and_sigterm_stops_both():
+    x, _ = digits_data()
+    base = fresh_dir("grpc-sigterm")
+    shutil.copytree(exported(), base / "digits" / "1")
+    port, grpc_port = free_port(), free_port()
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "kerasdl", "serve", str(base), "--port", str(port)]
+    cmd += ["--grpc-port", str(grpc_port), "--batching", "--batch-timeout-ms", "300"]
+    cmd += ["--batch-threads", "1"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    channel = grpc.insecure_channel(f"127.0.0.1:{grpc_port}")
+    try:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        request = _predict_request(images=x[:4])
+        # wait_for_ready: the port is taken at once but answers once the models are loaded.
+        response = stub.Predict(request, timeout=120, wait_for_ready=True)
+        code, body = call(port, "POST", "/v1/models/digits:predict", {"inputs": x[:4].tolist()})
+        assert code == 200
+        np.testing.assert_array_equal(
+            tf.make_ndarray(response.outputs["probabilities"]),
+            np.array(body["outputs"]["probabilities"], np.float32),
+        )
+        # Calls in flight when SIGTERM arrives (each waits ~0.3 s in the batcher) all finish.
+        futures = [stub.Predict.future(request, timeout=60) for _ in range(6)]
+        time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        assert [f.result().model_spec.version.value for f in futures] == [1] * 6
+        assert proc.wait(timeout=60) in (0, -signal.SIGTERM)
+        out = proc.stdout.read().decode()
+        assert "gRPC API stopped" in out and "Traceback" not in out, out[-3000:]
+        with pytest.raises(grpc.RpcError) as info:
+            stub.Predict(request, timeout=5)
+        assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+        for freed in (port, grpc_port):  # nothing listens there any more
+            with socket.socket() as s:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                s.bind(("127.0.0.1", freed))
+    finally:
+        channel.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
