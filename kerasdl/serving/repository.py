@@ -104,6 +104,9 @@ class ModelRepository:
         config_poll_interval: seconds between re-reads of ``model_config_file`` (0: never).
         max_load_retries: retries of a failed load before the version is left in ``END``.
         load_retry_interval: seconds between those retries.
+        allow_unsafe_ops: load versions whose graphs can touch files, processes or the network
+            (:mod:`kerasdl.serving.safety`); by default they are refused (``END`` with
+            PERMISSION_DENIED, tried again only when their files change).
 
     Raises:
         ModelConfigError: ``model_config_file`` cannot be read or is invalid.
@@ -124,6 +127,7 @@ class ModelRepository:
         config_poll_interval: float = 0.0,
         max_load_retries: int = 5,
         load_retry_interval: float = 2.0,
+        allow_unsafe_ops: bool = False,
     ) -> None:
         if (base is None) == (model_config_file is None):
             raise ValueError("Give exactly one of base and model_config_file.")
@@ -133,6 +137,7 @@ class ModelRepository:
         self.config_poll_interval = config_poll_interval
         self.max_load_retries = max_load_retries
         self.load_retry_interval = load_retry_interval
+        self.allow_unsafe_ops = allow_unsafe_ops
         self._lock = threading.Lock()  # guards what request threads read
         self._manage_lock = threading.RLock()  # one manager pass at a time
         self._models: dict[str, _Model] = {}
@@ -343,13 +348,13 @@ class ModelRepository:
         started = time.monotonic()
         files = fingerprint(h.path)  # before the attempt: a change during it is seen later
         try:
-            servable = Servable(name, h.version, h.path)
+            servable = Servable(name, h.version, h.path, allow_unsafe_ops=self.allow_unsafe_ops)
         except Exception as err:  # noqa: BLE001 - a broken version must not stop the server
             message = f"{type(err).__name__}: {err}".splitlines()[0][:500]
             h.failures += 1
             h.fingerprint = files
             code = load_error_code(err)
-            if h.failures <= self.max_load_retries:
+            if h.failures <= self.max_load_retries and getattr(err, "retryable", True):
                 h.retry_at = time.monotonic() + self.load_retry_interval
                 log.warning(
                     "model %s version %d failed to load (attempt %d of %d, retrying in %g s): %s",

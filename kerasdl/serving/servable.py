@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from kerasdl.serving.errors import ServingError, invalid
+from kerasdl.serving.safety import UnsafeModelError, check_saved_model
 
 log = logging.getLogger("kerasdl.serving")
 
@@ -91,21 +92,33 @@ class Signature:
 class Servable:
     """A SavedModel version loaded with ``tf.saved_model.load``.
 
+    Before loading, :func:`~kerasdl.serving.safety.check_saved_model` reads the graph (without
+    running it) and refuses a version whose load-time functions or signatures can touch files,
+    processes or the network.
+
     Args:
         name: the model name.
         version: the version number.
         path: the version folder.
+        allow_unsafe_ops: load such a version anyway (``kerasdl serve --allow-unsafe-ops``).
 
     Raises:
+        UnsafeModelError: the version was refused (PERMISSION_DENIED; not retried).
         Exception: whatever loading raised (the repository reports it and keeps the old version).
     """
 
-    def __init__(self, name: str, version: int, path: str | Path) -> None:
+    def __init__(
+        self, name: str, version: int, path: str | Path, *, allow_unsafe_ops: bool = False
+    ) -> None:
         import tensorflow as tf
 
         self.name = name
         self.version = version
         self.path = Path(path)
+        self.safety = check_saved_model(self.path, allow_unsafe_ops=allow_unsafe_ops)
+        if not self.safety.unchanged():  # replaced between the check and the load: check again
+            raise OSError(f"{self.path}: the SavedModel file changed while it was being checked")
+        log.debug("%s checked in %.1f ms", self.path, self.safety.seconds * 1000)
         self._loaded = tf.saved_model.load(str(self.path))
         self.signatures = {k: Signature(k, fn) for k, fn in self._loaded.signatures.items()}
         if not self.signatures:
@@ -163,4 +176,11 @@ def load_error_code(err: BaseException) -> str:
     return "NOT_FOUND" if isinstance(err, FileNotFoundError) else "UNKNOWN"
 
 
-__all__ = ["Servable", "load_error_code", "ServingError", "Signature", "TensorInfo"]
+__all__ = [
+    "Servable",
+    "load_error_code",
+    "ServingError",
+    "Signature",
+    "TensorInfo",
+    "UnsafeModelError",
+]

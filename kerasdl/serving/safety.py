@@ -1,0 +1,648 @@
+"""Refuse SavedModels whose graphs can touch files, processes or the network, without running them.
+
+A SavedModel is a program: ``tf.saved_model.load`` runs some of its functions (variable restore,
+resource creation and initialisation) and serving runs its signatures. A ``WriteFile`` in either
+writes a file on the server. :func:`check_saved_model` parses ``saved_model.pb`` (never executing
+it), walks every graph node and library function that loading or serving can run, and refuses the
+version when one of them is an op of :data:`~kerasdl.serving.unsafe_ops.DENIED_OPS` (``kerasdl
+serve --allow-unsafe-ops`` loads it anyway).
+
+What is walked (transitively through function-call ops and every function-valued attribute:
+``If``/``While`` branches, dataset map functions, ``XlaCallModule``'s function list, ...):
+
+* the serving signatures: the object graph's ``signatures`` (what ``tf.saved_model.load`` serves)
+  and the ``signature_def`` tensors (what TF Serving runs);
+* what ``tf.saved_model.load`` runs: every resource's ``_create_resource`` / ``_initialize`` /
+  ``_destroy_resource`` function, every object's checkpoint save and restore functions, and for
+  TF1-style SavedModels the ``saver_def`` restore op, the init op (``__saved_model_init_op``,
+  ``saved_model_main_op``, ``legacy_init_op``), table initialisers and local-variable
+  initialisers (TF Serving's C++ loader runs the same).
+
+Every node of a reached function is checked (a function runs as a whole); graph nodes are checked
+when a root's output depends on them. Functions nothing runs (the checkpoint *save* function, a
+``tf.function`` attribute no signature calls) are not.
+
+Allowed where they are legitimate (decided statically from the graph):
+
+* ``RestoreV2`` (and the older restore ops) in the saver's restore path when its prefix is the
+  saver's filename tensor (the loader feeds the version's ``variables/variables``);
+* ``ReadFile`` and ``InitializeTableFromTextFile[V2]`` (vocabulary files) when the filename is an
+  asset of this version resolving inside its ``assets/`` folder (symlinks resolved);
+* ``CacheDataset`` with the empty (in-memory) filename, ``PrintV2`` to stderr/stdout/the log,
+  ``DecodeProtoV2``/``EncodeProto`` with ``local://`` or ``bytes://`` descriptors, ``Copy`` without
+  a debug spec, ``FixedUnigramCandidateSampler`` without a vocabulary file.
+
+Also refused: op types this TensorFlow does not register (custom-op libraries: their ops cannot be
+vetted) and calls of functions the SavedModel does not define (they would resolve to functions of
+the server process).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from kerasdl.serving.unsafe_ops import DENIED_OP_PREFIXES, DENIED_OPS, HIDDEN, Rule
+
+log = logging.getLogger("kerasdl.serving")
+
+FLAG = "--allow-unsafe-ops"
+PERMISSION_DENIED = 7  # tensorflow.core.protobuf.error_codes_pb2.PERMISSION_DENIED
+
+_UNREGISTERED = Rule(HIDDEN, "op type not registered in this TensorFlow (a custom-op library)")
+_UNDEFINED = Rule(HIDDEN, "calls a function the SavedModel does not define")
+
+# Object-graph children that tf.saved_model.load (or unloading) runs.
+_LOAD_TIME_CHILDREN = ("_create_resource", "_initialize", "_destroy_resource")
+_CALL_OPS = ("PartitionedCall", "StatefulPartitionedCall", "TPUPartitionedCall")
+_PASS_THROUGH = ("Identity", "Snapshot", "StopGradient", "PreventGradient", "EnsureShape")
+_INIT_COLLECTIONS = ("saved_model_main_op", "legacy_init_op", "table_initializer", "local_init_op")
+_INIT_SIGNATURE = "__saved_model_init_op"
+_TRAIN_SIGNATURE = "__saved_model_train_op"
+
+
+class _Source(NamedTuple):
+    """What a string tensor statically is: an asset, the saver's filename, or a constant."""
+
+    kind: str  # "asset", "saver" or "const"
+    value: str = ""
+    ok: bool = True  # for assets: resolves inside the version's assets/ folder
+
+
+_SAVER = _Source("saver")
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One refused op: its type, why, where it is and which root reaches it."""
+
+    op: str
+    rule: Rule
+    location: str  # "function NAME" or "graph node NAME"
+    root: str  # e.g. "signature 'serving_default'"
+    detail: str = ""
+    via: tuple[str, ...] = ()  # the calls from the root to ``location``, outermost first
+
+    def describe(self, calls: bool = False) -> str:
+        """One line; with ``calls``, the chain of calls from the root too."""
+        detail = f" {self.detail}" if self.detail else ""
+        chain = f" (via {' > '.join(self.via)})" if calls and self.via else ""
+        where = f"in {self.location}{chain}, reached from {self.root}"
+        return f"{self.op} ({self.rule.reason}){detail} {where}"
+
+
+@dataclass
+class SafetyReport:
+    """The result of :func:`scan_saved_model`.
+
+    Attributes:
+        path: the version folder.
+        findings: the refused ops (empty: safe).
+        op_types: every op type reached.
+        functions: how many library functions were walked.
+        seconds: how long the scan took (parse included).
+    """
+
+    path: Path
+    findings: list[Finding] = field(default_factory=list)
+    op_types: set[str] = field(default_factory=set)
+    functions: int = 0
+    seconds: float = 0.0
+    file_stat: tuple = ()
+
+    @property
+    def safe(self) -> bool:
+        return not self.findings
+
+    def summary(self, limit: int = 4, calls: bool = False) -> str:
+        """The findings on one line, the first ``limit`` in full."""
+        parts = [f.describe(calls) for f in self.findings[:limit]]
+        more = len(self.findings) - limit
+        if more > 0:
+            parts.append(f"and {more} more")
+        return "; ".join(parts)
+
+    def unchanged(self) -> bool:
+        """The scanned model file is still the one on disk (size, times, inode)."""
+        return _stat(self.path)[1] == self.file_stat
+
+
+class UnsafeModelError(Exception):
+    """A version refused because its graph can touch files, processes or the network.
+
+    Its ``error_code`` is TF's PERMISSION_DENIED; it is not retried until the files change.
+    """
+
+    error_code = PERMISSION_DENIED
+    retryable = False
+
+    def __init__(self, report: SafetyReport) -> None:
+        self.report = report
+        ops = sorted({f.op for f in report.findings})
+        super().__init__(
+            f"Refused (start the server with {FLAG} to load it anyway): the graph can run ops "
+            f"that touch files, processes or the network ({', '.join(ops)}): {report.summary()}"
+        )
+
+
+def add_safety_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``--allow-unsafe-ops`` (``args.allow_unsafe_ops``) to ``kerasdl serve``'s parser."""
+    parser.add_argument(
+        FLAG,
+        action="store_true",
+        help="load model versions whose graphs can touch files, processes or the network "
+        "(WriteFile, ReadFile outside the version's assets, TFRecordDataset, PyFunc, ...); by "
+        "default such versions are refused (docs/serving.md, Security)",
+    )
+
+
+def check_saved_model(path: str | Path, allow_unsafe_ops: bool = False) -> SafetyReport:
+    """Scan a SavedModel version and refuse it when it can reach a denied op.
+
+    Args:
+        path: the version folder (holding ``saved_model.pb``).
+        allow_unsafe_ops: log the findings instead of refusing.
+
+    Returns:
+        The scan's report.
+
+    Raises:
+        UnsafeModelError: a denied op is reachable and ``allow_unsafe_ops`` is false.
+        OSError: the model file is missing or cannot be parsed (as ``tf.saved_model.load``).
+
+    Example:
+        >>> check_saved_model("saved_models/digits/1").seconds
+        0.004
+    """
+    report = scan_saved_model(path)
+    if report.findings:
+        if not allow_unsafe_ops:
+            raise UnsafeModelError(report)
+        log.warning(
+            "%s: loading despite unsafe ops (%s): %s", report.path, FLAG, report.summary(100, True)
+        )
+    return report
+
+
+def scan_saved_model(path: str | Path) -> SafetyReport:
+    """Parse ``saved_model.pb`` (or ``.pbtxt``) and list the denied ops loading or serving reach."""
+    started = time.perf_counter()
+    path = Path(path)
+    model_file, file_stat = _stat(path)
+    saved_model = _parse(model_file)
+    report = SafetyReport(path, file_stat=file_stat)
+    scanner = _Scanner(path, report)
+    for meta_graph in saved_model.meta_graphs:
+        scanner.scan(meta_graph)
+    report.functions = scanner.functions_walked
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _stat(path: Path) -> tuple[Path, tuple]:
+    """The model file ``tf.saved_model.load`` reads (``.pb`` first) and its identity."""
+    for name in ("saved_model.pb", "saved_model.pbtxt"):
+        model_file = path / name
+        try:
+            st = os.stat(model_file)
+        except FileNotFoundError:
+            continue
+        return model_file, (str(model_file), st.st_dev, st.st_ino, st.st_size,
+                            st.st_mtime_ns, st.st_ctime_ns)  # fmt: skip
+    raise OSError(f"SavedModel file does not exist at: {path}/{{saved_model.pbtxt|saved_model.pb}}")
+
+
+def _parse(model_file: Path) -> Any:
+    from google.protobuf import message, text_format
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    saved_model = saved_model_pb2.SavedModel()
+    data = model_file.read_bytes()
+    try:
+        if model_file.suffix == ".pb":
+            saved_model.ParseFromString(data)
+        else:
+            text_format.Parse(data.decode("utf-8"), saved_model)
+    except (message.DecodeError, text_format.ParseError, UnicodeDecodeError) as err:
+        raise OSError(f"Cannot parse file {model_file}: {err}.") from err
+    return saved_model
+
+
+_REGISTERED: dict[str, bool] = {}
+
+
+def _is_registered(op: str) -> bool:
+    if op not in _REGISTERED:
+        from tensorflow.python.framework import op_def_registry
+
+        _REGISTERED[op] = op_def_registry.get(op) is not None
+    return _REGISTERED[op]
+
+
+def _rule_for(op: str) -> Rule | None:
+    rule = DENIED_OPS.get(op)
+    if rule is None:
+        rule = next((r for p, r in DENIED_OP_PREFIXES.items() if op.startswith(p)), None)
+    return rule
+
+
+def _node_name(ref: str) -> str:
+    return ref.lstrip("^").split(":")[0]
+
+
+def _tensor_key(ref: str) -> str:
+    """A graph input reference ("n", "n:1") as a tensor name ("n:0", "n:1")."""
+    return ref if ":" in ref else f"{ref}:0"
+
+
+def _func_names(attr: Any) -> list[tuple[str, Any]]:
+    """Every function an AttrValue names (with its nested attributes), depth first."""
+    out = []
+    stack = [attr]
+    while stack:
+        value = stack.pop()
+        kind = value.WhichOneof("value")
+        if kind == "func":
+            out.append(value.func.name)
+            stack.extend(value.func.attr.values())
+        elif kind == "list":
+            for func in value.list.func:
+                out.append(func.name)
+                stack.extend(func.attr.values())
+    return out
+
+
+def _const_string(node: Any) -> str | None:
+    if node.op not in ("Const", "HostConst"):
+        return None
+    tensor = node.attr["value"].tensor
+    if tensor.string_val:
+        return tensor.string_val[0].decode("utf-8", "replace")
+    return None
+
+
+class _Body:
+    """A graph or a function body: its nodes and where its string inputs come from."""
+
+    def __init__(
+        self,
+        nodes: dict[str, Any],
+        location: str,
+        args: dict[str, int] | None = None,
+        arg_sources: tuple = (),
+        tensor_sources: dict[str, _Source] | None = None,
+        variable_sources: dict[str, _Source] | None = None,
+    ) -> None:
+        self.nodes = nodes
+        self.location = location
+        self.args = args or {}
+        self.arg_sources = arg_sources
+        self.tensor_sources = tensor_sources or {}
+        self.variable_sources = variable_sources or {}
+        self.is_function = args is not None
+        self.chain: tuple[str, ...] = ()
+
+    def source(self, ref: str) -> _Source | None:
+        """What a data input statically is (through Identity-like ops), or None."""
+        for _ in range(64):
+            if ref.startswith("^"):
+                return None
+            name = _node_name(ref)
+            if self.is_function:
+                if name in self.args:
+                    i = self.args[name]
+                    return self.arg_sources[i] if i < len(self.arg_sources) else None
+            else:
+                found = self.tensor_sources.get(_tensor_key(ref))
+                if found is not None:
+                    return found
+            node = self.nodes.get(name)
+            if node is None:
+                return None
+            if node.op == "ReadVariableOp" and node.input:
+                return self.variable_sources.get(_node_name(node.input[0]))
+            if node.op in _PASS_THROUGH and node.input:
+                ref = node.input[0]
+            elif node.op == "IdentityN":
+                index = int(ref.rsplit(":", 1)[1]) if ref.count(":") >= 1 else 0
+                if index >= len(node.input):
+                    return None
+                ref = node.input[index]
+            else:
+                value = _const_string(node)
+                return None if value is None else _Source("const", value)
+        return None
+
+    def data_sources(self, node: Any) -> tuple:
+        return tuple(self.source(ref) for ref in node.input if not ref.startswith("^"))
+
+
+class _Scanner:
+    """Walks one SavedModel's meta graphs from their roots and records denied ops."""
+
+    def __init__(self, path: Path, report: SafetyReport) -> None:
+        self.path = path
+        self.assets_dir = os.path.realpath(path / "assets")
+        self.report = report
+        self.functions_walked = 0
+        self._seen: set[tuple[str, str, str]] = set()
+
+    # --- roots -----------------------------------------------------------------------------
+
+    def scan(self, meta_graph: Any) -> None:
+        self.library = {f.signature.name: f for f in meta_graph.graph_def.library.function}
+        self.graph = {n.name: n for n in meta_graph.graph_def.node}
+        self._visited_functions: set[tuple] = set()
+        self._queue: list[tuple[str, tuple, str, str]] = []
+        assets = self._asset_sources(meta_graph)
+        self._asset_variables = _asset_variables(self.graph, assets)
+        saver = meta_graph.saver_def
+
+        for key, signature in sorted(meta_graph.signature_def.items()):
+            root = "the init op" if key == _INIT_SIGNATURE else f"signature '{key}'"
+            if key == _TRAIN_SIGNATURE:
+                continue  # never run by a server or a loader
+            self._walk_graph(_signature_tensors(signature), assets, root)
+        for key in _INIT_COLLECTIONS:
+            if key in meta_graph.collection_def:
+                names = list(meta_graph.collection_def[key].node_list.value)
+                self._walk_graph(names, assets, f"the load-time collection '{key}'")
+        self._walk_graph(self._local_variable_initializers(meta_graph), assets, "variable init")
+        if saver.restore_op_name:
+            sources = dict(assets)
+            sources[_tensor_key(saver.filename_tensor_name)] = _SAVER
+            self._walk_graph([saver.restore_op_name], sources, "the saver's restore op")
+        if meta_graph.HasField("object_graph_def"):
+            self._object_graph_roots(meta_graph)
+        self._drain()
+
+    def _asset_sources(self, meta_graph: Any) -> dict[str, _Source]:
+        out = {}
+        for asset in meta_graph.asset_file_def:
+            out[_tensor_key(asset.tensor_info.name)] = self._asset(asset.filename)
+        return out
+
+    def _asset(self, filename: str) -> _Source:
+        resolved = os.path.realpath(os.path.join(self.assets_dir, filename))
+        inside = resolved.startswith(self.assets_dir + os.sep)
+        return _Source("asset", filename, inside)
+
+    @staticmethod
+    def _local_variable_initializers(meta_graph: Any) -> list[str]:
+        if "local_variables" not in meta_graph.collection_def:
+            return []
+        from tensorflow.core.framework import variable_pb2
+
+        names = []
+        for raw in meta_graph.collection_def["local_variables"].bytes_list.value:
+            var = variable_pb2.VariableDef()
+            var.ParseFromString(raw)
+            names.append(var.initializer_name)
+        return names
+
+    def _object_graph_roots(self, meta_graph: Any) -> None:
+        graph = meta_graph.object_graph_def
+        nodes = graph.nodes
+        paths = _object_paths(graph)
+
+        def functions_of(node_id: int) -> list[str]:
+            node = nodes[node_id]
+            kind = node.WhichOneof("kind")
+            if kind == "function":
+                return list(node.function.concrete_functions)
+            if kind == "bare_concrete_function":
+                return [node.bare_concrete_function.concrete_function_name]
+            return []
+
+        def walk(node_id: int, root: str) -> None:
+            for name in functions_of(node_id):
+                self._push(name, self._bound_sources(meta_graph, name), root, ())
+
+        signatures = [c.node_id for c in nodes[0].children if c.local_name == "signatures"]
+        for sig_map in signatures:
+            for child in nodes[sig_map].children:
+                walk(child.node_id, f"signature '{child.local_name}'")
+        for node_id, node in enumerate(nodes):
+            is_resource = node.WhichOneof("kind") == "resource"
+            for child in node.children:
+                if is_resource or child.local_name in _LOAD_TIME_CHILDREN:
+                    path = f"{paths.get(node_id, f'node {node_id}')}.{child.local_name}"
+                    walk(child.node_id, f"load-time function {path}")
+            for name, saveable in node.saveable_objects.items():
+                where = f"{paths.get(node_id, f'node {node_id}')} ({name})"
+                walk(saveable.save_function, f"the checkpoint functions of {where}")
+                walk(saveable.restore_function, f"the checkpoint functions of {where}")
+
+    def _bound_sources(self, meta_graph: Any, name: str) -> tuple:
+        graph = meta_graph.object_graph_def
+        fdef = self.library.get(name)
+        proto = graph.concrete_functions.get(name)
+        if fdef is None or proto is None:
+            return ()
+        bound = []
+        for node_id in proto.bound_inputs:
+            node = graph.nodes[node_id] if node_id < len(graph.nodes) else None
+            source = None
+            if node is not None and node.WhichOneof("kind") == "asset":
+                index = node.asset.asset_file_def_index
+                if index < len(meta_graph.asset_file_def):
+                    source = self._asset(meta_graph.asset_file_def[index].filename)
+            bound.append(source)
+        free = max(0, len(fdef.signature.input_arg) - len(bound))
+        return (None,) * free + tuple(bound)
+
+    # --- walking ---------------------------------------------------------------------------
+
+    def _walk_graph(self, refs: Iterable[str], sources: dict[str, _Source], root: str) -> None:
+        body = _Body(self.graph, "", tensor_sources=sources, variable_sources=self._asset_variables)
+        stack = [_node_name(r) for r in refs if r]
+        visited: set[str] = set()
+        while stack:
+            name = stack.pop()
+            if name in visited:
+                continue
+            visited.add(name)
+            node = self.graph.get(name)
+            if node is None:
+                continue
+            body.location = f"graph node {name}"
+            body.chain = (body.location,)
+            self._check_node(node, body, root)
+            stack.extend(_node_name(r) for r in node.input)
+
+    def _push(self, name: str, sources: tuple, root: str, chain: tuple[str, ...]) -> None:
+        self._queue.append((name, sources, root, chain))
+
+    def _drain(self) -> None:
+        while self._queue:
+            name, sources, root, chain = self._queue.pop()
+            fdef = self.library.get(name)
+            if fdef is None:  # an op named as a function (SymbolicGradient), or nothing
+                rule = _rule_for(name) if _is_registered(name) else _UNDEFINED
+                if rule is not None:
+                    where = chain[-1] if chain else "the object graph"
+                    self._record(name, rule, where, root, "", chain[:-1])
+                continue
+            n_args = len(fdef.signature.input_arg)
+            sources = tuple(sources[:n_args]) + (None,) * max(0, n_args - len(sources))
+            key = (name, sources, root == "the saver's restore op")
+            if key in self._visited_functions:
+                continue
+            self._visited_functions.add(key)
+            self.functions_walked += 1
+            args = {a.name: i for i, a in enumerate(fdef.signature.input_arg)}
+            nodes = {n.name: n for n in fdef.node_def}
+            body = _Body(nodes, f"function {name}", args, sources)
+            body.chain = (*chain, name)
+            for node in fdef.node_def:
+                self._check_node(node, body, root)
+
+    def _check_node(self, node: Any, body: _Body, root: str) -> None:
+        op = node.op
+        self.report.op_types.add(op)
+        if op in self.library:  # a direct call of a library function
+            self._push(op, body.data_sources(node), root, body.chain)
+        else:
+            rule = _rule_for(op)
+            if rule is None and not _is_registered(op):
+                rule = _UNREGISTERED
+            if rule is not None:
+                detail = self._refusal(op, rule, node, body, root)
+                if detail is not None:
+                    self._record(op, rule, body.location, root, detail, body.chain[:-1])
+        for attr_name, attr in node.attr.items():
+            for fname in _func_names(attr):
+                if fname in self.library and op in _CALL_OPS and attr_name == "f":
+                    self._push(fname, body.data_sources(node), root, body.chain)
+                else:
+                    self._push(fname, (), root, body.chain)
+
+    def _refusal(self, op: str, rule: Rule, node: Any, body: _Body, root: str) -> str | None:
+        """None when this use of the op is acceptable, else a detail for the message."""
+        source = None
+        if rule.path_input is not None:
+            data = [r for r in node.input if not r.startswith("^")]
+            if rule.path_input < len(data):
+                source = body.source(data[rule.path_input])
+        attr = _attr_text(node, rule.path_attr) if rule.path_attr else None
+        when = rule.allowed_when
+        if when == "asset" and source is not None and source.kind == "asset" and source.ok:
+            return None
+        if when == "saver_restore" and source == _SAVER and root == "the saver's restore op":
+            return None
+        if when == "empty_filename" and source is not None and source == ("const", "", True):
+            return None
+        if when == "no_file_stream" and not (attr or "").startswith("file://"):
+            return None
+        if when == "local_descriptor" and (
+            attr in (None, "", "local://") or (attr or "").startswith("bytes://")
+        ):
+            return None
+        if when in ("no_debug_spec", "no_vocab_file") and not attr:
+            return None
+        if source is not None and source.kind == "asset":
+            return f"of asset '{source.value[:120]}' outside the version's assets/"
+        if source is not None and source.kind == "const":
+            return f"of '{source.value[:120]}'"
+        if attr:
+            return f"with {rule.path_attr}='{attr[:120]}'"
+        return ""
+
+    def _record(
+        self, op: str, rule: Rule, location: str, root: str, detail: str, via: tuple = ()
+    ) -> None:
+        key = (op, location, detail)
+        if key in self._seen:
+            return
+        self._seen.add(key)
+        self.report.findings.append(Finding(op, rule, location, root, detail, via))
+
+
+def _asset_variables(graph: dict[str, Any], assets: dict[str, _Source]) -> dict[str, _Source]:
+    """Graph variables that only ever hold one asset's path (TF2 exports keep asset paths so).
+
+    A variable qualifies when every node using it reads it, asks whether it is initialized, or
+    assigns it an asset tensor (the same one); passed to anything else (a function, the saver's
+    restore) it could hold any string.
+    """
+    body = _Body(graph, "", tensor_sources=assets)
+    found: dict[str, _Source] = {}
+    spoiled: set[str] = set()
+    for node in graph.values():
+        for i, ref in enumerate(node.input):
+            name = _node_name(ref)
+            target = graph.get(name)
+            if target is None or target.op != "VarHandleOp" or ref.startswith("^"):
+                continue
+            if node.op in ("ReadVariableOp", "VarIsInitializedOp"):
+                continue
+            assigns = node.op == "AssignVariableOp" and i == 0
+            source = body.source(node.input[1]) if assigns else None
+            if source is None or source.kind != "asset" or found.get(name, source) != source:
+                spoiled.add(name)
+            else:
+                found[name] = source
+    return {k: v for k, v in found.items() if k not in spoiled}
+
+
+def _attr_text(node: Any, name: str) -> str | None:
+    if name not in node.attr:
+        return None
+    value = node.attr[name]
+    kind = value.WhichOneof("value")
+    if kind == "s":
+        return value.s.decode("utf-8", "replace")
+    if kind == "list":
+        return ",".join(s.decode("utf-8", "replace") for s in value.list.s)
+    return None
+
+
+def _signature_tensors(signature: Any) -> list[str]:
+    """Every tensor a SignatureDef's outputs name (dense, sparse and composite encodings)."""
+    names = []
+    stack = list(signature.outputs.values())
+    while stack:
+        info = stack.pop()
+        kind = info.WhichOneof("encoding")
+        if kind == "name":
+            names.append(info.name)
+        elif kind == "coo_sparse":
+            sparse = info.coo_sparse
+            names += [sparse.values_tensor_name, sparse.indices_tensor_name,
+                      sparse.dense_shape_tensor_name]  # fmt: skip
+        elif kind == "composite_tensor":
+            stack.extend(info.composite_tensor.components)
+    return names
+
+
+def _object_paths(graph: Any) -> dict[int, str]:
+    """A readable path (``root.signatures.serving_default``) for each object-graph node."""
+    paths = {0: "root"}
+    queue = [0]
+    while queue:
+        node_id = queue.pop(0)
+        for child in graph.nodes[node_id].children:
+            if child.node_id not in paths and child.node_id < len(graph.nodes):
+                paths[child.node_id] = f"{paths[node_id]}.{child.local_name}"
+                queue.append(child.node_id)
+    return paths
+
+
+__all__ = [
+    "DENIED_OPS",
+    "DENIED_OP_PREFIXES",
+    "FLAG",
+    "Finding",
+    "Rule",
+    "SafetyReport",
+    "UnsafeModelError",
+    "add_safety_arguments",
+    "check_saved_model",
+    "scan_saved_model",
+]

@@ -1,0 +1,473 @@
+"""The server refuses SavedModels that can touch files, processes or the network (issue 14).
+
+Each crafted SavedModel below is a real attack: loaded with ``--allow-unsafe-ops`` it writes its
+target file (at load time, or at the warm-up call of its signature) or reads a file outside the
+version. Through the real repository, without the flag, each is refused with the op and function
+named, the status shows ``END`` / ``PERMISSION_DENIED``, and the target file never appears.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+try:
+    from conftest_serving import call, exported, free_port, fresh_dir
+except ImportError:  # tests/ imported as a package
+    from tests.conftest_serving import call, exported, free_port, fresh_dir
+
+from kerasdl.serving import safety  # noqa: E402
+from kerasdl.serving.repository import ModelRepository  # noqa: E402
+from kerasdl.serving.safety import (  # noqa: E402
+    DENIED_OPS,
+    UnsafeModelError,
+    add_safety_arguments,
+    check_saved_model,
+    scan_saved_model,
+)
+from kerasdl.serving.servable import Servable, load_error_code  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+SPEC = [None, 2]
+
+
+# --- crafted SavedModels --------------------------------------------------------------------
+
+
+def _save(module, name: str, signature=None) -> Path:
+    import tensorflow as tf
+
+    path = fresh_dir(name) / "model"
+    sigs = {"serving_default": signature} if signature is not None else None
+    tf.saved_model.save(module, str(path), signatures=sigs)
+    return path
+
+
+def _signature_model(name: str, body) -> Path:
+    """A model whose ``serving_default(x: float [N, 2])`` runs ``body(x)`` (warm-up calls it)."""
+    import tensorflow as tf
+
+    class M(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec(SPEC, tf.float32)], autograph=False)
+        def serve(self, x):
+            return {"y": body(x)}
+
+    module = M()
+    return _save(module, name, module.serve)
+
+
+@functools.cache
+def secret() -> Path:
+    """A file outside every model folder that a model should not read."""
+    path = fresh_dir("secret") / "secret.txt"
+    path.write_text("alpha\nbeta\n")
+    return path
+
+
+@functools.cache
+def write_in_signature(target: str) -> Path:
+    """``serving_default`` writes ``target`` inside a ``tf.cond`` branch (an If function)."""
+    import tensorflow as tf
+
+    def body(x):
+        def write():
+            with tf.control_dependencies([tf.io.write_file(target, "pwned")]):
+                return x * 2.0
+
+        return tf.cond(tf.reduce_sum(x) >= 0.0, write, lambda: x)
+
+    return _signature_model("write-sig", body)
+
+
+@functools.cache
+def write_at_load(target: str) -> Path:
+    """A resource whose ``_initialize`` (run by ``tf.saved_model.load``) writes ``target``."""
+    import tensorflow as tf
+
+    class Evil(tf.saved_model.experimental.TrackableResource):
+        def _create_resource(self):
+            return tf.raw_ops.HashTableV2(key_dtype=tf.string, value_dtype=tf.string)
+
+        def _initialize(self):
+            return tf.io.write_file(target, "pwned")
+
+    class M(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.evil = Evil()
+
+        @tf.function(input_signature=[tf.TensorSpec(SPEC, tf.float32)], autograph=False)
+        def serve(self, x):
+            return {"y": x + 1.0}
+
+    module = M()
+    return _save(module, "write-load", module.serve)
+
+
+def _table_model(name: str, filename) -> Path:
+    """A vocabulary table initialized from ``filename`` at load (TF Serving's vocab files)."""
+    import tensorflow as tf
+
+    class M(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.table = tf.lookup.StaticHashTable(
+                tf.lookup.TextFileInitializer(
+                    filename,
+                    tf.string,
+                    tf.lookup.TextFileIndex.WHOLE_LINE,
+                    tf.int64,
+                    tf.lookup.TextFileIndex.LINE_NUMBER,
+                ),
+                default_value=-1,
+            )
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string)], autograph=False)
+        def serve(self, words):
+            return {"ids": self.table.lookup(words)}
+
+    module = M()
+    return _save(module, name, module.serve)
+
+
+@functools.cache
+def vocab_asset() -> Path:
+    """The legitimate case: the vocabulary is copied into the version's assets/ at export."""
+    vocab = fresh_dir("vocab") / "vocab.txt"
+    vocab.write_text("cat\ndog\n")
+    return _table_model("vocab-asset", str(vocab))
+
+
+@functools.cache
+def vocab_outside() -> Path:
+    """A table whose ``_initialize`` (run at load) reads a constant path outside the model.
+
+    (``tf.lookup.TextFileInitializer`` copies even a constant path into assets/ at export; a
+    crafted model spells the op out.)
+    """
+    import tensorflow as tf
+
+    path = str(secret())
+
+    class Vocab(tf.saved_model.experimental.TrackableResource):
+        def _create_resource(self):
+            return tf.raw_ops.HashTableV2(key_dtype=tf.string, value_dtype=tf.int64)
+
+        def _initialize(self):
+            return tf.raw_ops.InitializeTableFromTextFileV2(
+                table_handle=self.resource_handle, filename=path, key_index=-2, value_index=-1
+            )
+
+    class M(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.vocab = Vocab()
+            self.vocab._initialize()  # creates the table eagerly (not inside the signature)
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string)], autograph=False)
+        def serve(self, words):
+            ids = tf.raw_ops.LookupTableFindV2(
+                table_handle=self.vocab.resource_handle,
+                keys=words,
+                default_value=tf.constant(-1, tf.int64),
+            )
+            return {"ids": ids}
+
+    module = M()
+    return _save(module, "vocab-outside", module.serve)
+
+
+@functools.cache
+def read_passwd() -> Path:
+    import tensorflow as tf
+
+    return _signature_model(
+        "read-passwd",
+        lambda x: x + tf.cast(tf.strings.length(tf.io.read_file("/etc/passwd")), tf.float32),
+    )
+
+
+@functools.cache
+def matching_files() -> Path:
+    import tensorflow as tf
+
+    return _signature_model(
+        "matching-files", lambda x: x + tf.cast(tf.size(tf.io.matching_files("/etc/*")), tf.float32)
+    )
+
+
+@functools.cache
+def tfrecord_reader() -> Path:
+    """``serving_default`` reads the first record of a TFRecord file outside the model."""
+    import tensorflow as tf
+
+    records = fresh_dir("records") / "data.tfrecord"
+    with tf.io.TFRecordWriter(str(records)) as w:
+        w.write(b"private record")
+
+    def body(x):
+        first = tf.data.TFRecordDataset(str(records)).take(1).get_single_element()
+        return x + tf.cast(tf.strings.length(first), tf.float32)
+
+    return _signature_model("tfrecord", body)
+
+
+def _target(name: str) -> str:
+    return str(fresh_dir(f"target-{name}") / "pwned.txt")
+
+
+def _serve(model: Path, allow: bool = False, name: str = "m") -> tuple[ModelRepository, Path]:
+    """``model`` as version 1 of a model folder, managed by the real repository (one pass)."""
+    base = fresh_dir("base")
+    shutil.copytree(model, base / name / "1", symlinks=True)
+    repo = ModelRepository(
+        base, poll_interval=0, max_load_retries=3, load_retry_interval=0.01, allow_unsafe_ops=allow
+    )
+    repo.poll_once()
+    return repo, base / name / "1"
+
+
+def _status(repo: ModelRepository, name: str = "m") -> dict:
+    return repo.status(name)["model_version_status"][0]
+
+
+# --- refused without the flag, served (and dangerous) with it --------------------------------
+
+WRITES = {"signature": write_in_signature, "load time": write_at_load}
+
+
+@pytest.mark.parametrize("where", sorted(WRITES))
+def test_a_model_that_writes_a_file_is_refused_and_writes_nothing(where):
+    target = _target(where.replace(" ", "-"))
+    model = WRITES[where](target)
+
+    repo, _ = _serve(model)
+    status = _status(repo)
+    message = status["status"]["error_message"]
+    assert status["state"] == "END", status  # refused at once: no retries of a refusal
+    assert status["status"]["error_code"] == "PERMISSION_DENIED"
+    assert "WriteFile" in message and "--allow-unsafe-ops" in message, message
+    assert re.search(r"in function \w+, reached from ", message), message
+    assert f"of '{target}'" in message, message
+    assert not os.path.exists(target)
+    with pytest.raises(Exception, match="Servable not found"):
+        repo.get("m")
+
+    repo, _ = _serve(model, allow=True)  # the attack is real: allowed, it writes the file
+    assert _status(repo)["state"] == "AVAILABLE"
+    assert os.path.exists(target)
+
+
+def test_the_refusal_names_the_load_time_function():
+    target = _target("names")
+    report = scan_saved_model(write_at_load(target))
+    (finding,) = report.findings
+    assert finding.op == "WriteFile" and finding.location.startswith("function __inference_")
+    assert "load-time function root.evil._initialize" in finding.root
+    report = scan_saved_model(write_in_signature(target))
+    assert {f.root for f in report.findings} == {"signature 'serving_default'"}
+    # the branch function of the tf.cond, not the signature wrapper, holds the op
+    assert all("cond_true" in f.location for f in report.findings), report.summary()
+
+
+READS = {  # op: (model, the path the message shows: the dataset's comes through flat_map)
+    "ReadFile": (read_passwd, "of '/etc/passwd'"),
+    "MatchingFiles": (matching_files, "of '/etc/*'"),
+    "TFRecordDataset": (tfrecord_reader, "in function __inference_Dataset_flat_map"),
+    "InitializeTableFromTextFileV2": (vocab_outside, "secret.txt' in function"),
+}
+
+
+@pytest.mark.parametrize("op", sorted(READS))
+def test_a_model_that_reads_files_outside_the_version_is_refused(op):
+    make, path_text = READS[op]
+    repo, _ = _serve(make())
+    status = _status(repo)
+    message = status["status"]["error_message"]
+    assert (status["state"], status["status"]["error_code"]) == ("END", "PERMISSION_DENIED")
+    assert f"{op} (" in message and path_text in message and "in function " in message, message
+
+    repo, _ = _serve(make(), allow=True)
+    assert _status(repo)["state"] == "AVAILABLE", _status(repo)
+    if op == "InitializeTableFromTextFileV2":  # allowed, the model did read the secret file
+        out = repo.get("m").signature(None)({"words": np.array([b"beta"], dtype=object)})
+        assert out["ids"].tolist() == [1]
+
+
+def test_vocabulary_assets_inside_the_version_are_allowed_and_escapes_are_not(tmp_path):
+    repo, version = _serve(vocab_asset())
+    assert _status(repo)["state"] == "AVAILABLE", _status(repo)
+    out = repo.get("m").signature(None)({"words": np.array([b"dog", b"eel"], dtype=object)})
+    assert out["ids"].tolist() == [1, -1]
+
+    # the same model with its asset swapped for a symlink out of the version
+    escaped = tmp_path / "symlinked"
+    shutil.copytree(vocab_asset(), escaped)
+    (escaped / "assets" / "vocab.txt").unlink()
+    (escaped / "assets" / "vocab.txt").symlink_to(secret())
+    with pytest.raises(UnsafeModelError, match="outside the version's assets/") as err:
+        check_saved_model(escaped)
+    assert "InitializeTableFromTextFileV2" in str(err.value)
+
+    # ... or with the asset's file name rewritten to climb out of assets/
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    climbed = tmp_path / "climbed"
+    shutil.copytree(vocab_asset(), climbed)
+    proto = saved_model_pb2.SavedModel()
+    proto.ParseFromString((climbed / "saved_model.pb").read_bytes())
+    proto.meta_graphs[0].asset_file_def[0].filename = os.path.relpath(secret(), climbed / "assets")
+    (climbed / "saved_model.pb").write_bytes(proto.SerializeToString())
+    report = scan_saved_model(climbed)
+    assert [f.op for f in report.findings] == ["InitializeTableFromTextFileV2"] * len(
+        report.findings
+    )
+    assert report.findings and "outside the version's assets/" in report.summary()
+
+
+def test_kerasdl_exports_pass_and_load():
+    """Both signatures (float images, and encoded images through tf.io.decode_image) are safe;
+    the checkpoint restore (RestoreV2 in the saver's restore op) and the class-names asset too."""
+    version = exported()
+    report = check_saved_model(version)
+    assert report.safe, report.summary()
+    assert {"DecodeImage", "InitializeTableFromTextFileV2", "RestoreV2"} <= report.op_types
+    servable = Servable("digits", 1, version)
+    assert set(servable.signatures) == {"serving_default", "serving_bytes"}
+    assert servable.safety.seconds < 1.0
+
+
+def test_registry_model_export_passes():
+    import keras
+
+    from kerasdl.data.preprocess import PreprocessSpec
+    from kerasdl.export.saved_model import export_saved_model
+    from kerasdl.registry import create_model
+
+    keras.utils.set_random_seed(0)
+    model = create_model("resnet20", num_classes=10, input_shape=(32, 32, 3))
+    spec = PreprocessSpec((32, 32), 3, [0.5] * 3, [0.25] * 3, [str(i) for i in range(10)])
+    version = export_saved_model(model, spec, fresh_dir("registry"), "resnet20")
+    repo = ModelRepository(version.parent.parent, poll_interval=0)
+    repo.poll_once()
+    assert _status(repo, "resnet20")["state"] == "AVAILABLE", _status(repo, "resnet20")
+    assert set(repo.get("resnet20").signatures) == {"serving_default", "serving_bytes"}
+
+
+# --- the refusal through HTTP, the error's shape, the flag, the deny-list ---------------------
+
+
+def test_status_over_http_shows_the_refusal():
+    pytest.importorskip("uvicorn")
+    import threading
+    import time
+
+    import uvicorn
+
+    from kerasdl.serving.app import ServerConfig, create_app
+
+    target = _target("http")
+    repo, _ = _serve(write_in_signature(target), name="evil")
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(repo, ServerConfig()), port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not server.started:
+            assert time.monotonic() < deadline and thread.is_alive()
+            time.sleep(0.02)
+        code, body = call(port, "GET", "/v1/models/evil")
+        assert code == 200
+        (status,) = body["model_version_status"]
+        assert status["state"] == "END"
+        assert status["status"]["error_code"] == "PERMISSION_DENIED"
+        assert "WriteFile" in status["status"]["error_message"]
+        code, body = call(port, "POST", "/v1/models/evil:predict", {"instances": [[0.0, 0.0]]})
+        assert code == 404, body
+        assert call(port, "GET", "/readyz")[0] == 503
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+    assert not os.path.exists(target)
+
+
+def test_refusal_error_code_and_one_line_message():
+    with pytest.raises(UnsafeModelError) as err:
+        Servable("m", 1, read_passwd())
+    assert load_error_code(err.value) == "PERMISSION_DENIED"
+    assert err.value.retryable is False
+    assert "\n" not in str(err.value)
+    assert str(err.value).startswith("Refused (start the server with --allow-unsafe-ops")
+
+
+def test_allow_unsafe_ops_flag():
+    parser = argparse.ArgumentParser()
+    add_safety_arguments(parser)
+    assert parser.parse_args([]).allow_unsafe_ops is False
+    assert parser.parse_args(["--allow-unsafe-ops"]).allow_unsafe_ops is True
+
+
+def test_deny_list_names_real_ops_and_is_documented():
+    from tensorflow.python.framework import op_def_registry
+
+    assert len(DENIED_OPS) >= 100
+    assert [op for op in DENIED_OPS if op_def_registry.get(op) is None] == []
+    assert all(rule.reason and rule.category for rule in DENIED_OPS.values())
+    docs = (ROOT / "docs" / "serving.md").read_text()
+    security = docs[docs.index("## Security") :]
+    assert [op for op in DENIED_OPS if f"`{op}`" not in security] == []
+
+
+def _edited(src: Path, dest: Path, edit) -> Path:
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    shutil.copytree(src, dest)
+    proto = saved_model_pb2.SavedModel()
+    proto.ParseFromString((dest / "saved_model.pb").read_bytes())
+    for function in proto.meta_graphs[0].graph_def.library.function:
+        for node in function.node_def:
+            edit(node)
+    (dest / "saved_model.pb").write_bytes(proto.SerializeToString())
+    return dest
+
+
+def test_unregistered_ops_and_undefined_functions_are_refused(tmp_path):
+    """A custom op (not vetted, here a tensorflow-io name), an op this TensorFlow lacks, and a call
+    of a function the model does not define (it would resolve to one of the server process)."""
+
+    def rename_op(new):
+        def edit(node):
+            if node.op == "ReadFile":
+                node.op = new
+
+        return edit
+
+    def call_elsewhere(node):
+        if node.op in ("PartitionedCall", "StatefulPartitionedCall"):
+            node.attr["f"].func.name = "__inference_of_another_model_1"
+
+    for op, reason in [("IO>ReadFromSomewhere", "tensorflow-io"), ("NoSuchOp", "not registered")]:
+        report = scan_saved_model(_edited(read_passwd(), tmp_path / op, rename_op(op)))
+        assert [(f.op, reason in f.rule.reason) for f in report.findings] == [(op, True)]
+    report = scan_saved_model(_edited(read_passwd(), tmp_path / "call", call_elsewhere))
+    assert [(f.op, f.rule) for f in report.findings] == [
+        ("__inference_of_another_model_1", safety._UNDEFINED)
+    ]
+
+
+def test_unreadable_model_file_is_an_ordinary_retryable_error(tmp_path):
+    (tmp_path / "saved_model.pb").write_bytes(b"\xff not a proto")
+    with pytest.raises(OSError, match="Cannot parse file"):
+        scan_saved_model(tmp_path)
+    with pytest.raises(OSError, match="does not exist"):
+        scan_saved_model(tmp_path / "missing")
