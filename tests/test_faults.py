@@ -158,7 +158,7 @@ def test_kill_with_absolute_output_dir(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_kill_fixmatch_method_run(tmp_path: Path) -> None:
-    method = {"name": "fixmatch", "labels_per_class": 5, "steps_per_epoch": 12}
+    method = {"name": "fixmatch", "labels_per_class": 5, "mu": 2}
     info = _kill_and_resume(tmp_path, "mid_epoch", 1, "same", method=method)
     assert info["resumes"][0]["epoch"] == 1
 

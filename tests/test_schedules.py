@@ -136,3 +136,11 @@ def test_schedule_command_bad_output(tmp_path: Path, tiny_recipe: Path) -> None:
 
     assert main(["schedule", str(tiny_recipe), "--out", str(tmp_path / "lr.txt")]) == 2
     assert main(["schedule", str(tiny_recipe), "--out", str(tmp_path / "no" / "lr.png")]) == 2
+
+
+def test_warmup_phrase_is_singular_for_one_epoch() -> None:
+    from kerasdl.commands.schedule import warmup_phrase
+
+    assert warmup_phrase(1) == "1 warm-up epoch"
+    assert warmup_phrase(2) == "2 warm-up epochs"
+    assert warmup_phrase(0.5) == "0.5 warm-up epochs"

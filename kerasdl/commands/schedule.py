@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
     warmup = int(round(t.schedule.warmup_epochs * steps_per_epoch))
     title = (
         f"{cfg.run.name}: {t.schedule.name}"
-        + (f" with {t.schedule.warmup_epochs:g} warm-up epochs" if warmup else "")
+        + (f" with {warmup_phrase(t.schedule.warmup_epochs)}" if warmup else "")
         + f", peak {t.optimizer.learning_rate:g}"
     )
     plot_schedule(values, steps_per_epoch, out, title, warmup)
@@ -103,3 +103,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"  step {s:>6} (epoch {s / steps_per_epoch:6.2f}): lr {values[s]:.6g}")
     print(f"Saved the schedule plot to {out}")
     return 0
+
+
+def warmup_phrase(epochs: float) -> str:
+    """``1 warm-up epoch``, ``2 warm-up epochs``, ``0.5 warm-up epochs``."""
+    return f"{epochs:g} warm-up epoch" + ("" if epochs == 1 else "s")

@@ -76,6 +76,9 @@ def batch_dataset(
             return ordered.shuffle(shuffle_buffer, seed=epoch_seed)
 
         ds = tf.data.Dataset.from_tensors(0).flat_map(one_epoch)
+        known = int(ordered.cardinality())
+        if known >= 0:  # flat_map hides it; fit's progress bar and epoch length need it
+            ds = ds.apply(tf.data.experimental.assert_cardinality(known))
     elif training:
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size, drop_remainder=drop_remainder, num_parallel_calls=AUTOTUNE)

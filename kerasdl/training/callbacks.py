@@ -212,12 +212,35 @@ class Backup(keras.callbacks.Callback):
 
 
 class StepProgbar(keras.callbacks.ProgbarLogger):
-    """Keras's progress bar, counting the steps that really ran.
+    """Keras's progress bar, counting the optimizer steps that really ran.
 
-    With ``steps_per_execution > 1`` Keras reports the end of each execution as ``begin +
-    steps_per_execution - 1`` even when the epoch's data ends earlier, so its bar overshoots
-    (``32/20``, an over-long bar, a negative ETA). This one never counts past the epoch's steps.
+    Keras counts a bar from the batch index it reports, which with ``steps_per_execution > 1``
+    is the end of an execution, and its target is unknown in the first epoch of a dataset of
+    unknown length: the bar then overshoots (``32/20``, an over-long bar, a negative ETA) or
+    shows ``Unknown``. This one counts the optimizer's steps within the epoch and knows the
+    epoch's length.
+
+    Args:
+        steps_per_epoch: optimizer steps per epoch (None: Keras's count).
     """
+
+    def __init__(self, steps_per_epoch: int | None = None) -> None:
+        super().__init__()
+        self.steps_per_epoch = steps_per_epoch
+        self._epoch_start = 0
+
+    def set_params(self, params: dict) -> None:
+        super().set_params(params)
+        if self.steps_per_epoch:
+            self.target = self.steps_per_epoch
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._epoch_start = int(self.model.optimizer.iterations.numpy())
+        super().on_epoch_begin(epoch, logs)
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        done = int(self.model.optimizer.iterations.numpy()) - self._epoch_start
+        self._update_progbar(max(done - 1, 0), logs)
 
     def _update_progbar(self, batch: int, logs: dict | None = None) -> None:
         if self.target is not None:

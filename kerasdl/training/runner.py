@@ -326,7 +326,7 @@ def train(
             )
         else:
             if verbose:
-                callbacks.append(cb.StepProgbar())
+                callbacks.append(cb.StepProgbar(steps_per_epoch))
             model.fit(
                 datasets["train"],
                 steps_per_epoch=steps_per_epoch if cfg.method else None,
