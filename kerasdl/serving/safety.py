@@ -245,11 +245,16 @@ def _is_registered(op: str) -> bool:
     return _REGISTERED[op]
 
 
+_RULES: dict[str, Rule | None] = {}
+
+
 def _rule_for(op: str) -> Rule | None:
-    rule = DENIED_OPS.get(op)
-    if rule is None:
-        rule = next((r for p, r in DENIED_OP_PREFIXES.items() if op.startswith(p)), None)
-    return rule
+    if op not in _RULES:
+        rule = DENIED_OPS.get(op)
+        if rule is None:
+            rule = next((r for p, r in DENIED_OP_PREFIXES.items() if op.startswith(p)), None)
+        _RULES[op] = rule
+    return _RULES[op]
 
 
 def _node_name(ref: str) -> str:
@@ -261,8 +266,11 @@ def _tensor_key(ref: str) -> str:
     return ref if ":" in ref else f"{ref}:0"
 
 
-def _func_names(attr: Any) -> list[tuple[str, Any]]:
+def _func_names(attr: Any) -> list[str]:
     """Every function an AttrValue names (with its nested attributes), depth first."""
+    kind = attr.WhichOneof("value")
+    if kind != "func" and (kind != "list" or not attr.list.func):
+        return []
     out = []
     stack = [attr]
     while stack:
@@ -359,6 +367,7 @@ class _Scanner:
         self.library = {f.signature.name: f for f in meta_graph.graph_def.library.function}
         self.graph = {n.name: n for n in meta_graph.graph_def.node}
         self._visited_functions: set[tuple] = set()
+        self._graph_visited: dict[bool, set[str]] = {}
         self._queue: list[tuple[str, tuple, str, str]] = []
         assets = self._asset_sources(meta_graph)
         self._asset_variables = _asset_variables(self.graph, assets)
@@ -462,7 +471,7 @@ class _Scanner:
     def _walk_graph(self, refs: Iterable[str], sources: dict[str, _Source], root: str) -> None:
         body = _Body(self.graph, "", tensor_sources=sources, variable_sources=self._asset_variables)
         stack = [_node_name(r) for r in refs if r]
-        visited: set[str] = set()
+        visited = self._graph_visited.setdefault(_SAVER in sources.values(), set())
         while stack:
             name = stack.pop()
             if name in visited:
@@ -571,17 +580,20 @@ def _asset_variables(graph: dict[str, Any], assets: dict[str, _Source]) -> dict[
     assigns it an asset tensor (the same one); passed to anything else (a function, the saver's
     restore) it could hold any string.
     """
+    if not assets:
+        return {}
     body = _Body(graph, "", tensor_sources=assets)
+    variables = {name for name, node in graph.items() if node.op == "VarHandleOp"}
+    variables |= {f"{name}:0" for name in variables}
     found: dict[str, _Source] = {}
     spoiled: set[str] = set()
     for node in graph.values():
+        if node.op in ("ReadVariableOp", "VarIsInitializedOp"):
+            continue
         for i, ref in enumerate(node.input):
+            if ref not in variables:
+                continue
             name = _node_name(ref)
-            target = graph.get(name)
-            if target is None or target.op != "VarHandleOp" or ref.startswith("^"):
-                continue
-            if node.op in ("ReadVariableOp", "VarIsInitializedOp"):
-                continue
             assigns = node.op == "AssignVariableOp" and i == 0
             source = body.source(node.input[1]) if assigns else None
             if source is None or source.kind != "asset" or found.get(name, source) != source:
