@@ -265,6 +265,33 @@ def test_bad_requests_get_4xx_with_a_message(server, what, suffix, raw, status, 
     assert set(body) == {"error"} and words in body["error"], body
 
 
+def test_a_rejected_input_is_answered_without_the_graph_dump(server) -> None:
+    """TensorFlow's runtime errors carry the Python stack of the traced signature; a client
+    gets the op's own message only."""
+    raw = b'{"signature_name": "serving_bytes", "instances": [{"b64": "aGVsbG8="}]}'
+    got, body = call(server.port, "POST", "/v1/models/digits:predict", raw=raw)
+    assert got == 400
+    message = body["error"]
+    for dump in ("Detected at node", "most recent call last", 'File "', "[[{{node", "[Op:"):
+        assert dump not in message, message
+    assert len(message) < 400 and "\n" not in message, message
+
+
+def test_tensorflow_message_keeps_the_ops_message() -> None:
+    from kerasdl.serving.errors import tensorflow_message
+
+    raw = (
+        "Graph execution error:\n\nDetected at node StatefulPartitionedCall/reshape defined at "
+        '(most recent call last):\n  File "/x/app.py", line 3, in <module>\n\n  File "/x/y.py"'
+        ", line 9, in f\n\nInput to reshape is a tensor with 12 values, but the requested shape "
+        "has 64\n\t [[{{node StatefulPartitionedCall/reshape}}]] [Op:__inference_fn_123]"
+    )
+    assert tensorflow_message(raw) == (
+        "Input to reshape is a tensor with 12 values, but the requested shape has 64"
+    )
+    assert tensorflow_message("plain message") == "plain message"
+
+
 def test_bad_input_for_shapes(server):
     # 8x8 images with the right rank but a wrong size, a batch over --max-batch.
     wrong = np.zeros((2, 8, 7, 1)).tolist()

@@ -49,3 +49,28 @@ def invalid(message: str) -> ServingError:
 def not_found(message: str) -> ServingError:
     """A 404 NOT_FOUND error."""
     return ServingError("NOT_FOUND", message)
+
+
+def tensorflow_message(message: str) -> str:
+    """The readable part of a TensorFlow runtime error, without the graph dump.
+
+    A signature called eagerly fails with ``Graph execution error: Detected at node ... defined
+    at (most recent call last): <Python stack>`` followed by the op's own message and
+    ``[[{{node ...}}]] [Op:...]`` tags. A client needs only the op's message (as TF Serving
+    answers it): ``Input to reshape is a tensor with 12 values, but the requested shape has 64``.
+    """
+    import re
+
+    lines = [ln for ln in message.splitlines() if ln.strip()]
+    if lines and lines[0].strip().startswith("Graph execution error"):
+        lines = lines[1:]
+    # the Python stack: 'Detected at node ...' and the indented frames under it
+    kept = [
+        ln
+        for ln in lines
+        if not ln.startswith((" ", "\t")) and not ln.startswith("Detected at node")
+    ]
+    text = " ".join(kept) if kept else message.strip()
+    text = re.sub(r"\s*\[\[\{\{node [^}]*\}\}\]\]", "", text)
+    text = re.sub(r"\s*\[Op:[^\]]*\]", "", text)
+    return re.sub(r"\s+", " ", text).strip()[:1000] or "the signature rejected the input"

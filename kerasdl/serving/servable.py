@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from kerasdl.serving.errors import ServingError, invalid
+from kerasdl.serving.errors import ServingError, invalid, tensorflow_message
 from kerasdl.serving.safety import UnsafeModelError, check_saved_model
 
 log = logging.getLogger("kerasdl.serving")
@@ -83,7 +83,9 @@ class Signature:
         try:
             result = self.fn(**tensors)
         except tf.errors.InvalidArgumentError as err:
-            raise invalid(f"Signature '{self.name}' rejected the input: {err.message}") from err
+            raise invalid(
+                f"Signature '{self.name}' rejected the input: {tensorflow_message(err.message)}"
+            ) from err
         if not isinstance(result, dict):
             result = {"output_0": result}
         return {k: v.numpy() for k, v in result.items()}
