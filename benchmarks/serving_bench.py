@@ -4,16 +4,19 @@ For request batch sizes 1 and 32 it measures, on the same inputs in the same run
 
 * ``model.predict`` -- Keras in-process, one call per request (sequential);
 * ``SavedModel signature`` -- the exported ``serving_default`` called in-process (the floor);
-* ``kerasdl serve`` -- over HTTP (TF Serving's row JSON format) from ``--concurrency`` client
-  threads, without and with server-side batching (``--batching``).
+* ``kerasdl serve`` -- over REST (TF Serving's row JSON format) and over gRPC (TF Serving's
+  ``PredictionService.Predict`` through the ``tensorflow-serving-api`` stubs, ``tensor_content``
+  requests as ``tf.make_tensor_proto`` writes them), from each of ``--concurrency`` client thread
+  counts, without and with server-side batching (``--batching``); one server process serves both.
 
-Prints a Markdown table. Client and server share the machine, so on a 2-core CPU the client's JSON
-encoding competes with the server. Every request loop is bounded by ``--requests``.
+Prints a Markdown table. Client and server share the machine, so on a 2-core CPU the clients'
+encoding and decoding compete with the server. Every request loop is bounded by ``--requests``.
 
 Usage::
 
     python benchmarks/serving_bench.py                    # SimpleCNN, 32x32x3 inputs
     python benchmarks/serving_bench.py --requests 100 --image-size 8 --channels 1
+    python benchmarks/serving_bench.py --concurrency 1,8,32,64 --protocols grpc
 """
 
 from __future__ import annotations
@@ -58,6 +61,18 @@ def bench_local(fn, x: np.ndarray, requests: int) -> dict[str, float]:
     return _stats(lat, time.perf_counter() - start, len(x))
 
 
+def _connect(port: int) -> http.client.HTTPConnection:
+    """A keep-alive connection with TCP_NODELAY, as urllib3 (requests) and most clients open.
+
+    ``http.client`` sends the headers and the body in two writes; without TCP_NODELAY the body
+    waits for the server's delayed ACK of the headers (Nagle): ~40 ms per request on Linux.
+    """
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    conn.connect()
+    conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return conn
+
+
 def bench_http(port: int, model: str, x: np.ndarray, requests: int, concurrency: int) -> dict:
     body = json.dumps({"instances": np.round(x, 4).tolist()}).encode()
     path = f"/v1/models/{model}:predict"
@@ -72,7 +87,7 @@ def bench_http(port: int, model: str, x: np.ndarray, requests: int, concurrency:
         return resp.status, resp.read()
 
     def client() -> None:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        conn = _connect(port)
         while True:
             with lock:
                 if next(counter, None) is None:
@@ -85,7 +100,7 @@ def bench_http(port: int, model: str, x: np.ndarray, requests: int, concurrency:
                     # The server closed the idle keep-alive connection: reconnect once, as HTTP
                     # client libraries do for a reused connection.
                     conn.close()
-                    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+                    conn = _connect(port)
                     status, data = send(conn)
             except (OSError, http.client.HTTPException) as err:
                 status, data = 0, repr(err).encode()
@@ -96,7 +111,7 @@ def bench_http(port: int, model: str, x: np.ndarray, requests: int, concurrency:
                     errors.append(data[:200].decode(errors="replace"))
         conn.close()
 
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)  # warm up
+    conn = _connect(port)  # warm up
     conn.request("POST", path, body=body, headers={"Content-Type": "application/json"})
     conn.getresponse().read()
     conn.close()
@@ -112,13 +127,66 @@ def bench_http(port: int, model: str, x: np.ndarray, requests: int, concurrency:
     return _stats(lat, wall, len(x))
 
 
-@contextlib.contextmanager
-def server(base: Path, extra: list[str]) -> Iterator[int]:
+def bench_grpc(port: int, model: str, x: np.ndarray, requests: int, concurrency: int) -> dict:
+    """Predict over gRPC from ``concurrency`` threads, each with its own channel."""
+    import grpc
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = model
+    request.inputs["images"].CopyFrom(tf.make_tensor_proto(x))
+    lat: list[float] = []
+    errors: list[str] = []
+    counter = iter(range(requests))
+    lock = threading.Lock()
+
+    def client() -> None:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            predict = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict
+            predict(request, timeout=60)  # connect before timing
+            while True:
+                with lock:
+                    if next(counter, None) is None:
+                        break
+                t = time.perf_counter()
+                try:
+                    response = predict(request, timeout=60)
+                    tf.make_ndarray(response.outputs["probabilities"])
+                    error = None
+                except grpc.RpcError as err:
+                    error = f"{err.code()}: {err.details()}"
+                took = time.perf_counter() - t
+                with lock:
+                    lat.append(took)
+                    if error:
+                        errors.append(error)
+
+    threads = [threading.Thread(target=client) for _ in range(concurrency)]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - start
+    if errors:
+        raise RuntimeError(f"{len(errors)} failed requests, first: {errors[0]}")
+    return _stats(lat, wall, len(x))
+
+
+def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def server(base: Path, extra: list[str]) -> Iterator[tuple[int, int]]:
+    """``kerasdl serve`` with REST and gRPC; yields (REST port, gRPC port) once it is ready."""
+    port, grpc_port = _free_port(), _free_port()
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     cmd = [sys.executable, "-m", "kerasdl", "serve", str(base), "--port", str(port)]
+    cmd += ["--grpc-port", str(grpc_port)]
     cmd += ["--log-level", "warning", "--poll-interval", "0", *extra]
     proc = subprocess.Popen(cmd, env=env, stderr=subprocess.DEVNULL)
     try:
@@ -132,7 +200,7 @@ def server(base: Path, extra: list[str]) -> Iterator[int]:
                 if conn.getresponse().status == 200:
                     break
             time.sleep(0.3)
-        yield port
+        yield port, grpc_port
     finally:
         proc.terminate()
         proc.wait(timeout=60)
@@ -141,7 +209,12 @@ def server(base: Path, extra: list[str]) -> Iterator[int]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=300, help="requests per measurement")
-    parser.add_argument("--concurrency", type=int, default=8, help="HTTP client threads")
+    parser.add_argument(
+        "--concurrency", default="1,8,32", help="client thread counts (default 1,8,32)"
+    )
+    parser.add_argument(
+        "--protocols", default="rest,grpc", help="server protocols to measure (default rest,grpc)"
+    )
     parser.add_argument("--image-size", type=int, default=32)
     parser.add_argument("--channels", type=int, default=3)
     parser.add_argument("--batch-sizes", default="1,32")
@@ -185,12 +258,17 @@ def main(argv: list[str] | None = None) -> int:
                     bench_local(lambda v: sig(images=tf.constant(v)), x, args.requests),
                 )
             )
-        for label, extra in (("kerasdl serve", []), ("kerasdl serve --batching", ["--batching"])):
-            with server(Path(tmp), extra) as port:
+        clients = [int(c) for c in args.concurrency.split(",")]
+        protocols = [p.strip().lower() for p in args.protocols.split(",")]
+        for flags, extra in (("", []), (" --batching", ["--batching"])):
+            with server(Path(tmp), extra) as (port, grpc_port):
                 for b in batches:
                     x = rng.random((b, size, size, ch), dtype=np.float32)
-                    stats = bench_http(port, "bench", x, args.requests, args.concurrency)
-                    rows.append((label, b, args.concurrency, stats))
+                    for proto in protocols:
+                        run, at = (bench_grpc, grpc_port) if proto == "grpc" else (bench_http, port)
+                        label = f"kerasdl serve{flags}, {'gRPC' if proto == 'grpc' else 'REST'}"
+                        for c in clients:
+                            rows.append((label, b, c, run(at, "bench", x, args.requests, c)))
 
     cpu = platform.processor() or platform.machine()
     print(

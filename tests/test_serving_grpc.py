@@ -277,6 +277,26 @@ def test_predict_one_example_typed_fields_and_bytes_signature(servers):
     assert by_bytes.outputs["class_id"].int64_val == one.outputs["class_id"].int64_val
 
 
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG that declares ``width x height`` pixels (its IHDR chunk only)."""
+    import struct
+    import zlib
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    crc = struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
+    return b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + b"IHDR" + ihdr + crc
+
+
+def test_image_pixel_limit_applies_over_grpc_too(servers):
+    pytest.importorskip("kerasdl.serving.images")
+    request = _predict_request(image_bytes=np.array([_png_header(20000, 20000)], dtype=object))
+    request.model_spec.signature_name = "serving_bytes"
+    started = time.monotonic()
+    code, message = _error(servers.predictions.Predict, request)
+    assert code == INVALID and "20000x20000 PNG" in message and "--max-image-pixels" in message
+    assert time.monotonic() - started < 5
+
+
 def test_predict_output_filter(servers):
     x, _ = digits_data()
     request = _predict_request(images=x[:2])
