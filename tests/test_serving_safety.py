@@ -23,7 +23,7 @@ try:
 except ImportError:  # tests/ imported as a package
     from tests.conftest_serving import call, exported, free_port, fresh_dir
 
-from kerasdl.serving import safety  # noqa: E402
+from kerasdl.serving.graph_walk import UNDEFINED  # noqa: E402
 from kerasdl.serving.repository import ModelRepository  # noqa: E402
 from kerasdl.serving.safety import (  # noqa: E402
     DENIED_OPS,
@@ -509,7 +509,7 @@ def test_unregistered_ops_and_undefined_functions_are_refused(tmp_path):
         assert [(f.op, reason in f.rule.reason) for f in report.findings] == [(op, True)]
     report = scan_saved_model(_edited(read_passwd(), tmp_path / "call", call_elsewhere))
     assert [(f.op, f.rule) for f in report.findings] == [
-        ("__inference_of_another_model_1", safety._UNDEFINED)
+        ("__inference_of_another_model_1", UNDEFINED)
     ]
 
 
