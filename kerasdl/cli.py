@@ -46,22 +46,13 @@ def _stderr_to_devnull() -> Iterator[None]:
 
 
 def quiet_tensorflow() -> None:
-    """Import TensorFlow with its C++ start-up chatter (CUDA probing, oneDNN notice) hidden.
+    """Import TensorFlow now, with its C++ start-up chatter (CUDA probing, oneDNN notice) hidden.
 
-    Those lines are printed by absl before any log level applies, so stderr is pointed at
-    /dev/null while TensorFlow loads and probes devices (``cuInit`` errors on a machine without a
-    GPU come from the probe). Later C++ logs are limited to errors (``TF_CPP_MIN_LOG_LEVEL=2``
-    unless set). ``KERASDL_TF_LOGS=1`` shows everything. Scripts call this before importing Keras
-    or TensorFlow; the ``kerasdl`` command arranges it for the first import (see
-    :func:`quiet_first_tensorflow_import`).
+    Scripts call this before importing Keras or TensorFlow (see the apps); the ``kerasdl``
+    command defers the import instead (:func:`quiet_first_tensorflow_import`).
     """
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    if os.environ.get("KERASDL_TF_LOGS") or "tensorflow" in sys.modules:
-        return
-    with _stderr_to_devnull():
-        import tensorflow as tf
-
-        tf.config.list_physical_devices()
+    quiet_first_tensorflow_import()
+    import tensorflow  # noqa: F401
 
 
 class _QuietLoader(importlib.abc.Loader):
@@ -102,8 +93,13 @@ def _remove_finder() -> None:
 def quiet_first_tensorflow_import() -> None:
     """Make the process's first ``import tensorflow`` (direct, or through Keras) quiet.
 
-    Nothing is imported now: a command that fails on its arguments or its recipe never loads
-    TensorFlow, and one that needs it loads it quietly wherever it first imports it.
+    TensorFlow's start-up lines (CUDA probing, with a ``cuInit`` error on a machine without a
+    GPU; the oneDNN notice) are printed by absl before any log level applies, so file
+    descriptor 2 points at /dev/null while TensorFlow loads and probes its devices. Later C++
+    logs are limited to errors (``TF_CPP_MIN_LOG_LEVEL=2`` unless set); ``KERASDL_TF_LOGS=1``
+    shows everything. Nothing is imported now: a command that fails on its arguments or its
+    recipe never loads TensorFlow, and one that needs it loads it quietly wherever it first
+    imports it.
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if os.environ.get("KERASDL_TF_LOGS") or "tensorflow" in sys.modules:

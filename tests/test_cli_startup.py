@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import os
 import subprocess
 import sys
 from importlib.metadata import version
@@ -173,24 +172,6 @@ def test_bad_arguments_of_other_commands_fail_before_tensorflow(tmp_path: Path) 
         assert len(proc.stderr.splitlines()) == 1, (args, proc.stderr)
         (line,) = proc.stderr.splitlines()
         assert line.startswith(f"kerasdl {args[0]}: error: ") and needle in line
-
-
-def test_first_tensorflow_import_is_quiet() -> None:
-    code = """
-from kerasdl.cli import quiet_first_tensorflow_import
-quiet_first_tensorflow_import()
-import keras
-keras.ops.ones((2,)) + 1
-print("ok")
-"""
-    unset = ("KERASDL_TF_LOGS", "TF_CPP_MIN_LOG_LEVEL")
-    env = {k: v for k, v in os.environ.items() if k not in unset}
-    proc = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=180, env=env
-    )
-    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
-    for noise in ("cuInit", "oneDNN", "TF_ENABLE_ONEDNN_OPTS", "cuda", "absl"):
-        assert noise not in proc.stderr, proc.stderr
 
 
 def test_registry_manifest_is_current() -> None:
