@@ -303,6 +303,35 @@ def test_the_refusal_names_the_load_time_function():
     assert all("cond_true" in f.location for f in report.findings), report.summary()
 
 
+def test_a_load_time_function_behind_a_call_attribute_is_found(tmp_path):
+    """The resource's ``_initialize`` made an object whose ``__call__`` is the writing function:
+    the loader calls it all the same, and the walk follows ``__call__``."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    target = _target("call-attribute")
+    model = tmp_path / "v"
+    shutil.copytree(write_at_load(target), model)
+    proto = saved_model_pb2.SavedModel()
+    proto.ParseFromString((model / "saved_model.pb").read_bytes())
+    graph = proto.meta_graphs[0].object_graph_def
+    (resource,) = [n for n in graph.nodes if n.WhichOneof("kind") == "resource"]
+    (child,) = [c for c in resource.children if c.local_name == "_initialize"]
+    wrapper = graph.nodes.add()
+    wrapper.user_object.identifier = "_generic_user_object"
+    wrapper.children.add(node_id=child.node_id, local_name="__call__")
+    child.node_id = len(graph.nodes) - 1
+    (model / "saved_model.pb").write_bytes(proto.SerializeToString())
+
+    (finding,) = scan_saved_model(model).findings
+    assert finding.op == "WriteFile" and "root.evil._initialize" in finding.root
+    repo, _ = _serve(model)
+    assert _status(repo)["status"]["error_code"] == "PERMISSION_DENIED"
+    assert not os.path.exists(target)
+    repo, _ = _serve(model, allow=True)  # the loader does run it
+    assert _status(repo)["state"] == "AVAILABLE"
+    assert os.path.exists(target)
+
+
 READS = {  # op: (model, the path the message shows: the dataset's comes through flat_map)
     "ReadFile": (read_passwd, "of '/etc/passwd'"),
     "MatchingFiles": (matching_files, "of '/etc/*'"),

@@ -259,12 +259,20 @@ class GraphWalker:
         paths = _object_paths(graph)
 
         def functions_of(node_id: int) -> list[str]:
-            node = nodes[node_id]
-            kind = node.WhichOneof("kind")
-            if kind == "function":
-                return list(node.function.concrete_functions)
-            if kind == "bare_concrete_function":
-                return [node.bare_concrete_function.concrete_function_name]
+            """What calling the object runs: its concrete functions, or its ``__call__``'s."""
+            for _ in range(len(nodes)):
+                if not 0 <= node_id < len(nodes):
+                    return []
+                node = nodes[node_id]
+                kind = node.WhichOneof("kind")
+                if kind == "function":
+                    return list(node.function.concrete_functions)
+                if kind == "bare_concrete_function":
+                    return [node.bare_concrete_function.concrete_function_name]
+                calls = [c.node_id for c in node.children if c.local_name == "__call__"]
+                if not calls:
+                    return []
+                node_id = calls[0]  # the loader makes an object with __call__ callable
             return []
 
         def walk(node_id: int, root: str) -> None:
