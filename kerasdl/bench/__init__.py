@@ -4,13 +4,15 @@
 >>> report = run_suite(get_suite("default"))  # doctest: +SKIP
 >>> write_report(report, "benchmarks/results")  # doctest: +SKIP
 
-Modules: :mod:`~kerasdl.bench.harness` (cases, timing), :mod:`~kerasdl.bench.peers`
-(keras.applications and PyTorch peers; :mod:`~kerasdl.bench.torch_models`),
+Modules: :mod:`~kerasdl.bench.case` (cases, timing), :mod:`~kerasdl.bench.harness` (Keras
+models, :func:`run_case`), :mod:`~kerasdl.bench.peers` (keras.applications and PyTorch peers;
+:mod:`~kerasdl.bench.torch_models`),
 :mod:`~kerasdl.bench.flops` (utilization), :mod:`~kerasdl.bench.pipeline` (input pipeline alone),
 :mod:`~kerasdl.bench.suites`, :mod:`~kerasdl.bench.report`.
 """
 
-from kerasdl.bench.harness import Case, run_case, run_isolated
+from kerasdl.bench.case import Case
+from kerasdl.bench.harness import run_case, run_isolated
 from kerasdl.bench.report import markdown, run_suite, write_report
 from kerasdl.bench.suites import Comparison, Suite, get_suite, model_suite
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kerasdl.bench.harness import Case, time_repeats
+from kerasdl.bench.case import Case, configure_threads, time_repeats
 
 MATMUL_DTYPES = {"float32": "float32", "mixed_bfloat16": "bfloat16", "mixed_float16": "float16"}
 
@@ -59,9 +59,7 @@ def matmul_peak(dtype: str = "float32", n: int = 2048, steps: int = 5, repeats: 
 
 def run_matmul_case(case: Case) -> dict[str, Any]:
     """The matmul peak for ``case.precision`` (``case.input_size`` is the matrix side)."""
-    from kerasdl.bench.harness import _configure_threads
-
-    _configure_threads(case)
+    configure_threads(case)
     return {
         "peak": matmul_peak(
             MATMUL_DTYPES[case.precision], case.input_size, case.steps, case.repeats

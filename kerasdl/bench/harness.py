@@ -1,11 +1,13 @@
-"""Benchmark cases and the timing harness: training and inference throughput of Keras models.
+"""Running benchmark cases: training and inference throughput of Keras models, and the dispatcher.
 
-A :class:`Case` names what to measure (a kerasdl registry model, a ``keras.applications`` peer,
-a PyTorch peer, the input pipeline alone, or the matrix-multiply peak) and how (input size, batch
-size, precision, data, compile options, thread settings). :func:`run_case` measures it in this
-process; :func:`run_isolated` runs it in a fresh Python process (``python -m
-kerasdl.bench.worker``) so that thread settings, the dtype policy and PyTorch's OpenMP threads of
-one case cannot leak into the next.
+A :class:`~kerasdl.bench.case.Case` names what to measure (a kerasdl registry model, a
+``keras.applications`` peer, a PyTorch peer, the input pipeline alone, or the matrix-multiply peak)
+and how (input size, batch size, precision, data, compile options, thread settings).
+:func:`run_case` measures it in this process (Keras models here, the others by their runners in
+:mod:`~kerasdl.bench.peers`, :mod:`~kerasdl.bench.pipeline` and :mod:`~kerasdl.bench.flops`,
+which import only :mod:`~kerasdl.bench.case`); :func:`run_isolated` runs it in a fresh Python
+process (``python -m kerasdl.bench.worker``) so that thread settings, the dtype policy and
+PyTorch's OpenMP threads of one case cannot leak into the next.
 
 Method: every measurement runs ``warmup`` steps first (tracing, compilation, oneDNN kernel
 selection), then ``repeats`` timed repetitions of ``steps`` steps; the median images/s is
@@ -18,120 +20,22 @@ from __future__ import annotations
 
 import json
 import os
-import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 from typing import Any
 
-KINDS = ("kerasdl", "keras_app", "torch", "pipeline", "matmul")
-PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
-
-
-@dataclass
-class Case:
-    """One measurement.
-
-    Attributes:
-        id: unique name in a suite.
-        kind: ``kerasdl`` (registry model), ``keras_app`` (``keras.applications`` peer), ``torch``
-            (PyTorch peer), ``pipeline`` (input pipeline alone) or ``matmul`` (peak FLOP/s).
-        model: registry name (the peers use the registry name of the same architecture).
-        input_size: square input side.
-        channels: input channels.
-        batch_size: images per step.
-        precision: ``float32``, ``mixed_bfloat16`` or ``mixed_float16``.
-        num_classes: classifier width.
-        model_kwargs: extra constructor arguments of the registry model.
-        modes: ``train`` and/or ``infer``.
-        data: ``synthetic`` (one batch in memory) or ``pipeline`` (kerasdl.data + the tf.data
-            pipeline with the benchmark augmentation; ``recipe`` names a recipe file instead).
-        recipe: a recipe whose data section feeds the model (``data="pipeline"``).
-        jit_compile: XLA compilation of the train/predict step.
-        steps_per_execution: Keras ``steps_per_execution``.
-        threads: ``[inter_op, intra_op]`` thread-pool sizes (0 = TensorFlow's choice).
-        private_threadpool: tf.data private thread-pool size (0 = shared pool; pipeline cases).
-        fused_bn: batch norm on TensorFlow's fused kernel (False: Keras's own layer).
-        steps, warmup, repeats: timed steps per repetition, warm-up steps, repetitions.
-    """
-
-    id: str
-    kind: str = "kerasdl"
-    model: str = ""
-    input_size: int = 32
-    channels: int = 3
-    batch_size: int = 32
-    precision: str = "float32"
-    num_classes: int = 10
-    model_kwargs: dict[str, Any] = field(default_factory=dict)
-    modes: list[str] = field(default_factory=lambda: ["train", "infer"])
-    data: str = "synthetic"
-    recipe: str | None = None
-    jit_compile: bool = False
-    steps_per_execution: int = 1
-    threads: list[int] | None = None
-    private_threadpool: int = 0
-    fused_bn: bool = True
-    steps: int = 10
-    warmup: int = 3
-    repeats: int = 3
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self))
-
-    @classmethod
-    def from_json(cls, text: str) -> Case:
-        return cls(**json.loads(text))
-
-
-def time_repeats(run: Callable[[], None], repeats: int) -> list[float]:
-    """Wall-clock seconds of ``repeats`` calls of ``run``."""
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - t0)
-    return times
-
-
-def throughput(times: list[float], images_per_rep: int) -> dict[str, float]:
-    """Median, min and max images/s from repetition times."""
-    rates = [images_per_rep / t for t in times]
-    return {
-        "median": statistics.median(rates),
-        "min": min(rates),
-        "max": max(rates),
-        "repeats": len(rates),
-    }
-
-
-def _round_steps(steps: int, per_execution: int) -> int:
-    return max(per_execution, (steps // per_execution) * per_execution)
-
-
-def step_clock() -> Any:
-    """A Keras callback that stamps the wall clock at ``fit`` start and after every batch group.
-
-    TensorFlow runs the compiled train function synchronously, so two stamps bracket exactly the
-    steps in between (with ``steps_per_execution`` k, one stamp per k steps). ``stamps[0]`` is the
-    start of training.
-    """
-    import keras
-
-    class StepClock(keras.callbacks.Callback):
-        def __init__(self) -> None:
-            super().__init__()
-            self.stamps: list[float] = []
-
-        def on_train_begin(self, logs=None):
-            self.stamps.append(time.perf_counter())
-
-        def on_train_batch_end(self, batch, logs=None):
-            self.stamps.append(time.perf_counter())
-
-    return StepClock()
+from kerasdl.bench.case import (
+    KINDS,
+    PRECISIONS,
+    Case,
+    configure_threads,
+    round_steps,
+    step_clock,
+    synthetic_batch,
+    throughput,
+    time_repeats,
+)
 
 
 def keras_train(model: Any, dataset: Any, case: Case) -> dict[str, float]:
@@ -154,7 +58,7 @@ def keras_train(model: Any, dataset: Any, case: Case) -> dict[str, float]:
         jit_compile=case.jit_compile,
     )
     spe = case.steps_per_execution
-    warm, steps = _round_steps(case.warmup, spe), _round_steps(case.steps, spe)
+    warm, steps = round_steps(case.warmup, spe), round_steps(case.steps, spe)
     clock = step_clock()
     t0 = time.perf_counter()
     model.fit(
@@ -189,20 +93,6 @@ def keras_infer(model: Any, images: Any, case: Case) -> dict[str, float]:
     return throughput(times, case.steps * case.batch_size)
 
 
-def synthetic_batch(case: Case, seed: int = 0) -> tuple[Any, Any]:
-    """One batch of standard-normal images and one-hot labels."""
-    import numpy as np
-
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal(
-        (case.batch_size, case.input_size, case.input_size, case.channels), dtype=np.float32
-    )
-    y = np.eye(case.num_classes, dtype=np.float32)[
-        rng.integers(0, case.num_classes, case.batch_size)
-    ]
-    return x, y
-
-
 def build_keras_model(case: Case) -> Any:
     """The case's model under its precision policy (registry model or keras.applications)."""
     import keras
@@ -222,14 +112,6 @@ def build_keras_model(case: Case) -> Any:
     )
 
 
-def _configure_threads(case: Case) -> None:
-    if case.threads:
-        import tensorflow as tf
-
-        tf.config.threading.set_inter_op_parallelism_threads(case.threads[0])
-        tf.config.threading.set_intra_op_parallelism_threads(case.threads[1])
-
-
 def run_keras_case(case: Case) -> dict[str, Any]:
     """Measure a ``kerasdl`` or ``keras_app`` case: MACs, training and inference images/s."""
     import keras
@@ -237,7 +119,7 @@ def run_keras_case(case: Case) -> dict[str, Any]:
 
     from kerasdl.models.macs import count_macs
 
-    _configure_threads(case)
+    configure_threads(case)
     keras.utils.set_random_seed(0)
     result: dict[str, Any] = {}
     if case.data == "pipeline":

@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib.util
 from typing import Any
 
-from kerasdl.bench.harness import Case, throughput, time_repeats
+from kerasdl.bench.case import Case, throughput, time_repeats
 
 # registry name -> keras.applications constructor name
 KERAS_APPLICATIONS = {

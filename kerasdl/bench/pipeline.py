@@ -16,7 +16,7 @@ import math
 import time
 from typing import Any
 
-from kerasdl.bench.harness import Case, throughput
+from kerasdl.bench.case import Case, configure_threads, throughput
 
 BENCH_AUGMENT: list[dict[str, Any]] = [{"name": "random_crop", "padding": 4}, {"name": "flip"}]
 
@@ -79,9 +79,7 @@ def pipeline_datasets(case: Case) -> tuple[Any, Case]:
 
 def run_pipeline_case(case: Case) -> dict[str, Any]:
     """Images/s of iterating the training pipeline (median over repetitions)."""
-    from kerasdl.bench.harness import _configure_threads
-
-    _configure_threads(case)
+    configure_threads(case)
     ds, case = pipeline_datasets(case)
     per_epoch = max(getattr(case, "train_size", 0) // case.batch_size, 1)
     it = iter(ds.repeat())

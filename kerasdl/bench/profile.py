@@ -27,7 +27,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from kerasdl.bench.harness import Case, build_keras_model, step_clock, synthetic_batch
+from kerasdl.bench.case import Case, step_clock, synthetic_batch
+from kerasdl.bench.harness import build_keras_model
 from kerasdl.errors import UserError
 
 CATEGORIES = {

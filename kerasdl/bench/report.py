@@ -11,9 +11,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from kerasdl.bench.case import Case
 from kerasdl.bench.flops import MATMUL_DTYPES, infer_flops_per_image, train_flops_per_image
 from kerasdl.bench.flops import utilization as util_pct
-from kerasdl.bench.harness import Case, run_case, run_isolated
+from kerasdl.bench.harness import run_case, run_isolated
 from kerasdl.bench.suites import SHORT, Suite
 
 PEER_NAMES = {"kerasdl": "kerasdl", "keras_app": "keras.applications", "torch": "PyTorch"}

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from kerasdl.bench.harness import Case
+from kerasdl.bench.case import Case
 from kerasdl.config import QUICKSTART
 from kerasdl.errors import UserError
 

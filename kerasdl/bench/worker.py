@@ -12,7 +12,8 @@ import sys
 
 def main(argv: list[str]) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from kerasdl.bench.harness import Case, run_case
+    from kerasdl.bench.case import Case
+    from kerasdl.bench.harness import run_case
 
     result = run_case(Case.from_json(argv[0]))
     sys.stdout.write(json.dumps(result) + "\n")
