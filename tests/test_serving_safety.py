@@ -542,6 +542,52 @@ def test_unregistered_ops_and_undefined_functions_are_refused(tmp_path):
     ]
 
 
+def test_gradients_duplicates_and_malformed_graphs(tmp_path):
+    """A function's registered gradient (what ``SymbolicGradient`` runs) is walked; a function
+    defined twice, differently, is refused; a graph the walk cannot follow is refused unless
+    allowed."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    def load(path):
+        proto = saved_model_pb2.SavedModel()
+        proto.ParseFromString((path / "saved_model.pb").read_bytes())
+        return proto
+
+    writer = load(write_in_signature(_target("gradient")))
+    (writes,) = [
+        f
+        for f in writer.meta_graphs[0].graph_def.library.function
+        if any(n.op == "WriteFile" for n in f.node_def)
+    ]
+    safe = _signature_model("safe", lambda x: x * 2.0)
+    assert scan_saved_model(safe).safe
+
+    for case in ("gradient", "twice", "malformed"):
+        model = tmp_path / case
+        shutil.copytree(safe, model)
+        proto = load(model)
+        library = proto.meta_graphs[0].graph_def.library
+        serve = next(f.signature.name for f in library.function if "serve" in f.signature.name)
+        if case == "gradient":
+            library.function.add().CopyFrom(writes)
+            library.gradient.add(function_name=serve, gradient_func=writes.signature.name)
+        elif case == "twice":
+            twin = library.function.add()
+            twin.CopyFrom(writes)
+            twin.signature.name = serve
+        else:
+            graph = proto.meta_graphs[0].object_graph_def
+            next(c for c in graph.nodes[0].children if c.local_name == "signatures").node_id = 999
+        (model / "saved_model.pb").write_bytes(proto.SerializeToString())
+        if case == "malformed":
+            with pytest.raises(UnsafeModelError, match="cannot check the graph .IndexError"):
+                check_saved_model(model)
+            assert check_saved_model(model, allow_unsafe_ops=True).findings == []
+            continue
+        ops = {f.op for f in scan_saved_model(model).findings}
+        assert ops == ({"WriteFile"} if case == "gradient" else {serve, "WriteFile"}), ops
+
+
 def test_unreadable_model_file_is_an_ordinary_retryable_error(tmp_path):
     (tmp_path / "saved_model.pb").write_bytes(b"\xff not a proto")
     with pytest.raises(OSError, match="Cannot parse file"):

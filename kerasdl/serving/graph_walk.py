@@ -20,6 +20,7 @@ from kerasdl.serving.unsafe_ops import DENIED_OP_PREFIXES, DENIED_OPS, HIDDEN, R
 
 UNREGISTERED = Rule(HIDDEN, "op type not registered in this TensorFlow (a custom-op library)")
 UNDEFINED = Rule(HIDDEN, "calls a function the SavedModel does not define")
+TWICE = Rule(HIDDEN, "a function defined twice, differently (the loader picks one)")
 
 # Object-graph children that tf.saved_model.load (or unloading) runs.
 _LOAD_TIME_CHILDREN = ("_create_resource", "_initialize", "_destroy_resource")
@@ -202,7 +203,14 @@ class GraphWalker:
 
     def scan(self, meta_graph: Any) -> None:
         """Walk one ``MetaGraphDef`` (adds to :attr:`findings` and :attr:`op_types`)."""
-        self.library = {f.signature.name: f for f in meta_graph.graph_def.library.function}
+        library = meta_graph.graph_def.library
+        self.library = {}
+        for fdef in library.function:
+            name = fdef.signature.name
+            if name in self.library and self.library[name] != fdef:
+                self._record(name, TWICE, "the function library", "the loader", "")
+            self.library[name] = fdef
+        self.gradients = {g.function_name: g.gradient_func for g in library.gradient}
         self.graph = {n.name: n for n in meta_graph.graph_def.node}
         self._visited_functions: set[tuple] = set()
         self._graph_visited: dict[bool, set[str]] = {}
@@ -357,6 +365,8 @@ class GraphWalker:
             body.chain = (*chain, name)
             for node in fdef.node_def:
                 self._check_node(node, body, root)
+            if name in self.gradients:  # what SymbolicGradient of this function runs
+                self._push(self.gradients[name], (), root, body.chain)
 
     def _check_node(self, node: Any, body: _Body, root: str) -> None:
         op = node.op

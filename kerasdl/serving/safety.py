@@ -92,6 +92,10 @@ class SafetyReport:
         return _stat(self.path)[1] == self.file_stat
 
 
+class SafetyCheckError(ValueError):
+    """The graph is malformed in a way the walk cannot follow."""
+
+
 class UnsafeModelError(Exception):
     """A version refused because its graph can touch files, processes or the network.
 
@@ -101,13 +105,14 @@ class UnsafeModelError(Exception):
     error_code = PERMISSION_DENIED
     retryable = False
 
-    def __init__(self, report: SafetyReport) -> None:
+    def __init__(self, report: SafetyReport, problem: str = "") -> None:
         self.report = report
         ops = sorted({f.op for f in report.findings})
-        super().__init__(
-            f"Refused (start the server with {FLAG} to load it anyway): the graph can run ops "
-            f"that touch files, processes or the network ({', '.join(ops)}): {report.summary()}"
+        problem = problem or (
+            f"the graph can run ops that touch files, processes or the network "
+            f"({', '.join(ops)}): {report.summary()}"
         )
+        super().__init__(f"Refused (start the server with {FLAG} to load it anyway): {problem}")
 
 
 def add_safety_arguments(parser: argparse.ArgumentParser) -> None:
@@ -132,14 +137,22 @@ def check_saved_model(path: str | Path, allow_unsafe_ops: bool = False) -> Safet
         The scan's report.
 
     Raises:
-        UnsafeModelError: a denied op is reachable and ``allow_unsafe_ops`` is false.
+        UnsafeModelError: a denied op is reachable, or the graph cannot be checked, and
+            ``allow_unsafe_ops`` is false.
         OSError: the model file is missing or cannot be parsed (as ``tf.saved_model.load``).
 
     Example:
         >>> check_saved_model("saved_models/digits/1").seconds
         0.004
     """
-    report = scan_saved_model(path)
+    try:
+        report = scan_saved_model(path)
+    except SafetyCheckError as err:  # a graph the walk cannot follow: refuse it, or load it
+        report = SafetyReport(Path(path), file_stat=_stat(Path(path))[1])
+        if not allow_unsafe_ops:
+            raise UnsafeModelError(report, str(err)) from err
+        log.warning("%s: loading unchecked (%s): %s", path, FLAG, err)
+        return report
     if report.findings:
         if not allow_unsafe_ops:
             raise UnsafeModelError(report)
@@ -156,8 +169,11 @@ def scan_saved_model(path: str | Path) -> SafetyReport:
     model_file, file_stat = _stat(path)
     saved_model = _parse(model_file)
     walker = GraphWalker(path)
-    for meta_graph in saved_model.meta_graphs:
-        walker.scan(meta_graph)
+    try:
+        for meta_graph in saved_model.meta_graphs:
+            walker.scan(meta_graph)
+    except Exception as err:  # noqa: BLE001 - a malformed graph: report it in one line
+        raise SafetyCheckError(f"cannot check the graph ({type(err).__name__}: {err})") from err
     report = SafetyReport(path, walker.findings, walker.op_types, walker.functions_walked)
     report.file_stat = file_stat
     report.seconds = time.perf_counter() - started
@@ -199,6 +215,7 @@ __all__ = [
     "FLAG",
     "Finding",
     "Rule",
+    "SafetyCheckError",
     "SafetyReport",
     "UnsafeModelError",
     "add_safety_arguments",
