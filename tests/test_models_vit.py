@@ -212,3 +212,124 @@ def test_vit_b_16_built_count():
 def test_large_vit_built_counts(name):
     model = create_model(name)
     assert model.count_params() == TORCHVISION_COUNTS[name]
+
+
+# ---------------------------------------------------------------------------------------------
+# The MAE options (He et al. 2022): sin-cos positions, no class token, pooling, MAE's init
+
+
+def reference_2d_sincos_pos_embed(embed_dim: int, grid_size: int, cls_token: bool) -> np.ndarray:
+    """facebookresearch/mae ``util/pos_embed.py`` ``get_2d_sincos_pos_embed``, transcribed."""
+
+    def one_d(dim, pos):
+        omega = np.arange(dim // 2, dtype=np.float64)
+        omega /= dim / 2.0
+        omega = 1.0 / 10000**omega
+        out = np.einsum("m,d->md", pos.reshape(-1), omega)
+        return np.concatenate([np.sin(out), np.cos(out)], axis=1)
+
+    grid_h = np.arange(grid_size, dtype=np.float32)
+    grid_w = np.arange(grid_size, dtype=np.float32)
+    grid = np.stack(np.meshgrid(grid_w, grid_h), axis=0)  # here w goes first
+    grid = grid.reshape([2, 1, grid_size, grid_size])
+    emb = np.concatenate([one_d(embed_dim // 2, grid[0]), one_d(embed_dim // 2, grid[1])], axis=1)
+    if cls_token:
+        emb = np.concatenate([np.zeros([1, embed_dim]), emb], axis=0)
+    return emb
+
+
+@pytest.mark.parametrize("dim,grid,cls", [(16, 3, True), (64, 4, True), (32, 5, False)])
+def test_sincos_is_mae_get_2d_sincos_pos_embed(dim, grid, cls):
+    want = reference_2d_sincos_pos_embed(dim, grid, cls)
+    got = sincos_position_embeddings(dim, (grid, grid), int(cls))
+    np.testing.assert_allclose(got[0], want, atol=1e-6)
+    model = _tiny_vit(
+        grid * 8,
+        hidden_dim=dim,
+        position_embedding="sincos",
+        class_token=cls,
+        pool="token" if cls else "avg",
+    )
+    table = keras.ops.convert_to_numpy(model.patch_embed.pos_embedding)
+    np.testing.assert_allclose(table[0], want, atol=1e-6)
+    assert not model.patch_embed.pos_embedding.trainable
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(class_token=False, pool="avg"),
+        dict(class_token=False, pool="none", num_classes=0),
+        dict(pool="none", num_classes=0),
+        dict(position_embedding="sincos", weight_init="mae"),
+        dict(position_embedding="none", class_token=False, pool="avg"),
+    ],
+)
+def test_mae_options_shapes_counts_and_round_trip(kw, tmp_path):
+    model = _tiny_vit(16, **kw)
+    x = np.random.default_rng(5).normal(size=(2, 16, 16, 3)).astype("float32")
+    tokens = 4 + int(kw.get("class_token", True))
+    want = (2, tokens, 16) if kw.get("pool") == "none" else (2, kw.get("num_classes", 3))
+    assert tuple(model(x).shape) == want
+    assert vit_param_count(**model.get_config()) == model.count_params()
+    clone = VisionTransformer.from_config(model.get_config())
+    assert clone.get_config() == model.get_config()
+    model.save(tmp_path / "vit.keras")
+    loaded = keras.saving.load_model(tmp_path / "vit.keras")
+    np.testing.assert_allclose(loaded(x), model(x), atol=1e-6)
+    # the encoder on all patches in order is the model's own token sequence before pooling
+    seq = keras.Model(model.input, model.get_layer("encoder_ln").output)(x)
+    got = model.encode_tokens(model.patch_embed.patch_tokens(x))
+    np.testing.assert_allclose(got, seq, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "kw,match",
+    [
+        (dict(class_token=False), "needs class_token"),
+        (dict(pool="none"), "num_classes=0"),
+        (dict(pool="cls"), "pool must be one of"),
+        (dict(position_embedding="rope"), "position_embedding must be"),
+        (dict(weight_init="jax"), "weight_init must be"),
+        (dict(hidden_dim=18, num_heads=2, position_embedding="sincos"), "divisible by 4"),
+    ],
+)
+def test_bad_mae_options_are_user_errors(kw, match):
+    with pytest.raises(UserError, match=match):
+        _tiny_vit(16, **kw)
+
+
+def test_mae_weight_init_is_the_reference_init():
+    """models_mae.py initialize_weights: xavier_uniform_ on every Linear (qkv fused as
+    Linear(D, 3D)) and on the patch projection viewed as Linear(C p^2, D), zero Linear biases,
+    class token N(0, 0.02); the registry default keeps torchvision's N(0, 1e-6) MLP biases."""
+    keras.utils.set_random_seed(0)
+    d, m = 64, 256
+    model = _tiny_vit(32, hidden_dim=d, num_heads=4, mlp_dim=m, weight_init="mae")
+    block = model.blocks[0]
+    for fc in (block.mlp.fc1, block.mlp.fc2):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(fc.bias), 0.0)
+    att = block.attention
+    qkv = np.concatenate(
+        [
+            np.ravel(att.query_dense.kernel),
+            np.ravel(att.key_dense.kernel),
+            np.ravel(att.value_dense.kernel),
+        ]
+    )
+    for w, limit in (
+        (qkv, math.sqrt(6 / (d + 3 * d))),
+        (np.ravel(att.output_dense.kernel), math.sqrt(6 / (2 * d))),
+    ):
+        assert np.abs(w).max() <= limit
+        assert w.std() == pytest.approx(limit / math.sqrt(3), rel=0.1)  # uniform(-a, a)
+    proj = np.ravel(model.patch_embed.proj.kernel)
+    limit = math.sqrt(6 / (3 * 8 * 8 + d))
+    assert np.abs(proj).max() <= limit and proj.std() == pytest.approx(
+        limit / math.sqrt(3), rel=0.1
+    )
+    cls = np.ravel(model.patch_embed.cls_token)
+    assert 0.01 < cls.std() < 0.03
+    default = _tiny_vit(32, hidden_dim=d, num_heads=4, mlp_dim=m).blocks[0].mlp.fc1.bias
+    assert 0 < np.abs(keras.ops.convert_to_numpy(default)).max() < 1e-5
+    assert block.get_config()["weight_init"] == "mae"

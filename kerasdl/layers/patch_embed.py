@@ -26,6 +26,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from kerasdl.layers.transformer import check_weight_init
+
 POSITION_EMBEDDINGS = ("learned", "sincos", "none")
 
 
@@ -81,11 +83,21 @@ def resize_position_embeddings(
 def sincos_position_embeddings(dim: int, grid: tuple[int, int], num_prefix_tokens: int = 1):
     """Fixed 2-D sine-cosine position embeddings (MAE's ``get_2d_sincos_pos_embed``).
 
-    Half of the channels encode the row, half the column, each as ``[sin(pos w), cos(pos w)]``
-    with frequencies ``w_k = 1 / 10000^(k / (dim / 4))``; prefix tokens get zeros.
+    The first half of the channels encodes the patch's column, the second half its row (the
+    reference's order: its ``emb_h`` is computed from the first ``meshgrid`` output, which is the
+    column index), each as ``[sin(pos w), cos(pos w)]`` with frequencies
+    ``w_k = 1 / 10000^(k / (dim / 4))``; prefix tokens (the class token) get zero rows.
+
+    Args:
+        dim: token width, divisible by 4.
+        grid: ``(gh, gw)`` patches per column and row (the reference takes square grids only).
+        num_prefix_tokens: leading zero rows (1: ``cls_token=True`` in the reference).
 
     Returns:
         ``(1, prefix + gh * gw, dim)`` float32 NumPy array.
+
+    Reference:
+        He et al. 2022; facebookresearch/mae ``util/pos_embed.py``.
     """
     if dim % 4:
         raise ValueError(f"sincos position embeddings need a width divisible by 4. Received: {dim}")
@@ -101,6 +113,31 @@ def sincos_position_embeddings(dim: int, grid: tuple[int, int], num_prefix_token
     return emb[None].astype("float32")
 
 
+def patchify(images, patch_size: int):
+    """``(B, H, W, C)`` images -> ``(B, N, p*p*C)`` patches in row-major patch order.
+
+    Each patch is flattened row by row with the channels last: MAE's ``patchify``
+    (``einsum("nchpwq->nhwpqc")``) on channels-last images, so its targets line up with
+    :class:`PatchEmbedding`'s tokens.
+    """
+    b = ops.shape(images)[0]
+    h, w, c = images.shape[1], images.shape[2], images.shape[3]
+    gh, gw = h // patch_size, w // patch_size
+    x = ops.reshape(images, (b, gh, patch_size, gw, patch_size, c))
+    x = ops.transpose(x, (0, 1, 3, 2, 4, 5))  # (B, gh, gw, p, p, C)
+    return ops.reshape(x, (b, gh * gw, patch_size * patch_size * c))
+
+
+def unpatchify(patches, patch_size: int, image_shape: tuple[int, int, int]):
+    """Inverse of :func:`patchify`: ``(B, N, p*p*C)`` -> ``(B, H, W, C)``."""
+    h, w, c = image_shape
+    gh, gw = h // patch_size, w // patch_size
+    b = ops.shape(patches)[0]
+    x = ops.reshape(patches, (b, gh, gw, patch_size, patch_size, c))
+    x = ops.transpose(x, (0, 1, 3, 2, 4, 5))  # (B, gh, p, gw, p, C)
+    return ops.reshape(x, (b, h, w, c))
+
+
 @keras.saving.register_keras_serializable(package="kerasdl")
 class PatchEmbedding(keras.layers.Layer):
     """Patchify + linear projection + class token + position embedding (ViT).
@@ -113,6 +150,10 @@ class PatchEmbedding(keras.layers.Layer):
             sine-cosine, MAE) or ``"none"``.
         interpolation: how position embeddings are resized when weights from another grid are
             loaded (``"bicubic"`` or ``"bilinear"``).
+        weight_init: ``"torchvision"`` (projection truncated-normal with variance ``1/fan_in``,
+            zero bias, zero class token) or ``"mae"`` (the MAE reference code: projection
+            Xavier-uniform as a ``Linear(C p^2, D)``, PyTorch's default ``Conv2d`` bias, class
+            token N(0, 0.02)).
 
     Call arguments:
         inputs: ``(B, H, W, C)`` images.
@@ -138,9 +179,11 @@ class PatchEmbedding(keras.layers.Layer):
         class_token: bool = True,
         position_embedding: str = "learned",
         interpolation: str = "bicubic",
+        weight_init: str = "torchvision",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.weight_init = check_weight_init(weight_init)
         if position_embedding not in POSITION_EMBEDDINGS:
             raise ValueError(
                 f"position_embedding must be one of {POSITION_EMBEDDINGS}. "
@@ -165,19 +208,29 @@ class PatchEmbedding(keras.layers.Layer):
             )
         self.grid_size = (h // p, w // p)
         fan_in = int(c) * p * p
+        kernel_init: Any = keras.initializers.TruncatedNormal(stddev=math.sqrt(1.0 / fan_in))
+        bias_init: Any = "zeros"
+        cls_init: Any = "zeros"
+        if self.weight_init == "mae":  # models_mae.py initialize_weights
+            limit = math.sqrt(6.0 / (fan_in + self.hidden_dim))  # xavier_uniform_ of w.view(D, -1)
+            kernel_init = keras.initializers.RandomUniform(-limit, limit)
+            bias_limit = 1.0 / math.sqrt(fan_in)  # nn.Conv2d's own bias init, left as is
+            bias_init = keras.initializers.RandomUniform(-bias_limit, bias_limit)
+            cls_init = keras.initializers.RandomNormal(stddev=0.02)
         self.proj = keras.layers.Conv2D(
             self.hidden_dim,
             p,
             strides=p,
             padding="valid",
-            kernel_initializer=keras.initializers.TruncatedNormal(stddev=math.sqrt(1.0 / fan_in)),
+            kernel_initializer=kernel_init,
+            bias_initializer=bias_init,
             name="conv_proj",
         )
         self.proj.build(input_shape)
         self._own = []
         if self.class_token:
             self.cls_token = self.add_weight(
-                shape=(1, 1, self.hidden_dim), initializer="zeros", name="class_token"
+                shape=(1, 1, self.hidden_dim), initializer=cls_init, name="class_token"
             )
             self._own.append(self.cls_token)
         n = self.num_prefix_tokens + self.num_patches
@@ -217,6 +270,8 @@ class PatchEmbedding(keras.layers.Layer):
 
     def prefix_tokens(self, batch_size, dtype="float32"):
         """The class token plus its position embedding, broadcast to ``(B, 1, D)``."""
+        if not self.class_token:
+            raise ValueError(f"Layer {self.name!r} has no class token (class_token=False).")
         tok = self.cls_token
         if self.pos_embedding is not None:
             tok = tok + self.pos_embedding[:, :1]
@@ -273,4 +328,5 @@ class PatchEmbedding(keras.layers.Layer):
             "class_token": self.class_token,
             "position_embedding": self.position_embedding,
             "interpolation": self.interpolation,
+            "weight_init": self.weight_init,
         }

@@ -6,14 +6,22 @@
 output projection, MLP weights Xavier-uniform and biases N(0, 1e-6)). Drop-path (stochastic depth)
 is the DeiT addition; at ``drop_path=0`` (the default) the block equals torchvision's.
 
+``weight_init="mae"`` initialises the block as the masked autoencoder's reference code does
+(facebookresearch/mae ``models_mae.py`` ``_init_weights`` on timm's ``Block``): every linear
+weight Xavier-uniform with PyTorch's fans (Q, K and V as the one fused ``Linear(D, 3D)``), every
+bias zero. The architecture is the same; only the initial values differ.
+
 References:
     Vaswani et al., "Attention Is All You Need", NeurIPS 2017. Dosovitskiy et al., "An Image is
     Worth 16x16 Words: Transformers for Image Recognition at Scale", ICLR 2021. Touvron et al.,
     "Training data-efficient image transformers & distillation through attention" (DeiT), ICML 2021.
+    He et al., "Masked Autoencoders Are Scalable Vision Learners", CVPR 2022, and
+    facebookresearch/mae ``models_mae.py`` (``weight_init="mae"``).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import keras
@@ -21,6 +29,15 @@ import keras
 from kerasdl.layers.dropconnect import DropPath
 
 LN_EPSILON = 1e-6
+#: initialisations: torchvision's ViT (the default) and the MAE reference code's
+WEIGHT_INITS = ("torchvision", "mae")
+
+
+def check_weight_init(weight_init: str) -> str:
+    """``weight_init`` if it is one of :data:`WEIGHT_INITS`, else a ``ValueError``."""
+    if weight_init not in WEIGHT_INITS:
+        raise ValueError(f"weight_init must be one of {WEIGHT_INITS}. Received: {weight_init!r}")
+    return weight_init
 
 
 @keras.saving.register_keras_serializable(package="kerasdl")
@@ -31,6 +48,8 @@ class TransformerMLP(keras.layers.Layer):
         mlp_dim: hidden width (4 x the model width in ViT).
         dropout: dropout rate after the activation and after the output projection.
         activation: hidden activation (exact GELU as in ViT).
+        weight_init: ``"torchvision"`` (biases N(0, 1e-6), torchvision's ``MLPBlock``) or
+            ``"mae"`` (zero biases, the MAE reference code); weights are Xavier-uniform in both.
 
     Call arguments:
         inputs: ``(B, N, D)`` tokens.
@@ -44,13 +63,22 @@ class TransformerMLP(keras.layers.Layer):
     """
 
     def __init__(
-        self, mlp_dim: int, dropout: float = 0.0, activation: str = "gelu", **kwargs: Any
+        self,
+        mlp_dim: int,
+        dropout: float = 0.0,
+        activation: str = "gelu",
+        weight_init: str = "torchvision",
+        **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.mlp_dim = int(mlp_dim)
         self.dropout = float(dropout)
         self.activation = activation
-        bias_init = keras.initializers.RandomNormal(stddev=1e-6)
+        self.weight_init = check_weight_init(weight_init)
+        if weight_init == "mae":
+            bias_init = keras.initializers.Zeros()
+        else:
+            bias_init = keras.initializers.RandomNormal(stddev=1e-6)
         self.fc1 = keras.layers.Dense(
             self.mlp_dim,
             kernel_initializer="glorot_uniform",
@@ -86,6 +114,7 @@ class TransformerMLP(keras.layers.Layer):
             "mlp_dim": self.mlp_dim,
             "dropout": self.dropout,
             "activation": self.activation,
+            "weight_init": self.weight_init,
         }
 
 
@@ -106,6 +135,9 @@ class TransformerEncoderBlock(keras.layers.Layer):
         layer_norm_epsilon: LayerNorm epsilon (1e-6 as in ViT).
         activation: MLP activation.
         qkv_bias: biases on the Q, K, V and output projections.
+        weight_init: ``"torchvision"`` (the default: torchvision's MLP init, Keras's Glorot on the
+            attention kernels) or ``"mae"`` (the MAE reference code's: Xavier-uniform with
+            PyTorch's fans, Q, K and V drawn as one fused ``Linear(D, 3D)``; zero biases).
 
     Call arguments:
         inputs: ``(B, N, D)`` tokens.
@@ -131,9 +163,11 @@ class TransformerEncoderBlock(keras.layers.Layer):
         layer_norm_epsilon: float = LN_EPSILON,
         activation: str = "gelu",
         qkv_bias: bool = True,
+        weight_init: str = "torchvision",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.weight_init = check_weight_init(weight_init)
         self.num_heads = int(num_heads)
         self.mlp_dim = int(mlp_dim)
         self.dropout = float(dropout)
@@ -146,7 +180,7 @@ class TransformerEncoderBlock(keras.layers.Layer):
         self.ln_2 = keras.layers.LayerNormalization(epsilon=self.layer_norm_epsilon, name="ln_2")
         self.attention = None  # key_dim depends on the token width, known at build time
         self.attn_drop = keras.layers.Dropout(self.dropout, name="attn_out_dropout")
-        self.mlp = TransformerMLP(self.mlp_dim, self.dropout, activation, name="mlp")
+        self.mlp = TransformerMLP(self.mlp_dim, self.dropout, activation, weight_init, name="mlp")
         self.drop_path_1 = DropPath(self.drop_path, name="drop_path_1")
         self.drop_path_2 = DropPath(self.drop_path, name="drop_path_2")
 
@@ -157,16 +191,24 @@ class TransformerEncoderBlock(keras.layers.Layer):
                 f"num_heads must divide the token width. Received: width={dim}, "
                 f"num_heads={self.num_heads}"
             )
+        kernel_init: Any = "glorot_uniform"
+        if self.weight_init == "mae":  # xavier_uniform_ of timm's qkv = nn.Linear(D, 3 D)
+            limit = math.sqrt(6.0 / (dim + 3 * dim))
+            kernel_init = keras.initializers.RandomUniform(-limit, limit)
         self.attention = keras.layers.MultiHeadAttention(
             num_heads=self.num_heads,
             key_dim=dim // self.num_heads,
             dropout=self.attention_dropout,
             use_bias=self.qkv_bias,
-            kernel_initializer="glorot_uniform",
+            kernel_initializer=kernel_init,
             name="self_attention",
         )
         self.ln_1.build(input_shape)
         self.attention.build(input_shape, input_shape)
+        if self.weight_init == "mae":  # ... and of its proj = nn.Linear(D, D)
+            limit = math.sqrt(6.0 / (2 * dim))
+            kernel = self.attention.output_dense.kernel
+            kernel.assign(keras.initializers.RandomUniform(-limit, limit)(kernel.shape))
         self.ln_2.build(input_shape)
         self.mlp.build(input_shape)
 
@@ -199,6 +241,7 @@ class TransformerEncoderBlock(keras.layers.Layer):
             "layer_norm_epsilon": self.layer_norm_epsilon,
             "activation": self.activation,
             "qkv_bias": self.qkv_bias,
+            "weight_init": self.weight_init,
         }
 
 

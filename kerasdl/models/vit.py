@@ -8,6 +8,9 @@ parameter this is torchvision's ``VisionTransformer`` (GELU, LayerNorm epsilon 1
 the position embedding, optional ``representation_size`` pre-logits ``Dense + tanh``); ``drop_path``
 adds DeiT's stochastic depth, increasing linearly from 0 to ``drop_path`` over the blocks.
 
+With ``class_token``, ``position_embedding="sincos"``, ``pool`` and ``weight_init="mae"`` the same
+model is the encoder of the masked autoencoder (He et al. 2022): MAE wraps a registry ViT.
+
 Any patch size that divides the input works. A model built at one resolution is moved to another
 with :func:`resize_vit` (position embeddings interpolated bicubically), or by loading its saved
 weights into a model built at the new size (``PatchEmbedding`` resizes on load).
@@ -15,19 +18,27 @@ weights into a model built at the new size (``PatchEmbedding`` resizes on load).
 References:
     Dosovitskiy et al., "An Image is Worth 16x16 Words: Transformers for Image Recognition at
     Scale", ICLR 2021. Touvron et al., "Training data-efficient image transformers & distillation
-    through attention", ICML 2021 (DeiT-Ti/S: ``vit_ti_16``, ``vit_s_16``).
+    through attention", ICML 2021 (DeiT-Ti/S: ``vit_ti_16``, ``vit_s_16``). He et al., "Masked
+    Autoencoders Are Scalable Vision Learners", CVPR 2022, and facebookresearch/mae
+    (``models_mae.py``, ``util/pos_embed.py``): the MAE options.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import keras
 from keras import ops
 
 from kerasdl.errors import UserError
-from kerasdl.layers.patch_embed import PatchEmbedding
-from kerasdl.layers.transformer import LN_EPSILON, TransformerEncoderBlock, encoder_block_params
+from kerasdl.layers.patch_embed import POSITION_EMBEDDINGS, PatchEmbedding
+from kerasdl.layers.transformer import (
+    LN_EPSILON,
+    WEIGHT_INITS,
+    TransformerEncoderBlock,
+    encoder_block_params,
+)
 from kerasdl.models.base import check_num_classes, classifier_head
 from kerasdl.registry import check_model_kwargs, register_model
 
@@ -67,9 +78,19 @@ class TokenPool(keras.layers.Layer):
         }
 
 
+POOLS = ("token", "avg", "none")
+
+
 @keras.saving.register_keras_serializable(package="kerasdl")
 class VisionTransformer(keras.Model):
-    """Vision Transformer classifier (torchvision ``VisionTransformer``).
+    """Vision Transformer classifier (torchvision ``VisionTransformer``), also MAE's encoder.
+
+    With the defaults this is torchvision's ViT. The options ``class_token``,
+    ``position_embedding``, ``pool`` and ``weight_init`` give the encoder of the masked
+    autoencoder (He et al. 2022, facebookresearch/mae ``models_mae.py``: fixed 2-D sine-cosine
+    position embeddings with a zero row for the class token, Xavier-uniform weights and zero
+    biases), which :class:`~kerasdl.methods.mae.MAE` pretrains on the visible patches through
+    :meth:`encode_tokens`.
 
     Args:
         num_classes: output classes (logits); 0 for the pooled features only.
@@ -83,15 +104,27 @@ class VisionTransformer(keras.Model):
         attention_dropout: dropout on the attention weights.
         drop_path: maximum stochastic-depth rate (linear over blocks, DeiT); 0 in torchvision.
         representation_size: width of torchvision's optional ``Dense + tanh`` pre-logits layer.
-        pool: ``"token"`` (class token, ViT) or ``"avg"`` (mean of the patch tokens).
+        pool: ``"token"`` (the class token, ViT; MAE's linear probe), ``"avg"`` (mean of the
+            patch tokens; MAE's fine-tuning) or ``"none"`` (the ``(B, N, D)`` token sequence
+            as the features; needs ``num_classes=0``).
         head_dropout: dropout before the head.
+        class_token: prepend a learned class token (``False``: patch tokens only; ``pool`` must
+            then be ``"avg"`` or ``"none"``).
+        position_embedding: ``"learned"`` (ViT), ``"sincos"`` (fixed 2-D sine-cosine, MAE) or
+            ``"none"``.
+        weight_init: ``"torchvision"`` or ``"mae"`` (the MAE reference initialisation of the patch
+            projection, class token and blocks; see :class:`PatchEmbedding` and
+            :class:`TransformerEncoderBlock`).
 
     Example:
         >>> model = VisionTransformer(num_classes=10, input_shape=(32, 32, 3), patch_size=4,
         ...                           hidden_dim=192, num_layers=12, num_heads=3, mlp_dim=768)
+        >>> mae_encoder = VisionTransformer(0, (32, 32, 3), 4, 192, 12, 3, 768,
+        ...                                 position_embedding="sincos", weight_init="mae")
 
     Reference:
-        Dosovitskiy et al., "An Image is Worth 16x16 Words", ICLR 2021.
+        Dosovitskiy et al., "An Image is Worth 16x16 Words", ICLR 2021. He et al., "Masked
+        Autoencoders Are Scalable Vision Learners", CVPR 2022 (the MAE options).
     """
 
     def __init__(
@@ -109,6 +142,9 @@ class VisionTransformer(keras.Model):
         representation_size: int | None = None,
         pool: str = "token",
         head_dropout: float = 0.0,
+        class_token: bool = True,
+        position_embedding: str = "learned",
+        weight_init: str = "torchvision",
         **kwargs: Any,
     ) -> None:
         kwargs = check_model_kwargs(type(self), kwargs)
@@ -121,21 +157,48 @@ class VisionTransformer(keras.Model):
             )
         if hidden_dim % num_heads:
             raise UserError(f"ViT num_heads={num_heads} must divide hidden_dim={hidden_dim}.")
+        if pool not in POOLS:
+            raise UserError(f"ViT pool must be one of {', '.join(POOLS)}. Received: {pool!r}")
+        if pool == "token" and not class_token:
+            raise UserError("ViT pool='token' needs class_token=True (or pool 'avg' / 'none').")
+        if pool == "none" and (num_classes or representation_size):
+            raise UserError(
+                "ViT pool='none' gives the token sequence: it needs num_classes=0 and no "
+                f"representation_size. Received: num_classes={num_classes}, "
+                f"representation_size={representation_size}"
+            )
+        if position_embedding not in POSITION_EMBEDDINGS:
+            raise UserError(
+                f"ViT position_embedding must be one of {', '.join(POSITION_EMBEDDINGS)}. "
+                f"Received: {position_embedding!r}"
+            )
+        if weight_init not in WEIGHT_INITS:
+            raise UserError(
+                f"ViT weight_init must be one of {', '.join(WEIGHT_INITS)}. "
+                f"Received: {weight_init!r}"
+            )
+        if position_embedding == "sincos" and hidden_dim % 4:
+            raise UserError(
+                f"ViT position_embedding='sincos' needs hidden_dim divisible by 4. "
+                f"Received: {hidden_dim}"
+            )
         inputs = keras.Input(shape=tuple(input_shape), name="image")
-        x = PatchEmbedding(hidden_dim, patch_size, class_token=True, name="patch_embed")(inputs)
-        x = keras.layers.Dropout(dropout, name="pos_dropout")(x)  # (B, 1 + N, D)
-        for i in range(num_layers):
-            rate = drop_path * i / (num_layers - 1) if num_layers > 1 else 0.0
-            x = TransformerEncoderBlock(
-                num_heads,
-                mlp_dim,
-                dropout=dropout,
-                attention_dropout=attention_dropout,
-                drop_path=rate,
-                name=f"encoder_layer_{i}",
-            )(x)
-        x = keras.layers.LayerNormalization(epsilon=LN_EPSILON, name="encoder_ln")(x)
-        x = TokenPool(pool, 1, name="pool")(x)  # (B, D)
+        patch_embed = PatchEmbedding(
+            hidden_dim,
+            patch_size,
+            class_token=class_token,
+            position_embedding=position_embedding,
+            weight_init=weight_init,
+            name="patch_embed",
+        )
+        x = patch_embed(inputs)  # (B, prefix + N, D)
+        layers = _encoder_layers(
+            num_layers, num_heads, mlp_dim, dropout, attention_dropout, drop_path, weight_init
+        )
+        for layer in layers:  # each made and called in turn (the order of the initial draws)
+            x = layer(x)  # (B, prefix + N, D)
+        if pool != "none":
+            x = TokenPool(pool, int(class_token), name="pool")(x)  # (B, D)
         if representation_size:
             x = keras.layers.Dense(representation_size, activation="tanh", name="pre_logits_fc")(x)
         outputs = classifier_head(x, num_classes, head_dropout)
@@ -153,6 +216,42 @@ class VisionTransformer(keras.Model):
         self.representation_size = representation_size
         self.pool = pool
         self.head_dropout = head_dropout
+        self.class_token = bool(class_token)
+        self.position_embedding = position_embedding
+        self.weight_init = weight_init
+
+    @property
+    def patch_embed(self) -> PatchEmbedding:
+        """The patch embedding (patchify, class token, position embedding)."""
+        return self.get_layer("patch_embed")
+
+    @property
+    def blocks(self) -> list[TransformerEncoderBlock]:
+        """The ``num_layers`` encoder blocks, in order."""
+        return [self.get_layer(f"encoder_layer_{i}") for i in range(self.num_layers)]
+
+    @property
+    def num_prefix_tokens(self) -> int:
+        """Leading non-patch tokens of the sequence: 1 with a class token, else 0."""
+        return int(self.class_token)
+
+    def encode_tokens(self, patch_tokens, training=None):
+        """The encoder on position-embedded patch tokens ``(B, n, D)``, any ``n``: the class token
+        is prepended, then the dropout, the blocks and the final LayerNorm run; returns
+        ``(B, prefix + n, D)``.
+
+        On all the patches of :attr:`patch_embed` in order this is the model's own token
+        sequence before pooling; MAE calls it on the visible patches only (``forward_encoder``
+        of facebookresearch/mae ``models_mae.py``).
+        """
+        x = patch_tokens
+        if self.class_token:
+            cls = self.patch_embed.prefix_tokens(ops.shape(x)[0], x.dtype)  # (B, 1, D)
+            x = ops.concatenate([cls, x], axis=1)  # (B, 1 + n, D)
+        x = self.get_layer("pos_dropout")(x, training=training)
+        for block in self.blocks:
+            x = block(x, training=training)  # (B, prefix + n, D)
+        return self.get_layer("encoder_ln")(x)
 
     def get_config(self) -> dict[str, Any]:
         return {
@@ -170,7 +269,36 @@ class VisionTransformer(keras.Model):
             "representation_size": self.representation_size,
             "pool": self.pool,
             "head_dropout": self.head_dropout,
+            "class_token": self.class_token,
+            "position_embedding": self.position_embedding,
+            "weight_init": self.weight_init,
         }
+
+
+def _encoder_layers(
+    num_layers: int,
+    num_heads: int,
+    mlp_dim: int,
+    dropout: float,
+    attention_dropout: float,
+    drop_path: float,
+    weight_init: str,
+) -> Iterator[keras.layers.Layer]:
+    """The position dropout, the blocks (drop-path rising linearly) and the final LayerNorm,
+    made one at a time as they are consumed."""
+    yield keras.layers.Dropout(dropout, name="pos_dropout")
+    for i in range(num_layers):
+        rate = drop_path * i / (num_layers - 1) if num_layers > 1 else 0.0
+        yield TransformerEncoderBlock(
+            num_heads,
+            mlp_dim,
+            dropout=dropout,
+            attention_dropout=attention_dropout,
+            drop_path=rate,
+            weight_init=weight_init,
+            name=f"encoder_layer_{i}",
+        )
+    yield keras.layers.LayerNormalization(epsilon=LN_EPSILON, name="encoder_ln")
 
 
 def vit_param_count(
@@ -181,18 +309,23 @@ def vit_param_count(
     num_layers: int = 12,
     mlp_dim: int = 3072,
     representation_size: int | None = None,
+    class_token: bool = True,
+    position_embedding: str = "learned",
     **_: Any,
 ) -> int:
-    """Trainable parameters of a :class:`VisionTransformer`, computed from its configuration.
+    """Parameters of a :class:`VisionTransformer` (``count_params``), from its configuration.
 
     Takes the same keyword arguments as the model (extra ones are ignored), so
-    ``vit_param_count(**registry_defaults)`` counts a variant without building it.
+    ``vit_param_count(**registry_defaults)`` counts a variant without building it. All weights
+    are trainable except a ``"sincos"`` position table, which is counted (as ``count_params``
+    does) but fixed.
     """
     h, w, c = input_shape
     d = hidden_dim
-    tokens = 1 + (h // patch_size) * (w // patch_size)
+    tokens = int(class_token) + (h // patch_size) * (w // patch_size)
     n = c * patch_size * patch_size * d + d  # patchify convolution
-    n += d + tokens * d  # class token, position embeddings
+    n += d * int(class_token)  # class token
+    n += tokens * d if position_embedding != "none" else 0  # position embeddings
     n += num_layers * encoder_block_params(d, mlp_dim)
     n += 2 * d  # final LayerNorm
     feat = d
@@ -220,7 +353,8 @@ def resize_vit(model: VisionTransformer, input_shape: tuple[int, int, int]) -> V
         target = new.get_layer(layer.name)
         if isinstance(layer, PatchEmbedding):
             target.proj.set_weights(layer.proj.get_weights())
-            target.cls_token.assign(layer.cls_token)
+            if layer.class_token:
+                target.cls_token.assign(layer.cls_token)
             target.assign_position_embedding(layer.pos_embedding, layer.grid_size)
         else:
             target.set_weights(layer.get_weights())
