@@ -102,7 +102,7 @@ def test_runner_stage_datasets_steps_and_evaluation(name, tmp_path):
     if name == "fixmatch":
         assert 0.0 <= res["accuracy"] <= 1.0 and np.isfinite(res["loss"])
     else:
-        assert res["train_examples"] == 96 and 0.0 <= res["linear"] <= 1.0
+        assert res["probe_train_examples"] == 96 and 0.0 <= res["linear_probe_accuracy"] <= 1.0
         assert (tmp_path / "mae_reconstructions.png").stat().st_size > 1000
 
 

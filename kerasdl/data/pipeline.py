@@ -9,8 +9,9 @@ augmentation ops work on [0, 1] images.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
+import numpy as np
 import tensorflow as tf
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -24,6 +25,16 @@ def standardizer(mean: list[float], std: list[float]) -> Callable[[tf.Tensor], t
     m = tf.constant(mean, tf.float32)
     s = tf.constant(std, tf.float32)
     return lambda x: (x - m) / s
+
+
+def standardize_array(
+    x: np.ndarray, mean: Sequence[float] | None, std: Sequence[float] | None
+) -> np.ndarray:
+    """``(x - mean) / std`` on NumPy images (``x`` unchanged when no mean is configured): the
+    same standardisation as :func:`standardizer`, for code that works on arrays (probes)."""
+    if not mean:
+        return x
+    return (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
 
 
 def batch_dataset(

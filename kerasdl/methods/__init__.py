@@ -17,7 +17,7 @@ datasets.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from kerasdl.errors import UserError
 from kerasdl.methods.params import (
@@ -38,6 +38,7 @@ if TYPE_CHECKING:  # the method classes import Keras and TensorFlow: loaded on f
     import tensorflow as tf
 
     from kerasdl.methods.fixmatch import FixMatch
+    from kerasdl.methods.kinds import MethodKind
     from kerasdl.methods.mae import MAE, MAEEncoder
     from kerasdl.methods.mean_teacher import MeanTeacher
     from kerasdl.methods.moco import MoCo
@@ -48,11 +49,12 @@ if TYPE_CHECKING:  # the method classes import Keras and TensorFlow: loaded on f
 
 @dataclass(frozen=True)
 class MethodEntry:
-    """A method: its class, its params model and the data it trains on."""
+    """A method: its class, its params model, its kind (how it is built, fed, monitored and
+    measured: :mod:`kerasdl.methods.kinds`) and the views its data has."""
 
     cls: type
     params: type[_Params]
-    kind: Literal["semi", "contrastive", "masked"]
+    kind: MethodKind
     views: str = ""
 
 
@@ -73,11 +75,13 @@ def _methods() -> dict[str, MethodEntry]:
     """The method table (imports every method class, hence Keras and TensorFlow)."""
     import importlib
 
+    from kerasdl.methods.kinds import KINDS
+
     return {
         name: MethodEntry(
             getattr(importlib.import_module(f"kerasdl.methods.{module}"), cls),
             PARAMS[name],
-            kind,  # type: ignore[arg-type]
+            KINDS[kind],
             views,
         )
         for name, (module, cls, kind, views) in _TABLE.items()
@@ -104,6 +108,12 @@ def _entry(name: str) -> MethodEntry:
     return __getattr__("METHODS")[name]
 
 
+def method_entry(params: dict[str, Any] | _Params) -> tuple[MethodEntry, _Params]:
+    """The table row of a recipe's ``method:`` section, and the validated section."""
+    p = validate_method(params)
+    return _entry(p.name), p
+
+
 def build_method(
     name: str, backbone: keras.Model | None, num_classes: int, **params: Any
 ) -> keras.Model:
@@ -118,20 +128,8 @@ def build_method(
         >>> net = kerasdl.create_model("simple_cnn", num_classes=10, input_shape=(16, 16, 1))
         >>> method = build_method("fixmatch", net, 10, threshold=0.9)
     """
-    p = validate_method({"name": name, **params})
-    entry = _entry(name)
-    kw = p.method_kwargs()
-    if entry.kind == "semi":
-        return entry.cls(backbone, num_classes, **kw)
-    if entry.kind == "masked":
-        from kerasdl.methods.mae import MAE, MAEEncoder
-
-        if isinstance(backbone, MAEEncoder):  # the encoder arguments come from the backbone
-            return MAE(backbone, **kw)
-        if backbone is None:
-            raise UserError("method mae: needs a backbone (for its input shape) or an encoder.")
-        return MAE(None, input_shape=tuple(backbone.input_shape[1:]), **kw)
-    return entry.cls(backbone, **kw)
+    entry, p = method_entry({"name": name, **params})
+    return entry.kind.build(entry.cls, backbone, num_classes, p.method_kwargs())
 
 
 def method_datasets(
@@ -150,65 +148,24 @@ def method_datasets(
     dropped), validation on two views of ``val``. MAE: augmented images, validation on plain
     images.
     """
-    from kerasdl.data import ssl
-
-    p = validate_method(params)
-    entry = _entry(p.name)
-    d = p.data_kwargs()
-    val = splits.get("val")
-    if val is not None and 0 <= int(val.cardinality()) < batch_size and entry.kind != "semi":
-        val = None  # too small for one full batch of views
+    entry, p = method_entry(params)
     n_train = int(splits["train"].cardinality())
-    need = batch_size * getattr(p, "mu", 1)
+    need = batch_size * (p.mu if entry.kind.uses_mu else 1)
     if 0 <= n_train < need:
+        also = " or method.mu" if need > batch_size else ""
         raise UserError(
             f"method {p.name}: the training split has {n_train} images, fewer than one batch "
-            f"({need}); lower training.batch_size"
-            + (" or method.mu." if entry.kind == "semi" else ".")
+            f"({need}); lower training.batch_size{also}."
         )
-    if entry.kind == "semi":
-        labelled, unlabelled = ssl.split_labelled(
-            splits["train"], d["labels_per_class"], seed, d["unlabelled"]
-        )
-        train = ssl.semi_supervised_dataset(
-            labelled,
-            unlabelled,
-            batch_size,
-            num_classes,
-            mu=p.mu,
-            views=entry.views,
-            seed=seed,
-            mean=mean,
-            std=std,
-            flip=d["flip"],
-        )
-        val_ds = None
-        if val is not None:
-            val_ds = ssl.labelled_batches(val, batch_size, num_classes, mean, std)
-        return train, val_ds
-    if entry.kind == "contrastive":
-        train = ssl.contrastive_dataset(splits["train"], batch_size, seed, mean, std, **d)
-        val_ds = None
-        if val is not None:
-            val_ds = ssl.contrastive_dataset(val, batch_size, seed + 1, mean, std, **d)
-        return train, val_ds
-    train = ssl.masked_image_dataset(splits["train"], batch_size, seed, mean, std, **d)
-    val_ds = None
-    if val is not None:
-        val_ds = ssl.masked_image_dataset(
-            val, batch_size, seed + 1, mean, std, crop_scale=(1.0, 1.0), flip=False
-        )
-    return train, val_ds
+    return entry.kind.datasets(p, entry.views, splits, batch_size, num_classes, seed, mean, std)
 
 
 def method_steps_per_epoch(
     params: dict[str, Any] | _Params, train_size: int, batch_size: int
 ) -> int:
     """Steps in one epoch of :func:`method_datasets`' training set (full batches only)."""
-    p = validate_method(params)
-    if _entry(p.name).kind == "semi":
-        return train_size // (batch_size * p.mu)
-    return train_size // batch_size
+    entry, p = method_entry(params)
+    return entry.kind.steps_per_epoch(p, train_size, batch_size)
 
 
 def evaluate_method(
@@ -224,35 +181,14 @@ def evaluate_method(
     """Final metrics of a trained method on the test split (val if none).
 
     Semi-supervised: ``loss`` and ``accuracy`` of the evaluation model. Self-supervised: the
-    ``probe_protocols`` (linear / k-NN / fine-tuning accuracy) on the frozen
-    :attr:`inference_model`, trained on ``probe_labels_per_class`` labels per class (all if unset).
+    ``probe_protocols`` (``linear_probe_accuracy``, ``knn_accuracy``, ``finetune_accuracy``) on
+    the frozen :attr:`inference_model`, trained on ``probe_labels_per_class`` labels per class
+    (all if unset), and ``probe_train_examples``.
     """
-    import numpy as np
-
-    from kerasdl.data import ssl
-    from kerasdl.methods.probes import run_probes
-
-    p = validate_method(params)
+    entry, p = method_entry(params)
     split = "test" if "test" in splits else "val"
-    if _entry(p.name).kind == "semi":
-        ds = ssl.labelled_batches(splits[split], batch_size, num_classes, mean, std)
-        out = method.evaluate(ds, verbose=0, return_dict=True)
-        return {"split": split, **{k: float(v) for k, v in out.items()}}
-
-    def standardize(x):
-        return (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32) if mean else x
-
-    res = run_probes(
-        method.inference_model,
-        splits["train"],
-        splits[split],
-        tuple(p.probe_protocols),
-        p.probe_labels_per_class,
-        seed,
-        num_classes,
-        standardize,
-    )
-    return {"split": split, **res}
+    got = entry.kind.evaluate(method, p, splits, batch_size, num_classes, seed, mean, std)
+    return {"split": split, **got}
 
 
 __all__ = [
@@ -274,6 +210,7 @@ __all__ = [
     "PseudoLabel",
     "SimCLR",
     "build_method",
+    "method_entry",
     "evaluate_method",
     "method_steps_per_epoch",
     "method_datasets",

@@ -167,7 +167,7 @@ def evaluate_target(
         label = label or split
         png = target / f"confusion_{label}.png"
         plot_confusion(c, bundle.class_names, png, f"{cfg.run.name}: {label}")
-        from kerasdl.training.runner import write_json_atomic
+        from kerasdl.runfolder import write_json_atomic
 
         write_json_atomic(
             target / f"evaluation_{label}.json",

@@ -1,10 +1,14 @@
-"""A supervised training run from a validated recipe, built on Keras ``fit``.
+"""The runner: any task (:mod:`kerasdl.training.tasks`) from a validated recipe to a run folder.
 
-The run folder (``<output_dir>/<name>/<timestamp>/``)::
+The runner owns what every kind of run shares: the distribution strategy and precision, the run
+folder (:class:`kerasdl.runfolder.RunFolder`: created, locked, resumed), the backups and the
+callbacks that write the folder, the training loop (Keras ``fit``, or the custom loop under
+multi-worker) and the final ``metrics.json``. The task owns what is trained and how it is measured;
+the runner never asks which task it runs. The run folder (``<output_dir>/<name>/<timestamp>/``)::
 
     config.yaml       the resolved recipe (``kerasdl train config.yaml`` repeats the run)
     preprocess.json   image size, channels, standardization and class names (used by export)
-    run_info.json     precision chosen, steps per epoch, resume history
+    run_info.json     precision chosen, steps per epoch, resume history, final fingerprint
     logs/             TensorBoard: train/ and validation/ loss and metrics per epoch,
                       learning rate per step, a few input images
     backup/           the last two full training states (resume after a crash)
@@ -32,12 +36,10 @@ import numpy as np
 import tensorflow as tf
 
 from kerasdl.config import RecipeConfig
-from kerasdl.data import DataBundle, load_data
-from kerasdl.data.pipeline import batch_dataset, standardizer
+from kerasdl.data import load_data
+from kerasdl.data.datasets import make_datasets  # noqa: F401  (re-exported)
 from kerasdl.errors import UserError
 from kerasdl.layers.normalization import sync_batch_norm
-from kerasdl.models.base import HEAD
-from kerasdl.registry import create_model
 from kerasdl.runfolder import (  # noqa: F401  (trim_history: re-exported)
     RunFolder,
     RunLock,
@@ -48,20 +50,17 @@ from kerasdl.runfolder import (  # noqa: F401  (trim_history: re-exported)
     write_json_atomic,
 )
 from kerasdl.training import callbacks as cb
-from kerasdl.training import method_run as mr
 from kerasdl.training.custom_loop import fit_distributed
 from kerasdl.training.distribute import describe_distribution, make_strategy
 from kerasdl.training.grad_tools import GradNormLogger
-from kerasdl.training.initializers import apply_initializer
-from kerasdl.training.optimizers import build_optimizer
 from kerasdl.training.precision import resolve_precision
-from kerasdl.training.regularizers import add_kernel_penalties
-from kerasdl.training.schedules import build_schedule
-from kerasdl.training.transfer import (
-    load_matching_weights,
-    prebuild_optimizer,
-    setup_transfer,
-    transfer_optimizer,
+from kerasdl.training.tasks import (  # noqa: F401  (the supervised pieces: re-exported)
+    SupervisedTask,
+    build_model,
+    compile_model,
+    evaluate_model,
+    method_execution_steps,
+    task_for,
 )
 
 
@@ -73,102 +72,6 @@ class RunResult:
     metrics: dict[str, float]
     resumed_from_epoch: int
     weights_fingerprint: float = 0.0  # sum of |w| over the trainable weights at the end
-
-
-def build_model(cfg: RecipeConfig, bundle: DataBundle) -> keras.Model:
-    """The recipe's model, with ``num_classes``/``input_shape`` from the data unless given."""
-    kwargs = cfg.model.kwargs()
-    kwargs.setdefault("num_classes", bundle.num_classes)
-    kwargs.setdefault("input_shape", list(bundle.spec.input_shape))
-    try:
-        model = create_model(cfg.model.name, **kwargs)
-    except (ValueError, TypeError) as err:
-        if isinstance(err, UserError):
-            raise
-        raise UserError(f"model ({cfg.model.name}): {err}") from None
-    if cfg.model.init is not None:
-        apply_initializer(model, cfg.model.init.name, cfg.model.init.mode, seed=cfg.run.seed)
-    if cfg.model.init_from:
-        skip = () if cfg.training.transfer.reuse_head else (HEAD,)
-        print(load_matching_weights(model, cfg.model.init_from, skip=skip).text())
-    if cfg.training.l1 or cfg.training.l2:
-        add_kernel_penalties(model, cfg.training.l1, cfg.training.l2)
-    return model
-
-
-def compile_model(
-    model: keras.Model, cfg: RecipeConfig, steps_per_epoch: int, lr_factor: float = 1.0
-) -> None:
-    """Compile with the recipe's optimizer, schedule, loss and metrics.
-
-    ``lr_factor`` multiplies the recipe's learning rate (the distribution's scaling rule).
-    """
-    t = cfg.training
-    base_lr = t.optimizer.learning_rate * lr_factor
-    schedule = build_schedule(t.schedule, base_lr, steps_per_epoch, t.epochs)
-    optimizer = build_optimizer(t.optimizer, schedule)
-    optimizer = transfer_optimizer(optimizer, t.optimizer.backbone_lr_multiplier)
-    metrics: list[Any] = []
-    if "accuracy" in t.metrics:
-        metrics.append(keras.metrics.CategoricalAccuracy(name="accuracy"))
-    if "top5" in t.metrics:
-        metrics.append(keras.metrics.TopKCategoricalAccuracy(k=5, name="top5"))
-    model.compile(
-        optimizer=optimizer,
-        loss=keras.losses.CategoricalCrossentropy(
-            from_logits=True, label_smoothing=t.loss.label_smoothing
-        ),
-        metrics=metrics,
-        steps_per_execution=t.execution_steps(cfg.distribute.strategy != "none"),
-        jit_compile=t.jit_compile,
-    )
-    if t.transfer.strategy == "gradual_unfreeze":
-        prebuild_optimizer(model)  # slots for the layers that unfreeze later
-
-
-def make_datasets(
-    cfg: RecipeConfig, bundle: DataBundle, epoch: Any | None = None
-) -> dict[str, Any]:
-    """Batched train/val/test datasets of the recipe.
-
-    ``epoch`` (a variable holding the epoch about to run) makes the training order a function of
-    the seed and the epoch, so that a resumed run sees the order an uninterrupted one would.
-    """
-    augment = None
-    if cfg.data.augment:
-        from kerasdl.data.augment import build_augment
-
-        stats = None
-        if any(s["name"] == "pca_color" for s in cfg.data.augment):
-            from kerasdl.data.augment import compute_pca_stats
-
-            stats = compute_pca_stats(np.stack([x for x, _ in bundle.splits["train"]]))
-        augment = build_augment(
-            cfg.data.augment, seed=cfg.run.seed, num_classes=bundle.num_classes, stats=stats
-        )
-    std = standardizer(cfg.data.mean, cfg.data.std)
-    out = {}
-    for split, ds in bundle.splits.items():
-        training = split == "train"
-        out[split] = batch_dataset(
-            ds,
-            cfg.training.batch_size,
-            training=training,
-            num_classes=bundle.num_classes,
-            seed=cfg.run.seed,
-            augment=augment if training else None,
-            standardize=std,
-            cache=cfg.data.cache,
-            shuffle_buffer=cfg.data.shuffle_buffer,
-            epoch=epoch if training else None,
-        )
-    return out
-
-
-def evaluate_model(model: keras.Model, dataset: Any) -> dict[str, float]:
-    """Loss and compiled metrics of ``model`` on a batched dataset."""
-    result = model.evaluate(dataset, verbose=0, return_dict=True)
-    return {k: float(v) for k, v in result.items()}
 
 
 def train(
@@ -193,25 +96,13 @@ def train(
     d = cfg.distribute
     if cfg.run.deterministic:
         check_deterministic(cfg)
-        tf.config.experimental.enable_op_determinism()
     strategy = make_strategy(d.strategy, d.devices, d.logical_cpus)
     keras.utils.set_random_seed(cfg.run.seed)
     precision = resolve_precision(cfg.training.precision)
     keras.mixed_precision.set_global_policy(precision)
     bundle = load_data(cfg.data, cfg.run.seed)
-    monitor = mr.default_monitor(cfg, "val" in bundle.splits)
-    if "val" not in bundle.splits and monitor.startswith("val_"):
-        raise UserError("training.monitor needs a validation split (data.val_split > 0)")
-    if not cfg.method:  # a supervised run's logged names are known before it starts
-        logged = ["loss", *cfg.training.metrics] + (
-            ["grad_norm"] if cfg.training.log_grad_norm else []
-        )
-        known = logged + [f"val_{m}" for m in logged if m != "grad_norm"]
-        if monitor not in known:
-            raise UserError(
-                f"training.monitor: {monitor!r} is not logged by this recipe. "
-                f"Expected one of: auto, {', '.join(known)}."
-            )
+    task = task_for(cfg, bundle)
+    monitor = task.monitor("val" in bundle.splits)
     dist = describe_distribution(
         strategy,
         d.strategy,
@@ -223,30 +114,13 @@ def train(
     state = cb.TrainingState(mode)
     rng: list = []  # random-generator states saved with the backups
     with tf.variable_creator_scope(_recording_into(rng)):
-        datasets = make_datasets(cfg, bundle, epoch=state.epoch if cfg.run.deterministic else None)
+        datasets = task.datasets(epoch=state.epoch if cfg.run.deterministic else None)
     train_size = bundle.sizes.get("train") or int(
         bundle.splits["train"].reduce(0, lambda n, _: n + 1)
     )
     steps_per_epoch = max(math.ceil(train_size / cfg.training.batch_size), 1)
     with strategy.scope(), sync_batch_norm(d.sync_batchnorm):
-        model = build_model(cfg, bundle)
-        tr = cfg.training.transfer
-        transfer_callbacks = setup_transfer(
-            model, tr.strategy, unfreeze_every=tr.unfreeze_every, stage_prefixes=tr.stages or None
-        )
-        if cfg.method:  # semi-/self-supervised: train the method around the model
-            classifier = model
-            model = mr.build_method_model(cfg, classifier, bundle)
-            if cfg.training.l1 or cfg.training.l2:  # MAE builds its own encoder: every kernel
-                add_kernel_penalties(model, cfg.training.l1, cfg.training.l2)
-            with tf.variable_creator_scope(_recording_into(rng)):
-                datasets["train"], val = mr.method_datasets_for(cfg, bundle)
-            datasets.pop("val", None)
-            if val is not None:
-                datasets["val"] = val
-            _compile_method(model, cfg, steps_per_epoch, dist.lr_factor)
-        else:
-            compile_model(model, cfg, steps_per_epoch, dist.lr_factor)
+        model = task.build(steps_per_epoch, dist.lr_factor)
     rng += cb.seed_generator_states(model)
 
     custom_loop = d.strategy == "multi_worker" or d.custom_loop
@@ -296,12 +170,12 @@ def train(
             write_json_atomic(folder.run_info, info)
             print(f"Run folder: {run_dir}  (precision {precision}, {steps_per_epoch} steps/epoch)")
             callbacks = _chief_callbacks(
-                cfg, bundle, model, run_dir, state, monitor, initial_epoch, resuming, rng
+                task, model, run_dir, state, monitor, initial_epoch, resuming, rng
             )
         else:  # other workers take part in the (collective) backup save, into a scratch folder
             scratch = Path(tempfile.mkdtemp(prefix="kerasdl-worker-"))
             callbacks = [cb.Backup(scratch / "backup", state, rng=rng)]
-        callbacks = transfer_callbacks + callbacks
+        callbacks = task.worker_callbacks + callbacks
         if cfg.training.early_stopping_patience:
             callbacks.append(
                 keras.callbacks.EarlyStopping(
@@ -329,7 +203,7 @@ def train(
                 callbacks.append(cb.StepProgbar(steps_per_epoch))
             model.fit(
                 datasets["train"],
-                steps_per_epoch=steps_per_epoch if cfg.method else None,
+                steps_per_epoch=task.fit_steps(steps_per_epoch),
                 validation_data=datasets.get("val"),
                 epochs=cfg.training.epochs,
                 initial_epoch=initial_epoch,
@@ -344,19 +218,13 @@ def train(
         if not chief:
             shutil.rmtree(scratch, ignore_errors=True)
             return RunResult(run_dir, {}, initial_epoch, fingerprint)
-        import kerasdl.methods  # noqa: F401  (registers method classes a checkpoint may name)
+        from kerasdl.methods import METHODS  # noqa: F401  (registers the classes a .keras names)
 
         best = keras.models.load_model(folder.best, compile=False)
-        tests = make_datasets(cfg, bundle) if cfg.method else datasets
-        eval_split = "test" if "test" in tests else "val"
-        if cfg.method:
-            metrics = mr.final_metrics(cfg, best, bundle, tests[eval_split])
-        else:
-            compile_model(best, cfg, steps_per_epoch)
-            metrics = evaluate_model(best, tests[eval_split])
+        metrics = task.final_metrics(best)
         info["final_weights_fingerprint"] = fingerprint
         write_json_atomic(folder.run_info, info)
-        write_json_atomic(folder.metrics, {"split": eval_split, **metrics})
+        write_json_atomic(folder.metrics, {"split": task.eval_split, **metrics})
         return RunResult(run_dir, metrics, initial_epoch, fingerprint)
     finally:
         if lock is not None:
@@ -409,46 +277,18 @@ def _recording_into(variables: list) -> Any:
 
 
 def check_deterministic(cfg: RecipeConfig) -> None:
-    """Reject what ``run.deterministic`` cannot make reproducible across a resume."""
+    """Switch on what ``run.deterministic`` needs, or reject what it cannot make reproducible
+    across a resume."""
     if cfg.method:
         raise UserError(
             "run.deterministic: supported for supervised recipes; a method: run keeps one data "
             "iterator across epochs, whose read-ahead position is not saved with the backup"
         )
-
-
-def _compile_method(
-    model: keras.Model, cfg: RecipeConfig, steps_per_epoch: int, lr_factor: float
-) -> None:
-    """Compile a method model: the recipe's optimizer and schedule (the method has its losses)."""
-    t = cfg.training
-    schedule = build_schedule(
-        t.schedule, t.optimizer.learning_rate * lr_factor, steps_per_epoch, t.epochs
-    )
-    model.compile(
-        optimizer=build_optimizer(t.optimizer, schedule),
-        steps_per_execution=method_execution_steps(
-            t.execution_steps(cfg.distribute.strategy != "none"), steps_per_epoch
-        ),
-        jit_compile=t.jit_compile,
-    )
-
-
-def method_execution_steps(requested: int, steps_per_epoch: int) -> int:
-    """The largest divisor of ``steps_per_epoch`` up to ``requested``.
-
-    Method runs train on a repeated dataset with ``steps_per_epoch``; Keras then rounds each epoch
-    up to whole executions (79 steps with 16 per execution ran 80), which would shift the
-    schedule and the step budget. A divisor keeps every epoch exact.
-    """
-    return max(
-        d for d in range(1, max(min(requested, steps_per_epoch), 1) + 1) if not steps_per_epoch % d
-    )
+    tf.config.experimental.enable_op_determinism()
 
 
 def _chief_callbacks(
-    cfg: RecipeConfig,
-    bundle: DataBundle,
+    task: SupervisedTask,
     model: keras.Model,
     run_dir: Path,
     state: cb.TrainingState,
@@ -458,13 +298,13 @@ def _chief_callbacks(
     rng: list | None = None,
 ) -> list[keras.callbacks.Callback]:
     """The callbacks that write the run folder (only the chief runs them)."""
-    log_dir = run_dir / "logs"
-    sample = next(iter(bundle.splits["train"].batch(max(cfg.training.log_images, 8))))[0]
+    cfg, folder = task.cfg, RunFolder(run_dir)
+    sample = next(iter(task.bundle.splits["train"].batch(max(cfg.training.log_images, 8))))[0]
     if initial_epoch == 0 and cfg.training.log_images:
-        cb.log_images(log_dir, np.asarray(sample)[: cfg.training.log_images])
+        cb.log_images(folder.logs, np.asarray(sample)[: cfg.training.log_images])
     extra: list[keras.callbacks.Callback] = []
     if cfg.training.log_grad_norm:
-        extra.append(GradNormLogger(log_dir))  # before CSVLogger: adds grad_norm to the logs
+        extra.append(GradNormLogger(folder.logs))  # before CSVLogger: adds grad_norm to the logs
     if cfg.training.optimizer.ema:
         # Validation, best.keras and the backups see the EMA weights (swapped in at epoch end,
         # out at epoch begin). A backup therefore holds EMA weights in the model and the raw
@@ -472,20 +312,15 @@ def _chief_callbacks(
         swap = keras.callbacks.SwapEMAWeights(swap_on_epoch=True)
         swap._ema_weights_in_model = resuming and initial_epoch > 0
         extra.append(swap)
-    keep = None
-    if cfg.method:
-        extra += list(model.extra_callbacks(run_dir, np.asarray(sample)))
-        keep = lambda: model.inference_model  # noqa: E731
-        if mr.method_kind(cfg) != "semi":
-            extra.append(cb.BestCheckpoint(run_dir / "backbone.keras", monitor, None, keep))
+    extra += task.callbacks(model, run_dir, np.asarray(sample), monitor)
     if resuming:
-        trim_history(run_dir / "history.csv", initial_epoch)
+        trim_history(folder.history, initial_epoch)
     return [
-        cb.LearningRateLogger(log_dir),
+        cb.LearningRateLogger(folder.logs),
         *extra,
         # the epoch's row before its backup: a crash in between must not lose the row
-        keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=resuming),
-        cb.BestCheckpoint(run_dir / "best.keras", monitor, state, keep),
-        cb.Backup(run_dir / "backup", state, rng=rng),
-        keras.callbacks.TensorBoard(str(log_dir), write_graph=False, update_freq="epoch"),
+        keras.callbacks.CSVLogger(str(folder.history), append=resuming),
+        cb.BestCheckpoint(folder.best, monitor, state, task.keep(model)),
+        cb.Backup(folder.backup, state, rng=rng),
+        keras.callbacks.TensorBoard(str(folder.logs), write_graph=False, update_freq="epoch"),
     ]

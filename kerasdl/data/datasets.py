@@ -1,0 +1,54 @@
+"""The recipe's batched datasets: one place that turns a data bundle into fit's input.
+
+The supervised task trains on these; the bench, ``lr-find`` and ``evaluate`` reuse them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from kerasdl.config import RecipeConfig
+from kerasdl.data import DataBundle
+from kerasdl.data.pipeline import batch_dataset, standardizer
+
+
+def make_datasets(
+    cfg: RecipeConfig, bundle: DataBundle, epoch: Any | None = None
+) -> dict[str, Any]:
+    """Batched train/val/test datasets of the recipe.
+
+    ``epoch`` (a variable holding the epoch about to run) makes the training order a function of
+    the seed and the epoch, so that a resumed run sees the order an uninterrupted one would.
+    """
+    augment = None
+    if cfg.data.augment:
+        from kerasdl.data.augment import build_augment
+        from kerasdl.data.augment_specs import NEEDS_STATS
+
+        stats = None
+        if any(NEEDS_STATS.get(s["name"]) for s in cfg.data.augment):
+            from kerasdl.data.augment import compute_pca_stats  # the statistics ops need
+
+            stats = compute_pca_stats(np.stack([x for x, _ in bundle.splits["train"]]))
+        augment = build_augment(
+            cfg.data.augment, seed=cfg.run.seed, num_classes=bundle.num_classes, stats=stats
+        )
+    std = standardizer(cfg.data.mean, cfg.data.std)
+    out = {}
+    for split, ds in bundle.splits.items():
+        training = split == "train"
+        out[split] = batch_dataset(
+            ds,
+            cfg.training.batch_size,
+            training=training,
+            num_classes=bundle.num_classes,
+            seed=cfg.run.seed,
+            augment=augment if training else None,
+            standardize=std,
+            cache=cfg.data.cache,
+            shuffle_buffer=cfg.data.shuffle_buffer,
+            epoch=epoch if training else None,
+        )
+    return out

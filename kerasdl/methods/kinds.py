@@ -1,0 +1,210 @@
+"""What differs between kinds of training method, as objects the rest of kerasdl calls.
+
+A method's row in the method table (:mod:`kerasdl.methods`) names its class, its parameter
+model and its kind. The kind knows how such a method is built around a backbone, which data it
+trains on, how its run is monitored, what the run keeps beside ``best.keras`` and how the result
+is measured; nothing else in kerasdl compares a kind's name:
+
+* :class:`SemiSupervised` (Pi-model, Mean Teacher, pseudo-label, FixMatch): a classifier trained
+  on a few labels plus an unlabelled stream; measured by test accuracy.
+* :class:`Contrastive` (SimCLR, MoCo): a backbone trained on two views of every image; measured by
+  the probes of ``method.probe_protocols`` on the frozen backbone.
+* :class:`MaskedImage` (MAE): a ViT trained to reconstruct masked patches; measured by the probes.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from kerasdl.errors import UserError
+
+if TYPE_CHECKING:
+    import keras
+    import tensorflow as tf
+
+    from kerasdl.methods.params import _Params
+
+
+class MethodKind:
+    """The behaviour shared by the methods of one kind (see the module docstring)."""
+
+    #: ``training.monitor: auto`` with and without a validation split
+    monitor = ("val_loss", "loss")
+    #: the run also keeps the pretrained backbone as ``backbone.keras``
+    keeps_backbone = True
+    #: the unlabelled batch is ``mu`` times the labelled one
+    uses_mu = False
+
+    def build(self, cls: type, backbone: keras.Model, num_classes: int, kw: dict) -> keras.Model:
+        """The method model around ``backbone``."""
+        return cls(backbone, **kw)
+
+    def datasets(
+        self,
+        p: _Params,
+        views: str,
+        splits: dict[str, tf.data.Dataset],
+        batch_size: int,
+        num_classes: int,
+        seed: int,
+        mean: list[float] | None,
+        std: list[float] | None,
+    ) -> tuple[tf.data.Dataset, tf.data.Dataset | None]:
+        """``(train, validation)`` batches of the method."""
+        raise NotImplementedError
+
+    def steps_per_epoch(self, p: _Params, train_size: int, batch_size: int) -> int:
+        """Full training batches in one pass over the training split."""
+        return train_size // (batch_size * (p.mu if self.uses_mu else 1))
+
+    def evaluate(
+        self,
+        method: keras.Model,
+        p: _Params,
+        splits: dict[str, tf.data.Dataset],
+        batch_size: int,
+        num_classes: int,
+        seed: int,
+        mean: list[float] | None,
+        std: list[float] | None,
+    ) -> dict[str, float]:
+        """Final metrics of a trained method on the test split (val if none): the probes of
+        ``method.probe_protocols`` on its frozen ``inference_model``."""
+        return probe_metrics(method.inference_model, p, splits, seed, num_classes, mean, std)
+
+    def run_metrics(self, task: Any, kept: keras.Model) -> dict[str, float]:
+        """What a recipe run reports for the model it kept (``task``: the run's
+        :class:`~kerasdl.training.tasks.MethodTask`): the probes on the kept backbone, beside the
+        same probes on the same architecture at the run's initialisation (``*_random_init``),
+        so that a run shows what the pretraining added."""
+        c = task.cfg
+        args = (task.params, task.bundle.splits, c.run.seed, task.bundle.num_classes)
+        std = (list(c.data.mean) or None, list(c.data.std) or None)
+        got = probe_metrics(kept, *args, *std)
+        rnd = probe_metrics(task.initial_backbone(), *args, *std)
+        got.update({f"{k}_random_init": v for k, v in rnd.items() if k.endswith("accuracy")})
+        return got
+
+    @staticmethod
+    def _small_val(val: tf.data.Dataset | None, batch_size: int) -> tf.data.Dataset | None:
+        if val is not None and 0 <= int(val.cardinality()) < batch_size:
+            return None  # too small for one full batch of views
+        return val
+
+
+class SemiSupervised(MethodKind):
+    monitor = ("val_accuracy", "accuracy")
+    keeps_backbone = False
+    uses_mu = True
+
+    def build(self, cls: type, backbone: keras.Model, num_classes: int, kw: dict) -> keras.Model:
+        return cls(backbone, num_classes, **kw)
+
+    def datasets(self, p, views, splits, batch_size, num_classes, seed, mean, std):
+        from kerasdl.data import ssl
+
+        d = p.data_kwargs()
+        labelled, unlabelled = ssl.split_labelled(
+            splits["train"], d["labels_per_class"], seed, d["unlabelled"]
+        )
+        train = ssl.semi_supervised_dataset(
+            labelled,
+            unlabelled,
+            batch_size,
+            num_classes,
+            mu=p.mu,
+            views=views,
+            seed=seed,
+            mean=mean,
+            std=std,
+            flip=d["flip"],
+        )
+        val = splits.get("val")
+        val_ds = ssl.labelled_batches(val, batch_size, num_classes, mean, std) if val else None
+        return train, val_ds
+
+    def evaluate(self, method, p, splits, batch_size, num_classes, seed, mean, std):
+        from kerasdl.data import ssl
+
+        split = "test" if "test" in splits else "val"
+        ds = ssl.labelled_batches(splits[split], batch_size, num_classes, mean, std)
+        out = method.evaluate(ds, verbose=0, return_dict=True)
+        return {k: float(v) for k, v in out.items()}
+
+    def run_metrics(self, task: Any, kept: keras.Model) -> dict[str, float]:
+        return task.classifier_metrics(kept)  # the classifier: as a supervised run measures it
+
+
+class Contrastive(MethodKind):
+    def datasets(self, p, views, splits, batch_size, num_classes, seed, mean, std):
+        from kerasdl.data import ssl
+
+        d = p.data_kwargs()
+        train = ssl.contrastive_dataset(splits["train"], batch_size, seed, mean, std, **d)
+        val = self._small_val(splits.get("val"), batch_size)
+        val_ds = None
+        if val is not None:
+            val_ds = ssl.contrastive_dataset(val, batch_size, seed + 1, mean, std, **d)
+        return train, val_ds
+
+
+class MaskedImage(MethodKind):
+    def build(self, cls: type, backbone: keras.Model, num_classes: int, kw: dict) -> keras.Model:
+        from kerasdl.methods.mae import MAEEncoder
+
+        if isinstance(backbone, MAEEncoder):  # the encoder arguments come from the backbone
+            return cls(backbone, **kw)
+        if backbone is None:
+            raise UserError("method mae: needs a backbone (for its input shape) or an encoder.")
+        return cls(None, input_shape=tuple(backbone.input_shape[1:]), **kw)
+
+    def datasets(self, p, views, splits, batch_size, num_classes, seed, mean, std):
+        from kerasdl.data import ssl
+
+        d = p.data_kwargs()
+        train = ssl.masked_image_dataset(splits["train"], batch_size, seed, mean, std, **d)
+        val = self._small_val(splits.get("val"), batch_size)
+        val_ds = None
+        if val is not None:
+            val_ds = ssl.masked_image_dataset(
+                val, batch_size, seed + 1, mean, std, crop_scale=(1.0, 1.0), flip=False
+            )
+        return train, val_ds
+
+
+def probe_metrics(
+    backbone: keras.Model,
+    p: _Params,
+    splits: dict[str, tf.data.Dataset],
+    seed: int,
+    num_classes: int,
+    mean: list[float] | None,
+    std: list[float] | None,
+) -> dict[str, float]:
+    """The probes of ``p.probe_protocols`` on a frozen backbone (test split, val if none)."""
+    from kerasdl.data.pipeline import standardize_array
+    from kerasdl.methods.probes import run_probes
+
+    split = "test" if "test" in splits else "val"
+    got = run_probes(
+        backbone,
+        splits["train"],
+        splits[split],
+        protocols=tuple(p.probe_protocols),
+        labels_per_class=p.probe_labels_per_class,
+        seed=seed,
+        num_classes=num_classes,
+        standardize=lambda x: standardize_array(x, mean, std),
+    )
+    names = {"linear": "linear_probe_accuracy", "knn": "knn_accuracy"}
+    names["finetune"] = "finetune_accuracy"
+    out = {names[k]: float(got[k]) for k in p.probe_protocols}
+    out["probe_train_examples"] = float(got["train_examples"])
+    return out
+
+
+KINDS: dict[str, MethodKind] = {
+    "semi": SemiSupervised(),
+    "contrastive": Contrastive(),
+    "masked": MaskedImage(),
+}

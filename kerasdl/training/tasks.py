@@ -1,0 +1,303 @@
+"""Tasks: what a kind of training run is, told to the runner through one protocol.
+
+The runner (:mod:`kerasdl.training.runner`) owns the run folder, the distribution strategy, the
+backups and the loop; a task owns what it trains and how it is measured:
+
+========================  =================================================================
+``build``                 the model ``fit`` trains (compiled), built under the strategy scope
+``datasets``              ``train`` / ``val`` / ``test`` batches (``epoch``: deterministic order)
+``fit_steps``             steps per epoch to pass to ``fit`` (None: the data's own length)
+``monitor``               ``training.monitor: auto`` and the check of an explicit monitor
+``callbacks``             what the task adds to the run's callbacks (checkpoints of its own)
+``keep``                  the model ``best.keras`` holds
+``final_metrics``         the test metrics of ``best.keras``
+========================  =================================================================
+
+:class:`SupervisedTask` trains the recipe's classifier; :class:`MethodTask` wraps it in the
+recipe's ``method:`` (semi- or self-supervised), whose kind
+(:mod:`kerasdl.methods.kinds`) supplies the data, the monitor and the measurement.
+:func:`task_for` picks one; the runner never asks which.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import keras
+
+from kerasdl.config import RecipeConfig
+from kerasdl.data import DataBundle
+from kerasdl.data.datasets import make_datasets
+from kerasdl.errors import UserError
+from kerasdl.models.base import HEAD
+from kerasdl.registry import create_model
+from kerasdl.training import callbacks as cb
+from kerasdl.training.initializers import apply_initializer
+from kerasdl.training.optimizers import build_optimizer
+from kerasdl.training.regularizers import add_kernel_penalties
+from kerasdl.training.schedules import build_schedule
+from kerasdl.training.transfer import (
+    load_matching_weights,
+    prebuild_optimizer,
+    setup_transfer,
+    transfer_optimizer,
+)
+
+
+def build_model(cfg: RecipeConfig, bundle: DataBundle) -> keras.Model:
+    """The recipe's model, with ``num_classes``/``input_shape`` from the data unless given."""
+    kwargs = cfg.model.kwargs()
+    kwargs.setdefault("num_classes", bundle.num_classes)
+    kwargs.setdefault("input_shape", list(bundle.spec.input_shape))
+    try:
+        model = create_model(cfg.model.name, **kwargs)
+    except (ValueError, TypeError) as err:
+        if isinstance(err, UserError):
+            raise
+        raise UserError(f"model ({cfg.model.name}): {err}") from None
+    if cfg.model.init is not None:
+        apply_initializer(model, cfg.model.init.name, cfg.model.init.mode, seed=cfg.run.seed)
+    if cfg.model.init_from:
+        skip = () if cfg.training.transfer.reuse_head else (HEAD,)
+        print(load_matching_weights(model, cfg.model.init_from, skip=skip).text())
+    if cfg.training.l1 or cfg.training.l2:
+        add_kernel_penalties(model, cfg.training.l1, cfg.training.l2)
+    return model
+
+
+def compile_model(
+    model: keras.Model, cfg: RecipeConfig, steps_per_epoch: int, lr_factor: float = 1.0
+) -> None:
+    """Compile a classifier with the recipe's optimizer, schedule, loss and metrics.
+
+    ``lr_factor`` multiplies the recipe's learning rate (the distribution's scaling rule).
+    """
+    t = cfg.training
+    optimizer = _optimizer(cfg, steps_per_epoch, lr_factor)
+    optimizer = transfer_optimizer(optimizer, t.optimizer.backbone_lr_multiplier)
+    metrics: list[Any] = []
+    if "accuracy" in t.metrics:
+        metrics.append(keras.metrics.CategoricalAccuracy(name="accuracy"))
+    if "top5" in t.metrics:
+        metrics.append(keras.metrics.TopKCategoricalAccuracy(k=5, name="top5"))
+    model.compile(
+        optimizer=optimizer,
+        loss=keras.losses.CategoricalCrossentropy(
+            from_logits=True, label_smoothing=t.loss.label_smoothing
+        ),
+        metrics=metrics,
+        steps_per_execution=t.execution_steps(cfg.distribute.strategy != "none"),
+        jit_compile=t.jit_compile,
+    )
+    if t.transfer.strategy == "gradual_unfreeze":
+        prebuild_optimizer(model)  # slots for the layers that unfreeze later
+
+
+def _optimizer(cfg: RecipeConfig, steps_per_epoch: int, lr_factor: float) -> Any:
+    t = cfg.training
+    base_lr = t.optimizer.learning_rate * lr_factor
+    return build_optimizer(
+        t.optimizer, build_schedule(t.schedule, base_lr, steps_per_epoch, t.epochs)
+    )
+
+
+def evaluate_model(model: keras.Model, dataset: Any) -> dict[str, float]:
+    """Loss and compiled metrics of ``model`` on a batched dataset."""
+    result = model.evaluate(dataset, verbose=0, return_dict=True)
+    return {k: float(v) for k, v in result.items()}
+
+
+def method_execution_steps(requested: int, steps_per_epoch: int) -> int:
+    """The largest divisor of ``steps_per_epoch`` up to ``requested``.
+
+    Method runs train on a repeated dataset with ``steps_per_epoch``; Keras then rounds each epoch
+    up to whole executions (79 steps with 16 per execution ran 80), which would shift the
+    schedule and the step budget. A divisor keeps every epoch exact.
+    """
+    return max(
+        d for d in range(1, max(min(requested, steps_per_epoch), 1) + 1) if not steps_per_epoch % d
+    )
+
+
+class SupervisedTask:
+    """Train the recipe's classifier on labelled batches (the default task).
+
+    Args:
+        cfg: the validated recipe.
+        bundle: its data.
+    """
+
+    deterministic = True  # supports run.deterministic
+
+    def __init__(self, cfg: RecipeConfig, bundle: DataBundle) -> None:
+        self.cfg = cfg
+        self.bundle = bundle
+        self.classifier: keras.Model | None = None
+        #: callbacks every worker runs (gradual unfreezing), set by :meth:`build`
+        self.worker_callbacks: list[keras.callbacks.Callback] = []
+
+    def _build_classifier(self) -> keras.Model:
+        """The recipe's model with its transfer-learning set-up (frozen layers, unfreezing)."""
+        self.classifier = build_model(self.cfg, self.bundle)
+        tr = self.cfg.training.transfer
+        self.worker_callbacks = setup_transfer(
+            self.classifier,
+            tr.strategy,
+            unfreeze_every=tr.unfreeze_every,
+            stage_prefixes=tr.stages or None,
+        )
+        return self.classifier
+
+    def monitor(self, has_val: bool) -> str:
+        """The monitored metric (``training.monitor``; ``auto`` resolved), checked."""
+        t = self.cfg.training
+        if t.monitor != "auto":
+            monitor = t.monitor
+        else:
+            monitor = self._auto_monitor(has_val)
+        if not has_val and monitor.startswith("val_"):
+            raise UserError("training.monitor needs a validation split (data.val_split > 0)")
+        known = self.logged()
+        if known is not None and monitor not in known:
+            raise UserError(
+                f"training.monitor: {monitor!r} is not logged by this recipe. "
+                f"Expected one of: auto, {', '.join(known)}."
+            )
+        return monitor
+
+    def _auto_monitor(self, has_val: bool) -> str:
+        return "val_accuracy" if has_val else "accuracy"
+
+    def logged(self) -> list[str] | None:
+        """The names the run logs, when known before it starts."""
+        t = self.cfg.training
+        logged = ["loss", *t.metrics] + (["grad_norm"] if t.log_grad_norm else [])
+        return logged + [f"val_{m}" for m in logged if m != "grad_norm"]
+
+    def datasets(self, epoch: Any | None = None) -> dict[str, Any]:
+        """Batched ``train`` / ``val`` / ``test`` datasets."""
+        return make_datasets(self.cfg, self.bundle, epoch=epoch)
+
+    def build(self, steps_per_epoch: int, lr_factor: float) -> keras.Model:
+        """The compiled model ``fit`` trains (call under the strategy's scope)."""
+        model = self._build_classifier()
+        compile_model(model, self.cfg, steps_per_epoch, lr_factor)
+        return model
+
+    def fit_steps(self, steps_per_epoch: int) -> int | None:
+        """``steps_per_epoch`` for ``fit``: None, the finite training set is one epoch."""
+        return None
+
+    def callbacks(self, model: keras.Model, run_dir: Path, sample: Any, monitor: str) -> list:
+        """Callbacks of the task's own that write the run folder (none for a classifier)."""
+        return []
+
+    def keep(self, model: keras.Model) -> Callable[[], keras.Model] | None:
+        """What ``best.keras`` holds (None: the trained model itself)."""
+        return None
+
+    def classifier_metrics(self, kept: keras.Model) -> dict[str, float]:
+        """Loss and the recipe's metrics of a classifier on the test split (val if none)."""
+        tests = make_datasets(self.cfg, self.bundle)
+        compile_model(kept, self.cfg, steps_per_epoch=1)
+        return evaluate_model(kept, tests[self.eval_split])
+
+    @property
+    def eval_split(self) -> str:
+        return "test" if "test" in self.bundle.splits else "val"
+
+    def final_metrics(self, kept: keras.Model) -> dict[str, float]:
+        """The test metrics of ``best.keras``."""
+        return self.classifier_metrics(kept)
+
+
+class MethodTask(SupervisedTask):
+    """Train the recipe's model inside its ``method:`` (semi- or self-supervised).
+
+    The method's kind (:mod:`kerasdl.methods.kinds`) supplies its datasets (the training set
+    repeats; ``fit`` gets the epoch's steps), its monitor and its measurement; the run keeps the
+    method's ``inference_model`` (the EMA classifier, or the pretrained backbone, also saved as
+    ``backbone.keras`` by the kinds that pretrain one).
+    """
+
+    deterministic = False  # one data iterator across epochs: its read-ahead is not saved
+
+    def __init__(self, cfg: RecipeConfig, bundle: DataBundle) -> None:
+        super().__init__(cfg, bundle)
+        from kerasdl.methods import method_entry
+
+        self.entry, self.params = method_entry(cfg.method)
+
+    def _auto_monitor(self, has_val: bool) -> str:
+        with_val, without = self.entry.kind.monitor
+        return with_val if has_val else without
+
+    def logged(self) -> list[str] | None:
+        return None  # the method logs its own names: checked when the first epoch ends
+
+    def datasets(self, epoch: Any | None = None) -> dict[str, Any]:
+        c = self.cfg
+        train, val = self.entry.kind.datasets(
+            self.params,
+            self.entry.views,
+            self.bundle.splits,
+            c.training.batch_size,
+            self.bundle.num_classes,
+            c.run.seed,
+            list(c.data.mean) or None,
+            list(c.data.std) or None,
+        )
+        out = {"train": train.repeat()}
+        if val is not None:
+            out["val"] = val
+        return out
+
+    def _method(self, classifier: keras.Model) -> keras.Model:
+        kw = {k: v for k, v in self.cfg.method.items() if k != "name"}
+        kw.setdefault("seed", self.cfg.run.seed)
+        from kerasdl.methods import build_method
+
+        return build_method(self.cfg.method["name"], classifier, self.bundle.num_classes, **kw)
+
+    def build(self, steps_per_epoch: int, lr_factor: float) -> keras.Model:
+        c = self.cfg
+        model = self._method(self._build_classifier())
+        if c.training.l1 or c.training.l2:  # MAE builds its own encoder: every kernel
+            add_kernel_penalties(model, c.training.l1, c.training.l2)
+        requested = c.training.execution_steps(c.distribute.strategy != "none")
+        model.compile(
+            optimizer=_optimizer(c, steps_per_epoch, lr_factor),
+            steps_per_execution=method_execution_steps(requested, steps_per_epoch),
+            jit_compile=c.training.jit_compile,
+        )
+        return model
+
+    def fit_steps(self, steps_per_epoch: int) -> int | None:
+        return steps_per_epoch
+
+    def callbacks(self, model: keras.Model, run_dir: Path, sample: Any, monitor: str) -> list:
+        extra = list(model.extra_callbacks(run_dir, sample))
+        if self.entry.kind.keeps_backbone:
+            extra.append(
+                cb.BestCheckpoint(run_dir / "backbone.keras", monitor, None, self.keep(model))
+            )
+        return extra
+
+    def keep(self, model: keras.Model) -> Callable[[], keras.Model] | None:
+        return lambda: model.inference_model
+
+    def initial_backbone(self) -> keras.Model:
+        """The kept architecture at the run's initialisation (same seed): the baseline the
+        pretraining is measured against."""
+        keras.utils.set_random_seed(self.cfg.run.seed)
+        return self._method(build_model(self.cfg, self.bundle)).inference_model
+
+    def final_metrics(self, kept: keras.Model) -> dict[str, float]:
+        return self.entry.kind.run_metrics(self, kept)
+
+
+def task_for(cfg: RecipeConfig, bundle: DataBundle) -> SupervisedTask:
+    """The task of a recipe: its ``method:`` if it has one, else supervised training."""
+    return (MethodTask if cfg.method else SupervisedTask)(cfg, bundle)
