@@ -105,11 +105,6 @@ BAD_RECIPES = [
         "data: {augment: [{name: cutout, sise: 0.5}]}\n",
         [],
         "unknown key 'sise'",
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="kerasdl/data/__init__.py imports TensorFlow at import time, so importing "
-            "kerasdl.data.augment_specs (pure pydantic) does too; remove this mark when it is lazy",
-        ),
         id="bad_augment",
     ),
 ]

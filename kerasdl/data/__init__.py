@@ -9,13 +9,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-
-import tensorflow as tf
+from typing import TYPE_CHECKING, Any
 
 from kerasdl.config import DataConfig
-from kerasdl.data.preprocess import PreprocessSpec, preprocess_images, to_unit_float
 
-AUTOTUNE = tf.data.AUTOTUNE
+if TYPE_CHECKING:  # TensorFlow loads on first use: importing kerasdl.data.augment_specs (the
+    # recipe schema's augment checks) must not import it
+    import tensorflow as tf
+
+    from kerasdl.data.preprocess import PreprocessSpec
 
 
 @dataclass
@@ -48,6 +50,9 @@ def load_data(cfg: DataConfig, seed: int = 0) -> DataBundle:
     Raises:
         kerasdl.UserError: missing files, unknown dataset names, corrupt data.
     """
+    import tensorflow as tf
+
+    from kerasdl.data.preprocess import PreprocessSpec, preprocess_images, to_unit_float
     from kerasdl.data.sources import SOURCES
 
     raw = SOURCES[cfg.source](cfg, seed)
@@ -68,8 +73,21 @@ def load_data(cfg: DataConfig, seed: int = 0) -> DataBundle:
             x = x[..., None]
         return preprocess_images(to_unit_float(x), unit_spec), y
 
-    splits = {k: ds.map(prep, num_parallel_calls=AUTOTUNE) for k, ds in raw.splits.items()}
+    splits = {k: ds.map(prep, num_parallel_calls=tf.data.AUTOTUNE) for k, ds in raw.splits.items()}
     return DataBundle(splits, spec, dict(raw.sizes))
+
+
+def __getattr__(name: str) -> Any:
+    """``PreprocessSpec``, ``preprocess_images`` and ``AUTOTUNE``, imported on first use."""
+    if name in ("PreprocessSpec", "preprocess_images"):
+        from kerasdl.data import preprocess
+
+        return getattr(preprocess, name)
+    if name == "AUTOTUNE":
+        import tensorflow as tf
+
+        return tf.data.AUTOTUNE
+    raise AttributeError(f"module 'kerasdl.data' has no attribute {name!r}")
 
 
 __all__ = ["DataBundle", "PreprocessSpec", "load_data", "preprocess_images"]
