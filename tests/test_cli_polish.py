@@ -233,12 +233,6 @@ def test_simclr_training_emits_no_warnings() -> None:
     assert not [m for m in logged if "retracing" in m], logged
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="kerasdl/methods/probes.py: a new feature model and two predicts (train, test; ragged "
-    "last batches) per probed model retrace Keras's predict step >= 5 times for a trained plus a "
-    "random-init backbone; one padded predict per model fixes it",
-)
 def test_probes_of_two_backbones_do_not_retrace() -> None:
     import numpy as np
 

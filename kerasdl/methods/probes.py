@@ -53,10 +53,20 @@ def arrays(data, standardize=None) -> tuple[np.ndarray, np.ndarray]:
 
 
 def extract_features(model: keras.Model, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """Frozen pre-logits features of ``x`` (inference mode), float32 ``(N, D)``."""
+    """Frozen pre-logits features of ``x`` (inference mode), float32 ``(N, D)``.
+
+    ``x`` is padded to whole batches (and the padding's features dropped), so that every batch
+    has one shape and Keras traces its predict step once per model, not again for a ragged last
+    batch.
+    """
     enc = encoder_of(model)
+    n = len(x)
+    batch_size = max(1, min(batch_size, n))
+    pad = (-n) % batch_size
+    if pad:
+        x = np.concatenate([x, np.zeros((pad, *x.shape[1:]), x.dtype)])
     feats = enc.predict(x, batch_size=batch_size, verbose=0)
-    return np.asarray(feats, np.float32).reshape(len(x), -1)
+    return np.asarray(feats, np.float32).reshape(len(x), -1)[:n]
 
 
 def linear_probe(
@@ -167,7 +177,8 @@ def run_probes(
         x_tr, y_tr = x_tr[keep], y_tr[keep]
     out: dict[str, Any] = {"train_examples": len(x_tr), "test_examples": len(x_te)}
     if {"linear", "knn"} & set(protocols):
-        f_tr, f_te = extract_features(model, x_tr), extract_features(model, x_te)
+        both = extract_features(model, np.concatenate([x_tr, x_te]))  # one predict call
+        f_tr, f_te = both[: len(x_tr)], both[len(x_tr) :]
         if "linear" in protocols:
             out["linear"] = linear_probe(f_tr, y_tr, f_te, y_te)
         if "knn" in protocols:
