@@ -205,7 +205,8 @@ def _quietly(fn) -> tuple[list[str], list[str]]:
     return [f"{w.category.__name__}: {w.message}" for w in caught], handler.messages
 
 
-def test_simclr_training_emits_no_warnings() -> None:
+@pytest.mark.parametrize("name", ["simclr", "moco"])
+def test_contrastive_training_emits_no_warnings(name: str) -> None:
     """A backbone with a classification head: SimCLR trains its features, not the head (which
     would get no gradient: Keras warned once per run)."""
     import keras
@@ -214,7 +215,7 @@ def test_simclr_training_emits_no_warnings() -> None:
 
     import kerasdl
     from kerasdl.data import ssl
-    from kerasdl.methods import SimCLR
+    from kerasdl.methods import build_method
 
     images = np.random.default_rng(0).random((64, 8, 8, 1)).astype("float32")
     labels = np.zeros(64, "int64")
@@ -222,7 +223,8 @@ def test_simclr_training_emits_no_warnings() -> None:
         tf.data.Dataset.from_tensor_slices((images, labels)), 16, seed=0
     )
     net = kerasdl.create_model("simple_cnn", num_classes=10, input_shape=(8, 8, 1), filters=[4])
-    method = SimCLR(net, projection_dim=8, seed=0)
+    extra = {"queue_size": 32} if name == "moco" else {}
+    method = build_method(name, net, 10, projection_dim=8, seed=0, **extra)
     method.compile(keras.optimizers.Adam(1e-3))
 
     def fit() -> None:

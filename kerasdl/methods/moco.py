@@ -148,8 +148,10 @@ class MoCo(MethodModel):
 
     @property
     def query_variables(self) -> list:
-        """The variables the gradient updates: query encoder and head (not the key encoder)."""
-        return self.trainable_variables
+        """The variables the gradient updates: the query encoder and its projection head (not the
+        key encoder, and not the backbone's classification head, which the loss does not use:
+        Keras warns about every variable given no gradient)."""
+        return [*self.encoder.trainable_variables, *self.projector.trainable_variables]
 
     def momentum_update(self) -> None:
         """``theta_k <- m theta_k + (1 - m) theta_q`` for encoder and head."""
