@@ -30,13 +30,11 @@ Error messages are cut at 1,024 characters with "...TRUNCATED", as ``grpc_status
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
 import time
 import weakref
-from collections.abc import Awaitable, Callable
-from concurrent.futures import Executor
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +64,7 @@ _BY_VALUE = {code.value[0]: code for code in grpc.StatusCode}
 _HTTP_ONLY = {"PAYLOAD_TOO_LARGE": "RESOURCE_EXHAUSTED", "REQUEST_TIMEOUT": "DEADLINE_EXCEEDED"}
 _SIGDEFS: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
 
-RunFn = Callable[[Servable, Signature, dict[str, np.ndarray]], Awaitable[dict[str, np.ndarray]]]
+RunFn = Callable[[Servable, Signature, dict[str, np.ndarray]], dict[str, np.ndarray]]
 
 
 def grpc_code(code: str) -> grpc.StatusCode:
@@ -81,13 +79,13 @@ def status_message(message: str) -> str:
     return message
 
 
-def _rpc(method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+def _rpc(method: Callable[..., Any]) -> Callable[..., Any]:
     """Answer a handler's errors with their gRPC status (unexpected ones: INTERNAL, logged)."""
 
     @functools.wraps(method)
-    async def handler(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
+    def handler(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
         try:
-            return await method(self, request, context)
+            return method(self, request, context)
         except ServingError as err:
             code, message = grpc_code(err.code), err.message
         except Exception as err:  # noqa: BLE001 - the one place that answers the unexpected
@@ -98,7 +96,7 @@ def _rpc(method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]
                 log.error("internal error in gRPC %s", method.__name__, exc_info=err)
                 code, message = grpc.StatusCode.INTERNAL, f"{type(err).__name__}: {err}"
         log.debug("gRPC %s: %s %s", method.__name__, code.name, message)
-        await context.abort(code, status_message(message))
+        context.abort(code, status_message(message))  # raises
 
     return handler
 
@@ -202,14 +200,14 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
     # --- Predict ---------------------------------------------------------------------------
 
     @_rpc
-    async def Predict(self, request: Any, context: Any) -> Any:  # noqa: N802 - gRPC's name
+    def Predict(self, request: Any, context: Any) -> Any:  # noqa: N802 - gRPC's name
         servable = _servable(self.repo, request)
         sig = servable.signature(request.model_spec.signature_name)  # FAILED_PRECONDITION
         response = predict_pb2.PredictResponse()
         _fill_model_spec(response.model_spec, request, servable, sig.name)
         inputs = self._inputs(request, servable, sig)
         fetch = self._output_filter(request, sig)
-        outputs = await self.run(servable, sig, inputs)
+        outputs = self.run(servable, sig, inputs)
         for alias in fetch:
             info = sig.outputs[alias]
             tensor_proto.fill(
@@ -327,22 +325,22 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
             )
         return servable, sig
 
-    async def _run_examples(self, request: Any, servable: Servable, sig: Signature) -> Any:
+    def _run_examples(self, request: Any, servable: Servable, sig: Signature) -> Any:
         examples = serialized_examples(request.input)
         if examples.shape[0] > self.max_batch:
             raise invalid(
                 f"Batch size {examples.shape[0]} exceeds the server's maximum of "
                 f"{self.max_batch} (--max-batch)."
             )
-        outputs = await self.run(servable, sig, {"inputs": examples})
+        outputs = self.run(servable, sig, {"inputs": examples})
         return examples.shape[0], outputs
 
     @_rpc
-    async def Classify(self, request: Any, context: Any) -> Any:  # noqa: N802
+    def Classify(self, request: Any, context: Any) -> Any:  # noqa: N802
         servable, sig = self._example_signature(request, "classification")
         response = classification_pb2.ClassificationResponse()
         _fill_model_spec(response.model_spec, request, servable, sig.name)
-        n, outputs = await self._run_examples(request, servable, sig)
+        n, outputs = self._run_examples(request, servable, sig)
         classes, scores = outputs.get("classes"), outputs.get("scores")
         for name, arr, kind in (("classes", classes, "O"), ("scores", scores, "f")):
             if arr is None:
@@ -376,11 +374,11 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         return response
 
     @_rpc
-    async def Regress(self, request: Any, context: Any) -> Any:  # noqa: N802
+    def Regress(self, request: Any, context: Any) -> Any:  # noqa: N802
         servable, sig = self._example_signature(request, "regression")
         response = regression_pb2.RegressionResponse()
         _fill_model_spec(response.model_spec, request, servable, sig.name)
-        n, outputs = await self._run_examples(request, servable, sig)
+        n, outputs = self._run_examples(request, servable, sig)
         out = outputs["outputs"]
         if not (out.ndim == 1 or (out.ndim == 2 and out.shape[1] == 1)):
             raise invalid(
@@ -400,7 +398,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
     # --- GetModelMetadata -------------------------------------------------------------------
 
     @_rpc
-    async def GetModelMetadata(self, request: Any, context: Any) -> Any:  # noqa: N802
+    def GetModelMetadata(self, request: Any, context: Any) -> Any:  # noqa: N802
         if not request.HasField("model_spec"):
             raise invalid("Missing ModelSpec")
         if not request.metadata_field:
@@ -447,18 +445,16 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
 
     Args:
         repo: the model repository.
-        executor: where a config reload's (blocking) model loads run.
         config_root: the folder relative ``base_path`` values of a reloaded config are taken
             from (the config file's folder, else the working directory).
     """
 
-    def __init__(self, repo: ModelRepository, executor: Executor, config_root: Path) -> None:
+    def __init__(self, repo: ModelRepository, config_root: Path) -> None:
         self.repo = repo
-        self.executor = executor
         self.config_root = config_root
 
     @_rpc
-    async def GetModelStatus(self, request: Any, context: Any) -> Any:  # noqa: N802
+    def GetModelStatus(self, request: Any, context: Any) -> Any:  # noqa: N802
         from tensorflow.core.protobuf import error_codes_pb2
 
         if not request.HasField("model_spec"):
@@ -480,7 +476,7 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
         return response
 
     @_rpc
-    async def HandleReloadConfigRequest(self, request: Any, context: Any) -> Any:  # noqa: N802
+    def HandleReloadConfigRequest(self, request: Any, context: Any) -> Any:  # noqa: N802
         from google.protobuf import text_format
 
         from kerasdl.serving.model_config import ModelConfigError, parse_model_config
@@ -497,8 +493,7 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
             specs = parse_model_config(text, self.config_root, "ReloadConfigRequest")
         except ModelConfigError as err:
             raise invalid(str(err)) from err
-        loop = asyncio.get_running_loop()
-        failed = await loop.run_in_executor(self.executor, self._apply, specs)
+        failed = self._apply(specs)
         if failed:
             raise ServingError(
                 "UNKNOWN",
