@@ -16,6 +16,7 @@ from kerasdl.bench.flops import MATMUL_DTYPES, infer_flops_per_image, train_flop
 from kerasdl.bench.flops import utilization as util_pct
 from kerasdl.bench.harness import run_case, run_isolated
 from kerasdl.bench.suites import SHORT, Suite
+from kerasdl.io import write_text
 
 PEER_NAMES = {"kerasdl": "kerasdl", "keras_app": "keras.applications", "torch": "PyTorch"}
 
@@ -206,15 +207,13 @@ def _pct(v: float | None) -> str:
 
 
 def write_report(report: dict[str, Any], out_dir: str | Path) -> tuple[Path, Path]:
-    """Write ``bench_<suite>.json`` and ``bench_<suite>.md`` (each via a temporary file)."""
+    """Write ``bench_<suite>.json`` and ``bench_<suite>.md`` (each atomically)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     stem = "bench_" + report["suite"].replace(":", "_")
     paths = (out / f"{stem}.json", out / f"{stem}.md")
     for path, text in zip(paths, (json.dumps(report, indent=2), markdown(report)), strict=True):
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
+        write_text(path, text)
     return paths
 
 
