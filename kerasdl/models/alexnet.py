@@ -29,8 +29,8 @@ from keras import ops
 
 from kerasdl.layers.activations import get_activation
 from kerasdl.layers.torch_compat import AdaptiveAveragePooling2D, PaddedConv2D
-from kerasdl.models.base import check_num_classes, classifier_head
-from kerasdl.registry import check_model_kwargs, register_model
+from kerasdl.models.base import Classifier, check_num_classes, classifier_head
+from kerasdl.registry import register_model
 
 STYLES = ("paper", "torchvision")
 
@@ -96,7 +96,7 @@ class LocalResponseNormalization(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="kerasdl")
-class AlexNet(keras.Model):
+class AlexNet(Classifier):
     """AlexNet with torchvision's layout and the paper's or torchvision's details.
 
     Args:
@@ -132,7 +132,6 @@ class AlexNet(keras.Model):
         groups: int = 1,
         **kwargs: Any,
     ) -> None:
-        kwargs = check_model_kwargs(type(self), kwargs)
         check_num_classes(num_classes)
         if style not in STYLES:
             raise ValueError(f"style must be one of {STYLES}. Received: {style!r}")
@@ -167,27 +166,6 @@ class AlexNet(keras.Model):
         head_dropout = dropout if style == "paper" else 0.0
         outputs = classifier_head(x, num_classes, head_dropout)
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
-        self.num_classes = num_classes
-        self.input_shape_ = tuple(input_shape)
-        self.filters = list(filters)
-        self.style = style
-        self.fc_units = fc_units
-        self.activation = activation
-        self.dropout = dropout
-        self.groups = groups
-
-    def get_config(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "num_classes": self.num_classes,
-            "input_shape": list(self.input_shape_),
-            "filters": self.filters,
-            "style": self.style,
-            "fc_units": self.fc_units,
-            "activation": self.activation,
-            "dropout": self.dropout,
-            "groups": self.groups,
-        }
 
 
 register_model(

@@ -29,9 +29,9 @@ from kerasdl.errors import UserError
 from kerasdl.layers.darts_ops import FactorizedReduce, ReLUConvBN, make_op
 from kerasdl.layers.dropconnect import DropPath
 from kerasdl.layers.normalization import get_norm_layer
-from kerasdl.models.base import check_num_classes, classifier_head
+from kerasdl.models.base import Classifier, check_num_classes, classifier_head
 from kerasdl.nas.genotype import PRESETS, Genotype, load_genotype
-from kerasdl.registry import check_model_kwargs, register_model
+from kerasdl.registry import register_model
 
 
 def reduction_indices(layers: int) -> tuple[int, int]:
@@ -103,7 +103,7 @@ class _Hidden:
 
 
 @keras.saving.register_keras_serializable(package="kerasdl")
-class DartsNet(keras.Model):
+class DartsNet(Classifier):
     """The DARTS evaluation network for a genotype (``NetworkCIFAR`` of the reference).
 
     Args:
@@ -144,7 +144,6 @@ class DartsNet(keras.Model):
         dropout: float = 0.0,
         **kwargs: Any,
     ) -> None:
-        kwargs = check_model_kwargs(type(self), kwargs)
         check_num_classes(num_classes)
         if layers < 3:
             raise UserError(f"darts_net: layers must be at least 3. Received: {layers}")
@@ -183,19 +182,10 @@ class DartsNet(keras.Model):
         self.auxiliary_layers = [
             layer for layer in (aux_graph.layers if aux_graph else []) if id(layer) not in in_graph
         ]
-        self.num_classes = num_classes
-        self.input_shape_ = tuple(input_shape)
         # A preset stays a name; a file is inlined so that the saved model does not need the file.
         self.genotype = (
             genotype if isinstance(genotype, str) and genotype in PRESETS else geno.to_dict()
         )
-        self.init_channels = init_channels
-        self.layers_count = layers
-        self.auxiliary = auxiliary
-        self.auxiliary_weight = auxiliary_weight
-        self.drop_path_rate = drop_path_rate
-        self.stem_multiplier = stem_multiplier
-        self.dropout = dropout
 
     def call(self, inputs, training=None, mask=None, **kwargs):
         if training and self._aux_graph.value is not None:
@@ -214,21 +204,6 @@ class DartsNet(keras.Model):
         if isinstance(y_pred, tuple):
             y_pred = y_pred[0]
         return super().compute_metrics(x, y, y_pred, sample_weight=sample_weight)
-
-    def get_config(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "num_classes": self.num_classes,
-            "input_shape": list(self.input_shape_),
-            "genotype": self.genotype,
-            "init_channels": self.init_channels,
-            "layers": self.layers_count,
-            "auxiliary": self.auxiliary,
-            "auxiliary_weight": self.auxiliary_weight,
-            "drop_path_rate": self.drop_path_rate,
-            "stem_multiplier": self.stem_multiplier,
-            "dropout": self.dropout,
-        }
 
 
 register_model(

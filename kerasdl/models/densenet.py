@@ -20,8 +20,8 @@ from kerasdl.layers.activations import get_activation
 from kerasdl.layers.dense_block import DenseBlock, Transition
 from kerasdl.layers.normalization import get_norm_layer
 from kerasdl.layers.torch_compat import PaddedConv2D, PaddedMaxPooling2D
-from kerasdl.models.base import check_num_classes, classifier_head
-from kerasdl.registry import check_model_kwargs, register_model
+from kerasdl.models.base import Classifier, check_num_classes, classifier_head
+from kerasdl.registry import register_model
 
 BLOCK_CONFIGS = {
     "densenet121": [6, 12, 24, 16],
@@ -32,7 +32,7 @@ BLOCK_CONFIGS = {
 
 
 @keras.saving.register_keras_serializable(package="kerasdl")
-class DenseNet(keras.Model):
+class DenseNet(Classifier):
     """DenseNet-BC.
 
     Args:
@@ -68,7 +68,6 @@ class DenseNet(keras.Model):
         head_dropout: float = 0.0,
         **kwargs: Any,
     ) -> None:
-        kwargs = check_model_kwargs(type(self), kwargs)
         check_num_classes(num_classes)
         inputs = keras.Input(shape=tuple(input_shape), name="image")
         x = PaddedConv2D(
@@ -103,31 +102,6 @@ class DenseNet(keras.Model):
         x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
         outputs = classifier_head(x, num_classes, head_dropout)
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
-        self.num_classes = num_classes
-        self.input_shape_ = tuple(input_shape)
-        self.block_config = list(block_config)
-        self.growth_rate = growth_rate
-        self.num_init_features = num_init_features
-        self.bn_size = bn_size
-        self.dropout = dropout
-        self.norm = norm
-        self.activation = activation
-        self.head_dropout = head_dropout
-
-    def get_config(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "num_classes": self.num_classes,
-            "input_shape": list(self.input_shape_),
-            "block_config": self.block_config,
-            "growth_rate": self.growth_rate,
-            "num_init_features": self.num_init_features,
-            "bn_size": self.bn_size,
-            "dropout": self.dropout,
-            "norm": self.norm,
-            "activation": self.activation,
-            "head_dropout": self.head_dropout,
-        }
 
 
 for _name, _blocks in BLOCK_CONFIGS.items():

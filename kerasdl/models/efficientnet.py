@@ -29,8 +29,8 @@ import keras
 from kerasdl.layers.activations import get_activation
 from kerasdl.layers.mbconv import MBConv, conv_kaiming_fan_out, make_divisible
 from kerasdl.layers.normalization import BN_EPSILON, BN_MOMENTUM, get_norm_layer
-from kerasdl.models.base import check_num_classes, classifier_head
-from kerasdl.registry import check_model_kwargs, register_model
+from kerasdl.models.base import Classifier, check_num_classes, classifier_head
+from kerasdl.registry import register_model
 
 # Table 1 of the paper: (expand_ratio, kernel, stride, in_channels, out_channels, layers).
 B0_STAGES = [
@@ -45,7 +45,7 @@ B0_STAGES = [
 
 
 @keras.saving.register_keras_serializable(package="kerasdl")
-class EfficientNet(keras.Model):
+class EfficientNet(Classifier):
     """EfficientNet (torchvision ``EfficientNet`` with ``MBConvConfig`` stages).
 
     Args:
@@ -82,7 +82,6 @@ class EfficientNet(keras.Model):
         bn_epsilon: float = BN_EPSILON,
         **kwargs: Any,
     ) -> None:
-        kwargs = check_model_kwargs(type(self), kwargs)
         check_num_classes(num_classes)
 
         def bn(name):
@@ -131,31 +130,6 @@ class EfficientNet(keras.Model):
         x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
         outputs = classifier_head(x, num_classes, dropout)
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
-        self.num_classes = num_classes
-        self.input_shape_ = tuple(int(v) for v in input_shape)
-        self.width_mult = width_mult
-        self.depth_mult = depth_mult
-        self.dropout = dropout
-        self.stochastic_depth = stochastic_depth
-        self.activation = activation
-        self.norm = norm
-        self.bn_momentum = bn_momentum
-        self.bn_epsilon = bn_epsilon
-
-    def get_config(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "num_classes": self.num_classes,
-            "input_shape": list(self.input_shape_),
-            "width_mult": self.width_mult,
-            "depth_mult": self.depth_mult,
-            "dropout": self.dropout,
-            "stochastic_depth": self.stochastic_depth,
-            "activation": self.activation,
-            "norm": self.norm,
-            "bn_momentum": self.bn_momentum,
-            "bn_epsilon": self.bn_epsilon,
-        }
 
 
 def efficientnet_stages(width_mult: float = 1.0, depth_mult: float = 1.0) -> list[tuple]:

@@ -24,8 +24,8 @@ import keras
 
 from kerasdl.layers.inception import ConvNormAct, InceptionAux, InceptionModule
 from kerasdl.layers.torch_compat import PaddedMaxPooling2D
-from kerasdl.models.base import check_num_classes, classifier_head
-from kerasdl.registry import check_model_kwargs, register_model
+from kerasdl.models.base import Classifier, check_num_classes, classifier_head
+from kerasdl.registry import register_model
 
 AUX_WEIGHT = 0.3
 # (name, ch1x1, ch3x3red, ch3x3, ch5x5red, ch5x5, pool_proj): the paper's table 1.
@@ -43,7 +43,7 @@ INCEPTIONS = {
 
 
 @keras.saving.register_keras_serializable(package="kerasdl")
-class GoogLeNet(keras.Model):
+class GoogLeNet(Classifier):
     """GoogLeNet / Inception v1.
 
     Args:
@@ -78,7 +78,6 @@ class GoogLeNet(keras.Model):
         activation: str = "relu",
         **kwargs: Any,
     ) -> None:
-        kwargs = check_model_kwargs(type(self), kwargs)
         check_num_classes(num_classes)
         use_aux = bool(aux_logits) and num_classes > 0
         unit = dict(norm=norm, activation=activation)
@@ -109,14 +108,7 @@ class GoogLeNet(keras.Model):
             # Loss and metrics are compiled against the main output only; compute_loss adds the
             # auxiliary terms.
             self.output_names = self.output_names[:1]
-        self.num_classes = num_classes
-        self.input_shape_ = tuple(input_shape)
         self.aux_logits = bool(aux_logits)
-        self.dropout = dropout
-        self.aux_dropout = aux_dropout
-        self.branch3_kernel = branch3_kernel
-        self.norm = norm
-        self.activation = activation
 
     def call(self, inputs, training=None, mask=None, **kwargs):
         outputs = super().call(inputs, training=training, mask=mask, **kwargs)
@@ -144,19 +136,6 @@ class GoogLeNet(keras.Model):
         if isinstance(y_pred, tuple | list):
             y_pred = y_pred[0]
         return super().compute_metrics(x, y, y_pred, sample_weight=sample_weight)
-
-    def get_config(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "num_classes": self.num_classes,
-            "input_shape": list(self.input_shape_),
-            "aux_logits": self.aux_logits,
-            "dropout": self.dropout,
-            "aux_dropout": self.aux_dropout,
-            "branch3_kernel": self.branch3_kernel,
-            "norm": self.norm,
-            "activation": self.activation,
-        }
 
 
 register_model(

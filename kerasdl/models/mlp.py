@@ -21,8 +21,8 @@ import keras
 import numpy as np
 
 from kerasdl.layers.activations import get_activation
-from kerasdl.models.base import HEAD, PRE_LOGITS, check_num_classes
-from kerasdl.registry import check_model_kwargs, register_model
+from kerasdl.models.base import HEAD, PRE_LOGITS, Classifier, check_num_classes
+from kerasdl.registry import register_model
 
 
 def _head_dtype() -> str:
@@ -32,7 +32,7 @@ def _head_dtype() -> str:
 
 
 @keras.saving.register_keras_serializable(package="kerasdl")
-class MLP(keras.Model):
+class MLP(Classifier):
     """Multi-layer perceptron classifier.
 
     Args:
@@ -61,7 +61,6 @@ class MLP(keras.Model):
         dropout: float = 0.0,
         **kwargs: Any,
     ) -> None:
-        kwargs = check_model_kwargs(type(self), kwargs)
         check_num_classes(num_classes)
         inputs = keras.Input(shape=tuple(input_shape), name="inputs")
         x = keras.layers.Flatten(name="flatten")(inputs) if len(input_shape) > 1 else inputs
@@ -74,21 +73,6 @@ class MLP(keras.Model):
         if num_classes:
             x = keras.layers.Dense(num_classes, dtype=_head_dtype(), name=HEAD)(x)
         super().__init__(inputs=inputs, outputs=x, **kwargs)
-        self.num_classes = num_classes
-        self.input_shape_ = tuple(int(v) for v in input_shape)
-        self.hidden_units = [int(u) for u in hidden_units]
-        self.activation = activation
-        self.dropout = dropout
-
-    def get_config(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "num_classes": self.num_classes,
-            "input_shape": list(self.input_shape_),
-            "hidden_units": self.hidden_units,
-            "activation": self.activation,
-            "dropout": self.dropout,
-        }
 
 
 def _sigmoid(z):

@@ -22,8 +22,8 @@ from typing import Any
 import keras
 from keras import ops
 
-from kerasdl.models.base import classifier_head
-from kerasdl.registry import check_model_kwargs, register_model
+from kerasdl.models.base import Classifier, classifier_head
+from kerasdl.registry import register_model
 
 
 @keras.saving.register_keras_serializable(package="kerasdl")
@@ -107,7 +107,7 @@ def logic_gate(name: str) -> McCullochPittsNeuron:
 
 
 @keras.saving.register_keras_serializable(package="kerasdl")
-class Perceptron(keras.Model):
+class Perceptron(Classifier):
     """Rosenblatt's perceptron, trained by the perceptron learning rule inside ``fit()``.
 
     The input is flattened and scored by one linear layer (``"head"``); the model returns the
@@ -140,15 +140,12 @@ class Perceptron(keras.Model):
         learning_rate: float = 1.0,
         **kwargs: Any,
     ) -> None:
-        kwargs = check_model_kwargs(type(self), kwargs)
         if num_classes < 1:
             raise ValueError(f"A perceptron needs num_classes >= 1. Received: {num_classes}")
         inputs = keras.Input(shape=tuple(input_shape), name="inputs")
         x = keras.layers.Flatten(name="flatten")(inputs) if len(input_shape) > 1 else inputs
         outputs = classifier_head(x, num_classes)
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
-        self.num_classes = num_classes
-        self.input_shape_ = tuple(int(v) for v in input_shape)
         self.learning_rate = float(learning_rate)
         self.accuracy_tracker = keras.metrics.Mean(name="accuracy")
         self.errors_tracker = keras.metrics.Sum(name="errors")
@@ -193,14 +190,6 @@ class Perceptron(keras.Model):
         target = self._targets(y)
         self._update_metrics(target, self.predict_labels(self(x, training=False)))
         return {m.name: m.result() for m in self.metrics}
-
-    def get_config(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "num_classes": self.num_classes,
-            "input_shape": list(self.input_shape_),
-            "learning_rate": self.learning_rate,
-        }
 
 
 register_model(

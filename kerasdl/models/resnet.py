@@ -22,15 +22,15 @@ from kerasdl.layers.activations import get_activation
 from kerasdl.layers.normalization import get_norm_layer
 from kerasdl.layers.residual import BasicBlock, Bottleneck, he_fan_out
 from kerasdl.layers.torch_compat import PaddedConv2D, PaddedMaxPooling2D
-from kerasdl.models.base import check_num_classes, classifier_head
-from kerasdl.registry import check_model_kwargs, register_model
+from kerasdl.models.base import Classifier, check_num_classes, classifier_head
+from kerasdl.registry import register_model
 
 BLOCKS = {"basic": BasicBlock, "bottleneck": Bottleneck}
 STAGE_PLANES = (64, 128, 256, 512)
 
 
 @keras.saving.register_keras_serializable(package="kerasdl")
-class ResNet(keras.Model):
+class ResNet(Classifier):
     """ResNet / ResNeXt / Wide ResNet, torchvision's layer structure (ResNet v1.5).
 
     Args:
@@ -68,7 +68,6 @@ class ResNet(keras.Model):
         zero_init_residual: bool = False,
         **kwargs: Any,
     ) -> None:
-        kwargs = check_model_kwargs(type(self), kwargs)
         check_num_classes(num_classes)
         if block not in BLOCKS:
             raise ValueError(f"block must be one of {sorted(BLOCKS)}. Received: {block!r}")
@@ -107,31 +106,6 @@ class ResNet(keras.Model):
         x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
         outputs = classifier_head(x, num_classes, dropout)
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
-        self.num_classes = num_classes
-        self.input_shape_ = tuple(input_shape)
-        self.block = block
-        self.depths = list(depths)
-        self.groups = groups
-        self.width_per_group = width_per_group
-        self.norm = norm
-        self.activation = activation
-        self.dropout = dropout
-        self.zero_init_residual = zero_init_residual
-
-    def get_config(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "num_classes": self.num_classes,
-            "input_shape": list(self.input_shape_),
-            "block": self.block,
-            "depths": self.depths,
-            "groups": self.groups,
-            "width_per_group": self.width_per_group,
-            "norm": self.norm,
-            "activation": self.activation,
-            "dropout": self.dropout,
-            "zero_init_residual": self.zero_init_residual,
-        }
 
 
 _HE = "He et al. 2016"

@@ -27,14 +27,14 @@ import keras
 from kerasdl.layers.activations import get_activation
 from kerasdl.layers.normalization import get_norm_layer
 from kerasdl.layers.residual import BasicBlock, PreActBlock
-from kerasdl.models.base import check_num_classes, classifier_head
-from kerasdl.registry import check_model_kwargs, register_model
+from kerasdl.models.base import Classifier, check_num_classes, classifier_head
+from kerasdl.registry import register_model
 
 CIFAR_INIT = "he_normal"  # kaiming_normal_ (fan-in), as the reference port initializes convolutions
 
 
 @keras.saving.register_keras_serializable(package="kerasdl")
-class CifarResNet(keras.Model):
+class CifarResNet(Classifier):
     """The ResNet paper's CIFAR-10 network with ``6n + 2`` layers.
 
     Args:
@@ -67,7 +67,6 @@ class CifarResNet(keras.Model):
         dropout: float = 0.0,
         **kwargs: Any,
     ) -> None:
-        kwargs = check_model_kwargs(type(self), kwargs)
         check_num_classes(num_classes)
         if depth < 8 or (depth - 2) % 6:
             raise ValueError(f"depth must be 6n + 2 with n >= 1. Received: {depth}")
@@ -103,31 +102,10 @@ class CifarResNet(keras.Model):
         x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
         outputs = classifier_head(x, num_classes, dropout)
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
-        self.num_classes = num_classes
-        self.input_shape_ = tuple(input_shape)
-        self.depth = depth
-        self.filters = list(filters)
-        self.shortcut = shortcut
-        self.norm = norm
-        self.activation = activation
-        self.dropout = dropout
-
-    def get_config(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "num_classes": self.num_classes,
-            "input_shape": list(self.input_shape_),
-            "depth": self.depth,
-            "filters": self.filters,
-            "shortcut": self.shortcut,
-            "norm": self.norm,
-            "activation": self.activation,
-            "dropout": self.dropout,
-        }
 
 
 @keras.saving.register_keras_serializable(package="kerasdl")
-class WideResNet(keras.Model):
+class WideResNet(Classifier):
     """WRN-d-k with pre-activation blocks, as FixMatch and the semi-supervised literature use it.
 
     Args:
@@ -165,7 +143,6 @@ class WideResNet(keras.Model):
         head_dropout: float = 0.0,
         **kwargs: Any,
     ) -> None:
-        kwargs = check_model_kwargs(type(self), kwargs)
         check_num_classes(num_classes)
         if depth < 10 or (depth - 4) % 6:
             raise ValueError(f"depth must be 6n + 4 with n >= 1. Received: {depth}")
@@ -198,31 +175,6 @@ class WideResNet(keras.Model):
         x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
         outputs = classifier_head(x, num_classes, head_dropout)
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
-        self.num_classes = num_classes
-        self.input_shape_ = tuple(input_shape)
-        self.depth = depth
-        self.widen_factor = widen_factor
-        self.dropout = dropout
-        self.norm = norm
-        self.activation = activation
-        self.negative_slope = negative_slope
-        self.bn_momentum = bn_momentum
-        self.head_dropout = head_dropout
-
-    def get_config(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "num_classes": self.num_classes,
-            "input_shape": list(self.input_shape_),
-            "depth": self.depth,
-            "widen_factor": self.widen_factor,
-            "dropout": self.dropout,
-            "norm": self.norm,
-            "activation": self.activation,
-            "negative_slope": self.negative_slope,
-            "bn_momentum": self.bn_momentum,
-            "head_dropout": self.head_dropout,
-        }
 
 
 for _depth in (20, 32, 44, 56, 110):

@@ -18,12 +18,12 @@ import keras
 
 from kerasdl.layers.activations import get_activation
 from kerasdl.layers.normalization import get_norm_layer
-from kerasdl.models.base import check_num_classes, classifier_head
-from kerasdl.registry import check_model_kwargs, register_model
+from kerasdl.models.base import Classifier, check_num_classes, classifier_head
+from kerasdl.registry import register_model
 
 
 @keras.saving.register_keras_serializable(package="kerasdl")
-class SimpleCNN(keras.Model):
+class SimpleCNN(Classifier):
     """A small VGG-style CNN.
 
     Args:
@@ -53,7 +53,6 @@ class SimpleCNN(keras.Model):
         dropconnect: float = 0.0,
         **kwargs: Any,
     ) -> None:
-        kwargs = check_model_kwargs(type(self), kwargs)
         check_num_classes(num_classes)
         inputs = keras.Input(shape=tuple(input_shape), name="image")
         x = inputs
@@ -69,27 +68,6 @@ class SimpleCNN(keras.Model):
         x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
         outputs = classifier_head(x, num_classes, dropout, dropconnect)
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
-        self.num_classes = num_classes
-        self.input_shape_ = tuple(input_shape)
-        self.filters = list(filters)
-        self.convs_per_stage = convs_per_stage
-        self.norm = norm
-        self.activation = activation
-        self.dropout = dropout
-        self.dropconnect = dropconnect
-
-    def get_config(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "num_classes": self.num_classes,
-            "input_shape": list(self.input_shape_),
-            "filters": self.filters,
-            "convs_per_stage": self.convs_per_stage,
-            "norm": self.norm,
-            "activation": self.activation,
-            "dropout": self.dropout,
-            "dropconnect": self.dropconnect,
-        }
 
 
 register_model(

@@ -21,8 +21,8 @@ from kerasdl.layers.activations import get_activation
 from kerasdl.layers.normalization import get_norm_layer
 from kerasdl.layers.residual import he_fan_out
 from kerasdl.layers.torch_compat import AdaptiveAveragePooling2D
-from kerasdl.models.base import check_num_classes, classifier_head
-from kerasdl.registry import check_model_kwargs, register_model
+from kerasdl.models.base import Classifier, check_num_classes, classifier_head
+from kerasdl.registry import register_model
 
 STAGE_FILTERS = (64, 128, 256, 512, 512)
 DEPTHS = {
@@ -34,7 +34,7 @@ DEPTHS = {
 
 
 @keras.saving.register_keras_serializable(package="kerasdl")
-class VGG(keras.Model):
+class VGG(Classifier):
     """VGG with torchvision's layer structure.
 
     Args:
@@ -67,7 +67,6 @@ class VGG(keras.Model):
         dropout: float = 0.5,
         **kwargs: Any,
     ) -> None:
-        kwargs = check_model_kwargs(type(self), kwargs)
         check_num_classes(num_classes)
         if len(depths) != len(filters):
             raise ValueError(
@@ -100,27 +99,6 @@ class VGG(keras.Model):
         x = get_activation(activation, name="act7")(x)
         outputs = classifier_head(x, num_classes, dropout)
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
-        self.num_classes = num_classes
-        self.input_shape_ = tuple(input_shape)
-        self.depths = list(depths)
-        self.filters = list(filters)
-        self.norm = norm
-        self.activation = activation
-        self.fc_units = fc_units
-        self.dropout = dropout
-
-    def get_config(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "num_classes": self.num_classes,
-            "input_shape": list(self.input_shape_),
-            "depths": self.depths,
-            "filters": self.filters,
-            "norm": self.norm,
-            "activation": self.activation,
-            "fc_units": self.fc_units,
-            "dropout": self.dropout,
-        }
 
 
 for _name, _depths in DEPTHS.items():
