@@ -24,6 +24,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from kerasdl.errors import UserError
+from kerasdl.io import write_yaml
 
 PACKAGE_ROOT = Path(__file__).resolve().parent
 CONFIGS_DIR = PACKAGE_ROOT.parent / "configs"
@@ -377,10 +378,7 @@ class RecipeConfig(Section):
 
     def dump_yaml(self, path: str | Path) -> None:
         """Write the resolved recipe; ``kerasdl train path`` repeats the run."""
-        text = yaml.safe_dump(self.to_dict(), sort_keys=False)
-        tmp = Path(f"{path}.tmp")
-        tmp.write_text(text)
-        tmp.replace(path)
+        write_yaml(path, self.to_dict())
 
 
 def apply_override(data: dict[str, Any], assignment: str) -> None:

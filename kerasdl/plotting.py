@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 from kerasdl.errors import UserError
+from kerasdl.io import save_figure
 
 IMAGE_FORMATS = (".png", ".svg", ".pdf", ".jpg", ".jpeg")
 
@@ -32,13 +32,5 @@ def check_output_image(arg: str) -> Path:
 
 
 def save_figure_atomic(fig: Any, path: str | Path, dpi: int = 110) -> None:
-    """Save ``fig`` to a temporary file renamed into place, then close it."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    try:
-        fig.savefig(tmp, dpi=dpi)
-        os.replace(tmp, path)
-    finally:
-        pyplot().close(fig)
-        if tmp.exists():
-            tmp.unlink()
+    """Save ``fig`` atomically, then close it: :func:`kerasdl.io.save_figure` (kept name)."""
+    save_figure(fig, path, dpi=dpi)

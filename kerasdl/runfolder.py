@@ -11,10 +11,10 @@ A run is a folder ``<output_dir>/<name>/<timestamp or id>/``::
     history.csv       one row per epoch
     metrics.json      final test metrics of best.keras (its presence marks a finished run)
 
-Every file is written whole or not at all (a temporary file renamed into place; TensorFlow writes a
-checkpoint's data before the ``checkpoint`` state file that lists it), so a run killed at any point
-leaves readable files and, at worst, temporary files that :meth:`RunFolder.remove_partial_files`
-deletes when the run is resumed.
+Every file is written whole or not at all (:mod:`kerasdl.io`: a temporary file renamed into place;
+TensorFlow writes a checkpoint's data before the ``checkpoint`` state file that lists it), so a run
+killed at any point leaves readable files and, at worst, temporary files that
+:meth:`RunFolder.remove_partial_files` deletes when the run is resumed.
 
 This module imports no TensorFlow: ``kerasdl train --resume RUN_DIR`` checks its arguments against
 the run's recipe before TensorFlow loads.
@@ -33,6 +33,7 @@ from typing import Any
 import yaml
 
 from kerasdl.errors import UserError
+from kerasdl.io import TMP_MARK, write_json, write_text
 
 # The only key a resume may change: more (or fewer) epochs than planned.
 RESUMABLE_KEYS = ("training.epochs",)
@@ -95,26 +96,20 @@ class RunFolder:
         if not self.path.is_dir():
             return removed
         for entry in self.path.iterdir():
-            if entry.is_file() and (".tmp" in entry.name):
+            if entry.is_file() and TMP_MARK in entry.name:
                 entry.unlink(missing_ok=True)
                 removed.append(entry.name)
         return sorted(removed)
 
 
 def write_json_atomic(path: str | Path, data: Any) -> None:
-    """Write JSON to a temporary file, flush it to disk and rename it into place."""
-    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True))
+    """Write JSON (indented, keys sorted) atomically: :func:`kerasdl.io.write_json`."""
+    write_json(path, data, indent=2, sort_keys=True)
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:
-    """Write text to a temporary file, flush it to disk and rename it into place."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """Write text atomically: :func:`kerasdl.io.write_text`."""
+    write_text(path, text)
 
 
 def flatten(data: Any, prefix: str = "") -> dict[str, Any]:

@@ -2,7 +2,8 @@
 
 A version is written into a hidden temporary folder in the same parent (``.tmp-<version>-...``)
 and renamed into place only when complete, so a crash never leaves a half version: a server (TF
-Serving's or kerasdl's) only considers folders whose name is an integer.
+Serving's or kerasdl's) only considers folders whose name is an integer. (Single files are written
+atomically by :mod:`kerasdl.io`; a version is a folder, so it is staged and renamed here.)
 """
 
 from __future__ import annotations

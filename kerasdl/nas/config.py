@@ -27,11 +27,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any
 
-import yaml
 from pydantic import Field, ValidationError, model_validator
 
 from kerasdl.config import DataConfig, RunConfig, Section, apply_override, read_yaml
 from kerasdl.errors import UserError
+from kerasdl.io import write_yaml
 
 PositiveInt = Annotated[int, Field(gt=0)]
 PositiveFloat = Annotated[float, Field(gt=0)]
@@ -83,9 +83,7 @@ class SearchRecipe(Section):
 
     def dump_yaml(self, path: str | Path) -> None:
         """Write the resolved recipe (``kerasdl search path`` repeats the search)."""
-        tmp = Path(f"{path}.tmp")
-        tmp.write_text(yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False))
-        tmp.replace(path)
+        write_yaml(path, self.model_dump(mode="json"))
 
 
 def _one_line(err: ValidationError) -> str:

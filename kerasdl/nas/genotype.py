@@ -15,8 +15,6 @@ Reference:
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from kerasdl.errors import UserError
+from kerasdl.io import write_json
 from kerasdl.layers.darts_ops import PRIMITIVES
 
 Gene = list[tuple[str, int]]
@@ -102,11 +101,7 @@ class Genotype:
 
     def save(self, path: str | Path) -> None:
         """Write the genotype as JSON (atomically: temp file, then rename)."""
-        path = Path(path)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
-            json.dump(self.to_dict(), f, indent=2)
-        os.replace(tmp, path)
+        write_json(path, self.to_dict(), indent=2)
 
 
 def _preset(normal: Gene, reduce: Gene) -> Genotype:

@@ -9,8 +9,6 @@ them; every edge is labelled with its operation (the paper's figures 4 and 5).
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 from pathlib import Path
 
 import matplotlib
@@ -20,6 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.patches import FancyArrowPatch  # noqa: E402
 
+from kerasdl.io import save_figure  # noqa: E402
 from kerasdl.layers.darts_ops import PRIMITIVES  # noqa: E402
 from kerasdl.nas.genotype import Genotype  # noqa: E402
 
@@ -117,26 +116,13 @@ def cell_figure(genotype: Genotype, kind: str = "normal") -> plt.Figure:
     return fig
 
 
-def _save_atomic(fig: plt.Figure, path: str | Path, dpi: int = 120) -> None:
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".png")
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=dpi, format="png")
-        os.replace(tmp, path)
-    finally:
-        plt.close(fig)
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def plot_cell(genotype: Genotype, kind: str, path: str | Path) -> Path:
     """Draw the ``normal`` or ``reduce`` cell of ``genotype`` to a PNG file at ``path``.
 
     Example:
         >>> plot_cell(load_genotype("DARTS_V2"), "normal", "normal.png")
     """
-    _save_atomic(cell_figure(genotype, kind), path)
+    save_figure(cell_figure(genotype, kind), path, dpi=120, format="png")
     return Path(path)
 
 

@@ -14,9 +14,10 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from kerasdl.config import RecipeConfig, load_recipe, read_yaml
+from kerasdl.config import load_run_recipe
 from kerasdl.errors import UserError
-from kerasdl.plotting import pyplot, save_figure_atomic
+from kerasdl.io import save_figure, write_json
+from kerasdl.plotting import pyplot
 
 
 @dataclass
@@ -77,31 +78,20 @@ def plot_confusion(c: np.ndarray, class_names: list[str], path: Path, title: str
                     fontsize=8,
                 )
     fig.tight_layout()
-    save_figure_atomic(fig, path, dpi=100)
+    save_figure(fig, path, dpi=100)
 
 
-def _recipe_for(target: Path, recipe: str | None, overrides: list[str]) -> RecipeConfig:
-    if recipe:
-        return load_recipe(recipe, overrides)
-    run_dir = target if target.is_dir() else target.parent
-    cfg_path = run_dir / "config.yaml"
-    if not cfg_path.is_file():
-        raise UserError(
-            f"{target}: no config.yaml beside it; pass --recipe RECIPE to say which data to use"
-        )
-    from kerasdl.config import apply_override, validate_recipe
+def load_trained_model(path: str | Path) -> keras.Model:
+    """Load a ``.keras`` file (uncompiled) with a clear error if it is missing or unreadable.
 
-    data = read_yaml(cfg_path)
-    for o in overrides:
-        apply_override(data, o)
-    return validate_recipe(data)
-
-
-def load_trained_model(path: Path) -> keras.Model:
-    """Load a ``.keras`` file with a clear error if it is missing or unreadable."""
+    Every class a kerasdl checkpoint may name is registered first: the model families, the
+    training methods (a saved method model), the optimizer wrapper and the schedules.
+    """
+    path = Path(path)
     if not path.is_file():
         raise UserError(f"model file not found: {path}")
-    import kerasdl.training.group_optimizer  # noqa: F401  (registers what a checkpoint may name)
+    import kerasdl.methods  # noqa: F401  (registers what a checkpoint may name)
+    import kerasdl.training.group_optimizer  # noqa: F401
     import kerasdl.training.schedules  # noqa: F401
     from kerasdl.registry import ensure_registered
 
@@ -130,7 +120,7 @@ def evaluate_target(
 
     target = Path(target)
     model_path = target / "best.keras" if target.is_dir() else target
-    cfg = _recipe_for(target, recipe, overrides or [])
+    cfg = load_run_recipe(target, recipe, overrides)
     model = load_trained_model(model_path)
     bundle = load_data(cfg.data, cfg.run.seed)
     if split not in bundle.splits:
@@ -167,10 +157,9 @@ def evaluate_target(
         label = label or split
         png = target / f"confusion_{label}.png"
         plot_confusion(c, bundle.class_names, png, f"{cfg.run.name}: {label}")
-        from kerasdl.runfolder import write_json_atomic
-
-        write_json_atomic(
+        write_json(
             target / f"evaluation_{label}.json",
             {"split": label, **values, "confusion_matrix": c.tolist()},
+            sort_keys=True,
         )
     return EvaluationReport(label or split, values, c, bundle.class_names, png)

@@ -23,8 +23,8 @@ Reference:
 from __future__ import annotations
 
 import csv
+import io
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,7 @@ import keras
 import numpy as np
 
 from kerasdl.errors import UserError
-from kerasdl.plotting import save_figure_atomic
+from kerasdl.io import save_figure, write_text
 
 
 @dataclass
@@ -53,14 +53,12 @@ class LRFinderResult:
 
     def save_csv(self, path: str | Path) -> None:
         """``step,lr,loss,smoothed_loss`` rows, written atomically."""
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp")
-        with tmp.open("w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["step", "lr", "loss", "smoothed_loss"])
-            for i, row in enumerate(zip(self.lrs, self.losses, self.smoothed, strict=True)):
-                w.writerow([i, *(f"{v:.8g}" for v in row)])
-        os.replace(tmp, path)
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        w.writerow(["step", "lr", "loss", "smoothed_loss"])
+        for i, row in enumerate(zip(self.lrs, self.losses, self.smoothed, strict=True)):
+            w.writerow([i, *(f"{v:.8g}" for v in row)])
+        write_text(path, buf.getvalue(), newline="")
 
     def plot(self, path: str | Path, title: str = "learning-rate range test") -> None:
         """Loss against learning rate (log scale) with the suggestions marked, atomically."""
@@ -90,7 +88,7 @@ class LRFinderResult:
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3, which="both")
         fig.tight_layout()
-        save_figure_atomic(fig, path, dpi=110)
+        save_figure(fig, path, dpi=110)
 
 
 def suggest(lrs: list[float], smoothed: list[float]) -> tuple[float, float]:
