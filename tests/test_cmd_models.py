@@ -49,14 +49,38 @@ def test_markdown_and_pattern(capsys):
     )
 
 
-def test_refresh_and_stale_entries(tmp_path, monkeypatch, capsys):
+def test_refresh_writes_where_asked_never_the_shipped_table(tmp_path, monkeypatch, capsys):
+    shipped = tmp_path / "shipped.json"  # stands for the package's models_table.json
+    shipped.write_text(cmd.TABLE_PATH.read_text())
+    monkeypatch.setattr(cmd, "TABLE_PATH", shipped)
+    before = shipped.read_bytes()
+    table = tmp_path / "counts.json"
+    assert main(["models", "perceptron", "--refresh", "--out", str(table)]) == 0
+    out, err = capsys.readouterr()
+    assert "counting perceptron" in err and "perceptron" in out
+    assert shipped.read_bytes() == before  # the shipped table is read-only
+    stored = json.loads(table.read_text())
+    assert set(stored["models"]) == {"perceptron"}
+    row = stored["models"]["perceptron"]
+    assert (row["params"], row["macs"], row["classes"]) == (401, 400, 1)  # 20x20 retina
+    assert main(["models", "perceptron", "--refresh"]) == 0  # no --out: printed only
+    assert shipped.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["counts.json", "shipped.json"]
+    assert main(["models", "perceptron", "--out", str(tmp_path / "no" / "t.json")]) == 2
+    assert "folder" in capsys.readouterr().err
+
+
+def test_stale_entries_are_recounted(tmp_path, monkeypatch, capsys):
     table = tmp_path / "models_table.json"
     monkeypatch.setattr(cmd, "TABLE_PATH", table)
-    assert main(["models", "perceptron", "--refresh"]) == 0
-    out, err = capsys.readouterr()
-    assert "counting perceptron" in err
-    stored = json.loads(table.read_text())["models"]["perceptron"]
-    assert (stored["params"], stored["macs"], stored["classes"]) == (401, 400, 1)  # 20x20 retina
+    import kerasdl.registry
+
+    monkeypatch.setattr(kerasdl.registry, "list_models", lambda pattern="*": ["perceptron"])
+    assert cmd.refresh_table() == table  # the developer refresh (python -m ...), on a copy
+    assert "counting perceptron" in capsys.readouterr().err
+    assert set(json.loads(table.read_text())["models"]) == {"perceptron"}
+    monkeypatch.undo()
+    monkeypatch.setattr(cmd, "TABLE_PATH", table)
     assert main(["models", "perceptron"]) == 0
     assert "counting" not in capsys.readouterr().err
     # A changed registration (signature) is detected and re-counted on the fly.
@@ -64,7 +88,8 @@ def test_refresh_and_stale_entries(tmp_path, monkeypatch, capsys):
     data["models"]["perceptron"]["signature"] = "old"
     table.write_text(json.dumps(data))
     assert main(["models", "perceptron"]) == 0
-    assert "counting perceptron" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "counting perceptron" in err and "python -m kerasdl.commands.models" in err
 
 
 def test_show_prints_summary(capsys):

@@ -59,10 +59,13 @@ def test_probe_command_writes_results(run_dir, capsys):
 
 def test_probe_command_rejects_bad_targets(tmp_path, run_dir, capsys):
     assert main(["probe", str(tmp_path / "missing")]) == 2
-    assert main(["probe", str(run_dir / "backbone.keras")]) == 2  # no recipe for the data
+    loose = tmp_path / "loose.keras"  # a .keras file with no config.yaml beside it
+    loose.write_bytes((run_dir / "backbone.keras").read_bytes())
+    assert main(["probe", str(loose)]) == 2  # no recipe for the data
+    assert "no config.yaml beside it; pass --recipe" in capsys.readouterr().err
     (tmp_path / "bad.keras").write_text("not a model")
     rc = main(["probe", str(tmp_path / "bad.keras"), "--recipe", str(run_dir / "config.yaml")])
     assert rc == 2
     err = capsys.readouterr().err
-    assert "Traceback" not in err and "cannot load the model" in err
+    assert "Traceback" not in err and f"cannot load {tmp_path / 'bad.keras'}" in err
     keras.config.set_dtype_policy("float32")

@@ -1,13 +1,15 @@
-"""``kerasdl models [PATTERN] [--markdown] [--refresh]`` and ``kerasdl models show NAME``."""
+"""``kerasdl models [PATTERN] [--markdown] [--refresh] [--out PATH]``
+and ``kerasdl models show NAME``.
+
+The packaged count table is read-only; ``python -m kerasdl.commands.models`` refreshes it.
+"""
 
 from __future__ import annotations
 
 import argparse
 import difflib
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +19,11 @@ DESCRIPTION = """List every registered model with its family, paper and year, tr
 multiply-accumulates (GMACs, one image at the default input size; see docs/models.md for what is
 counted), default input size and class count. PATTERN is a shell pattern ('vit_*').
 
-The counts come from a table cached next to this command (models_table.json), so listing takes
-seconds; a model missing from the table (or whose registered defaults changed) is built and
-counted on the fly. --refresh rebuilds and re-counts the listed models and stores the table.
+The counts come from a table shipped with kerasdl (models_table.json), so listing takes seconds;
+a model missing from the table (or whose registered defaults changed) is built and counted on the
+fly. --refresh re-counts the listed models instead of reading the table; --out PATH writes the
+counts as JSON in the table's format. The shipped table is never rewritten (developers refresh it
+with: python -m kerasdl.commands.models).
 
   kerasdl models                    all models
   kerasdl models 'resnet*' --markdown
@@ -39,7 +43,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--markdown", action="store_true", help="print a Markdown table")
     parser.add_argument(
-        "--refresh", action="store_true", help="re-count the listed models and store the table"
+        "--refresh", action="store_true", help="re-count the listed models (ignore the table)"
+    )
+    parser.add_argument(
+        "--out",
+        metavar="PATH",
+        help="write the counts of the listed models as JSON here (the table's format)",
     )
     parser.add_argument(
         "--input-size",
@@ -79,9 +88,9 @@ def count_model(name: str) -> dict[str, Any]:
     return row
 
 
-def _load_table() -> dict[str, Any]:
+def _load_table(path: Path | None = None) -> dict[str, Any]:
     try:
-        data = json.loads(TABLE_PATH.read_text())
+        data = json.loads((path or TABLE_PATH).read_text())
     except (OSError, ValueError):
         return {}
     if data.get("version") != TABLE_VERSION:
@@ -89,16 +98,41 @@ def _load_table() -> dict[str, Any]:
     return data.get("models", {})
 
 
-def _store_table(models: dict[str, Any]) -> None:
-    text = json.dumps({"version": TABLE_VERSION, "models": models}, indent=1, sort_keys=True)
-    fd, tmp = tempfile.mkstemp(dir=TABLE_PATH.parent, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text + "\n")
-        os.replace(tmp, TABLE_PATH)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def store_table(models: dict[str, Any], path: str | Path) -> None:
+    """Write count rows ``{name: {"signature", "params", "macs", "classes"}}`` as a table."""
+    from kerasdl.io import write_json
+
+    table = {"version": TABLE_VERSION, "models": models}
+    write_json(path, table, indent=1, sort_keys=True, end="\n")
+
+
+def counts(names: list[str], refresh: bool = False) -> tuple[dict[str, Any], list[str]]:
+    """The count rows of ``names`` (from the table when current, else counted now) and the
+    names counted now."""
+    from kerasdl.registry import get_entry
+
+    cached = _load_table()
+    rows, computed = {}, []
+    for name in names:
+        row = cached.get(name)
+        if refresh or not row or row.get("signature") != _signature(get_entry(name)):
+            print(f"counting {name} ...", file=sys.stderr, flush=True)
+            row = count_model(name)
+            computed.append(name)
+        rows[name] = row
+    return rows, computed
+
+
+def refresh_table(path: str | Path | None = None, recount: bool = False) -> Path:
+    """Re-count the registered models missing from the shipped table (or changed since; every
+    model with ``recount``) and write the table to ``path`` (default: the shipped one; developers
+    run ``python -m kerasdl.commands.models``). Returns the path written."""
+    from kerasdl.registry import list_models
+
+    rows, _ = counts(list_models(), refresh=recount)
+    path = Path(path or TABLE_PATH)
+    store_table(rows, path)
+    return path
 
 
 def _close_matches(name: str, names: list[str]) -> str:
@@ -108,8 +142,13 @@ def _close_matches(name: str, names: list[str]) -> str:
     return f" Did you mean: {', '.join(hints)}?" if hints else " Run 'kerasdl models' for the list."
 
 
-def model_rows(pattern: str = "*", refresh: bool = False) -> list[dict[str, Any]]:
-    """One row per registered model matching ``pattern`` (from the cached table when current)."""
+def model_rows(
+    pattern: str = "*", refresh: bool = False, out: str | Path | None = None
+) -> list[dict[str, Any]]:
+    """One row per registered model matching ``pattern`` (from the shipped table when current).
+
+    ``refresh`` re-counts every listed model; ``out`` writes their counts (the table's format).
+    """
     from kerasdl.errors import UserError
     from kerasdl.registry import get_entry, list_models
 
@@ -118,16 +157,10 @@ def model_rows(pattern: str = "*", refresh: bool = False) -> list[dict[str, Any]
         raise UserError(
             f"No registered model matches {pattern!r}.{_close_matches(pattern, list_models())}"
         )
-    cached = _load_table()
-    rows, computed = [], []
+    counted, computed = counts(names, refresh)
+    rows = []
     for name in names:
-        entry = get_entry(name)
-        row = cached.get(name)
-        if refresh or not row or row.get("signature") != _signature(entry):
-            print(f"counting {name} ...", file=sys.stderr, flush=True)
-            row = count_model(name)
-            cached[name] = row
-            computed.append(name)
+        entry, row = get_entry(name), counted[name]
         rows.append(
             {
                 "name": name,
@@ -140,13 +173,12 @@ def model_rows(pattern: str = "*", refresh: bool = False) -> list[dict[str, Any]
                 "classes": row["classes"],
             }
         )
-    if refresh:
-        registered = set(list_models())
-        _store_table({k: v for k, v in cached.items() if k in registered})
-    elif computed:
+    if out is not None:
+        store_table(counted, out)
+    if computed and not refresh:
         print(
-            f"note: counted {len(computed)} model(s) missing from the cached table; "
-            "'kerasdl models --refresh' stores them.",
+            f"note: counted {len(computed)} model(s) missing from the shipped table "
+            "(in a source checkout, python -m kerasdl.commands.models stores them).",
             file=sys.stderr,
         )
     return rows
@@ -232,6 +264,17 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if len(words) > 1:
         raise UserError(f"Expected at most one PATTERN. Received: {' '.join(words)}")
-    rows = model_rows(words[0] if words else "*", refresh=args.refresh)
+    out = Path(args.out) if args.out else None
+    if out is not None and not out.parent.is_dir():
+        raise UserError(f"--out {args.out}: folder {out.parent} does not exist")
+    rows = model_rows(words[0] if words else "*", refresh=args.refresh, out=out)
     print(format_rows(rows, markdown=args.markdown))
+    if out is not None:
+        print(f"Saved the counts of {len(rows)} model(s) to {out}", file=sys.stderr)
     return 0
+
+
+if __name__ == "__main__":  # python -m kerasdl.commands.models: refresh the shipped table, from
+    from kerasdl.commands.models import refresh_table as _refresh  # the package's module
+
+    print(f"wrote {_refresh()}")

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 from kerasdl.errors import UserError
@@ -17,10 +14,11 @@ DESCRIPTION = """\
 Evaluate the representation of a trained backbone on the run's data.
 
 TARGET is a run folder (its backbone.keras, else best.keras, and its config.yaml for the data)
-or a .keras file (then --recipe names the data). Protocols: 'linear' (logistic regression on
-frozen, standardized pre-logits features), 'knn' (weighted 20-NN, cosine similarity), 'finetune'
-(the backbone plus a new head trained end to end). Training labels come from the train split
-(optionally only --labels-per-class of them), accuracy from the test split (val if no test).
+or a .keras file (the data: --recipe, else the config.yaml beside it). Protocols: 'linear'
+(logistic regression on frozen, standardized pre-logits features), 'knn' (weighted 20-NN, cosine
+similarity), 'finetune' (the backbone plus a new head trained end to end). Training labels come
+from the train split (optionally only --labels-per-class of them), accuracy from the test split
+(val if no test).
 
 examples:
   kerasdl probe runs/simclr_digits/20260101-120000
@@ -88,56 +86,29 @@ def _model_path(target: Path) -> Path:
     return target
 
 
-def _write_json(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".json", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def run(args: argparse.Namespace) -> int:
     target = Path(args.target)
     model_path = _model_path(target)
-    recipe = (
-        Path(args.recipe) if args.recipe else (target / "config.yaml" if target.is_dir() else None)
-    )
-    if recipe is None or not recipe.is_file():
-        raise UserError(f"{target}: no recipe for the data; pass --recipe RECIPE.yaml.")
     if args.labels_per_class is not None and args.labels_per_class < 1:
         raise UserError(f"--labels-per-class must be >= 1. Received: {args.labels_per_class}")
 
-    from kerasdl.config import load_recipe
+    from kerasdl.config import load_run_recipe
 
-    cfg = load_recipe(recipe)  # validated before TensorFlow is imported
-
-    import keras
+    cfg = load_run_recipe(target, args.recipe)  # validated before TensorFlow is imported
 
     from kerasdl.data import load_data
-    from kerasdl.methods import METHODS  # noqa: F401  (imports the method classes for loading)
+    from kerasdl.data.pipeline import standardize_array
+    from kerasdl.io import write_json
     from kerasdl.methods.probes import run_probes
+    from kerasdl.training.evaluation import load_trained_model
 
-    try:
-        model = keras.saving.load_model(model_path)
-    except Exception as err:  # a corrupt or foreign file: one line, no traceback
-        raise UserError(
-            f"{model_path}: cannot load the model ({type(err).__name__}: {err})"
-        ) from None
+    model = load_trained_model(model_path)
     model = getattr(model, "inference_model", model)
     bundle = load_data(cfg.data, seed=cfg.run.seed)
     test = bundle.splits.get("test") or bundle.splits.get("val")
     if test is None:
         raise UserError("The recipe's data has no test or val split to score the probes on.")
     mean, std = list(cfg.data.mean), list(cfg.data.std)
-
-    def standardize(x):
-        import numpy as np
-
-        return (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32) if mean else x
 
     results = run_probes(
         model,
@@ -147,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
         args.labels_per_class,
         args.seed,
         bundle.num_classes,
-        standardize,
+        lambda x: standardize_array(x, mean, std),
         args.finetune_epochs,
     )
     results = {"model": str(model_path), "labels_per_class": args.labels_per_class, **results}
@@ -156,6 +127,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"({results['train_examples']} training, {results['test_examples']} test examples)")
     out = Path(args.out) if args.out else (target / "probe.json" if target.is_dir() else None)
     if out is not None:
-        _write_json(out, results)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        write_json(out, results)
         print(f"wrote {out}")
     return 0
