@@ -135,20 +135,34 @@ class SemiSupervised(MethodKind):
         return task.classifier_metrics(kept)  # the classifier: as a supervised run measures it
 
 
-class Contrastive(MethodKind):
+class _Unlabelled(MethodKind):
+    """Kinds that train on views of every training image (labels dropped)."""
+
+    #: the ``kerasdl.data.ssl`` function that makes the batches
+    dataset_fn = ""
+    #: its options for the validation batches (beyond the method's own)
+    val_options: dict = {}
+
     def datasets(self, p, views, splits, batch_size, num_classes, seed, mean, std):
         from kerasdl.data import ssl
 
+        make = getattr(ssl, self.dataset_fn)
         d = p.data_kwargs()
-        train = ssl.contrastive_dataset(splits["train"], batch_size, seed, mean, std, **d)
+        train = make(splits["train"], batch_size, seed, mean, std, **d)
         val = self._small_val(splits.get("val"), batch_size)
-        val_ds = None
-        if val is not None:
-            val_ds = ssl.contrastive_dataset(val, batch_size, seed + 1, mean, std, **d)
-        return train, val_ds
+        if val is None:
+            return train, None
+        return train, make(val, batch_size, seed + 1, mean, std, **{**d, **self.val_options})
 
 
-class MaskedImage(MethodKind):
+class Contrastive(_Unlabelled):
+    dataset_fn = "contrastive_dataset"  # two views of every image
+
+
+class MaskedImage(_Unlabelled):
+    dataset_fn = "masked_image_dataset"  # augmented images; validation on plain ones
+    val_options = {"crop_scale": (1.0, 1.0), "flip": False}
+
     def build(self, cls: type, backbone: keras.Model, num_classes: int, kw: dict) -> keras.Model:
         from kerasdl.methods.mae import MAEEncoder
 
@@ -157,19 +171,6 @@ class MaskedImage(MethodKind):
         if backbone is None:
             raise UserError("method mae: needs a backbone (for its input shape) or an encoder.")
         return cls(None, input_shape=tuple(backbone.input_shape[1:]), **kw)
-
-    def datasets(self, p, views, splits, batch_size, num_classes, seed, mean, std):
-        from kerasdl.data import ssl
-
-        d = p.data_kwargs()
-        train = ssl.masked_image_dataset(splits["train"], batch_size, seed, mean, std, **d)
-        val = self._small_val(splits.get("val"), batch_size)
-        val_ds = None
-        if val is not None:
-            val_ds = ssl.masked_image_dataset(
-                val, batch_size, seed + 1, mean, std, crop_scale=(1.0, 1.0), flip=False
-            )
-        return train, val_ds
 
 
 def probe_metrics(
