@@ -1,9 +1,14 @@
 """Model registry: variants are data, looked up by name (after timm's ``register_model``).
 
-A family module registers one entry per variant::
+A family module holds one model class and one table of variants, ``registry name -> constructor
+defaults``, and registers the table with the family's metadata (keras-applications' argument
+tables, timm's ``@register_model``)::
 
-    register_model("resnet18", ResNet, dict(block="basic", depths=[2, 2, 2, 2]),
-                   family="resnet", paper="He et al. 2016", year=2016, default_input=(224, 224, 3))
+    VARIANTS = {
+        "resnet18": dict(block="basic", depths=[2, 2, 2, 2]),
+        "resnet50": dict(block="bottleneck", depths=[3, 4, 6, 3]),
+    }
+    register_variants(ResNet, VARIANTS, family="resnet", paper="He et al. 2016", year=2016)
 
 and users build models by name::
 
@@ -22,7 +27,7 @@ import difflib
 import fnmatch
 import importlib
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -92,6 +97,48 @@ def register_model(
     _REGISTRY[name] = ModelEntry(
         name, builder, dict(defaults or {}), family, paper, year, tuple(default_input), min_input
     )
+
+
+def register_variants(
+    builder: Callable[..., Any],
+    variants: Mapping[str, Mapping[str, Any]],
+    *,
+    family: str,
+    paper: str = "",
+    year: int | None = None,
+    default_input: tuple[int, int, int] = (224, 224, 3),
+    min_input: int = 32,
+    meta: Mapping[str, Mapping[str, Any]] | None = None,
+) -> None:
+    """Register a family's variant table: one :func:`register_model` per row.
+
+    Args:
+        builder: the family's model class.
+        variants: ``{registry name: constructor defaults}``, in display order.
+        family, paper, year, min_input: the family's metadata (see :func:`register_model`).
+        default_input: the reference input shape of rows that do not set ``input_shape``
+            (a row that does is its own default input).
+        meta: ``{registry name: metadata}`` for the rows whose ``paper``, ``year``,
+            ``default_input`` or ``min_input`` differ from the family's.
+
+    Example:
+        >>> register_variants(ResNet, {"resnet18": dict(block="basic", depths=[2, 2, 2, 2])},
+        ...                   family="resnet", paper="He et al. 2016", year=2016)
+    """
+    meta = meta or {}
+    unknown = sorted(set(meta) - set(variants))
+    if unknown:
+        raise ValueError(f"meta names rows that are not variants: {', '.join(unknown)}")
+    for name, defaults in variants.items():
+        card = {
+            "family": family,
+            "paper": paper,
+            "year": year,
+            "default_input": tuple(defaults.get("input_shape", default_input)),
+            "min_input": min_input,
+            **meta.get(name, {}),
+        }
+        register_model(name, builder, dict(defaults), **card)
 
 
 def ensure_registered() -> None:

@@ -30,7 +30,7 @@ from keras import ops
 from kerasdl.layers.activations import get_activation
 from kerasdl.layers.torch_compat import AdaptiveAveragePooling2D, PaddedConv2D
 from kerasdl.models.base import Classifier, check_num_classes, classifier_head
-from kerasdl.registry import register_model
+from kerasdl.registry import register_variants
 
 STYLES = ("paper", "torchvision")
 
@@ -168,23 +168,17 @@ class AlexNet(Classifier):
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
 
 
-register_model(
-    "alexnet",
+VARIANTS = {
+    "alexnet": dict(filters=[96, 256, 384, 384, 256], style="paper"),
+    "alexnet_owt": dict(filters=[64, 192, 384, 256, 256], style="torchvision"),
+}
+
+register_variants(
     AlexNet,
-    dict(filters=[96, 256, 384, 384, 256], style="paper"),
+    VARIANTS,
     family="alexnet",
     paper="Krizhevsky et al. 2012",
     year=2012,
-    default_input=(224, 224, 3),
     min_input=63,
-)
-register_model(
-    "alexnet_owt",
-    AlexNet,
-    dict(filters=[64, 192, 384, 256, 256], style="torchvision"),
-    family="alexnet",
-    paper="Krizhevsky 2014 (torchvision)",
-    year=2014,
-    default_input=(224, 224, 3),
-    min_input=63,
+    meta={"alexnet_owt": dict(paper="Krizhevsky 2014 (torchvision)", year=2014)},
 )

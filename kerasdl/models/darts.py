@@ -31,7 +31,7 @@ from kerasdl.layers.dropconnect import DropPath
 from kerasdl.layers.normalization import get_norm_layer
 from kerasdl.models.base import Classifier, check_num_classes, classifier_head
 from kerasdl.nas.genotype import PRESETS, Genotype, load_genotype
-from kerasdl.registry import register_model
+from kerasdl.registry import register_variants
 
 
 def reduction_indices(layers: int) -> tuple[int, int]:
@@ -206,10 +206,11 @@ class DartsNet(Classifier):
         return super().compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
 
-register_model(
-    "darts_net",
+VARIANTS = {"darts_net": dict(genotype="DARTS_V2", init_channels=36, layers=20)}
+
+register_variants(
     DartsNet,
-    dict(genotype="DARTS_V2", init_channels=36, layers=20),
+    VARIANTS,
     family="darts",
     paper="Liu et al. 2019 (DARTS)",
     year=2019,

@@ -21,13 +21,13 @@ from kerasdl.layers.dense_block import DenseBlock, Transition
 from kerasdl.layers.normalization import get_norm_layer
 from kerasdl.layers.torch_compat import PaddedConv2D, PaddedMaxPooling2D
 from kerasdl.models.base import Classifier, check_num_classes, classifier_head
-from kerasdl.registry import register_model
+from kerasdl.registry import register_variants
 
-BLOCK_CONFIGS = {
-    "densenet121": [6, 12, 24, 16],
-    "densenet169": [6, 12, 32, 32],
-    "densenet201": [6, 12, 48, 32],
-    "densenet161": [6, 12, 36, 24],
+VARIANTS = {
+    "densenet121": dict(block_config=[6, 12, 24, 16]),
+    "densenet169": dict(block_config=[6, 12, 32, 32]),
+    "densenet201": dict(block_config=[6, 12, 48, 32]),
+    "densenet161": dict(block_config=[6, 12, 36, 24], growth_rate=48, num_init_features=96),
 }
 
 
@@ -104,15 +104,6 @@ class DenseNet(Classifier):
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
 
 
-for _name, _blocks in BLOCK_CONFIGS.items():
-    _extra = dict(growth_rate=48, num_init_features=96) if _name == "densenet161" else {}
-    register_model(
-        _name,
-        DenseNet,
-        dict(block_config=_blocks, **_extra),
-        family="densenet",
-        paper="Huang et al. 2017",
-        year=2017,
-        default_input=(224, 224, 3),
-        min_input=32,
-    )
+register_variants(
+    DenseNet, VARIANTS, family="densenet", paper="Huang et al. 2017", year=2017, min_input=32
+)

@@ -11,8 +11,8 @@ Widths are scaled with ``make_divisible(c * width_mult, 8)`` and depths with
 Compound scaling (section 3.3): depth ``alpha^phi``, width ``beta^phi``, resolution
 ``gamma^phi`` with ``alpha = 1.2, beta = 1.1, gamma = 1.15`` (``alpha beta^2 gamma^2 ~ 2``, so each
 step of ``phi`` about doubles the FLOPs): :func:`compound_scaling` and :func:`efficientnet_phi`.
-The released B1-B7 use the (width, depth, resolution) of :data:`EFFICIENTNET_VARIANTS`, which
-the authors rounded by hand.
+The released B1-B7 use the (width, depth, resolution) of :data:`VARIANTS`, which the authors
+rounded by hand.
 
 Reference:
     Tan & Le, "EfficientNet: Rethinking Model Scaling for Convolutional Neural Networks",
@@ -30,7 +30,7 @@ from kerasdl.layers.activations import get_activation
 from kerasdl.layers.mbconv import MBConv, conv_kaiming_fan_out, make_divisible
 from kerasdl.layers.normalization import BN_EPSILON, BN_MOMENTUM, get_norm_layer
 from kerasdl.models.base import Classifier, check_num_classes, classifier_head
-from kerasdl.registry import register_model
+from kerasdl.registry import register_variants
 
 # Table 1 of the paper: (expand_ratio, kernel, stride, in_channels, out_channels, layers).
 B0_STAGES = [
@@ -212,31 +212,26 @@ def efficientnet_phi(
     )
 
 
-# name: (width_mult, depth_mult, resolution, dropout); torchvision / Tan & Le 2019 Table 2.
-EFFICIENTNET_VARIANTS = {
-    "efficientnet_b0": (1.0, 1.0, 224, 0.2),
-    "efficientnet_b1": (1.0, 1.1, 240, 0.2),
-    "efficientnet_b2": (1.1, 1.2, 260, 0.3),
-    "efficientnet_b3": (1.2, 1.4, 300, 0.3),
-    "efficientnet_b4": (1.4, 1.8, 380, 0.4),
-    "efficientnet_b5": (1.6, 2.2, 456, 0.4),
-    "efficientnet_b6": (1.8, 2.6, 528, 0.5),
-    "efficientnet_b7": (2.0, 3.1, 600, 0.5),
-}
 # torchvision builds B5-B7 with BatchNorm2d(eps=1e-3, momentum=0.01) (weights ported from TF).
 _TF_BN = dict(bn_momentum=0.99, bn_epsilon=1e-3)
+# width, depth, dropout and resolution: torchvision / Tan & Le 2019 Table 2.
+VARIANTS = {
+    "efficientnet_b0": dict(width_mult=1.0, depth_mult=1.0, dropout=0.2, input_shape=[224, 224, 3]),
+    "efficientnet_b1": dict(width_mult=1.0, depth_mult=1.1, dropout=0.2, input_shape=[240, 240, 3]),
+    "efficientnet_b2": dict(width_mult=1.1, depth_mult=1.2, dropout=0.3, input_shape=[260, 260, 3]),
+    "efficientnet_b3": dict(width_mult=1.2, depth_mult=1.4, dropout=0.3, input_shape=[300, 300, 3]),
+    "efficientnet_b4": dict(width_mult=1.4, depth_mult=1.8, dropout=0.4, input_shape=[380, 380, 3]),
+    "efficientnet_b5": dict(
+        width_mult=1.6, depth_mult=2.2, dropout=0.4, input_shape=[456, 456, 3], **_TF_BN
+    ),
+    "efficientnet_b6": dict(
+        width_mult=1.8, depth_mult=2.6, dropout=0.5, input_shape=[528, 528, 3], **_TF_BN
+    ),
+    "efficientnet_b7": dict(
+        width_mult=2.0, depth_mult=3.1, dropout=0.5, input_shape=[600, 600, 3], **_TF_BN
+    ),
+}
 
-for _name, (_w, _d, _r, _drop) in EFFICIENTNET_VARIANTS.items():
-    _defaults = dict(width_mult=_w, depth_mult=_d, dropout=_drop, input_shape=[_r, _r, 3])
-    if _name in ("efficientnet_b5", "efficientnet_b6", "efficientnet_b7"):
-        _defaults.update(_TF_BN)
-    register_model(
-        _name,
-        EfficientNet,
-        _defaults,
-        family="efficientnet",
-        paper="Tan & Le 2019",
-        year=2019,
-        default_input=(_r, _r, 3),
-        min_input=32,
-    )
+register_variants(
+    EfficientNet, VARIANTS, family="efficientnet", paper="Tan & Le 2019", year=2019, min_input=32
+)

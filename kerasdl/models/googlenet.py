@@ -25,7 +25,7 @@ import keras
 from kerasdl.layers.inception import ConvNormAct, InceptionAux, InceptionModule
 from kerasdl.layers.torch_compat import PaddedMaxPooling2D
 from kerasdl.models.base import Classifier, check_num_classes, classifier_head
-from kerasdl.registry import register_model
+from kerasdl.registry import register_variants
 
 AUX_WEIGHT = 0.3
 # (name, ch1x1, ch3x3red, ch3x3, ch5x5red, ch5x5, pool_proj): the paper's table 1.
@@ -138,13 +138,8 @@ class GoogLeNet(Classifier):
         return super().compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
 
-register_model(
-    "googlenet",
-    GoogLeNet,
-    dict(aux_logits=False),
-    family="googlenet",
-    paper="Szegedy et al. 2015",
-    year=2015,
-    default_input=(224, 224, 3),
-    min_input=32,
+VARIANTS = {"googlenet": dict(aux_logits=False)}
+
+register_variants(
+    GoogLeNet, VARIANTS, family="googlenet", paper="Szegedy et al. 2015", year=2015, min_input=32
 )

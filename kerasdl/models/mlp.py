@@ -22,7 +22,7 @@ import numpy as np
 
 from kerasdl.layers.activations import get_activation
 from kerasdl.models.base import HEAD, PRE_LOGITS, Classifier, check_num_classes
-from kerasdl.registry import register_model
+from kerasdl.registry import register_variants
 
 
 def _head_dtype() -> str:
@@ -198,9 +198,11 @@ class NumpyMLP:
         return loss
 
 
-register_model(
-    "mlp",
+VARIANTS = {"mlp": {}}
+
+register_variants(
     MLP,
+    VARIANTS,
     family="foundations",
     paper="Rumelhart, Hinton & Williams 1986",
     year=1986,

@@ -23,7 +23,7 @@ import keras
 from keras import ops
 
 from kerasdl.models.base import Classifier, classifier_head
-from kerasdl.registry import register_model
+from kerasdl.registry import register_variants
 
 
 @keras.saving.register_keras_serializable(package="kerasdl")
@@ -86,11 +86,11 @@ class McCullochPittsNeuron(keras.layers.Layer):
         }
 
 
-# Gates as (weights, threshold, inhibitory inputs), McCulloch & Pitts 1943.
+# Gates as McCulloch-Pitts neurons (McCulloch & Pitts 1943).
 GATES = {
-    "and": ([1.0, 1.0], 2.0, []),
-    "or": ([1.0, 1.0], 1.0, []),
-    "not": ([1.0], 0.0, [0]),
+    "and": dict(weights=[1.0, 1.0], threshold=2.0),
+    "or": dict(weights=[1.0, 1.0], threshold=1.0),
+    "not": dict(weights=[1.0], threshold=0.0, inhibitory=[0]),
 }
 
 
@@ -102,8 +102,7 @@ def logic_gate(name: str) -> McCullochPittsNeuron:
     """
     if name not in GATES:
         raise ValueError(f"gate must be one of {sorted(GATES)}. Received: {name!r}")
-    weights, threshold, inhibitory = GATES[name]
-    return McCullochPittsNeuron(weights, threshold, inhibitory, name=f"mp_{name}")
+    return McCullochPittsNeuron(**GATES[name], name=f"mp_{name}")
 
 
 @keras.saving.register_keras_serializable(package="kerasdl")
@@ -192,9 +191,11 @@ class Perceptron(Classifier):
         return {m.name: m.result() for m in self.metrics}
 
 
-register_model(
-    "perceptron",
+VARIANTS = {"perceptron": {}}
+
+register_variants(
     Perceptron,
+    VARIANTS,
     family="foundations",
     paper="Rosenblatt 1958",
     year=1958,

@@ -23,7 +23,7 @@ from kerasdl.layers.normalization import get_norm_layer
 from kerasdl.layers.residual import BasicBlock, Bottleneck, he_fan_out
 from kerasdl.layers.torch_compat import PaddedConv2D, PaddedMaxPooling2D
 from kerasdl.models.base import Classifier, check_num_classes, classifier_head
-from kerasdl.registry import register_model
+from kerasdl.registry import register_variants
 
 BLOCKS = {"basic": BasicBlock, "bottleneck": Bottleneck}
 STAGE_PLANES = (64, 128, 256, 512)
@@ -108,43 +108,33 @@ class ResNet(Classifier):
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
 
 
-_HE = "He et al. 2016"
 VARIANTS = {
-    "resnet18": (dict(block="basic", depths=[2, 2, 2, 2]), _HE, 2016),
-    "resnet34": (dict(block="basic", depths=[3, 4, 6, 3]), _HE, 2016),
-    "resnet50": (dict(block="bottleneck", depths=[3, 4, 6, 3]), _HE, 2016),
-    "resnet101": (dict(block="bottleneck", depths=[3, 4, 23, 3]), _HE, 2016),
-    "resnet152": (dict(block="bottleneck", depths=[3, 8, 36, 3]), _HE, 2016),
-    "resnext50_32x4d": (
-        dict(block="bottleneck", depths=[3, 4, 6, 3], groups=32, width_per_group=4),
-        "Xie et al. 2017",
-        2017,
+    "resnet18": dict(block="basic", depths=[2, 2, 2, 2]),
+    "resnet34": dict(block="basic", depths=[3, 4, 6, 3]),
+    "resnet50": dict(block="bottleneck", depths=[3, 4, 6, 3]),
+    "resnet101": dict(block="bottleneck", depths=[3, 4, 23, 3]),
+    "resnet152": dict(block="bottleneck", depths=[3, 8, 36, 3]),
+    "resnext50_32x4d": dict(block="bottleneck", depths=[3, 4, 6, 3], groups=32, width_per_group=4),
+    "resnext101_32x8d": dict(
+        block="bottleneck", depths=[3, 4, 23, 3], groups=32, width_per_group=8
     ),
-    "resnext101_32x8d": (
-        dict(block="bottleneck", depths=[3, 4, 23, 3], groups=32, width_per_group=8),
-        "Xie et al. 2017",
-        2017,
-    ),
-    "wide_resnet50_2": (
-        dict(block="bottleneck", depths=[3, 4, 6, 3], width_per_group=128),
-        "Zagoruyko & Komodakis 2016",
-        2016,
-    ),
-    "wide_resnet101_2": (
-        dict(block="bottleneck", depths=[3, 4, 23, 3], width_per_group=128),
-        "Zagoruyko & Komodakis 2016",
-        2016,
-    ),
+    "wide_resnet50_2": dict(block="bottleneck", depths=[3, 4, 6, 3], width_per_group=128),
+    "wide_resnet101_2": dict(block="bottleneck", depths=[3, 4, 23, 3], width_per_group=128),
 }
+_XIE = dict(paper="Xie et al. 2017", year=2017)
+_WIDE = dict(paper="Zagoruyko & Komodakis 2016", year=2016)
 
-for _name, (_defaults, _paper, _year) in VARIANTS.items():
-    register_model(
-        _name,
-        ResNet,
-        _defaults,
-        family="resnet",
-        paper=_paper,
-        year=_year,
-        default_input=(224, 224, 3),
-        min_input=32,
-    )
+register_variants(
+    ResNet,
+    VARIANTS,
+    family="resnet",
+    paper="He et al. 2016",
+    year=2016,
+    min_input=32,
+    meta={
+        "resnext50_32x4d": _XIE,
+        "resnext101_32x8d": _XIE,
+        "wide_resnet50_2": _WIDE,
+        "wide_resnet101_2": _WIDE,
+    },
+)

@@ -28,7 +28,7 @@ from kerasdl.layers.activations import get_activation
 from kerasdl.layers.normalization import get_norm_layer
 from kerasdl.layers.residual import BasicBlock, PreActBlock
 from kerasdl.models.base import Classifier, check_num_classes, classifier_head
-from kerasdl.registry import register_model
+from kerasdl.registry import register_variants
 
 CIFAR_INIT = "he_normal"  # kaiming_normal_ (fan-in), as the reference port initializes convolutions
 
@@ -177,26 +177,18 @@ class WideResNet(Classifier):
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
 
 
-for _depth in (20, 32, 44, 56, 110):
-    register_model(
-        f"resnet{_depth}",
-        CifarResNet,
-        dict(depth=_depth, num_classes=10, input_shape=[32, 32, 3]),
-        family="resnet_cifar",
-        paper="He et al. 2016",
-        year=2016,
-        default_input=(32, 32, 3),
-        min_input=8,
-    )
+_CIFAR10 = dict(num_classes=10, input_shape=[32, 32, 3])
+VARIANTS = {f"resnet{d}": dict(depth=d, **_CIFAR10) for d in (20, 32, 44, 56, 110)}
+WRN_VARIANTS = {f"wrn_28_{k}": dict(depth=28, widen_factor=k, **_CIFAR10) for k in (2, 8, 10)}
 
-for _k in (2, 8, 10):
-    register_model(
-        f"wrn_28_{_k}",
-        WideResNet,
-        dict(depth=28, widen_factor=_k, num_classes=10, input_shape=[32, 32, 3]),
-        family="wide_resnet",
-        paper="Zagoruyko & Komodakis 2016",
-        year=2016,
-        default_input=(32, 32, 3),
-        min_input=8,
-    )
+register_variants(
+    CifarResNet, VARIANTS, family="resnet_cifar", paper="He et al. 2016", year=2016, min_input=8
+)
+register_variants(
+    WideResNet,
+    WRN_VARIANTS,
+    family="wide_resnet",
+    paper="Zagoruyko & Komodakis 2016",
+    year=2016,
+    min_input=8,
+)

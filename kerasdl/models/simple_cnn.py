@@ -19,7 +19,7 @@ import keras
 from kerasdl.layers.activations import get_activation
 from kerasdl.layers.normalization import get_norm_layer
 from kerasdl.models.base import Classifier, check_num_classes, classifier_head
-from kerasdl.registry import register_model
+from kerasdl.registry import register_variants
 
 
 @keras.saving.register_keras_serializable(package="kerasdl")
@@ -70,9 +70,11 @@ class SimpleCNN(Classifier):
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
 
 
-register_model(
-    "simple_cnn",
+VARIANTS = {"simple_cnn": {}}
+
+register_variants(
     SimpleCNN,
+    VARIANTS,
     family="simple_cnn",
     paper="Simonyan & Zisserman 2015 (VGG-style, small)",
     year=2015,

@@ -22,7 +22,7 @@ from kerasdl.layers.normalization import get_norm_layer
 from kerasdl.layers.residual import he_fan_out
 from kerasdl.layers.torch_compat import AdaptiveAveragePooling2D
 from kerasdl.models.base import Classifier, check_num_classes, classifier_head
-from kerasdl.registry import register_model
+from kerasdl.registry import register_variants
 
 STAGE_FILTERS = (64, 128, 256, 512, 512)
 DEPTHS = {
@@ -30,6 +30,12 @@ DEPTHS = {
     "vgg13": [2, 2, 2, 2, 2],  # B
     "vgg16": [2, 2, 3, 3, 3],  # D
     "vgg19": [2, 2, 4, 4, 4],  # E
+}
+# Each configuration without normalization (the paper) and with batch norm (torchvision's _bn).
+VARIANTS = {
+    f"{name}{suffix}": dict(depths=depths, norm=norm)
+    for name, depths in DEPTHS.items()
+    for suffix, norm in (("", "none"), ("_bn", "batch"))
 }
 
 
@@ -101,15 +107,6 @@ class VGG(Classifier):
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
 
 
-for _name, _depths in DEPTHS.items():
-    for _suffix, _norm in (("", "none"), ("_bn", "batch")):
-        register_model(
-            _name + _suffix,
-            VGG,
-            dict(depths=_depths, norm=_norm),
-            family="vgg",
-            paper="Simonyan & Zisserman 2015",
-            year=2015,
-            default_input=(224, 224, 3),
-            min_input=32,
-        )
+register_variants(
+    VGG, VARIANTS, family="vgg", paper="Simonyan & Zisserman 2015", year=2015, min_input=32
+)
