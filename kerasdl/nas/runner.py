@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -33,6 +31,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from kerasdl import io
 from kerasdl.data import load_data
 from kerasdl.data.pipeline import batch_dataset, standardizer
 from kerasdl.errors import UserError
@@ -274,8 +273,7 @@ def _finish(
 
     genotype = network.genotype()
     genotype.save(run_dir / "genotype.json")
-    shutil.copyfile(run_dir / "genotype.json", run_dir.parent / ".genotype.json.tmp")
-    os.replace(run_dir.parent / ".genotype.json.tmp", run_dir.parent / "genotype.json")
+    io.copy_file(run_dir / "genotype.json", run_dir.parent / "genotype.json")
     plot_cell(genotype, "normal", run_dir / "normal.png")
     plot_cell(genotype, "reduce", run_dir / "reduce.png")
     write_json_atomic(

@@ -285,11 +285,10 @@ class BestCheckpoint(keras.callbacks.Callback):
 
 
 def save_model_atomic(model: keras.Model, path: str | Path) -> None:
-    """``model.save(path)`` through a temporary file renamed into place."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp.keras")
-    model.save(tmp)
-    os.replace(tmp, path)
+    """``model.save(path)`` through a temporary file renamed into place (:mod:`kerasdl.io`)."""
+    from kerasdl import io
+
+    io.save_model(model, path)
 
 
 def current_learning_rate(optimizer: keras.optimizers.Optimizer) -> float:
