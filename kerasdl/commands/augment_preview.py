@@ -7,8 +7,10 @@ import math
 from pathlib import Path
 from typing import Any
 
+from kerasdl.commands._args import add_recipe_arguments, load_recipe_arguments
 from kerasdl.errors import UserError
-from kerasdl.plotting import check_output_image, save_figure_atomic
+from kerasdl.io import save_figure
+from kerasdl.plotting import check_output_image
 
 COMMAND = "augment-preview"
 HELP = "save a grid of a recipe's augmented training images"
@@ -22,16 +24,8 @@ weights. The same seed (run.seed) gives the same grid; change it to see other dr
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("recipe", nargs="?", help="YAML recipe (default: configs/quickstart.yaml)")
     parser.add_argument("--out", required=True, help="image file to write (.png, .jpg, .pdf, .svg)")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a recipe key, e.g. run.seed=1 (repeatable; value parsed as YAML)",
-    )
+    add_recipe_arguments(parser, example="run.seed=1")
     parser.add_argument("--n", type=int, default=16, help="number of images (default 16)")
     parser.add_argument(
         "--originals", action="store_true", help="show each original next to its augmentation"
@@ -71,7 +65,7 @@ def save_grid(
             ax.imshow(img.clip(0.0, 1.0), interpolation="nearest")
         ax.set_title(titles[i], fontsize=7)
     fig.tight_layout()
-    save_figure_atomic(fig, out, dpi=120)
+    save_figure(fig, out, dpi=120)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -79,9 +73,7 @@ def run(args: argparse.Namespace) -> int:
     if args.n < 1:
         raise UserError(f"--n: expected a positive number of images. Received: {args.n}")
 
-    from kerasdl.config import load_recipe
-
-    cfg = load_recipe(args.recipe, args.overrides)
+    cfg = load_recipe_arguments(args)
     specs = cfg.data.augment
     if not specs:
         raise UserError(

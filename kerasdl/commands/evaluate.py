@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from kerasdl.commands._args import add_recipe_arguments
+
 COMMAND = "evaluate"
 HELP = (
     "evaluate a run's best checkpoint (or a .keras file): loss, accuracy, top-5, confusion matrix"
@@ -29,15 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="evaluate on all images of this class-per-subfolder folder or .npz file instead "
         "(same preprocessing as the run)",
     )
-    parser.add_argument("--recipe", help="recipe whose data section to use (default: the run's)")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a key of the recipe, e.g. data.path=images/",
-    )
+    add_recipe_arguments(parser, recipe_option=True, example="data.path=images/")
     parser.add_argument("--batch-size", type=int, default=None, help="evaluation batch size")
 
 

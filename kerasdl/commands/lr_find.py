@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import argparse
 import math
-import shutil
-import tempfile
 from pathlib import Path
 
+from kerasdl.commands._args import add_recipe_arguments, load_recipe_arguments
 from kerasdl.errors import UserError
 
 COMMAND = "lr-find"
@@ -24,15 +23,7 @@ Set it with --set training.optimizer.learning_rate=... for `kerasdl train`.
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("recipe", nargs="?", help="YAML recipe (default: configs/quickstart.yaml)")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a recipe key (repeatable; value parsed as YAML)",
-    )
+    add_recipe_arguments(parser)
     parser.add_argument("--min", dest="min_lr", type=float, default=1e-7, help="first rate")
     parser.add_argument("--max", dest="max_lr", type=float, default=10.0, help="last rate")
     parser.add_argument("--steps", type=int, default=100, help="mini-batches at most (100)")
@@ -44,51 +35,16 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"expected 0 < --min < --max. Received: {args.min_lr}, {args.max_lr}")
     if args.steps < 5:
         raise UserError(f"--steps: expected at least 5. Received: {args.steps}")
-    from kerasdl.config import load_recipe
-
-    cfg = load_recipe(args.recipe, args.overrides)
+    cfg = load_recipe_arguments(args)
     out = Path(args.out) if args.out else Path(cfg.run.output_dir) / cfg.run.name / "lr_find"
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out}: exists and is not a folder")
 
-    import keras
+    from kerasdl.training.lr_finder import find_recipe_lr
 
-    from kerasdl.data import load_data
-    from kerasdl.training.lr_finder import find_lr
-    from kerasdl.training.optimizers import build_optimizer
-    from kerasdl.training.precision import resolve_precision
-    from kerasdl.training.runner import build_model, make_datasets
-
+    result = find_recipe_lr(cfg, min_lr=args.min_lr, max_lr=args.max_lr, steps=args.steps)
     t = cfg.training
-    keras.utils.set_random_seed(cfg.run.seed)
-    keras.mixed_precision.set_global_policy(resolve_precision(t.precision))
-    try:
-        bundle = load_data(cfg.data, cfg.run.seed)
-        model = build_model(cfg, bundle)
-        train = make_datasets(cfg, bundle)["train"]
-        # One update per mini-batch at the swept rate: no accumulation, no weight averaging.
-        opt_cfg = t.optimizer.model_copy(update={"gradient_accumulation_steps": None, "ema": False})
-        model.compile(
-            optimizer=build_optimizer(opt_cfg, args.min_lr),
-            loss=keras.losses.CategoricalCrossentropy(
-                from_logits=True, label_smoothing=t.loss.label_smoothing
-            ),
-        )
-        result = find_lr(model, train, min_lr=args.min_lr, max_lr=args.max_lr, steps=args.steps)
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
-
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".lr_find.", dir=out.parent))
-    try:
-        result.save_csv(tmp / "lr_find.csv")
-        title = f"{cfg.run.name}: {t.optimizer.name}, batch {t.batch_size}"
-        result.plot(tmp / "lr_find.png", title)
-        out.mkdir(exist_ok=True)
-        for name in ("lr_find.csv", "lr_find.png"):
-            (tmp / name).replace(out / name)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    result.save(out, f"{cfg.run.name}: {t.optimizer.name}, batch {t.batch_size}")
 
     n = len(result.lrs)
     end = "stopped: the loss diverged" if result.stopped_early else "reached --max"

@@ -10,7 +10,9 @@ from typing import Any
 
 import numpy as np
 
-from kerasdl.plotting import check_output_image, save_figure_atomic
+from kerasdl.commands._args import add_recipe_arguments, load_recipe_arguments
+from kerasdl.io import save_figure
+from kerasdl.plotting import check_output_image
 
 COMMAND = "schedule"
 HELP = "plot a recipe's learning-rate schedule over its planned steps"
@@ -24,16 +26,8 @@ exactly what `kerasdl train` will follow (the same schedule is logged to TensorB
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("recipe", nargs="?", help="YAML recipe (default: configs/quickstart.yaml)")
     parser.add_argument("--out", required=True, help="image file to write (.png, .jpg, .pdf, .svg)")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a recipe key, e.g. training.schedule.name=step (repeatable)",
-    )
+    add_recipe_arguments(parser, example="training.schedule.name=step")
 
 
 def schedule_values(schedule: Callable[[Any], Any], total_steps: int) -> np.ndarray:
@@ -65,15 +59,13 @@ def plot_schedule(
     )
     top.set_xlabel("epoch")
     fig.tight_layout()
-    save_figure_atomic(fig, out, dpi=110)
+    save_figure(fig, out, dpi=110)
 
 
 def run(args: argparse.Namespace) -> int:
     out = check_output_image(args.out)
 
-    from kerasdl.config import load_recipe
-
-    cfg = load_recipe(args.recipe, args.overrides)
+    cfg = load_recipe_arguments(args)
     from kerasdl.data import load_data
     from kerasdl.training.schedules import build_schedule
 

@@ -60,6 +60,17 @@ class LRFinderResult:
             w.writerow([i, *(f"{v:.8g}" for v in row)])
         write_text(path, buf.getvalue(), newline="")
 
+    def save(
+        self, folder: str | Path, title: str = "learning-rate range test"
+    ) -> tuple[Path, Path]:
+        """``lr_find.csv`` and ``lr_find.png`` in ``folder`` (created); returns their paths."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        csv_path, png_path = folder / "lr_find.csv", folder / "lr_find.png"
+        self.plot(png_path, title)
+        self.save_csv(csv_path)
+        return csv_path, png_path
+
     def plot(self, path: str | Path, title: str = "learning-rate range test") -> None:
         """Loss against learning rate (log scale) with the suggestions marked, atomically."""
         import matplotlib
@@ -190,3 +201,41 @@ def find_lr(
     result = sweep.result
     result.suggestion, result.min_loss_lr = suggest(result.lrs, result.smoothed)
     return result
+
+
+def find_recipe_lr(
+    cfg: Any, *, min_lr: float = 1e-7, max_lr: float = 10.0, steps: int = 100
+) -> LRFinderResult:
+    """The range test on a recipe: the model ``kerasdl train`` builds (the supervised task: data,
+    model, transfer set-up, loss), swept one update per mini-batch.
+
+    The recipe's optimizer runs at the swept rate, without its schedule, gradient accumulation or
+    weight averaging; precision and seed are the recipe's.
+
+    Args:
+        cfg: a validated recipe (:class:`kerasdl.config.RecipeConfig`).
+        min_lr: first rate.
+        max_lr: last rate.
+        steps: number of mini-batches (rates) at most.
+
+    Example:
+        >>> result = find_recipe_lr(load_recipe("configs/quickstart.yaml"), steps=100)
+        >>> result.save("runs/quickstart/lr_find")
+    """
+    from kerasdl.data import load_data
+    from kerasdl.training.optimizers import build_optimizer
+    from kerasdl.training.precision import resolve_precision
+    from kerasdl.training.tasks import SupervisedTask
+
+    t = cfg.training
+    keras.utils.set_random_seed(cfg.run.seed)
+    keras.mixed_precision.set_global_policy(resolve_precision(t.precision))
+    try:
+        task = SupervisedTask(cfg, load_data(cfg.data, cfg.run.seed))
+        train = task.datasets()["train"]
+        model = task.build(steps_per_epoch=1, lr_factor=1.0)  # compiled with the recipe's loss
+        opt_cfg = t.optimizer.model_copy(update={"gradient_accumulation_steps": None, "ema": False})
+        model.compile(optimizer=build_optimizer(opt_cfg, min_lr), loss=model.loss)
+        return find_lr(model, train, min_lr=min_lr, max_lr=max_lr, steps=steps)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")

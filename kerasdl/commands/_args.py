@@ -1,0 +1,60 @@
+"""Arguments the commands share: the recipe and its ``--set KEY=VALUE`` overrides.
+
+Not a command (modules starting with ``_`` are skipped by the discovery in :mod:`kerasdl.cli`).
+
+Example:
+    >>> def add_arguments(parser):
+    ...     add_recipe_arguments(parser, example="training.epochs=3")
+    >>> def run(args):
+    ...     cfg = load_recipe_arguments(args)  # kerasdl.config.load_recipe(recipe, overrides)
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+DEFAULT_RECIPE_HELP = "YAML recipe (default: configs/quickstart.yaml)"
+
+
+def add_recipe_arguments(
+    parser: argparse.ArgumentParser,
+    *,
+    recipe_required: bool = False,
+    recipe_option: bool = False,
+    example: str | None = None,
+) -> None:
+    """Add the recipe (``args.recipe``) and repeatable ``--set KEY=VALUE`` (``args.overrides``).
+
+    Args:
+        parser: the command's parser.
+        recipe_required: the recipe is a required positional (else optional: the quickstart
+            recipe when omitted).
+        recipe_option: the recipe is ``--recipe RECIPE``, naming the data of a trained model
+            (default: the run's own ``config.yaml``), instead of a positional.
+        example: an override shown in the help of ``--set``, ``KEY=VALUE``.
+    """
+    if recipe_option:
+        parser.add_argument(
+            "--recipe", help="recipe whose data section to use (default: the run's)"
+        )
+    elif recipe_required:
+        parser.add_argument("recipe", help="YAML recipe")
+    else:
+        parser.add_argument("recipe", nargs="?", help=DEFAULT_RECIPE_HELP)
+    shown = f", e.g. {example}" if example else ""
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help=f"override a recipe key{shown} (repeatable; value parsed as YAML)",
+    )
+
+
+def load_recipe_arguments(args: argparse.Namespace) -> Any:
+    """The validated recipe of ``args.recipe`` with ``args.overrides`` applied (no TensorFlow)."""
+    from kerasdl.config import load_recipe
+
+    return load_recipe(args.recipe, args.overrides)
