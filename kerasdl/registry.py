@@ -25,30 +25,12 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
-import importlib
 import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from kerasdl.errors import UnknownArgumentError, UserError
-
-# Modules that register models when imported. A family module appends nothing here: it is listed
-# once, and importing the registry's ``ensure_registered`` imports them all.
-MODEL_MODULES = [
-    "kerasdl.models.simple_cnn",
-    "kerasdl.models.perceptron",
-    "kerasdl.models.mlp",
-    "kerasdl.models.alexnet",
-    "kerasdl.models.vgg",
-    "kerasdl.models.resnet",
-    "kerasdl.models.resnet_cifar",
-    "kerasdl.models.densenet",
-    "kerasdl.models.googlenet",
-    "kerasdl.models.efficientnet",
-    "kerasdl.models.vit",
-    "kerasdl.models.darts",
-]
 
 
 @dataclass(frozen=True)
@@ -142,17 +124,14 @@ def register_variants(
 
 
 def ensure_registered() -> None:
-    """Import every family module so that all variants are registered."""
+    """Register every variant: import the model zoo, :mod:`kerasdl.models`, whose ``__init__``
+    imports each family module (this module imports no model, so that ``kerasdl.config`` can
+    read it without Keras)."""
     global _loaded
-    if _loaded:
-        return
-    for module in MODEL_MODULES:
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as err:  # a family not written yet must not break the others
-            if err.name != module:
-                raise
-    _loaded = True
+    if not _loaded:
+        import kerasdl.models  # noqa: F401
+
+        _loaded = True
 
 
 def list_models(pattern: str = "*") -> list[str]:

@@ -30,7 +30,7 @@ from kerasdl.layers.darts_ops import FactorizedReduce, ReLUConvBN, make_op
 from kerasdl.layers.dropconnect import DropPath
 from kerasdl.layers.normalization import get_norm_layer
 from kerasdl.models.base import Classifier, check_num_classes, classifier_head
-from kerasdl.nas.genotype import PRESETS, Genotype, load_genotype
+from kerasdl.models.genotype import PRESETS, Genotype, load_genotype
 from kerasdl.registry import register_variants
 
 
