@@ -86,7 +86,7 @@ class GrpcServer:
         self.port = port
         self.max_message_bytes = max_message_bytes
         self.max_concurrent_rpcs = max_concurrent_rpcs
-        self.config_root = Path(config_root) if config_root is not None else Path.cwd()
+        self.config_root = Path(config_root if config_root is not None else ".").absolute()
         self._server: Any = None
         self._workers: ThreadPoolExecutor | None = None
         self._loop: asyncio.AbstractEventLoop | None = None  # the batcher's, with --batching
@@ -115,7 +115,8 @@ class GrpcServer:
         import grpc
         from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
-        from kerasdl.serving.grpc_service import ModelService, PredictionService
+        from kerasdl.serving.grpc_model_service import ModelService
+        from kerasdl.serving.grpc_service import PredictionService
 
         options = [
             ("grpc.max_receive_message_length", self.max_message_bytes),

@@ -1,4 +1,4 @@
-"""TF Serving's gRPC services over the model repository: PredictionService and ModelService.
+"""TF Serving's gRPC PredictionService over the model repository, and the helpers of both services.
 
 The request handling follows TF Serving's own (``prediction_service_impl.cc``, ``predict_util.cc``,
 ``classifier.cc``, ``regressor.cc``, ``get_model_metadata_impl.cc``, ``get_model_status_impl.cc``,
@@ -21,9 +21,7 @@ from TF Serving rather than from the TensorFlow runtime, its error messages:
   one or two output Tensors, found 3". An unknown signature is INVALID_ARGUMENT here ("No
   signature was found with the name: s").
 * **GetModelMetadata** answers the SavedModel's own ``signature_def`` map (the graph's tensor
-  names); **GetModelStatus** every version's state, newest first (a ``version_label`` is ignored,
-  as in TF Serving); **HandleReloadConfigRequest** replaces the served model list as a
-  ``--model-config-file`` change would, and answers once the new models are loaded.
+  names). ModelService is in :mod:`kerasdl.serving.grpc_model_service`.
 
 Error messages are cut at 1,024 characters with "...TRUNCATED", as ``grpc_status_util.cc`` does.
 """
@@ -32,10 +30,8 @@ from __future__ import annotations
 
 import functools
 import logging
-import time
 import weakref
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -43,9 +39,6 @@ import numpy as np
 from tensorflow_serving.apis import (
     classification_pb2,
     get_model_metadata_pb2,
-    get_model_status_pb2,
-    model_management_pb2,
-    model_service_pb2_grpc,
     predict_pb2,
     prediction_service_pb2_grpc,
     regression_pb2,
@@ -440,115 +433,8 @@ def serialized_examples(input_proto: Any) -> np.ndarray:
     return out
 
 
-class ModelService(model_service_pb2_grpc.ModelServiceServicer):
-    """``tensorflow.serving.ModelService`` (GetModelStatus, HandleReloadConfigRequest).
-
-    Args:
-        repo: the model repository.
-        config_root: the folder relative ``base_path`` values of a reloaded config are taken
-            from (the config file's folder, else the working directory).
-    """
-
-    def __init__(self, repo: ModelRepository, config_root: Path) -> None:
-        self.repo = repo
-        self.config_root = config_root
-
-    @_rpc
-    def GetModelStatus(self, request: Any, context: Any) -> Any:  # noqa: N802
-        from tensorflow.core.protobuf import error_codes_pb2
-
-        if not request.HasField("model_spec"):
-            raise invalid("Missing ModelSpec")
-        spec = request.model_spec
-        version = spec.version.value if spec.HasField("version") else None
-        body = self.repo.status(spec.name, version)
-        response = get_model_status_pb2.GetModelStatusResponse()
-        for entry in body["model_version_status"]:
-            status = entry["status"]
-            response.model_version_status.add(
-                version=int(entry["version"]),
-                state=get_model_status_pb2.ModelVersionStatus.State.Value(entry["state"]),
-                status={
-                    "error_code": error_codes_pb2.Code.Value(status["error_code"]),
-                    "error_message": status["error_message"],
-                },
-            )
-        return response
-
-    @_rpc
-    def HandleReloadConfigRequest(self, request: Any, context: Any) -> Any:  # noqa: N802
-        from google.protobuf import text_format
-
-        from kerasdl.serving.model_config import ModelConfigError, parse_model_config
-
-        if request.config.WhichOneof("config") != "model_config_list":
-            raise invalid(
-                "ServerModelConfig type not supported by HandleReloadConfigRequest. Only "
-                "ModelConfigList is currently supported"
-            )
-        if not hasattr(self.repo, "_config_specs"):
-            raise ServingError("UNIMPLEMENTED", "this model repository cannot change its models")
-        text = text_format.MessageToString(request.config)
-        try:
-            specs = parse_model_config(text, self.config_root, "ReloadConfigRequest")
-        except ModelConfigError as err:
-            raise invalid(str(err)) from err
-        failed = self._apply(specs)
-        if failed:
-            raise ServingError(
-                "UNKNOWN",
-                f"{len(failed)} model(s) did not become available: {{"
-                + "".join(f"{{{f}}}, " for f in failed)
-                + "}",
-            )
-        response = model_management_pb2.ReloadConfigResponse()
-        response.status.error_code = 0
-        return response
-
-    def _apply(self, specs: list[Any], timeout: float = 600.0) -> list[str]:
-        """Serve ``specs`` instead of the current models; the new models that failed to load.
-
-        Like a changed ``--model-config-file``: the manager loads and unloads in its
-        availability-preserving order. Then waits, as TF Serving's WaitUntilModelsAvailable,
-        until every newly listed model has a version available or nothing left loading.
-        """
-        repo = self.repo
-        before = set(repo.model_dirs())
-        with repo._manage_lock:  # noqa: SLF001 - the repository has no public reload yet
-            repo._config_specs = {s.name: s for s in specs}  # noqa: SLF001
-            repo.config_error = ""
-        log.info("model config replaced over gRPC: %s", sorted(s.name for s in specs))
-        repo.poll_once()
-        deadline = time.monotonic() + timeout
-        failed: list[str] = []
-        for name in [s.name for s in specs if s.name not in before]:
-            while True:
-                try:
-                    repo.get(name)
-                    break
-                except ServingError:
-                    pass
-                try:
-                    states = repo.status(name)["model_version_status"]
-                except ServingError:
-                    states = []
-                loading = [s for s in states if s["state"] in ("START", "LOADING")]
-                if not loading or time.monotonic() > deadline:
-                    errors = [
-                        f"name: {name} version: {s['version']} due to error: "
-                        f"{s['status']['error_message']}"
-                        for s in states
-                        if s["status"]["error_message"]
-                    ]
-                    failed.append("; ".join(errors) or f"name: {name} (no version found)")
-                    break
-                time.sleep(0.05)
-        return failed
-
-
 __all__ = [
     "MESSAGE_LIMIT",
-    "ModelService",
     "PredictionService",
     "grpc_code",
     "serialized_examples",
