@@ -27,8 +27,10 @@ from kerasdl.errors import UserError
 from kerasdl.io import write_yaml
 
 PACKAGE_ROOT = Path(__file__).resolve().parent
-CONFIGS_DIR = PACKAGE_ROOT.parent / "configs"
-QUICKSTART = CONFIGS_DIR / "quickstart.yaml"
+CONFIGS_DIR = PACKAGE_ROOT.parent / "configs"  # the recipes of a source checkout
+# The default recipe ships inside the package (a wheel has no configs/); configs/quickstart.yaml is
+# the same file, for users to read and copy (tests/test_packaging.py keeps the two identical).
+QUICKSTART = PACKAGE_ROOT / "recipes" / "quickstart.yaml"
 
 PositiveInt = Annotated[int, Field(gt=0)]
 Fraction = Annotated[float, Field(ge=0.0, lt=1.0)]
@@ -486,7 +488,8 @@ def load_recipe(path: str | Path | None = None, overrides: list[str] | None = No
     """Read, override and validate a recipe.
 
     Args:
-        path: the YAML file; ``None`` means ``configs/quickstart.yaml``.
+        path: the YAML file; ``None`` means the quickstart recipe (:data:`QUICKSTART`, shipped in
+            the package; the same as ``configs/quickstart.yaml``).
         overrides: ``["training.epochs=3", ...]`` applied before validation.
 
     Example:
