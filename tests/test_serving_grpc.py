@@ -633,12 +633,14 @@ def test_status_follows_a_new_version_folder_and_a_rollback():
 def test_batching_serves_grpc_calls_in_merged_batches():
     base = fresh_dir("grpc-batching")
     shutil.copytree(tiny(4), base / "m" / "1")
-    config = ServerConfig(batching=True, batch_timeout_ms=50, batch_threads=1, batch_size=64)
+    config = ServerConfig(batching=True, batch_timeout_ms=300, batch_threads=1, batch_size=64)
     with Servers(ModelRepository(base, poll_interval=0.0), config) as srv:
         results: list = []
+        together = threading.Barrier(8)
 
         def client(i: int) -> None:
             x = np.full((2, 2), i, np.float32)
+            together.wait(timeout=30)
             response = srv.predictions.Predict(_predict_request("m", x=x), timeout=30)
             results.append(list(response.outputs["version"].float_val))
 
