@@ -136,23 +136,46 @@ def test_model_save_and_load(tmp_path):
     np.testing.assert_allclose(loaded.predict(data, verbose=0), model.predict(data, verbose=0))
 
 
-def test_switch_back_to_keras_batch_norm():
-    from kerasdl.layers.normalization import set_fused_batch_norm
+def _op_types(layer, shape, training):
+    fn = tf.function(lambda x: layer(x, training=training))
+    graph = fn.get_concrete_function(tf.TensorSpec(shape)).graph
+    return {op.type for op in graph.get_operations()}
 
-    set_fused_batch_norm(False)
-    try:
-        assert type(get_norm_layer("batch")) is keras.layers.BatchNormalization
-    finally:
-        set_fused_batch_norm(True)
-    assert type(get_norm_layer("batch")) is FusedBatchNormalization
+
+def test_configure_batch_norm_reaches_nested_layers_of_a_built_model():
+    from kerasdl.layers.normalization import batch_norm_layers, configure_batch_norm
+    from kerasdl.registry import create_model
+
+    model = create_model("resnet20", input_shape=[8, 8, 3], filters=[4, 4, 4])
+    bns = batch_norm_layers(model)
+    assert len(bns) == 1 + 2 * 9  # the stem and two per residual block (inside the blocks)
+    assert not any(bn.synchronized for bn in bns)
+    assert configure_batch_norm(model, synchronized=True) is model
+    assert all(bn.synchronized for bn in bns)
+    assert all(bn.get_config()["synchronized"] for bn in bns)  # saved with the model
+    configure_batch_norm(model, fused=False)  # synchronized untouched
+    assert all(bn.synchronized and not bn.use_fused_kernel for bn in bns)
+    configure_batch_norm(model, synchronized=False, fused=True)
+    assert not any(bn.synchronized for bn in bns) and all(bn.use_fused_kernel for bn in bns)
+
+
+def test_fused_kernel_can_be_turned_off_per_model():
+    from kerasdl.layers.normalization import configure_batch_norm
+
+    inputs = keras.Input((4, 4, 3))
+    model = keras.Model(inputs, get_norm_layer("batch", name="bn")(inputs))
+    assert "FusedBatchNormV3" in _op_types(model, (2, 4, 4, 3), True)
+    configure_batch_norm(model, fused=False)
+    for training in (True, False):
+        assert "FusedBatchNormV3" not in _op_types(model, (2, 4, 4, 3), training)
+    x = _x(0, (2, 4, 4, 3))
+    ref = keras.layers.BatchNormalization(momentum=BN_MOMENTUM, epsilon=BN_EPSILON)
+    np.testing.assert_allclose(model(x, training=True), ref(x, training=True), atol=1e-5)
+    assert type(get_norm_layer("batch")) is FusedBatchNormalization  # no global switch
 
 
 def test_fused_kernel_is_used_for_4d_and_not_for_2d():
-    def op_types(layer, shape, training):
-        fn = tf.function(lambda x: layer(x, training=training))
-        graph = fn.get_concrete_function(tf.TensorSpec(shape)).graph
-        return {op.type for op in graph.get_operations()}
-
+    op_types = _op_types
     layer = get_norm_layer("batch")
     assert "FusedBatchNormV3" in op_types(layer, (2, 4, 4, 3), True)
     assert "FusedBatchNormV3" in op_types(layer, (2, 4, 4, 3), False)

@@ -42,7 +42,7 @@ class Case:
         steps_per_execution: Keras ``steps_per_execution``.
         threads: ``[inter_op, intra_op]`` thread-pool sizes (0 = TensorFlow's choice).
         private_threadpool: tf.data private thread-pool size (0 = shared pool; pipeline cases).
-        fused_bn: batch norm on TensorFlow's fused kernel (False: Keras's own layer).
+        fused_bn: batch norm on TensorFlow's fused kernel (False: the Keras implementation).
         steps, warmup, repeats: timed steps per repetition, warm-up steps, repetitions.
     """
 

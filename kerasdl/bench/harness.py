@@ -103,13 +103,13 @@ def build_keras_model(case: Case) -> Any:
         from kerasdl.bench.peers import keras_application
 
         return keras_application(case.model, shape, case.num_classes)
-    from kerasdl.layers.normalization import set_fused_batch_norm
+    from kerasdl.layers.normalization import configure_batch_norm
     from kerasdl.registry import create_model
 
-    set_fused_batch_norm(case.fused_bn)
-    return create_model(
+    model = create_model(
         case.model, num_classes=case.num_classes, input_shape=list(shape), **case.model_kwargs
     )
+    return configure_batch_norm(model, fused=case.fused_bn)
 
 
 def run_keras_case(case: Case) -> dict[str, Any]:

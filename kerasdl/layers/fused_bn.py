@@ -19,8 +19,9 @@ batch_normalization.py``):
   supports both on CPU), while scale, offset and statistics stay float32, as the kernel wants.
 
 The fused path runs for 4-D channels-last inputs on the TensorFlow backend without mask,
-renormalization or cross-replica synchronization; everything else falls back to the Keras
-implementation (``keras.ops``), so the layer works on every backend and shape.
+renormalization or cross-replica synchronization, unless ``use_fused_kernel`` is off; everything
+else falls back to the Keras implementation (``keras.ops``), so the layer works on every backend
+and shape.
 
 Reference:
     Ioffe & Szegedy, "Batch Normalization: Accelerating Deep Network Training by Reducing
@@ -61,7 +62,12 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
         Internal Covariate Shift", ICML 2015.
     """
 
+    # False: always the Keras implementation (kerasdl.layers.normalization.configure_batch_norm).
+    use_fused_kernel = True
+
     def _use_fused(self, inputs: Any, mask: Any) -> bool:
+        if not self.use_fused_kernel:
+            return False
         if keras.backend.backend() != "tensorflow" or mask is not None:
             return False
         if self.renorm or self.synchronized or len(inputs.shape) != 4:

@@ -6,6 +6,11 @@ PyTorch models use batch-norm momentum 0.1 and epsilon 1e-5, which is Keras ``mo
 :class:`~kerasdl.layers.fused_bn.FusedBatchNormalization`: the Keras layer (same weights and
 configuration) running TensorFlow's fused kernel, about 2x faster training on CPU.
 
+Options that concern a whole model rather than one layer are set on the built model, explicitly:
+:func:`configure_batch_norm` synchronizes its batch norms across replicas (PyTorch's
+``SyncBatchNorm.convert_sync_batchnorm``) or turns the fused kernel off (the benchmark's
+comparison). No module-level switch changes what :func:`get_norm_layer` builds.
+
 References:
     Ioffe & Szegedy 2015 (batch), Ba et al. 2016 (layer), Wu & He 2018 (group),
     Ulyanov et al. 2016 (instance).
@@ -14,7 +19,7 @@ References:
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import keras
@@ -22,81 +27,8 @@ import keras
 from kerasdl.errors import UserError
 from kerasdl.layers.fused_bn import FusedBatchNormalization
 
-NORM_CHOICES = ("batch", "layer", "group", "instance", "none")
 BN_MOMENTUM = 0.9
 BN_EPSILON = 1e-5
-_FUSED_BN = {"enabled": True}
-
-
-def set_fused_batch_norm(enabled: bool) -> None:
-    """Choose the class behind ``get_norm_layer("batch")`` for layers built from now on.
-
-    ``True`` (the default): :class:`FusedBatchNormalization`; ``False``: Keras's own
-    ``BatchNormalization`` (same weights and configuration; used by the benchmark to measure the
-    fused kernel's gain, and available for debugging).
-    """
-    _FUSED_BN["enabled"] = bool(enabled)
-
-
-_SYNC_BN = {"enabled": False}
-
-
-@contextlib.contextmanager
-def sync_batch_norm(enabled: bool = True) -> Iterator[None]:
-    """Within this context, ``get_norm_layer("batch")`` makes synchronized batch norm.
-
-    Synchronized batch norm computes the batch statistics over the global batch of all replicas of
-    a ``tf.distribute`` strategy (one all-reduce per layer per step) instead of each replica's
-    share (Peng et al. 2018, "MegDet"; Keras ``BatchNormalization(synchronized=True)``). Recipes
-    turn it on with ``distribute.sync_batchnorm: true``.
-    """
-    previous = _SYNC_BN["enabled"]
-    _SYNC_BN["enabled"] = enabled
-    try:
-        yield
-    finally:
-        _SYNC_BN["enabled"] = previous
-
-
-def get_norm_layer(
-    kind: str = "batch",
-    *,
-    name: str | None = None,
-    groups: int = 32,
-    momentum: float = BN_MOMENTUM,
-    epsilon: float = BN_EPSILON,
-    gamma_zero: bool = False,
-    **kwargs: Any,
-) -> keras.layers.Layer:
-    """A normalization layer for channels-last feature maps.
-
-    Args:
-        kind: one of ``batch``, ``layer``, ``group``, ``instance``, ``none``.
-        name: layer name.
-        groups: number of groups for group norm (reduced to a divisor of the channel count when
-            the layer is built on fewer channels).
-        momentum: batch-norm moving-average momentum (Keras convention).
-        epsilon: added to the variance.
-        gamma_zero: start the scale at zero (zero-init of the last norm in a residual branch).
-        **kwargs: passed to the Keras layer.
-    """
-    gamma = "zeros" if gamma_zero else "ones"
-    if kind == "batch":
-        cls = FusedBatchNormalization if _FUSED_BN["enabled"] else keras.layers.BatchNormalization
-        if _SYNC_BN["enabled"]:
-            kwargs.setdefault("synchronized", True)
-        return cls(momentum=momentum, epsilon=epsilon, gamma_initializer=gamma, name=name, **kwargs)
-    if kind == "layer":
-        return keras.layers.LayerNormalization(
-            axis=-1, epsilon=epsilon, gamma_initializer=gamma, name=name, **kwargs
-        )
-    if kind == "group":
-        return FlexibleGroupNorm(groups=groups, epsilon=epsilon, gamma_initializer=gamma, name=name)
-    if kind == "instance":
-        return FlexibleGroupNorm(groups=-1, epsilon=epsilon, gamma_initializer=gamma, name=name)
-    if kind == "none":
-        return keras.layers.Identity(name=name)
-    raise UserError(f"Unknown normalization {kind!r}. Expected one of: {', '.join(NORM_CHOICES)}.")
 
 
 @keras.saving.register_keras_serializable(package="kerasdl")
@@ -131,3 +63,128 @@ class FlexibleGroupNorm(keras.layers.GroupNormalization):
         config = super().get_config()
         config["groups"] = self.requested_groups
         return config
+
+
+# Kept for the runner until it calls configure_batch_norm (see sync_batch_norm).
+_SYNC_BN = {"enabled": False}
+
+
+@contextlib.contextmanager
+def sync_batch_norm(enabled: bool = True) -> Iterator[None]:
+    """Deprecated: call ``configure_batch_norm(model, synchronized=True)`` on the built model.
+
+    Within this context, ``get_norm_layer("batch")`` makes synchronized batch norm (the layers
+    of a model built inside it). Kept only until its last callers switch.
+    """
+    previous = _SYNC_BN["enabled"]
+    _SYNC_BN["enabled"] = enabled
+    try:
+        yield
+    finally:
+        _SYNC_BN["enabled"] = previous
+
+
+def _batch(name, groups, momentum, epsilon, gamma, **kwargs):
+    if _SYNC_BN["enabled"]:
+        kwargs.setdefault("synchronized", True)
+    return FusedBatchNormalization(
+        momentum=momentum, epsilon=epsilon, gamma_initializer=gamma, name=name, **kwargs
+    )
+
+
+def _layer(name, groups, momentum, epsilon, gamma, **kwargs):
+    return keras.layers.LayerNormalization(
+        axis=-1, epsilon=epsilon, gamma_initializer=gamma, name=name, **kwargs
+    )
+
+
+def _group(name, groups, momentum, epsilon, gamma, **kwargs):
+    return FlexibleGroupNorm(groups=groups, epsilon=epsilon, gamma_initializer=gamma, name=name)
+
+
+def _instance(name, groups, momentum, epsilon, gamma, **kwargs):
+    return FlexibleGroupNorm(groups=-1, epsilon=epsilon, gamma_initializer=gamma, name=name)
+
+
+def _none(name, groups, momentum, epsilon, gamma, **kwargs):
+    return keras.layers.Identity(name=name)
+
+
+# name -> builder(name, groups, momentum, epsilon, gamma_initializer, **layer kwargs)
+NORM_LAYERS: dict[str, Callable[..., keras.layers.Layer]] = {
+    "batch": _batch,
+    "layer": _layer,
+    "group": _group,
+    "instance": _instance,
+    "none": _none,
+}
+NORM_CHOICES = tuple(NORM_LAYERS)
+
+
+def get_norm_layer(
+    kind: str = "batch",
+    *,
+    name: str | None = None,
+    groups: int = 32,
+    momentum: float = BN_MOMENTUM,
+    epsilon: float = BN_EPSILON,
+    gamma_zero: bool = False,
+    **kwargs: Any,
+) -> keras.layers.Layer:
+    """A normalization layer for channels-last feature maps.
+
+    Args:
+        kind: one of ``batch``, ``layer``, ``group``, ``instance``, ``none``.
+        name: layer name.
+        groups: number of groups for group norm (reduced to a divisor of the channel count when
+            the layer is built on fewer channels).
+        momentum: batch-norm moving-average momentum (Keras convention).
+        epsilon: added to the variance.
+        gamma_zero: start the scale at zero (zero-init of the last norm in a residual branch).
+        **kwargs: passed to the Keras layer (batch and layer norm), e.g. ``synchronized=True``.
+    """
+    if kind not in NORM_LAYERS:
+        raise UserError(
+            f"Unknown normalization {kind!r}. Expected one of: {', '.join(NORM_CHOICES)}."
+        )
+    gamma = "zeros" if gamma_zero else "ones"
+    return NORM_LAYERS[kind](name, groups, momentum, epsilon, gamma, **kwargs)
+
+
+def batch_norm_layers(model: keras.layers.Layer) -> list[keras.layers.BatchNormalization]:
+    """Every batch-norm layer inside ``model``, at any nesting depth."""
+    layers = model._flatten_layers(include_self=True, recursive=True)
+    return [layer for layer in layers if isinstance(layer, keras.layers.BatchNormalization)]
+
+
+def configure_batch_norm(
+    model: keras.layers.Layer, *, synchronized: bool | None = None, fused: bool | None = None
+) -> keras.layers.Layer:
+    """Set batch-norm options on every batch-norm layer of a built model; returns ``model``.
+
+    Both options are read when the layers run, so set them before training starts (before the
+    first ``fit`` or traced step).
+
+    Args:
+        model: a built model (or layer); nested blocks and sub-models are included.
+        synchronized: compute the batch statistics over the global batch of all replicas of a
+            ``tf.distribute`` strategy (one all-reduce per layer per step) instead of each
+            replica's share (Peng et al. 2018, "MegDet"; Keras
+            ``BatchNormalization(synchronized=True)``; saved with the model). Recipes turn it
+            on with ``distribute.sync_batchnorm: true``. ``None`` leaves the layers as they are.
+        fused: ``False`` runs :class:`FusedBatchNormalization` layers on Keras's own
+            implementation instead of TensorFlow's fused kernel (the benchmark measures the
+            kernel's gain this way); not saved. ``None`` leaves the layers as they are.
+
+    Example:
+        >>> with strategy.scope():
+        ...     model = configure_batch_norm(create_model("resnet18"), synchronized=True)
+    """
+    for layer in batch_norm_layers(model):
+        if synchronized is not None:
+            if synchronized and keras.backend.backend() != "tensorflow":
+                raise ValueError("synchronized batch norm needs the TensorFlow backend")
+            layer.synchronized = bool(synchronized)
+        if fused is not None and isinstance(layer, FusedBatchNormalization):
+            layer.use_fused_kernel = bool(fused)
+    return model
