@@ -23,6 +23,8 @@ def add_recipe_arguments(
     recipe_required: bool = False,
     recipe_option: bool = False,
     example: str | None = None,
+    recipe_help: str | None = None,
+    recipe_metavar: str | None = None,
 ) -> None:
     """Add the recipe (``args.recipe``) and repeatable ``--set KEY=VALUE`` (``args.overrides``).
 
@@ -33,15 +35,22 @@ def add_recipe_arguments(
         recipe_option: the recipe is ``--recipe RECIPE``, naming the data of a trained model
             (default: the run's own ``config.yaml``), instead of a positional.
         example: an override shown in the help of ``--set``, ``KEY=VALUE``.
+        recipe_help: the help of the positional recipe (default: says the quickstart recipe is
+            used when it is omitted, or just "YAML recipe" when it is required).
+        recipe_metavar: its name in the usage line (default ``recipe``).
     """
     if recipe_option:
         parser.add_argument(
             "--recipe", help="recipe whose data section to use (default: the run's)"
         )
-    elif recipe_required:
-        parser.add_argument("recipe", help="YAML recipe")
     else:
-        parser.add_argument("recipe", nargs="?", help=DEFAULT_RECIPE_HELP)
+        default_help = "YAML recipe" if recipe_required else DEFAULT_RECIPE_HELP
+        parser.add_argument(
+            "recipe",
+            nargs=None if recipe_required else "?",
+            metavar=recipe_metavar,
+            help=recipe_help or default_help,
+        )
     shown = f", e.g. {example}" if example else ""
     parser.add_argument(
         "--set",
