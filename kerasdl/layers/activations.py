@@ -7,25 +7,13 @@ References:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import keras
 from keras import ops
 
 from kerasdl.errors import UserError
-
-ACTIVATION_CHOICES = (
-    "relu",
-    "relu6",
-    "leaky_relu",
-    "elu",
-    "swish",
-    "silu",
-    "gelu",
-    "sigmoid",
-    "tanh",
-    "linear",
-)
 
 
 @keras.saving.register_keras_serializable(package="kerasdl")
@@ -56,6 +44,31 @@ class Swish(keras.layers.Layer):
         return {**super().get_config(), "beta": self.beta, "trainable_beta": self.trainable_beta}
 
 
+def _keras(kind: str) -> Callable[..., keras.layers.Layer]:
+    def build(name: str | None, alpha: float, beta: float) -> keras.layers.Layer:
+        return keras.layers.Activation(kind, name=name)
+
+    return build
+
+
+# name -> builder(name, alpha, beta)
+ACTIVATIONS: dict[str, Callable[..., keras.layers.Layer]] = {
+    "relu": _keras("relu"),
+    "relu6": _keras("relu6"),
+    "leaky_relu": lambda name, alpha, beta: keras.layers.LeakyReLU(negative_slope=alpha, name=name),
+    "elu": lambda name, alpha, beta: keras.layers.ELU(
+        alpha=1.0 if alpha == 0.01 else alpha, name=name
+    ),
+    "swish": lambda name, alpha, beta: Swish(beta=beta, name=name),
+    "silu": _keras("silu"),
+    "gelu": _keras("gelu"),
+    "sigmoid": _keras("sigmoid"),
+    "tanh": _keras("tanh"),
+    "linear": _keras("linear"),
+}
+ACTIVATION_CHOICES = tuple(ACTIVATIONS)
+
+
 def get_activation(
     kind: str = "relu", *, name: str | None = None, alpha: float = 0.01, beta: float = 1.0
 ) -> keras.layers.Layer:
@@ -67,14 +80,8 @@ def get_activation(
         alpha: negative slope of leaky ReLU / scale of ELU.
         beta: Swish's beta (``swish`` with ``beta=1`` equals ``silu``).
     """
-    if kind == "leaky_relu":
-        return keras.layers.LeakyReLU(negative_slope=alpha, name=name)
-    if kind == "elu":
-        return keras.layers.ELU(alpha=1.0 if alpha == 0.01 else alpha, name=name)
-    if kind == "swish":
-        return Swish(beta=beta, name=name)
-    if kind in ACTIVATION_CHOICES:
-        return keras.layers.Activation(kind, name=name)
-    raise UserError(
-        f"Unknown activation {kind!r}. Expected one of: {', '.join(ACTIVATION_CHOICES)}."
-    )
+    if kind not in ACTIVATIONS:
+        raise UserError(
+            f"Unknown activation {kind!r}. Expected one of: {', '.join(ACTIVATION_CHOICES)}."
+        )
+    return ACTIVATIONS[kind](name, alpha, beta)

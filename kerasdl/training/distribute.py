@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,36 +83,57 @@ def tf_config_task() -> tuple[dict[str, Any], int]:
     return conf.get("task", {}), max(workers, 1)
 
 
+def _default(devices: list[str] | None, logical_cpus: int) -> tf.distribute.Strategy:
+    return tf.distribute.get_strategy()
+
+
+def _mirrored(devices: list[str] | None, logical_cpus: int) -> tf.distribute.Strategy:
+    if not devices and logical_cpus and not tf.config.list_physical_devices("GPU"):
+        devices = [d.name for d in tf.config.list_logical_devices("CPU")]
+    return tf.distribute.MirroredStrategy(devices=devices or None)
+
+
+def _multi_worker(devices: list[str] | None, logical_cpus: int) -> tf.distribute.Strategy:
+    if not os.environ.get("TF_CONFIG"):
+        raise UserError(
+            "distribute.strategy multi_worker needs TF_CONFIG (the cluster and this task); "
+            "see the README section 'Several machines'"
+        )
+    return tf.distribute.MultiWorkerMirroredStrategy()
+
+
+# name -> builder(devices, logical_cpus)
+STRATEGIES: dict[str, Callable[..., tf.distribute.Strategy]] = {
+    "none": _default,
+    "mirrored": _mirrored,
+    "multi_worker": _multi_worker,
+}
+
+
 def make_strategy(
     name: str, devices: list[str] | None = None, logical_cpus: int = 0
 ) -> tf.distribute.Strategy:
     """The ``tf.distribute`` strategy for a recipe's ``distribute.strategy``."""
     if logical_cpus:
         configure_logical_cpus(logical_cpus)
-    if name == "none":
-        return tf.distribute.get_strategy()
-    if name == "mirrored":
-        if not devices and logical_cpus and not tf.config.list_physical_devices("GPU"):
-            devices = [d.name for d in tf.config.list_logical_devices("CPU")]
-        return tf.distribute.MirroredStrategy(devices=devices or None)
-    if name == "multi_worker":
-        if not os.environ.get("TF_CONFIG"):
-            raise UserError(
-                "distribute.strategy multi_worker needs TF_CONFIG (the cluster and this task); "
-                "see the README section 'Several machines'"
-            )
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    raise UserError(
-        f"Unknown distribute.strategy {name!r}. Expected one of: none, mirrored, multi_worker."
-    )
+    if name not in STRATEGIES:
+        raise UserError(
+            f"Unknown distribute.strategy {name!r}. Expected one of: {', '.join(STRATEGIES)}."
+        )
+    return STRATEGIES[name](devices, logical_cpus)
+
+
+# rule -> learning-rate multiplier for the ratio of the global batch to the tuned batch
+LR_RULES: dict[str, Callable[[float], float]] = {
+    "none": lambda ratio: 1.0,
+    "linear": lambda ratio: ratio,  # Goyal et al. 2017
+    "sqrt": lambda ratio: ratio**0.5,  # Krizhevsky 2014
+}
 
 
 def lr_factor(rule: str, global_batch: int, base_batch: int | None) -> float:
     """Learning-rate multiplier of a scaling rule for a global batch versus the tuned batch."""
-    if rule == "none" or not base_batch:
-        return 1.0
-    ratio = global_batch / base_batch
-    return ratio if rule == "linear" else ratio**0.5
+    return LR_RULES[rule](global_batch / base_batch) if base_batch else 1.0
 
 
 def describe_distribution(

@@ -23,17 +23,78 @@ options exposed as recipe keys.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Any
 
 import keras
 
 from kerasdl.config import OptimizerConfig
+from kerasdl.errors import UserError
+
+
+def _sgd(cfg: OptimizerConfig, wd: float | None, common: dict[str, Any]) -> Any:
+    return keras.optimizers.SGD(momentum=0.0, weight_decay=wd, **common)
+
+
+def _momentum(
+    cfg: OptimizerConfig, wd: float | None, common: dict[str, Any], nesterov: bool = False
+) -> Any:
+    return keras.optimizers.SGD(momentum=cfg.momentum, nesterov=nesterov, weight_decay=wd, **common)
+
+
+def _adagrad(cfg: OptimizerConfig, wd: float | None, common: dict[str, Any]) -> Any:
+    return keras.optimizers.Adagrad(
+        initial_accumulator_value=cfg.initial_accumulator_value,
+        epsilon=cfg.epsilon,
+        weight_decay=wd,
+        **common,
+    )
+
+
+def _rmsprop(cfg: OptimizerConfig, wd: float | None, common: dict[str, Any]) -> Any:
+    return keras.optimizers.RMSprop(
+        rho=cfg.rho, momentum=0.0, epsilon=cfg.epsilon, weight_decay=wd, **common
+    )
+
+
+def _adam(cfg: OptimizerConfig, wd: float | None, common: dict[str, Any]) -> Any:
+    return keras.optimizers.Adam(
+        beta_1=cfg.beta_1, beta_2=cfg.beta_2, epsilon=cfg.epsilon, weight_decay=wd, **common
+    )
+
+
+def _adamw(cfg: OptimizerConfig, wd: float | None, common: dict[str, Any]) -> Any:
+    # Keras's AdamW default decay is 0.004; the recipe's value (0 means none) wins.
+    return keras.optimizers.AdamW(
+        beta_1=cfg.beta_1,
+        beta_2=cfg.beta_2,
+        epsilon=cfg.epsilon,
+        weight_decay=cfg.weight_decay,
+        **common,
+    )
+
+
+# name -> builder(cfg, weight decay or None, Keras options common to all)
+OPTIMIZERS: dict[str, Callable[..., keras.optimizers.Optimizer]] = {
+    "sgd": _sgd,
+    "momentum": _momentum,
+    "nesterov": functools.partial(_momentum, nesterov=True),
+    "adagrad": _adagrad,
+    "rmsprop": _rmsprop,
+    "adam": _adam,
+    "adamw": _adamw,
+}
 
 
 def build_optimizer(
     cfg: OptimizerConfig, learning_rate: float | keras.optimizers.schedules.LearningRateSchedule
 ) -> keras.optimizers.Optimizer:
     """A Keras optimizer for ``cfg`` with the given learning rate (a float or a schedule)."""
+    if cfg.name not in OPTIMIZERS:
+        raise UserError(
+            f"Unknown optimizer {cfg.name!r}. Expected one of: {', '.join(OPTIMIZERS)}."
+        )
     common: dict[str, Any] = {
         "learning_rate": learning_rate,
         "clipnorm": cfg.clipnorm,
@@ -43,34 +104,4 @@ def build_optimizer(
         "ema_momentum": cfg.ema_momentum,
         "gradient_accumulation_steps": cfg.gradient_accumulation_steps,
     }
-    wd = cfg.weight_decay or None
-    name = cfg.name
-    if name == "sgd":
-        return keras.optimizers.SGD(momentum=0.0, weight_decay=wd, **common)
-    if name in ("momentum", "nesterov"):
-        return keras.optimizers.SGD(
-            momentum=cfg.momentum, nesterov=name == "nesterov", weight_decay=wd, **common
-        )
-    if name == "adagrad":
-        return keras.optimizers.Adagrad(
-            initial_accumulator_value=cfg.initial_accumulator_value,
-            epsilon=cfg.epsilon,
-            weight_decay=wd,
-            **common,
-        )
-    if name == "rmsprop":
-        return keras.optimizers.RMSprop(
-            rho=cfg.rho, momentum=0.0, epsilon=cfg.epsilon, weight_decay=wd, **common
-        )
-    if name == "adam":
-        return keras.optimizers.Adam(
-            beta_1=cfg.beta_1, beta_2=cfg.beta_2, epsilon=cfg.epsilon, weight_decay=wd, **common
-        )
-    # adamw: Keras's AdamW default decay is 0.004; the recipe's value (0 means none) wins.
-    return keras.optimizers.AdamW(
-        beta_1=cfg.beta_1,
-        beta_2=cfg.beta_2,
-        epsilon=cfg.epsilon,
-        weight_decay=cfg.weight_decay,
-        **common,
-    )
+    return OPTIMIZERS[cfg.name](cfg, cfg.weight_decay or None, common)

@@ -17,12 +17,14 @@ All schedules are per optimizer step; a recipe gives epochs, converted with the 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import keras
 from keras import ops
 
 from kerasdl.config import ScheduleConfig
+from kerasdl.errors import UserError
 
 Schedules = keras.optimizers.schedules
 
@@ -153,6 +155,54 @@ class CosineRestarts(Schedules.LearningRateSchedule):
         }
 
 
+def _constant(cfg: ScheduleConfig, lr: float, spe: int, warmup: int, total: int) -> Any:
+    return Constant(lr)
+
+
+def _step(cfg: ScheduleConfig, lr: float, spe: int, warmup: int, total: int) -> Any:
+    # The optimizer evaluates the schedule at its step count before the update and
+    # PiecewiseConstantDecay keeps the old value at step == boundary: the boundary is the last
+    # step of the previous epoch.
+    bounds = [e * spe - warmup - 1 for e in sorted(cfg.step_epochs)]
+    values = [lr * cfg.gamma**i for i in range(len(bounds) + 1)]
+    return Schedules.PiecewiseConstantDecay(bounds, values) if bounds else Constant(lr)
+
+
+def _exponential(cfg: ScheduleConfig, lr: float, spe: int, warmup: int, total: int) -> Any:
+    return Schedules.ExponentialDecay(lr, max(int(cfg.decay_epochs * spe), 1), cfg.decay_rate)
+
+
+def _cosine(cfg: ScheduleConfig, lr: float, spe: int, warmup: int, total: int) -> Any:
+    return Schedules.CosineDecay(lr, total, alpha=cfg.min_lr_ratio)
+
+
+def _fixmatch_cosine(cfg: ScheduleConfig, lr: float, spe: int, warmup: int, total: int) -> Any:
+    from kerasdl.methods.fixmatch import FixMatchCosine
+
+    return FixMatchCosine(lr, total)
+
+
+def _cosine_restarts(cfg: ScheduleConfig, lr: float, spe: int, warmup: int, total: int) -> Any:
+    return CosineRestarts(
+        lr,
+        max(int(cfg.restart_epochs * spe), 1),
+        t_mul=cfg.t_mul,
+        m_mul=cfg.m_mul,
+        alpha=cfg.min_lr_ratio,
+    )
+
+
+# name -> builder(cfg, base lr, steps per epoch, warm-up steps, steps after the warm-up)
+SCHEDULES: dict[str, Callable[..., Schedules.LearningRateSchedule]] = {
+    "constant": _constant,
+    "step": _step,
+    "exponential": _exponential,
+    "cosine": _cosine,
+    "cosine_restarts": _cosine_restarts,
+    "fixmatch_cosine": _fixmatch_cosine,
+}
+
+
 def build_schedule(
     cfg: ScheduleConfig, base_lr: float, steps_per_epoch: int, epochs: int
 ) -> Schedules.LearningRateSchedule:
@@ -164,35 +214,9 @@ def build_schedule(
         steps_per_epoch: optimizer steps per epoch.
         epochs: planned epochs.
     """
+    if cfg.name not in SCHEDULES:
+        raise UserError(f"Unknown schedule {cfg.name!r}. Expected one of: {', '.join(SCHEDULES)}.")
     warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
     total = max(epochs * steps_per_epoch - warmup, 1)
-    name = cfg.name
-    inner: Schedules.LearningRateSchedule
-    if name == "constant":
-        inner = Constant(base_lr)
-    elif name == "step":
-        # The optimizer evaluates the schedule at its step count before the update and
-        # PiecewiseConstantDecay keeps the old value at step == boundary: the boundary is the
-        # last step of the previous epoch.
-        bounds = [e * steps_per_epoch - warmup - 1 for e in sorted(cfg.step_epochs)]
-        values = [base_lr * cfg.gamma**i for i in range(len(bounds) + 1)]
-        inner = Schedules.PiecewiseConstantDecay(bounds, values) if bounds else Constant(base_lr)
-    elif name == "exponential":
-        inner = Schedules.ExponentialDecay(
-            base_lr, max(int(cfg.decay_epochs * steps_per_epoch), 1), cfg.decay_rate
-        )
-    elif name == "cosine":
-        inner = Schedules.CosineDecay(base_lr, total, alpha=cfg.min_lr_ratio)
-    elif name == "fixmatch_cosine":
-        from kerasdl.methods.fixmatch import FixMatchCosine
-
-        inner = FixMatchCosine(base_lr, total)
-    else:
-        inner = CosineRestarts(
-            base_lr,
-            max(int(cfg.restart_epochs * steps_per_epoch), 1),
-            t_mul=cfg.t_mul,
-            m_mul=cfg.m_mul,
-            alpha=cfg.min_lr_ratio,
-        )
+    inner = SCHEDULES[cfg.name](cfg, base_lr, steps_per_epoch, warmup, total)
     return LinearWarmup(inner, warmup) if warmup > 0 else inner
