@@ -6,12 +6,13 @@ import keras
 import numpy as np
 import pytest
 
-from kerasdl.methods import MAEEncoder, MoCo
+from kerasdl.methods import MoCo
 from kerasdl.methods.simclr import projection_head
+from kerasdl.models.vit import VisionTransformer
 
 
 def _vit():
-    return MAEEncoder(0, (8, 8, 1), patch_size=4, dim=8, depth=1, num_heads=2, pool="mean")
+    return VisionTransformer(0, (8, 8, 1), 4, 8, 1, 2, 32, pool="avg", position_embedding="sincos")
 
 
 def _views(n=6, seed=0):

@@ -1,13 +1,24 @@
 """Masked autoencoder (MAE): reconstruct randomly masked image patches from the visible ones.
 
-The image is cut into ``p x p`` patches; a random 75% of them are removed per image. A ViT encoder
-sees only the visible patches (with fixed 2-D sine-cosine position embeddings and a class token);
-a light decoder receives the encoded visible tokens plus a shared learned mask token at every
-removed position (with its own position embeddings) and predicts the pixels of every patch. The
-loss is the mean squared error on the removed patches only, optionally against per-patch
-normalized pixels. After pretraining, :attr:`MAE.encoder` (image -> pooled features, a
-``pre_logits`` layer like every kerasdl classifier) is what the probes evaluate and what the runner
-saves.
+MAE wraps a registry :class:`~kerasdl.models.vit.VisionTransformer` (the recipe's ``model:``).
+The image is cut into ``p x p`` patches and a random 75% of them are removed per image. The
+encoder is the backbone itself, its patch embedding, blocks and final LayerNorm run on the
+visible patches only (:meth:`VisionTransformer.encode_tokens`). A light decoder of MAE's own gets
+the encoded visible tokens plus a shared learned mask token at every removed position (with
+fixed sine-cosine position embeddings of its own width), and predicts the pixels of every patch.
+The loss is the mean squared error on the removed patches only, optionally against per-patch
+normalized pixels. After pretraining, what the run keeps (:attr:`MAE.inference_model`) is the
+backbone, a registry ViT with its own head, so probes, export and ``kerasdl evaluate`` take it
+like any classifier.
+
+For the reference's encoder, build the backbone with ``position_embedding="sincos"`` and
+``weight_init="mae"`` (fixed 2-D sine-cosine positions with the class token's zero row,
+Xavier-uniform weights, zero biases).
+
+Reference:
+    He, Chen, Xie, Li, Dollar & Girshick, "Masked Autoencoders Are Scalable Vision Learners",
+    CVPR 2022, and its code, facebookresearch/mae ``models_mae.py`` (``random_masking``,
+    ``forward_encoder``, ``forward_decoder``, ``forward_loss``) and ``util/pos_embed.py``.
 """
 
 from __future__ import annotations
@@ -20,103 +31,52 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
+from kerasdl.layers.patch_embed import patchify, sincos_position_embeddings, unpatchify
+from kerasdl.layers.transformer import LN_EPSILON, TransformerEncoderBlock
 from kerasdl.methods.base import MethodModel, strip_empty
 from kerasdl.methods.losses import masked_patch_mse, patch_norm_stats
-from kerasdl.methods.mae_layers import (
-    PatchEmbed,
-    PositionAndClass,
-    ViTBlock,
-    patchify,
-    unpatchify,
-)
-from kerasdl.models.base import check_num_classes, classifier_head
+from kerasdl.models.base import HEAD
+from kerasdl.models.vit import VisionTransformer
 
-LN_EPSILON = 1e-6
+# The MAE encoder is the registry ViT. The name stays until kerasdl.methods stops naming it
+# (build_method's isinstance check); nothing else uses it.
+MAEEncoder = VisionTransformer
+
+# Arguments of the old construction path, MAE(None, input_shape=..., patch_size=..., dim=...),
+# which builds the reference's ViT itself (see mae_vit); ignored when a backbone is given.
+_OWN_ENCODER_ARGS = ("input_shape", "patch_size", "dim", "depth", "num_heads", "mlp_ratio", "pool")
 
 
-@keras.saving.register_keras_serializable(package="kerasdl")
-class MAEEncoder(keras.Model):
-    """The MAE ViT encoder as a classifier-contract model: image -> pooled features (-> head).
+def mae_vit(
+    input_shape: tuple[int, int, int] | list[int],
+    patch_size: int = 16,
+    dim: int = 768,
+    depth: int = 12,
+    num_heads: int = 12,
+    mlp_ratio: float = 4.0,
+    pool: str = "cls",
+    num_classes: int = 0,
+    name: str = "encoder",
+) -> VisionTransformer:
+    """The encoder of the MAE reference code as a registry :class:`VisionTransformer`.
 
-    Args:
-        num_classes: classes of an optional linear head (0: features only).
-        input_shape: ``(H, W, C)``; H and W divisible by ``patch_size``.
-        patch_size: patch side p.
-        dim: token width.
-        depth: Transformer blocks.
-        num_heads: attention heads.
-        mlp_ratio: MLP width / token width.
-        pool: ``"cls"`` (class token, the paper's linear probe) or ``"mean"`` (average of the
-            patch tokens, the paper's fine-tuning).
-
-    Example:
-        >>> enc = MAEEncoder(0, (32, 32, 3), patch_size=4, dim=192, depth=12, num_heads=3)
-
-    Reference:
-        He et al. 2022, section 3 and appendix A.1; Dosovitskiy et al. 2021 (ViT).
+    Class token, fixed 2-D sine-cosine positions, the reference initialisation; ``pool`` is
+    ``"cls"`` (class token) or ``"mean"`` (patch tokens). ``mae_vit((224, 224, 3))`` is
+    ``mae_vit_base_patch16``'s encoder.
     """
-
-    def __init__(
-        self,
-        num_classes: int = 0,
-        input_shape: tuple[int, int, int] | list[int] = (224, 224, 3),
-        patch_size: int = 16,
-        dim: int = 768,
-        depth: int = 12,
-        num_heads: int = 12,
-        mlp_ratio: float = 4.0,
-        pool: str = "cls",
-        **kwargs: Any,
-    ) -> None:
-        check_num_classes(num_classes)
-        h, w, c = (int(v) for v in input_shape)
-        if h % patch_size or w % patch_size:
-            raise ValueError(
-                f"input_shape {tuple(input_shape)} must be divisible by patch_size {patch_size}."
-            )
-        if pool not in ("cls", "mean"):
-            raise ValueError(f"pool must be 'cls' or 'mean'. Received: {pool!r}")
-        grid = (h // patch_size, w // patch_size)
-        patch_embed = PatchEmbed(patch_size, dim, name="patch_embed")
-        pos_cls = PositionAndClass(grid, name="pos_embed")
-        blocks = [ViTBlock(num_heads, mlp_ratio, name=f"block{i}") for i in range(depth)]
-        norm = keras.layers.LayerNormalization(epsilon=LN_EPSILON, name="norm")
-        inputs = keras.Input((h, w, c), name="image")
-        x = pos_cls(patch_embed(inputs))  # (B, 1 + N, D)
-        for blk in blocks:
-            x = blk(x)
-        x = norm(x)
-        if pool == "cls":
-            x = keras.layers.Lambda(lambda t: t[:, 0], name="cls_token")(x)
-        else:
-            x = keras.layers.Lambda(lambda t: ops.mean(t[:, 1:], axis=1), name="mean_pool")(x)
-        outputs = classifier_head(x, num_classes)
-        super().__init__(inputs=inputs, outputs=outputs, **kwargs)
-        self.num_classes = num_classes
-        self.input_shape_ = (h, w, c)
-        self.patch_size = int(patch_size)
-        self.dim = int(dim)
-        self.depth = int(depth)
-        self.num_heads = int(num_heads)
-        self.mlp_ratio = float(mlp_ratio)
-        self.pool = pool
-        self.patch_embed = patch_embed
-        self.pos_cls = pos_cls
-        self.blocks = blocks
-        self.final_norm = norm
-
-    def get_config(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "num_classes": self.num_classes,
-            "input_shape": list(self.input_shape_),
-            "patch_size": self.patch_size,
-            "dim": self.dim,
-            "depth": self.depth,
-            "num_heads": self.num_heads,
-            "mlp_ratio": self.mlp_ratio,
-            "pool": self.pool,
-        }
+    return VisionTransformer(
+        num_classes,
+        input_shape,
+        patch_size,
+        dim,
+        depth,
+        num_heads,
+        int(round(dim * mlp_ratio)),
+        pool={"cls": "token", "mean": "avg"}.get(pool, pool),
+        position_embedding="sincos",
+        weight_init="mae",
+        name=name,
+    )
 
 
 def random_masking(batch: int, num_patches: int, num_masked: int, seed):
@@ -127,7 +87,7 @@ def random_masking(batch: int, num_patches: int, num_masked: int, seed):
         ``(B, N)`` the inverse permutation, and ``(B, N)`` 1 = removed, 0 = visible.
     """
     noise = keras.random.uniform((batch, num_patches), seed=seed)
-    ids_shuffle = ops.argsort(noise, axis=1)
+    ids_shuffle = ops.argsort(noise, axis=1)  # ascending: small is kept, large is removed
     ids_restore = ops.argsort(ids_shuffle, axis=1)
     ids_keep = ids_shuffle[:, : num_patches - num_masked]
     keep = ops.concatenate(
@@ -139,22 +99,29 @@ def random_masking(batch: int, num_patches: int, num_masked: int, seed):
 
 @keras.saving.register_keras_serializable(package="kerasdl")
 class MAE(MethodModel):
-    """Masked-autoencoder pretraining of a ViT encoder.
+    """Masked-autoencoder pretraining of a registry Vision Transformer.
 
     Args:
-        backbone: a :class:`MAEEncoder` (``None``: one is built from ``input_shape`` and the
-            encoder arguments below).
-        input_shape: image shape when ``backbone`` is None.
-        patch_size, dim, depth, num_heads, mlp_ratio, pool: encoder arguments when ``backbone``
-            is None (ViT-B/16: 16, 768, 12, 12, 4).
+        backbone: the :class:`~kerasdl.models.vit.VisionTransformer` to pretrain (any
+            ``class_token`` / ``position_embedding`` / ``pool``; the reference's encoder is
+            ``position_embedding="sincos", weight_init="mae"``). ``None``: the old construction
+            path, a ViT built by :func:`mae_vit` from ``input_shape``, ``patch_size``, ``dim``,
+            ``depth``, ``num_heads``, ``mlp_ratio`` and ``pool`` passed as keywords.
+        num_classes: the data's classes, as every method is called; MAE trains no head. The
+            backbone keeps its own (untrained) head; only a ViT built here (``backbone=None``)
+            gets one of ``num_classes`` outputs.
+        mask_ratio: fraction of patches removed per image (0.75); ``int(N (1 - mask_ratio))``
+            patches stay visible, as in the reference ``random_masking``.
         decoder_dim: decoder width (512).
         decoder_depth: decoder blocks (8).
         decoder_heads: decoder attention heads (16).
-        mask_ratio: fraction of patches removed per image (0.75); ``int(N (1 - mask_ratio))``
-            patches stay visible, as in the reference ``random_masking``.
-        norm_pix_loss: reconstruct per-patch normalized pixels (improves representations in the
-            paper; off by default as in the reference code).
+        norm_pix_loss: reconstruct per-patch normalized pixels (mean and unbiased variance, as
+            ``forward_loss``; improves representations in the paper, off by default as in the
+            reference code).
         seed: seed of the masking.
+
+    The decoder blocks are :class:`~kerasdl.layers.transformer.TransformerEncoderBlock` with the
+    reference initialisation and the encoder's MLP ratio (``mlp_dim / hidden_dim``).
 
     Call arguments:
         inputs: images ``(B, H, W, C)``.
@@ -165,51 +132,51 @@ class MAE(MethodModel):
     ``kerasdl.data.ssl.masked_image_dataset``. Logged: ``loss`` (masked-patch MSE).
 
     Example:
-        >>> method = MAE(None, input_shape=(32, 32, 3), patch_size=4, dim=192, depth=6,
-        ...              num_heads=3, decoder_dim=128, decoder_depth=2, decoder_heads=4)
+        >>> vit = kerasdl.create_model("vit_ti_16", num_classes=10, input_shape=(32, 32, 3),
+        ...                            patch_size=4, position_embedding="sincos", weight_init="mae")
+        >>> method = MAE(vit, 10, decoder_dim=128, decoder_depth=2, decoder_heads=4)
         >>> method.compile(keras.optimizers.AdamW(1.5e-4, weight_decay=0.05, beta_2=0.95))
 
     Reference:
-        He, Chen, Xie, Li, Dollar & Girshick, "Masked Autoencoders Are Scalable Vision Learners",
-        CVPR 2022 (section 3; mask ratio 0.75, decoder 8 x 512, loss on masked patches).
+        He et al., "Masked Autoencoders Are Scalable Vision Learners", CVPR 2022 (section 3; mask
+        ratio 0.75, decoder 8 x 512, loss on masked patches); facebookresearch/mae
+        ``models_mae.py`` ``MaskedAutoencoderViT``.
     """
 
     def __init__(
         self,
-        backbone: keras.Model | None = None,
-        input_shape: tuple[int, int, int] | list[int] | None = None,
-        patch_size: int = 16,
-        dim: int = 768,
-        depth: int = 12,
-        num_heads: int = 12,
-        mlp_ratio: float = 4.0,
-        pool: str = "cls",
+        backbone: VisionTransformer | None = None,
+        num_classes: int = 0,
+        mask_ratio: float = 0.75,
         decoder_dim: int = 512,
         decoder_depth: int = 8,
         decoder_heads: int = 16,
-        mask_ratio: float = 0.75,
         norm_pix_loss: bool = False,
         seed: int | None = None,
         **kwargs: Any,
     ) -> None:
+        own = {k: kwargs.pop(k) for k in _OWN_ENCODER_ARGS if k in kwargs}
         if backbone is None:
-            if input_shape is None:
-                raise ValueError("MAE needs a MAEEncoder backbone or an input_shape.")
-            backbone = MAEEncoder(
-                0, input_shape, patch_size, dim, depth, num_heads, mlp_ratio, pool, name="encoder"
-            )
-        if not isinstance(backbone, MAEEncoder):
+            if "input_shape" not in own:
+                raise ValueError("MAE needs a VisionTransformer backbone (or an input_shape).")
+            backbone = mae_vit(num_classes=num_classes, **own)
+        if not isinstance(backbone, VisionTransformer):
             raise ValueError(
-                "MAE's backbone must be a MAEEncoder (a ViT on visible patches). "
+                "MAE's backbone must be a registry VisionTransformer (vit_*). "
                 f"Received: {type(backbone).__name__}"
             )
-        super().__init__(backbone, seed=seed, **kwargs)
         if not 0.0 < mask_ratio < 1.0:
             raise ValueError(f"mask_ratio must be in (0, 1). Received: {mask_ratio}")
-        enc = backbone
-        self.encoder = enc
-        self.grid = (enc.input_shape_[0] // enc.patch_size, enc.input_shape_[1] // enc.patch_size)
-        self.num_patches = self.grid[0] * self.grid[1]
+        if decoder_dim % 4 or decoder_dim % decoder_heads:
+            raise ValueError(
+                "decoder_dim must be divisible by 4 (sine-cosine positions) and by decoder_heads. "
+                f"Received: decoder_dim={decoder_dim}, decoder_heads={decoder_heads}"
+            )
+        super().__init__(backbone, seed=seed, **kwargs)
+        h, w, c = backbone.input_shape_
+        p = backbone.patch_size
+        grid = (h // p, w // p)
+        self.num_patches = grid[0] * grid[1]
         # random_masking of facebookresearch/mae keeps int(L * (1 - mask_ratio)) patches
         self.num_masked = self.num_patches - int(self.num_patches * (1 - mask_ratio))
         if not 0 < self.num_masked < self.num_patches:
@@ -217,64 +184,88 @@ class MAE(MethodModel):
                 f"mask_ratio {mask_ratio} leaves no visible or no masked patch of "
                 f"{self.num_patches}."
             )
+        self.num_classes = int(num_classes)
+        self.mask_ratio = float(mask_ratio)
         self.decoder_dim = int(decoder_dim)
         self.decoder_depth = int(decoder_depth)
         self.decoder_heads = int(decoder_heads)
-        self.mask_ratio = float(mask_ratio)
         self.norm_pix_loss = bool(norm_pix_loss)
-        patch_pixels = enc.patch_size**2 * enc.input_shape_[2]
+        prefix = backbone.num_prefix_tokens
+        decoder_mlp = int(round(self.decoder_dim * backbone.mlp_dim / backbone.hidden_dim))
         self.decoder_embed = keras.layers.Dense(self.decoder_dim, name="decoder_embed")
-        self.decoder_pos = PositionAndClass(self.grid, learn_cls=False, name="decoder_pos_embed")
         self.mask_token = self.add_weight(
             shape=(1, 1, self.decoder_dim),
             initializer=keras.initializers.RandomNormal(stddev=0.02),
             name="mask_token",
         )
+        self.decoder_pos_embed = self.add_weight(  # fixed, the class token's row zero
+            shape=(1, prefix + self.num_patches, self.decoder_dim),
+            initializer=keras.initializers.Constant(
+                sincos_position_embeddings(self.decoder_dim, grid, prefix)
+            ),
+            trainable=False,
+            name="decoder_pos_embed",
+        )
         self.decoder_blocks = [
-            ViTBlock(self.decoder_heads, enc.mlp_ratio, name=f"decoder_block{i}")
+            TransformerEncoderBlock(
+                self.decoder_heads, decoder_mlp, weight_init="mae", name=f"decoder_block_{i}"
+            )
             for i in range(self.decoder_depth)
         ]
         self.decoder_norm = keras.layers.LayerNormalization(epsilon=LN_EPSILON, name="decoder_norm")
-        self.decoder_pred = keras.layers.Dense(patch_pixels, name="decoder_pred")
-        n_tok = (None, 1 + self.num_patches)
-        self.decoder_embed.build((*n_tok, enc.dim))
-        self.decoder_pos.build((None, self.num_patches, self.decoder_dim))
+        self.decoder_pred = keras.layers.Dense(p * p * c, name="decoder_pred")
+        tokens = (None, prefix + self.num_patches)
+        self.decoder_embed.build((*tokens, backbone.hidden_dim))
         for blk in self.decoder_blocks:
-            blk.build((*n_tok, self.decoder_dim))
-        self.decoder_norm.build((*n_tok, self.decoder_dim))
-        self.decoder_pred.build((*n_tok, self.decoder_dim))
+            blk.build((*tokens, self.decoder_dim))
+        self.decoder_norm.build((*tokens, self.decoder_dim))
+        self.decoder_pred.build((*tokens, self.decoder_dim))
         self._make_trackers(["loss"])
         self._finish_build()
 
     @property
     def inference_model(self) -> keras.Model:
-        return self.encoder
+        """The backbone: the registry ViT, with its own head."""
+        return self.backbone
+
+    @property
+    def loss_variables(self) -> list:
+        """What the loss depends on: every trainable variable except the backbone's head (and
+        its ``representation_size`` pre-logits layer), which the reconstruction does not reach
+        (Keras would warn about each)."""
+        skip = set()
+        for name in (HEAD, "pre_logits_fc"):
+            if any(layer.name == name for layer in self.backbone.layers):
+                skip |= {id(v) for v in self.backbone.get_layer(name).weights}
+        return [v for v in self.trainable_variables if id(v) not in skip]
 
     def encode_visible(self, images, ids_keep, training=None):
-        """Encoder on the visible patches only: ``(B, 1 + N - M, D)`` (class token first)."""
-        enc = self.encoder
-        tokens = enc.patch_embed(images)  # (B, N, D)
-        tokens = enc.pos_cls.add_position(tokens)
+        """The encoder on the visible patches: ``(B, prefix + N - M, D)`` (``forward_encoder``).
+
+        The backbone's patch embedding (with its position embedding) of every patch, the visible
+        ones gathered by ``ids_keep`` ``(B, N - M)``, then its class token, blocks and final
+        LayerNorm (:meth:`VisionTransformer.encode_tokens`).
+        """
+        tokens = self.backbone.patch_embed.patch_tokens(images)  # (B, N, D)
         visible = ops.take_along_axis(tokens, ops.expand_dims(ids_keep, -1), axis=1)
-        x = enc.pos_cls.prepend_class(visible)  # (B, 1 + N - M, D)
-        for blk in enc.blocks:
-            x = blk(x, training=training)
-        return enc.final_norm(x)
+        return self.backbone.encode_tokens(visible, training=training)  # (B, prefix + N - M, D)
 
     def decode(self, latent, ids_restore, training=None):
-        """Decoder: visible latents + mask tokens in image order -> ``(B, N, p*p*C)`` pixels."""
-        x = self.decoder_embed(latent)  # (B, 1 + N - M, Dd)
+        """Decoder: visible latents + mask tokens in image order -> ``(B, N, p*p*C)`` pixels
+        (``forward_decoder``)."""
+        prefix = self.backbone.num_prefix_tokens
+        x = self.decoder_embed(latent)  # (B, prefix + N - M, Dd)
         b = ops.shape(x)[0]
         mask_tokens = ops.broadcast_to(
             ops.cast(self.mask_token, x.dtype), (b, self.num_masked, self.decoder_dim)
         )
-        patches = ops.concatenate([x[:, 1:], mask_tokens], axis=1)  # (B, N, Dd), shuffled order
+        patches = ops.concatenate([x[:, prefix:], mask_tokens], axis=1)  # (B, N, Dd), shuffled
         patches = ops.take_along_axis(patches, ops.expand_dims(ids_restore, -1), axis=1)
-        patches = self.decoder_pos.add_position(patches)
-        x = ops.concatenate([x[:, :1], patches], axis=1)  # (B, 1 + N, Dd)
+        x = ops.concatenate([x[:, :prefix], patches], axis=1)  # (B, prefix + N, Dd)
+        x = x + ops.cast(self.decoder_pos_embed, x.dtype)
         for blk in self.decoder_blocks:
             x = blk(x, training=training)
-        return self.decoder_pred(self.decoder_norm(x))[:, 1:]  # (B, N, p*p*C)
+        return self.decoder_pred(self.decoder_norm(x))[:, prefix:]  # (B, N, p*p*C)
 
     def call(self, inputs, training=None):
         b = ops.shape(inputs)[0]
@@ -285,9 +276,10 @@ class MAE(MethodModel):
         return self.decode(latent, ids_restore, training=training), mask
 
     def reconstruction_loss(self, images, pred, mask):
-        return masked_patch_mse(
-            pred, patchify(images, self.encoder.patch_size), mask, self.norm_pix_loss
-        )
+        """``forward_loss``: the MSE on the removed patches (see
+        :func:`~kerasdl.methods.losses.masked_patch_mse`)."""
+        target = patchify(images, self.backbone.patch_size)
+        return masked_patch_mse(pred, target, mask, self.norm_pix_loss)
 
     @staticmethod
     def _images(data):
@@ -299,7 +291,9 @@ class MAE(MethodModel):
         with tf.GradientTape() as tape:
             pred, mask = self(x, training=True)
             loss = self.reconstruction_loss(x, pred, mask)
-        self._apply(tape, loss)
+        if not self.optimizer.built:  # over every trainable variable, as a loaded model's is
+            self.optimizer.build(self.trainable_variables)
+        self._apply(tape, loss, self.loss_variables)
         return self._log({"loss": loss})
 
     def test_step(self, data):
@@ -311,14 +305,14 @@ class MAE(MethodModel):
         """``(original, masked, reconstruction)`` images (reconstruction keeps visible patches)."""
         images = ops.convert_to_tensor(np.asarray(images, np.float32))
         pred, mask = self(images, training=False)
-        p = self.encoder.patch_size
+        p = self.backbone.patch_size
         target = patchify(images, p)
         pred = ops.cast(pred, "float32")
         if self.norm_pix_loss:  # undo the per-patch normalization with the true statistics
             mean, std = patch_norm_stats(target)
             pred = pred * std + mean
         m = ops.expand_dims(mask, -1)
-        shape = self.encoder.input_shape_
+        shape = self.backbone.input_shape_
         masked = unpatchify(target * (1.0 - m), p, shape)
         recon = unpatchify(target * (1.0 - m) + pred * m, p, shape)
         return (
@@ -329,8 +323,6 @@ class MAE(MethodModel):
 
     def save_reconstructions(self, images, path: str | Path) -> Path:
         """Write a PNG with rows original / masked / reconstructed (written atomically)."""
-        from kerasdl.methods.mae_layers import plot_reconstructions
-
         return plot_reconstructions(*self.reconstruct(images), path)
 
     def extra_callbacks(self, run_dir: str | Path, sample_images) -> list[keras.callbacks.Callback]:
@@ -339,12 +331,41 @@ class MAE(MethodModel):
     def get_config(self) -> dict[str, Any]:
         return {
             **super().get_config(),
+            "num_classes": self.num_classes,
+            "mask_ratio": self.mask_ratio,
             "decoder_dim": self.decoder_dim,
             "decoder_depth": self.decoder_depth,
             "decoder_heads": self.decoder_heads,
-            "mask_ratio": self.mask_ratio,
             "norm_pix_loss": self.norm_pix_loss,
         }
+
+
+def plot_reconstructions(
+    original: np.ndarray, masked: np.ndarray, recon: np.ndarray, path: str | Path
+) -> Path:
+    """Save a 3-row grid (original / masked / reconstructed) as a PNG, atomically."""
+    from kerasdl.plotting import pyplot, save_figure_atomic
+
+    plt = pyplot()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    n = len(original)
+    fig, axes = plt.subplots(3, n, figsize=(1.2 * n, 3.8), squeeze=False)
+    lo = float(min(original.min(), recon.min()))
+    hi = float(max(original.max(), recon.max()))
+    for row, (title, imgs) in enumerate(
+        [("original", original), ("masked", masked), ("reconstructed", recon)]
+    ):
+        for i in range(n):
+            img = np.clip((imgs[i] - lo) / max(hi - lo, 1e-8), 0, 1)
+            ax = axes[row, i]
+            ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray")
+            ax.set_xticks([])
+            ax.set_yticks([])
+        axes[row, 0].set_ylabel(title, fontsize=8)
+    fig.tight_layout()
+    save_figure_atomic(fig, path, dpi=100)
+    return path
 
 
 class ReconstructionPNG(keras.callbacks.Callback):
