@@ -23,6 +23,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from kerasdl.bench.case import (
@@ -36,6 +37,9 @@ from kerasdl.bench.case import (
     throughput,
     time_repeats,
 )
+from kerasdl.bench.flops import run_matmul_case
+from kerasdl.bench.peers import keras_application, run_torch_case
+from kerasdl.bench.pipeline import pipeline_datasets, run_pipeline_case
 
 
 def keras_train(model: Any, dataset: Any, case: Case) -> dict[str, float]:
@@ -100,8 +104,6 @@ def build_keras_model(case: Case) -> Any:
     keras.mixed_precision.set_global_policy(case.precision)
     shape = (case.input_size, case.input_size, case.channels)
     if case.kind == "keras_app":
-        from kerasdl.bench.peers import keras_application
-
         return keras_application(case.model, shape, case.num_classes)
     from kerasdl.layers.normalization import configure_batch_norm
     from kerasdl.registry import create_model
@@ -123,8 +125,6 @@ def run_keras_case(case: Case) -> dict[str, Any]:
     keras.utils.set_random_seed(0)
     result: dict[str, Any] = {}
     if case.data == "pipeline":
-        from kerasdl.bench.pipeline import pipeline_datasets
-
         train_ds, case = pipeline_datasets(case)
         result["model"] = case.model
         result["input_shape"] = [case.input_size, case.input_size, case.channels]
@@ -145,25 +145,23 @@ def run_keras_case(case: Case) -> dict[str, Any]:
     return result
 
 
+# case kind -> the function that measures it in this process
+RUNNERS: dict[str, Callable[[Case], dict[str, Any]]] = {
+    "kerasdl": run_keras_case,
+    "keras_app": run_keras_case,
+    "torch": run_torch_case,
+    "pipeline": run_pipeline_case,
+    "matmul": run_matmul_case,
+}
+
+
 def run_case(case: Case) -> dict[str, Any]:
     """Measure ``case`` in this process; returns its figures (images/s, MACs, GFLOP/s, ...)."""
-    if case.kind not in KINDS:
+    if case.kind not in RUNNERS:
         raise ValueError(f"Unknown case kind {case.kind!r}. Expected one of: {', '.join(KINDS)}.")
     if case.precision not in PRECISIONS:
         raise ValueError(f"Unknown precision {case.precision!r}. Expected one of: {PRECISIONS}.")
-    if case.kind in ("kerasdl", "keras_app"):
-        return run_keras_case(case)
-    if case.kind == "torch":
-        from kerasdl.bench.peers import run_torch_case
-
-        return run_torch_case(case)
-    if case.kind == "pipeline":
-        from kerasdl.bench.pipeline import run_pipeline_case
-
-        return run_pipeline_case(case)
-    from kerasdl.bench.flops import run_matmul_case
-
-    return run_matmul_case(case)
+    return RUNNERS[case.kind](case)
 
 
 def run_isolated(case: Case, timeout: float = 1800.0) -> dict[str, Any]:
