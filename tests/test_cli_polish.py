@@ -75,22 +75,7 @@ def test_no_command_names_its_output_option_output() -> None:
         assert "--output" not in shown, name
 
 
-@pytest.mark.parametrize(
-    "command",
-    [
-        pytest.param(
-            name,
-            marks=[
-                pytest.mark.xfail(
-                    strict=True, reason="serve --log-level has no help (kerasdl/commands/serve.py)"
-                )
-            ]
-            if name == "serve"
-            else [],
-        )
-        for name in _subparsers()
-    ],
-)
+@pytest.mark.parametrize("command", list(_subparsers()))
 def test_every_option_has_help(command: str) -> None:
     parser = _subparsers()[command]
     missing = [a.option_strings or a.dest for a in parser._actions if not a.help]

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import inspect
 import os
+
+from kerasdl.serving.limits import add_limit_arguments, limits_from_args
+from kerasdl.serving.safety import add_safety_arguments
 
 COMMAND = "serve"
 HELP = "serve exported models over TF Serving's REST API (port 8501) and gRPC API (--grpc-port)"
@@ -129,8 +131,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="seconds an idle keep-alive connection stays open (default 30)",
     )
     parser.add_argument(
-        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="server log level (default info)",
     )
+    add_limit_arguments(parser)
+    add_safety_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -186,6 +193,7 @@ def run(args: argparse.Namespace) -> int:
         batch_timeout_ms=args.batch_timeout_ms,
         num_threads=args.threads,
         batch_threads=args.batch_threads,
+        limits=limits_from_args(args),
     )
     kwargs = dict(
         host=args.host,
@@ -196,24 +204,10 @@ def run(args: argparse.Namespace) -> int:
         keep_alive_timeout=args.keep_alive_timeout,
     )
     repo = _repository(args)
-    takes_repository = "repository" in inspect.signature(serve).parameters
     grpc_server = _grpc_server(args, repo, config) if args.grpc_port else None
-    if grpc_server is not None and not takes_repository:
-        raise UserError(
-            "--grpc-port needs kerasdl.serving.server.serve(repository=...), which this version "
-            "lacks."
-        )
     try:
-        if takes_repository:
-            base = args.base or os.path.dirname(os.path.abspath(args.model_config_file))
-            serve(base, repository=repo, **kwargs)
-        elif args.base is not None and _default_repository_options(args):
-            serve(args.base, **kwargs)
-        else:  # kerasdl.serving.server.serve() does not take a repository yet
-            raise UserError(
-                "--model-config-file, --max-num-load-retries and --load-retry-interval-seconds "
-                "need kerasdl.serving.server.serve(repository=...), which this version lacks."
-            )
+        base = args.base or os.path.dirname(os.path.abspath(args.model_config_file))
+        serve(base, repository=repo, **kwargs)
     finally:
         if grpc_server is not None:
             grpc_server.stop()  # already stopped with the repository, unless startup failed
@@ -267,8 +261,5 @@ def _repository(args: argparse.Namespace):  # noqa: ANN202 - imported lazily
         config_poll_interval=args.model_config_file_poll_wait_seconds,
         max_load_retries=args.max_num_load_retries,
         load_retry_interval=args.load_retry_interval_seconds,
+        allow_unsafe_ops=args.allow_unsafe_ops,
     )
-
-
-def _default_repository_options(args: argparse.Namespace) -> bool:
-    return args.max_num_load_retries == 5 and args.load_retry_interval_seconds == 2.0

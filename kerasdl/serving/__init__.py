@@ -1,22 +1,32 @@
-"""A TensorFlow-Serving-compatible model server (Starlette + uvicorn).
+"""A TensorFlow-Serving-compatible model server (Starlette + uvicorn, and gRPC).
 
-See :mod:`kerasdl.serving.app` for the endpoints and docs/serving.md for a walkthrough.
+See :mod:`kerasdl.serving.app` for the endpoints and docs/serving.md for a walkthrough. The
+names below load on first use, so that ``kerasdl serve --help`` (which reads the limit and safety
+options from :mod:`kerasdl.serving.limits` and :mod:`kerasdl.serving.safety`) does not import the
+web server, TensorFlow or gRPC.
 """
 
-from kerasdl.serving.app import ServerConfig, create_app
-from kerasdl.serving.errors import ServingError
-from kerasdl.serving.model_config import ModelSpec, load_model_config
-from kerasdl.serving.repository import ModelRepository
-from kerasdl.serving.servable import Servable
-from kerasdl.serving.version_policy import VersionPolicy
+from __future__ import annotations
 
-__all__ = [
-    "ModelRepository",
-    "ModelSpec",
-    "Servable",
-    "ServerConfig",
-    "ServingError",
-    "VersionPolicy",
-    "create_app",
-    "load_model_config",
-]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "ServerConfig": "app",
+    "create_app": "app",
+    "ServingError": "errors",
+    "ModelSpec": "model_config",
+    "load_model_config": "model_config",
+    "ModelRepository": "repository",
+    "Servable": "servable",
+    "VersionPolicy": "version_policy",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"kerasdl.serving.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'kerasdl.serving' has no attribute {name!r}")
+
+
+__all__ = sorted(_EXPORTS)

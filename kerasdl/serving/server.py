@@ -34,8 +34,10 @@ def bind_socket(host: str, port: int) -> socket.socket:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as err:
         raise UserError(f"Cannot serve on --host {host}: {err.strerror}.") from None
-    family, _, _, _, address = infos[0]
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # The protocol too (IPPROTO_TCP, not 0): asyncio turns Nagle's algorithm off only on accepted
+    # sockets of that protocol; with 0 every answer waited for the client's delayed ACK (~40 ms).
+    family, socktype, proto, _, address = infos[0]
+    sock = socket.socket(family, socktype, proto)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if family == socket.AF_INET6:
