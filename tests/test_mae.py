@@ -11,6 +11,7 @@ import keras
 import numpy as np
 import pytest
 
+from kerasdl.errors import UserError
 from kerasdl.methods.mae import MAE, random_masking
 from kerasdl.models.vit import VisionTransformer
 
@@ -187,7 +188,7 @@ def test_old_construction_path_builds_the_reference_vit():
         "decoder_heads",
         "norm_pix_loss",
     }
-    with pytest.raises(ValueError, match="VisionTransformer"):
+    with pytest.raises(UserError, match="must be a registry Vision Transformer"):
         MAE(keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten()]))
 
 

@@ -31,6 +31,7 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
+from kerasdl.errors import UserError
 from kerasdl.layers.patch_embed import patchify, sincos_position_embeddings, unpatchify
 from kerasdl.layers.transformer import LN_EPSILON, TransformerEncoderBlock
 from kerasdl.methods.base import MethodModel, strip_empty
@@ -161,9 +162,10 @@ class MAE(MethodModel):
                 raise ValueError("MAE needs a VisionTransformer backbone (or an input_shape).")
             backbone = mae_vit(num_classes=num_classes, **own)
         if not isinstance(backbone, VisionTransformer):
-            raise ValueError(
-                "MAE's backbone must be a registry VisionTransformer (vit_*). "
-                f"Received: {type(backbone).__name__}"
+            raise UserError(
+                "method mae: the model must be a registry Vision Transformer (vit_*, e.g. "
+                f"vit_ti_16 resized with patch_size / hidden_dim). Received: {backbone.name!r} "
+                f"({type(backbone).__name__})"
             )
         if not 0.0 < mask_ratio < 1.0:
             raise ValueError(f"mask_ratio must be in (0, 1). Received: {mask_ratio}")
