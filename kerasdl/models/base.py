@@ -94,6 +94,9 @@ class Classifier(keras.Model):
       constructor, tuples as lists: a recipe's ``model:`` section is the constructor call, and
       ``from_config`` / ``.keras`` loading rebuild the model from it.
 
+    A subclass of a classifier with its own ``__init__`` is checked and configured by its own
+    signature: it names every argument it takes (its ``**kwargs`` are Keras's).
+
     Example:
         >>> class Tiny(Classifier):
         ...     def __init__(self, num_classes=10, input_shape=(8, 8, 1), width=16, **kwargs):
