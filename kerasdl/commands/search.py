@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from kerasdl.commands._args import add_recipe_arguments
+
 COMMAND = "search"
 HELP = "run a DARTS architecture search and write the genotype and cell drawings"
 DESCRIPTION = """Run a differentiable architecture search (DARTS, Liu et al. 2019) from a search
@@ -23,16 +25,11 @@ Example:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "recipe", metavar="RECIPE", nargs="?", help="search recipe (YAML); optional with --resume"
-    )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a recipe value, e.g. search.epochs=2 (repeatable)",
+    add_recipe_arguments(
+        parser,
+        recipe_metavar="RECIPE",
+        recipe_help="search recipe (YAML); optional with --resume",
+        example="search.epochs=2",
     )
     parser.add_argument("--quiet", action="store_true", help="no per-epoch progress lines")
     parser.add_argument("--fresh", action="store_true", help="never resume; start a new search")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from kerasdl.commands._args import add_recipe_arguments
+
 COMMAND = "train"
 HELP = "train a recipe (default: the quickstart recipe on the bundled digits data)"
 DESCRIPTION = """Train a YAML recipe with Keras fit and write a run folder.
@@ -18,15 +20,7 @@ to repeat the run in a new folder."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("recipe", nargs="?", help="YAML recipe (default: configs/quickstart.yaml)")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a recipe key, e.g. training.epochs=3 (repeatable; value parsed as YAML)",
-    )
+    add_recipe_arguments(parser, example="training.epochs=3")
     parser.add_argument("--fresh", action="store_true", help="never resume; start a new run")
     parser.add_argument(
         "--resume",
