@@ -104,17 +104,18 @@ def test_sync_batchnorm_mirrored_step_equals_single_device_step() -> None:
         TWO_CPUS
         + """
         import keras, kerasdl
-        from kerasdl.layers.normalization import sync_batch_norm
+        from kerasdl.layers.normalization import configure_batch_norm
         rng = np.random.default_rng(0)
         x = rng.random((32, 8, 8, 1), dtype=np.float32)
         x[16:] *= 3.0  # the two replicas' halves have different statistics
         y = keras.utils.to_categorical(rng.integers(0, 10, 32), 10)
 
         def one_step(strategy, sync):
-            with strategy.scope(), sync_batch_norm(sync):
+            with strategy.scope():
                 keras.utils.set_random_seed(1)
                 m = kerasdl.create_model("simple_cnn", num_classes=10, input_shape=(8, 8, 1),
                                          filters=[8], dropout=0.0)
+                configure_batch_norm(m, synchronized=sync)
                 m.compile(keras.optimizers.SGD(0.1),
                           keras.losses.CategoricalCrossentropy(from_logits=True))
             m.fit(tf.data.Dataset.from_tensor_slices((x, y)).batch(32), epochs=1, verbose=0)

@@ -198,3 +198,14 @@ def test_build_method_wraps_a_registry_vit_backbone():
     vit = _vit()
     mae = build_method("mae", vit, 3, decoder_dim=8, decoder_depth=1, decoder_heads=2, seed=0)
     assert isinstance(mae, MAE) and mae.backbone is vit and mae.inference_model is vit
+
+
+def test_a_recipe_mae_needs_a_vit_model():
+    """``method: mae`` wraps the recipe's model; a non-ViT model is a one-line user error, not
+    a ViT silently built in its place."""
+    import kerasdl
+    from kerasdl.methods import build_method
+
+    cnn = kerasdl.create_model("simple_cnn", num_classes=0, input_shape=(8, 8, 1), filters=[4])
+    with pytest.raises(UserError, match="must be a registry Vision Transformer"):
+        build_method("mae", cnn, 3, decoder_dim=8, decoder_depth=1, decoder_heads=2)

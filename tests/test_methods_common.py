@@ -11,8 +11,26 @@ SEMI = ["pi_model", "mean_teacher", "pseudo_label", "fixmatch"]
 SELF = ["simclr", "moco", "mae"]
 
 
+def tiny_vit(num_classes: int = 0):
+    """A registry ViT small enough for a test step (MAE's encoder)."""
+    return kerasdl.create_model(
+        "vit_ti_16",
+        num_classes=num_classes,
+        input_shape=(8, 8, 1),
+        patch_size=2,
+        hidden_dim=8,
+        num_layers=1,
+        num_heads=2,
+        mlp_dim=16,
+        position_embedding="sincos",
+        weight_init="mae",
+    )
+
+
 def tiny_backbone(name: str):
     classes = 3 if name in SEMI else 0
+    if name == "mae":
+        return tiny_vit(classes)
     return kerasdl.create_model(
         "simple_cnn", num_classes=classes, input_shape=(8, 8, 1), filters=[4, 8]
     )
@@ -22,15 +40,7 @@ def tiny_params(name: str) -> dict:
     return {
         "moco": {"queue_size": 16, "projection_dim": 8},
         "simclr": {"projection_dim": 8},
-        "mae": dict(
-            patch_size=2,
-            dim=8,
-            depth=1,
-            num_heads=2,
-            decoder_dim=8,
-            decoder_depth=1,
-            decoder_heads=2,
-        ),
+        "mae": dict(decoder_dim=8, decoder_depth=1, decoder_heads=2),
         "fixmatch": {"mu": 2, "threshold": 0.0},
         "pseudo_label": {"threshold": 0.0, "rampup_start": 0, "rampup_end": 0},
         "pi_model": {"rampup_steps": 0},

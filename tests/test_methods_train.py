@@ -110,6 +110,10 @@ def kerasdl_backbone(name):
     import kerasdl
 
     classes = 10 if name in SEMI else 0
+    if name == "mae":
+        from test_methods_common import tiny_vit
+
+        return tiny_vit(classes)
     return kerasdl.create_model(
         "simple_cnn", num_classes=classes, input_shape=(8, 8, 1), filters=[4, 8]
     )

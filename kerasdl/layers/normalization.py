@@ -18,8 +18,7 @@ References:
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import keras
@@ -65,28 +64,7 @@ class FlexibleGroupNorm(keras.layers.GroupNormalization):
         return config
 
 
-# Kept for the runner until it calls configure_batch_norm (see sync_batch_norm).
-_SYNC_BN = {"enabled": False}
-
-
-@contextlib.contextmanager
-def sync_batch_norm(enabled: bool = True) -> Iterator[None]:
-    """Deprecated: call ``configure_batch_norm(model, synchronized=True)`` on the built model.
-
-    Within this context, ``get_norm_layer("batch")`` makes synchronized batch norm (the layers
-    of a model built inside it). Kept only until its last callers switch.
-    """
-    previous = _SYNC_BN["enabled"]
-    _SYNC_BN["enabled"] = enabled
-    try:
-        yield
-    finally:
-        _SYNC_BN["enabled"] = previous
-
-
 def _batch(name, groups, momentum, epsilon, gamma, **kwargs):
-    if _SYNC_BN["enabled"]:
-        kwargs.setdefault("synchronized", True)
     return FusedBatchNormalization(
         momentum=momentum, epsilon=epsilon, gamma_initializer=gamma, name=name, **kwargs
     )

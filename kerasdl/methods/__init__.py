@@ -39,7 +39,7 @@ if TYPE_CHECKING:  # the method classes import Keras and TensorFlow: loaded on f
 
     from kerasdl.methods.fixmatch import FixMatch
     from kerasdl.methods.kinds import MethodKind
-    from kerasdl.methods.mae import MAE, MAEEncoder
+    from kerasdl.methods.mae import MAE
     from kerasdl.methods.mean_teacher import MeanTeacher
     from kerasdl.methods.moco import MoCo
     from kerasdl.methods.pi_model import PiModel
@@ -68,7 +68,7 @@ _TABLE: dict[str, tuple[str, str, str, str]] = {
     "moco": ("moco", "MoCo", "contrastive", ""),
     "mae": ("mae", "MAE", "masked", ""),
 }
-_CLASSES = {cls: module for module, cls, _, _ in _TABLE.values()} | {"MAEEncoder": "mae"}
+_CLASSES = {cls: module for module, cls, _, _ in _TABLE.values()}
 
 
 def _methods() -> dict[str, MethodEntry]:
@@ -119,10 +119,9 @@ def build_method(
 ) -> keras.Model:
     """Build method ``name`` around ``backbone`` with validated ``params``.
 
-    ``num_classes`` is used by the semi-supervised methods; MAE builds its own ViT encoder
-    (:class:`~kerasdl.methods.mae.MAEEncoder`) for the backbone's input shape unless
-    ``backbone`` already is one. Data-pipeline keys (``labels_per_class``, views options) are
-    accepted and ignored here.
+    ``num_classes`` is used by the semi-supervised methods; MAE's backbone must be a registry
+    Vision Transformer (its encoder). Data-pipeline keys (``labels_per_class``, views options)
+    are accepted and ignored here.
 
     Example:
         >>> net = kerasdl.create_model("simple_cnn", num_classes=10, input_shape=(16, 16, 1))
@@ -202,7 +201,6 @@ __all__ = [
     "SimCLRParams",
     "FixMatch",
     "MAE",
-    "MAEEncoder",
     "METHODS",
     "MeanTeacher",
     "MoCo",

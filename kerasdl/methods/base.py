@@ -131,6 +131,10 @@ class MethodModel(keras.Model):
                 loss = loss + tf.cast(penalty, loss.dtype)
             scaled = self.optimizer.scale_loss(loss / num_replicas())
         grads = tape.gradient(scaled, variables)
+        if not self.optimizer.built:  # over every trainable variable, even when a method updates
+            # fewer (SimCLR, MoCo): a backup restored into a fresh model, whose optimizer the
+            # runner builds over all of them, must find the same optimizer variables
+            self.optimizer.build(self.trainable_variables)
         self.optimizer.apply(grads, variables)
 
     def _log(self, values: dict[str, Any], names: list[str] | None = None) -> dict[str, Any]:

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from kerasdl.errors import UserError
-
 if TYPE_CHECKING:
     import keras
     import tensorflow as tf
@@ -164,13 +162,7 @@ class MaskedImage(_Unlabelled):
     val_options = {"crop_scale": (1.0, 1.0), "flip": False}
 
     def build(self, cls: type, backbone: keras.Model, num_classes: int, kw: dict) -> keras.Model:
-        from kerasdl.methods.mae import MAEEncoder
-
-        if isinstance(backbone, MAEEncoder):  # the encoder arguments come from the backbone
-            return cls(backbone, **kw)
-        if backbone is None:
-            raise UserError("method mae: needs a backbone (for its input shape) or an encoder.")
-        return cls(None, input_shape=tuple(backbone.input_shape[1:]), **kw)
+        return cls(backbone, num_classes, **kw)  # the recipe's ViT is the encoder
 
 
 def probe_metrics(

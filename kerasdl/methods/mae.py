@@ -39,10 +39,6 @@ from kerasdl.methods.losses import masked_patch_mse, patch_norm_stats
 from kerasdl.models.base import HEAD
 from kerasdl.models.vit import VisionTransformer
 
-# The MAE encoder is the registry ViT. The name stays until kerasdl.methods stops naming it
-# (build_method's isinstance check); nothing else uses it.
-MAEEncoder = VisionTransformer
-
 # Arguments of the old construction path, MAE(None, input_shape=..., patch_size=..., dim=...),
 # which builds the reference's ViT itself (see mae_vit); ignored when a backbone is given.
 _OWN_ENCODER_ARGS = ("input_shape", "patch_size", "dim", "depth", "num_heads", "mlp_ratio", "pool")

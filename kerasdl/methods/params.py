@@ -134,15 +134,11 @@ class MoCoParams(_ContrastiveParams):
 
 
 class MAEParams(_SelfParams):
-    """``method: {name: mae, ...}`` (He et al. 2022). The encoder is built from these values."""
+    """``method: {name: mae, ...}`` (He et al. 2022). The encoder is the recipe's model, a
+    registry Vision Transformer (``model: {name: vit_*, ...}``); these are the decoder, the
+    masking and the loss."""
 
     name: Literal["mae"] = "mae"
-    patch_size: Pos = 16
-    dim: Pos = 768
-    depth: Pos = 12
-    num_heads: Pos = 12
-    mlp_ratio: Annotated[float, Field(gt=0.0)] = 4.0
-    pool: Literal["cls", "mean"] = "cls"
     decoder_dim: Pos = 512
     decoder_depth: Pos = 8
     decoder_heads: Pos = 16

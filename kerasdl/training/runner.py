@@ -39,7 +39,7 @@ from kerasdl.config import RecipeConfig
 from kerasdl.data import load_data
 from kerasdl.data.datasets import make_datasets  # noqa: F401  (re-exported)
 from kerasdl.errors import UserError
-from kerasdl.layers.normalization import sync_batch_norm
+from kerasdl.layers.normalization import configure_batch_norm
 from kerasdl.runfolder import (  # noqa: F401  (trim_history: re-exported)
     RunFolder,
     RunLock,
@@ -119,8 +119,10 @@ def train(
         bundle.splits["train"].reduce(0, lambda n, _: n + 1)
     )
     steps_per_epoch = max(math.ceil(train_size / cfg.training.batch_size), 1)
-    with strategy.scope(), sync_batch_norm(d.sync_batchnorm):
+    with strategy.scope():
         model = task.build(steps_per_epoch, dist.lr_factor)
+        if d.sync_batchnorm:  # batch statistics over the global batch of all replicas
+            configure_batch_norm(model, synchronized=True)
     rng += cb.seed_generator_states(model)
 
     custom_loop = d.strategy == "multi_worker" or d.custom_loop
