@@ -12,6 +12,7 @@ normally if it never is. Points, in the order a run reaches them:
     backup_data        after the epoch's checkpoint data is written, before the state file
     backup_torn        a truncated checkpoint index and a temporary folder, then the kill
     between_epochs     at the start of the next epoch (everything of EPOCH is written)
+    preprocess_write   preprocess.json written but not renamed into place (EPOCH ignored)
     run_info_write     halfway through the final run_info.json (EPOCH ignored)
     metrics_write      halfway through metrics.json (EPOCH ignored)
 
@@ -126,6 +127,15 @@ def install(point: str, epoch: int) -> None:
         return original_json(path, data)
 
     runfolder.write_json_atomic = write_json_atomic
+
+    original_replace = os.replace
+
+    def replace(src, dst, *args, **kwargs):  # the rename that makes a written file visible
+        if point == "preprocess_write" and Path(dst).name == "preprocess.json":
+            _die(sig)  # written to its temporary file, not yet renamed
+        return original_replace(src, dst, *args, **kwargs)
+
+    os.replace = replace
     import kerasdl.training.runner as runner
 
     runner.write_json_atomic = write_json_atomic

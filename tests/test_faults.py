@@ -109,6 +109,7 @@ FAST = [
     ("history_write", 2, "same"),
     ("best_save", 1, "resume"),
     ("metrics_write", 0, "same"),
+    ("preprocess_write", 0, "same"),
 ]
 SLOW = [
     ("backup_data", 2, "same"),

@@ -46,7 +46,10 @@ class PreprocessSpec:
         return d
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_json(), indent=2))
+        """Write ``preprocess.json`` atomically (a run killed meanwhile leaves no half file)."""
+        from kerasdl import io
+
+        io.write_json(path, self.to_json(), indent=2)
 
     @classmethod
     def load(cls, path: str | Path) -> PreprocessSpec:
