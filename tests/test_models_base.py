@@ -96,7 +96,7 @@ def test_signature_is_the_constructor_s() -> None:
     assert spec.varargs is None
 
 
-FAMILY_MODELS = [n for n in list_models() if not n.startswith("vit_")]  # vit: not yet a Classifier
+FAMILY_MODELS = list_models()
 
 
 @pytest.mark.parametrize("name", FAMILY_MODELS)

@@ -39,8 +39,8 @@ from kerasdl.layers.transformer import (
     TransformerEncoderBlock,
     encoder_block_params,
 )
-from kerasdl.models.base import check_num_classes, classifier_head
-from kerasdl.registry import check_model_kwargs, register_model
+from kerasdl.models.base import Classifier, check_num_classes, classifier_head
+from kerasdl.registry import register_variants
 
 
 @keras.saving.register_keras_serializable(package="kerasdl")
@@ -82,7 +82,7 @@ POOLS = ("token", "avg", "none")
 
 
 @keras.saving.register_keras_serializable(package="kerasdl")
-class VisionTransformer(keras.Model):
+class VisionTransformer(Classifier):
     """Vision Transformer classifier (torchvision ``VisionTransformer``), also MAE's encoder.
 
     With the defaults this is torchvision's ViT. The options ``class_token``,
@@ -147,7 +147,6 @@ class VisionTransformer(keras.Model):
         weight_init: str = "torchvision",
         **kwargs: Any,
     ) -> None:
-        kwargs = check_model_kwargs(type(self), kwargs)
         check_num_classes(num_classes)
         h, w = int(input_shape[0]), int(input_shape[1])
         if h % patch_size or w % patch_size:
@@ -203,22 +202,7 @@ class VisionTransformer(keras.Model):
             x = keras.layers.Dense(representation_size, activation="tanh", name="pre_logits_fc")(x)
         outputs = classifier_head(x, num_classes, head_dropout)
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
-        self.num_classes = num_classes
-        self.input_shape_ = tuple(int(v) for v in input_shape)
-        self.patch_size = patch_size
-        self.hidden_dim = hidden_dim
-        self.num_layers = num_layers
-        self.num_heads = num_heads
-        self.mlp_dim = mlp_dim
-        self.dropout = dropout
-        self.attention_dropout = attention_dropout
-        self.drop_path = drop_path
-        self.representation_size = representation_size
-        self.pool = pool
-        self.head_dropout = head_dropout
-        self.class_token = bool(class_token)
-        self.position_embedding = position_embedding
-        self.weight_init = weight_init
+        self.class_token = bool(class_token)  # the config keeps the normalised form
 
     @property
     def patch_embed(self) -> PatchEmbedding:
@@ -252,27 +236,6 @@ class VisionTransformer(keras.Model):
         for block in self.blocks:
             x = block(x, training=training)  # (B, prefix + n, D)
         return self.get_layer("encoder_ln")(x)
-
-    def get_config(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "num_classes": self.num_classes,
-            "input_shape": list(self.input_shape_),
-            "patch_size": self.patch_size,
-            "hidden_dim": self.hidden_dim,
-            "num_layers": self.num_layers,
-            "num_heads": self.num_heads,
-            "mlp_dim": self.mlp_dim,
-            "dropout": self.dropout,
-            "attention_dropout": self.attention_dropout,
-            "drop_path": self.drop_path,
-            "representation_size": self.representation_size,
-            "pool": self.pool,
-            "head_dropout": self.head_dropout,
-            "class_token": self.class_token,
-            "position_embedding": self.position_embedding,
-            "weight_init": self.weight_init,
-        }
 
 
 def _encoder_layers(
@@ -361,25 +324,25 @@ def resize_vit(model: VisionTransformer, input_shape: tuple[int, int, int]) -> V
     return new
 
 
-# name: (patch_size, hidden_dim, num_layers, num_heads, mlp_dim), paper
-VIT_VARIANTS = {
-    "vit_ti_16": ((16, 192, 12, 3, 768), "Touvron et al. 2021 (DeiT-Ti)", 2021),
-    "vit_s_16": ((16, 384, 12, 6, 1536), "Touvron et al. 2021 (DeiT-S)", 2021),
-    "vit_b_16": ((16, 768, 12, 12, 3072), "Dosovitskiy et al. 2021", 2021),
-    "vit_b_32": ((32, 768, 12, 12, 3072), "Dosovitskiy et al. 2021", 2021),
-    "vit_l_16": ((16, 1024, 24, 16, 4096), "Dosovitskiy et al. 2021", 2021),
-    "vit_l_32": ((32, 1024, 24, 16, 4096), "Dosovitskiy et al. 2021", 2021),
-    "vit_h_14": ((14, 1280, 32, 16, 5120), "Dosovitskiy et al. 2021", 2021),
+VARIANTS = {
+    "vit_ti_16": dict(patch_size=16, hidden_dim=192, num_layers=12, num_heads=3, mlp_dim=768),
+    "vit_s_16": dict(patch_size=16, hidden_dim=384, num_layers=12, num_heads=6, mlp_dim=1536),
+    "vit_b_16": dict(patch_size=16, hidden_dim=768, num_layers=12, num_heads=12, mlp_dim=3072),
+    "vit_b_32": dict(patch_size=32, hidden_dim=768, num_layers=12, num_heads=12, mlp_dim=3072),
+    "vit_l_16": dict(patch_size=16, hidden_dim=1024, num_layers=24, num_heads=16, mlp_dim=4096),
+    "vit_l_32": dict(patch_size=32, hidden_dim=1024, num_layers=24, num_heads=16, mlp_dim=4096),
+    "vit_h_14": dict(patch_size=14, hidden_dim=1280, num_layers=32, num_heads=16, mlp_dim=5120),
 }
+# Each row's smallest input is two patches a side; DeiT-Ti/S are Touvron et al.'s sizes.
+_META = {name: dict(min_input=2 * row["patch_size"]) for name, row in VARIANTS.items()}
+_META["vit_ti_16"]["paper"] = "Touvron et al. 2021 (DeiT-Ti)"
+_META["vit_s_16"]["paper"] = "Touvron et al. 2021 (DeiT-S)"
 
-for _name, ((_p, _d, _l, _h, _m), _paper, _year) in VIT_VARIANTS.items():
-    register_model(
-        _name,
-        VisionTransformer,
-        dict(patch_size=_p, hidden_dim=_d, num_layers=_l, num_heads=_h, mlp_dim=_m),
-        family="vit",
-        paper=_paper,
-        year=_year,
-        default_input=(224, 224, 3),
-        min_input=2 * _p,
-    )
+register_variants(
+    VisionTransformer,
+    VARIANTS,
+    family="vit",
+    paper="Dosovitskiy et al. 2021",
+    year=2021,
+    meta=_META,
+)
