@@ -5,6 +5,12 @@
 * :func:`exported` -- that run exported as ``<base>/digits/1``.
 * :func:`staged_version` -- a second, different model (the head biased towards class 0) exported to
   a staging folder, to be renamed into a served model folder (a version swap).
+* :func:`tiny` -- a tiny SavedModel whose only output is the number it was built with.
+
+And the helpers the serving tests share: :func:`model_base` (a fresh base serving the exported
+digits model), :func:`free_port`, :func:`call` (one raw HTTP request), :func:`wait_until`,
+:class:`UvicornThread` (an app served in a thread), :func:`start_serve` and :func:`wait_ready`
+(``kerasdl serve`` in a subprocess, and waiting until it is ready).
 """
 
 from __future__ import annotations
@@ -13,14 +19,21 @@ import atexit
 import functools
 import http.client
 import json
+import os
 import shutil
 import socket
+import subprocess
+import sys
 import tempfile
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+ROOT = Path(__file__).resolve().parents[1]
 _ROOT = Path(tempfile.mkdtemp(prefix="kerasdl-serving-tests-"))
 atexit.register(shutil.rmtree, _ROOT, True)
 
@@ -125,9 +138,36 @@ def staged_version() -> Path:
     return export_saved_model(model, spec, _ROOT / "staging", "digits", version=1)
 
 
+@functools.cache
+def tiny(value: int) -> Path:
+    """A SavedModel whose ``serving_default`` maps x (N, 2) to {"version": value} per row."""
+    import tensorflow as tf
+
+    class Tiny(tf.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.value = tf.Variable(float(value))
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 2], tf.float32)], autograph=False)
+        def serve(self, x):
+            return {"version": tf.reduce_sum(x, axis=1) * 0.0 + self.value}
+
+    module = Tiny()
+    path = fresh_dir(f"tiny-{value}") / "model"
+    tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve})
+    return path
+
+
 def fresh_dir(name: str) -> Path:
     path = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=_ROOT))
     return path
+
+
+def model_base(name: str) -> Path:
+    """A fresh model base folder serving :func:`exported` as ``digits/1``."""
+    base = fresh_dir(name)
+    shutil.copytree(exported(), base / "digits" / "1")
+    return base
 
 
 def free_port() -> int:
@@ -155,3 +195,88 @@ def call(
         return resp.status, json.loads(text) if text else None
     finally:
         conn.close()
+
+
+def wait_until(
+    cond: Callable[[], bool], what: str, timeout: float = 60.0, poll: float = 0.02
+) -> None:
+    """Poll ``cond`` every ``poll`` seconds; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(poll)
+
+
+class UvicornThread:
+    """uvicorn serving ``app`` in a thread on a free loopback port (``self.port``)."""
+
+    def __init__(self, app: Any, start_timeout: float = 60.0, stop_timeout: float = 30.0) -> None:
+        import uvicorn
+
+        self.port = free_port()
+        self.app = app
+        self.start_timeout, self.stop_timeout = start_timeout, stop_timeout
+        self.server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
+        )
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> Any:
+        self.thread.start()
+        deadline = time.monotonic() + self.start_timeout
+        while not self.server.started:
+            assert time.monotonic() < deadline and self.thread.is_alive(), "server did not start"
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=self.stop_timeout)
+
+
+def serve_env() -> dict[str, str]:
+    """The environment of a server subprocess: quiet TensorFlow, this checkout importable."""
+    return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(ROOT)}
+
+
+def serve_command(base: Path, port: int, *options: str) -> list[str]:
+    """``python -m kerasdl serve BASE --port PORT [options]``."""
+    return [sys.executable, "-m", "kerasdl", "serve", str(base), "--port", str(port), *options]
+
+
+def start_serve(base: Path, port: int, *options: str) -> subprocess.Popen:
+    """``kerasdl serve`` in a subprocess, its stdout and stderr on ``proc.stdout``."""
+    return subprocess.Popen(
+        serve_command(base, port, *options),
+        env=serve_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def wait_ready(
+    port: int,
+    proc: subprocess.Popen,
+    timeout: float,
+    output: Callable[[], str] | None = None,
+) -> None:
+    """Wait until the server process on ``port`` answers ``/readyz`` with 200.
+
+    Fails if the process exits (with the tail of ``output()``, by default its stdout) or after
+    ``timeout`` seconds.
+    """
+    if output is None:
+
+        def output() -> str:
+            return proc.stdout.read().decode()[-2000:]
+
+    deadline = time.monotonic() + timeout
+    while True:
+        assert proc.poll() is None, output()
+        assert time.monotonic() < deadline, "server not ready"
+        try:
+            if call(port, "GET", "/readyz", timeout=2)[0] == 200:
+                break
+        except OSError:
+            pass
+        time.sleep(0.2)

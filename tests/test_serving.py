@@ -6,10 +6,7 @@ import asyncio
 import base64
 import importlib.util
 import os
-import shutil
 import signal
-import subprocess
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -21,26 +18,34 @@ import pytest
 try:
     from conftest_serving import (
         CLASS_NAMES,
+        UvicornThread,
         call,
         digits_data,
         digits_uint8,
         exported,
         free_port,
         fresh_dir,
+        model_base,
         png_bytes,
         staged_version,
+        start_serve,
+        wait_ready,
     )
 except ImportError:  # tests/ imported as a package
     from tests.conftest_serving import (
         CLASS_NAMES,
+        UvicornThread,
         call,
         digits_data,
         digits_uint8,
         exported,
         free_port,
         fresh_dir,
+        model_base,
         png_bytes,
         staged_version,
+        start_serve,
+        wait_ready,
     )
 
 pytest.importorskip("starlette")
@@ -56,42 +61,17 @@ MAX_BATCH = 16
 ROOT = Path(__file__).resolve().parents[1]
 
 
-class InProcessServer:
+class InProcessServer(UvicornThread):
     """uvicorn serving ``base`` in a thread on a free loopback port."""
 
     def __init__(self, base: Path, config: ServerConfig, poll: float = 0.1) -> None:
-        import uvicorn
-
-        self.port = free_port()
-        self.app = create_app(ModelRepository(base, poll_interval=poll), config)
-        self.server = uvicorn.Server(
-            uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning")
-        )
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> InProcessServer:
-        self.thread.start()
-        deadline = time.monotonic() + 60
-        while not self.server.started:
-            assert time.monotonic() < deadline and self.thread.is_alive(), "server did not start"
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=30)
-
-
-def _model_base(name: str) -> Path:
-    base = fresh_dir(name)
-    shutil.copytree(exported(), base / "digits" / "1")
-    return base
+        super().__init__(create_app(ModelRepository(base, poll_interval=poll), config))
 
 
 @pytest.fixture(scope="module")
 def server():
     config = ServerConfig(max_body_bytes=MAX_BODY, max_batch=MAX_BATCH)
-    with InProcessServer(_model_base("endpoints"), config) as srv:
+    with InProcessServer(model_base("endpoints"), config) as srv:
         yield srv
 
 
@@ -363,7 +343,7 @@ def test_batcher_merges_concurrent_requests_and_isolates_failures():
 
 
 def test_load_with_version_swap_and_broken_version():
-    base = _model_base("load")
+    base = model_base("load")
     config = ServerConfig(max_body_bytes=MAX_BODY, max_batch=MAX_BATCH, batching=True)
     x, y = digits_data()
     # Digits that version 1 classifies as something other than 0: version 2 always answers "zero".
@@ -447,23 +427,12 @@ def test_load_with_version_swap_and_broken_version():
 
 
 def test_cli_server_client_smoke_and_sigterm_finishes_in_flight(capsys):
-    base = _model_base("cli")
+    base = model_base("cli")
     port = free_port()
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "-m", "kerasdl", "serve", str(base), "--port", str(port)]
-    cmd += ["--batching", "--batch-timeout-ms", "1500", "--poll-interval", "0"]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    options = ["--batching", "--batch-timeout-ms", "1500", "--poll-interval", "0"]
+    proc = start_serve(base, port, *options)
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            assert proc.poll() is None, proc.stdout.read().decode()[-2000:]
-            assert time.monotonic() < deadline, "server not ready"
-            try:
-                if call(port, "GET", "/readyz", timeout=2)[0] == 200:
-                    break
-            except OSError:
-                pass
-            time.sleep(0.2)
+        wait_ready(port, proc, timeout=90)
         spec = importlib.util.spec_from_file_location(
             "serve_client", ROOT / "apps" / "serve_client.py"
         )

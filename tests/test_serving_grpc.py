@@ -8,12 +8,9 @@ the REST app starts and stops), plus one ``kerasdl serve`` subprocess stopped wi
 from __future__ import annotations
 
 import functools
-import os
 import shutil
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -24,23 +21,33 @@ import pytest
 
 try:
     from conftest_serving import (
+        UvicornThread,
         call,
         digits_data,
         digits_uint8,
         exported,
         free_port,
         fresh_dir,
+        model_base,
         png_bytes,
+        start_serve,
+        tiny,
+        wait_until,
     )
 except ImportError:  # tests/ imported as a package
     from tests.conftest_serving import (
+        UvicornThread,
         call,
         digits_data,
         digits_uint8,
         exported,
         free_port,
         fresh_dir,
+        model_base,
         png_bytes,
+        start_serve,
+        tiny,
+        wait_until,
     )
 
 grpc = pytest.importorskip("grpc")
@@ -64,44 +71,28 @@ from kerasdl.serving.app import ServerConfig, create_app  # noqa: E402
 from kerasdl.serving.grpc_server import GrpcServer  # noqa: E402
 from kerasdl.serving.repository import ModelRepository  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
 MAX_BATCH = 16
 MAX_MESSAGE = 256 * 1024
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 
 
-class Servers:
+class Servers(UvicornThread):
     """REST (uvicorn, in a thread) and gRPC over one repository, as ``kerasdl serve`` runs them."""
 
     def __init__(self, repo: ModelRepository, config: ServerConfig | None = None, **grpc_kw):
-        import uvicorn
-
         self.repo = repo
         self.config = config or ServerConfig(max_batch=MAX_BATCH)
         self.grpc = GrpcServer(repo, self.config, port=0, **grpc_kw)
         self.grpc_port = self.grpc.bind()
         self.grpc.attach(repo)
-        self.port = free_port()
-        app = create_app(repo, self.config)
-        uv = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
-        self.server = uvicorn.Server(uv)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        super().__init__(create_app(repo, self.config), start_timeout=120, stop_timeout=60)
         self.channel = grpc.insecure_channel(f"127.0.0.1:{self.grpc_port}")
         self.predictions = prediction_service_pb2_grpc.PredictionServiceStub(self.channel)
         self.models = model_service_pb2_grpc.ModelServiceStub(self.channel)
 
-    def __enter__(self) -> Servers:
-        self.thread.start()
-        deadline = time.monotonic() + 120
-        while not self.server.started:
-            assert time.monotonic() < deadline and self.thread.is_alive(), "server did not start"
-            time.sleep(0.02)
-        return self
-
     def __exit__(self, *exc: object) -> None:
         self.channel.close()
-        self.server.should_exit = True
-        self.thread.join(timeout=60)
+        super().__exit__(*exc)
 
 
 def _error(rpc, request) -> tuple[grpc.StatusCode, str]:
@@ -128,33 +119,10 @@ def _status(servers: Servers, name: str, version: int | None = None) -> dict[int
     return {s.version: state.Name(s.state) for s in response.model_version_status}
 
 
-def wait_until(predicate, what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
+wait_until = functools.partial(wait_until, poll=0.05)
 
 
 # --- models -----------------------------------------------------------------------------------
-
-
-@functools.cache
-def tiny(value: int) -> Path:
-    """A SavedModel whose ``serving_default`` maps x (N, 2) to {"version": value} per row."""
-
-    class Tiny(tf.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.value = tf.Variable(float(value))
-
-        @tf.function(input_signature=[tf.TensorSpec([None, 2], tf.float32)], autograph=False)
-        def serve(self, x):
-            return {"version": tf.reduce_sum(x, axis=1) * 0.0 + self.value}
-
-    module = Tiny()
-    path = fresh_dir(f"grpc-tiny-{value}") / "model"
-    tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve})
-    return path
 
 
 LABELS = [b"low", b"high"]
@@ -209,8 +177,7 @@ def _example(x0: float, x1: float | None = None) -> tf.train.Example:
 
 @pytest.fixture(scope="module")
 def servers():
-    base = fresh_dir("grpc")
-    shutil.copytree(exported(), base / "digits" / "1")
+    base = model_base("grpc")
     shutil.copytree(example_model(), base / "ex" / "1")
     repo = ModelRepository(base, poll_interval=0.0)
     with Servers(repo, max_message_bytes=MAX_MESSAGE) as srv:
@@ -678,14 +645,10 @@ def test_serve_cli_grpc_port_errors_are_one_line(capsys):
 
 def test_cli_serves_rest_and_grpc_in_one_process_and_sigterm_stops_both():
     x, _ = digits_data()
-    base = fresh_dir("grpc-sigterm")
-    shutil.copytree(exported(), base / "digits" / "1")
+    base = model_base("grpc-sigterm")
     port, grpc_port = free_port(), free_port()
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "-m", "kerasdl", "serve", str(base), "--port", str(port)]
-    cmd += ["--grpc-port", str(grpc_port), "--batching", "--batch-timeout-ms", "300"]
-    cmd += ["--batch-threads", "1"]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    options = ["--grpc-port", str(grpc_port), "--batching", "--batch-timeout-ms", "300"]
+    proc = start_serve(base, port, *options, "--batch-threads", "1")
     channel = grpc.insecure_channel(f"127.0.0.1:{grpc_port}")
     try:
         stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)

@@ -15,24 +15,37 @@ import socket
 import struct
 import subprocess
 import sys
-import threading
 import time
 import zlib
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 try:
-    from conftest_serving import call, digits_data, exported, free_port, fresh_dir, png_bytes
-except ImportError:  # tests/ imported as a package
-    from tests.conftest_serving import (
+    from conftest_serving import (
+        UvicornThread,
         call,
         digits_data,
         exported,
         free_port,
-        fresh_dir,
+        model_base,
         png_bytes,
+        serve_command,
+        serve_env,
+        wait_ready,
+    )
+except ImportError:  # tests/ imported as a package
+    from tests.conftest_serving import (
+        UvicornThread,
+        call,
+        digits_data,
+        exported,
+        free_port,
+        model_base,
+        png_bytes,
+        serve_command,
+        serve_env,
+        wait_ready,
     )
 
 pytest.importorskip("starlette")
@@ -41,7 +54,6 @@ pytest.importorskip("uvicorn")
 from kerasdl.serving.images import UnreadableImage, image_size  # noqa: E402
 from kerasdl.serving.limits import MIN_IMAGE_PIXELS, Limits, image_pixel_limit  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
 PREDICT = "/v1/models/digits:predict"
 HEADER_TIMEOUT = 1.0
 BODY_TIMEOUT = 2.0
@@ -64,28 +76,18 @@ class ServerProcess:
     """``kerasdl.serving.server.serve`` in its own process, its log in a file."""
 
     def __init__(self, header: float, body: float, conns: int) -> None:
-        self.base = fresh_dir("hostile")
-        import shutil
-
-        shutil.copytree(exported(), self.base / "digits" / "1")
+        self.base = model_base("hostile")
         self.port = free_port()
         self.log_path = self.base / "server.log"
-        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(ROOT)}
         args = [str(self.base), str(self.port), str(header), str(body), str(conns)]
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", _SERVER, *args], env=env, stdout=self._log, stderr=self._log
+            [sys.executable, "-c", _SERVER, *args],
+            env=serve_env(),
+            stdout=self._log,
+            stderr=self._log,
         )
-        deadline = time.monotonic() + 120
-        while True:
-            assert self.proc.poll() is None, self.log()[-3000:]
-            assert time.monotonic() < deadline, "server not ready"
-            try:
-                if call(self.port, "GET", "/readyz", timeout=2)[0] == 200:
-                    break
-            except OSError:
-                pass
-            time.sleep(0.2)
+        wait_ready(self.port, self.proc, timeout=120, output=lambda: self.log()[-3000:])
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -249,35 +251,20 @@ def test_image_limit_is_configurable_and_follows_the_model_input():
 
 
 def test_image_limit_option_reaches_the_server():
-    import uvicorn
-
     from kerasdl.serving.app import ServerConfig, create_app
     from kerasdl.serving.repository import ModelRepository
 
-    base = fresh_dir("pixels")
-    import shutil
-
-    shutil.copytree(exported(), base / "digits" / "1")
+    base = model_base("pixels")
     config = ServerConfig(limits=Limits(max_image_pixels=20 * 20))
-    port = free_port()
     app = create_app(ModelRepository(base, poll_interval=0), config)
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 60
-        while not srv.started:
-            assert time.monotonic() < deadline and thread.is_alive()
-            time.sleep(0.02)
+    with UvicornThread(app) as srv:
+        port = srv.port
         small, big = png_bytes(np.zeros((20, 20), "uint8")), png_bytes(np.zeros((21, 20), "uint8"))
         req = {"signature_name": "serving_bytes", "instances": [_b64(small), _b64(big)]}
         status, body = call(port, "POST", PREDICT, req)
         assert status == 400 and "example 1: a 20x21 PNG image (420 pixels)" in body["error"]
         req["instances"] = [_b64(small)]
         assert call(port, "POST", PREDICT, req)[0] == 200
-    finally:
-        srv.should_exit = True
-        thread.join(timeout=30)
 
 
 def _pil(image, fmt: str, **kw) -> bytes:
@@ -464,17 +451,13 @@ def test_client_hanging_up_mid_body_logs_one_line(server):
 
 
 def test_port_in_use_fails_at_once_with_one_line():
-    base = fresh_dir("busy")
-    import shutil
-
-    shutil.copytree(exported(), base / "digits" / "1")
+    base = model_base("busy")
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(ROOT)}
-        cmd = [sys.executable, "-m", "kerasdl", "serve", str(base), "--port", str(port)]
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+        cmd = serve_command(base, port)
+        proc = subprocess.run(cmd, env=serve_env(), capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2, proc.stderr[-2000:]
     out = proc.stdout + proc.stderr
     assert f"Port {port} on 127.0.0.1 is already in use" in out

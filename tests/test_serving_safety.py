@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 
 try:
-    from conftest_serving import call, exported, free_port, fresh_dir
+    from conftest_serving import UvicornThread, call, exported, fresh_dir
 except ImportError:  # tests/ imported as a package
-    from tests.conftest_serving import call, exported, free_port, fresh_dir
+    from tests.conftest_serving import UvicornThread, call, exported, fresh_dir
 
 from kerasdl.serving.graph_walk import UNDEFINED  # noqa: E402
 from kerasdl.serving.repository import ModelRepository  # noqa: E402
@@ -443,26 +443,12 @@ def test_registry_resnet50_export_passes_quickly():
 
 def test_status_over_http_shows_the_refusal():
     pytest.importorskip("uvicorn")
-    import threading
-    import time
-
-    import uvicorn
-
     from kerasdl.serving.app import ServerConfig, create_app
 
     target = _target("http")
     repo, _ = _serve(write_in_signature(target), name="evil")
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(repo, ServerConfig()), port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 60
-        while not server.started:
-            assert time.monotonic() < deadline and thread.is_alive()
-            time.sleep(0.02)
+    with UvicornThread(create_app(repo, ServerConfig())) as server:
+        port = server.port
         code, body = call(port, "GET", "/v1/models/evil")
         assert code == 200
         (status,) = body["model_version_status"]
@@ -472,9 +458,6 @@ def test_status_over_http_shows_the_refusal():
         code, body = call(port, "POST", "/v1/models/evil:predict", {"instances": [[0.0, 0.0]]})
         assert code == 404, body
         assert call(port, "GET", "/readyz")[0] == 503
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
     assert not os.path.exists(target)
 
 

@@ -9,15 +9,12 @@ model loads, so an outage window between unloading one version and loading anoth
 
 from __future__ import annotations
 
-import functools
 import http.client
 import inspect
 import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -27,15 +24,32 @@ import numpy as np
 import pytest
 
 try:
-    from conftest_serving import call, digits_data, exported, free_port, fresh_dir, staged_version
-except ImportError:  # tests/ imported as a package
-    from tests.conftest_serving import (
+    from conftest_serving import (
+        UvicornThread,
         call,
         digits_data,
-        exported,
         free_port,
         fresh_dir,
+        model_base,
         staged_version,
+        start_serve,
+        tiny,
+        wait_ready,
+        wait_until,
+    )
+except ImportError:  # tests/ imported as a package
+    from tests.conftest_serving import (
+        UvicornThread,
+        call,
+        digits_data,
+        free_port,
+        fresh_dir,
+        model_base,
+        staged_version,
+        start_serve,
+        tiny,
+        wait_ready,
+        wait_until,
     )
 
 pytest.importorskip("starlette")
@@ -56,32 +70,11 @@ from kerasdl.serving.version_policy import (  # noqa: E402
     next_action,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
 LOAD_DELAY = 0.3
 X = [[1.0, 2.0]]
 
 
 # --- fixtures -------------------------------------------------------------------------------
-
-
-@functools.cache
-def tiny(value: int) -> Path:
-    """A SavedModel whose ``serving_default`` maps x (N, 2) to {"version": value} per row."""
-    import tensorflow as tf
-
-    class Tiny(tf.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.value = tf.Variable(float(value))
-
-        @tf.function(input_signature=[tf.TensorSpec([None, 2], tf.float32)], autograph=False)
-        def serve(self, x):
-            return {"version": tf.reduce_sum(x, axis=1) * 0.0 + self.value}
-
-    module = Tiny()
-    path = fresh_dir(f"tiny-{value}") / "model"
-    tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve})
-    return path
 
 
 def put(base: Path, model: str, version: int, value: int | None = None) -> Path:
@@ -104,31 +97,12 @@ def slow_loads(monkeypatch):
     monkeypatch.setattr(repository_module, "Servable", SlowServable)
 
 
-class Server:
+class Server(UvicornThread):
     """uvicorn serving a repository in a thread on a free loopback port."""
 
     def __init__(self, repo: ModelRepository, config: ServerConfig | None = None) -> None:
-        import uvicorn
-
+        super().__init__(create_app(repo, config or ServerConfig()))
         self.repo = repo
-        self.port = free_port()
-        self.app = create_app(repo, config or ServerConfig())
-        self.server = uvicorn.Server(
-            uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning")
-        )
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> Server:
-        self.thread.start()
-        deadline = time.monotonic() + 60
-        while not self.server.started:
-            assert time.monotonic() < deadline and self.thread.is_alive(), "server did not start"
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=30)
 
 
 class Clients:
@@ -218,13 +192,6 @@ class StatusWatcher:
             if state not in ("START", "UNLOADING") and (not out or out[-1] != state):
                 out.append(state)
         return out
-
-
-def wait_until(cond: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
 
 
 def states(repo: ModelRepository, name: str, version: int) -> list[str]:
@@ -710,21 +677,10 @@ def test_cli_sigterm_under_load_finishes_requests_in_flight():
     base = fresh_dir("sigterm")
     put(base, "m", 1)
     port = free_port()
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "-m", "kerasdl", "serve", str(base), "--port", str(port)]
-    cmd += ["--batching", "--batch-timeout-ms", "400", "--batch-threads", "1"]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    options = ["--batching", "--batch-timeout-ms", "400", "--batch-threads", "1"]
+    proc = start_serve(base, port, *options)
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert proc.poll() is None, proc.stdout.read().decode()[-2000:]
-            assert time.monotonic() < deadline, "server not ready"
-            try:
-                if call(port, "GET", "/readyz", timeout=2)[0] == 200:
-                    break
-            except OSError:
-                pass
-            time.sleep(0.2)
+        wait_ready(port, proc, timeout=120)
         _shutdown_under_load(port, lambda: proc.send_signal(signal.SIGTERM), clients=8)
         assert proc.wait(timeout=60) in (0, -signal.SIGTERM)
     finally:
@@ -759,8 +715,7 @@ def test_serve_cli_model_config_errors_are_one_line(tmp_path, capsys):
 @pytest.mark.slow
 def test_digits_model_rollback_and_delete_under_eight_clients():
     x, _ = digits_data()
-    base = fresh_dir("digits-versions")
-    shutil.copytree(exported(), base / "digits" / "1")
+    base = model_base("digits-versions")
     repo = new_repo(base, poll_interval=0.5, load_retry_interval=0.5)
     url = "/v1/models/digits:predict"
     with Server(repo) as srv:
