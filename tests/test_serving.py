@@ -14,39 +14,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-try:
-    from conftest_serving import (
-        CLASS_NAMES,
-        UvicornThread,
-        call,
-        digits_data,
-        digits_uint8,
-        exported,
-        free_port,
-        fresh_dir,
-        model_base,
-        png_bytes,
-        staged_version,
-        start_serve,
-        wait_ready,
-    )
-except ImportError:  # tests/ imported as a package
-    from tests.conftest_serving import (
-        CLASS_NAMES,
-        UvicornThread,
-        call,
-        digits_data,
-        digits_uint8,
-        exported,
-        free_port,
-        fresh_dir,
-        model_base,
-        png_bytes,
-        staged_version,
-        start_serve,
-        wait_ready,
-    )
+from conftest_serving import (
+    CLASS_NAMES,
+    UvicornThread,
+    call,
+    digits_data,
+    digits_uint8,
+    exported,
+    free_port,
+    fresh_dir,
+    model_base,
+    png_bytes,
+    staged_version,
+    start_serve,
+    wait_ready,
+)
 
 pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")

@@ -18,37 +18,20 @@ from typing import Any
 
 import numpy as np
 import pytest
-
-try:
-    from conftest_serving import (
-        UvicornThread,
-        call,
-        digits_data,
-        digits_uint8,
-        exported,
-        free_port,
-        fresh_dir,
-        model_base,
-        png_bytes,
-        start_serve,
-        tiny,
-        wait_until,
-    )
-except ImportError:  # tests/ imported as a package
-    from tests.conftest_serving import (
-        UvicornThread,
-        call,
-        digits_data,
-        digits_uint8,
-        exported,
-        free_port,
-        fresh_dir,
-        model_base,
-        png_bytes,
-        start_serve,
-        tiny,
-        wait_until,
-    )
+from conftest_serving import (
+    UvicornThread,
+    call,
+    digits_data,
+    digits_uint8,
+    exported,
+    free_port,
+    fresh_dir,
+    model_base,
+    png_bytes,
+    start_serve,
+    tiny,
+    wait_until,
+)
 
 grpc = pytest.importorskip("grpc")
 pytest.importorskip("tensorflow_serving")

@@ -20,33 +20,18 @@ import zlib
 
 import numpy as np
 import pytest
-
-try:
-    from conftest_serving import (
-        UvicornThread,
-        call,
-        digits_data,
-        exported,
-        free_port,
-        model_base,
-        png_bytes,
-        serve_command,
-        serve_env,
-        wait_ready,
-    )
-except ImportError:  # tests/ imported as a package
-    from tests.conftest_serving import (
-        UvicornThread,
-        call,
-        digits_data,
-        exported,
-        free_port,
-        model_base,
-        png_bytes,
-        serve_command,
-        serve_env,
-        wait_ready,
-    )
+from conftest_serving import (
+    UvicornThread,
+    call,
+    digits_data,
+    exported,
+    free_port,
+    model_base,
+    png_bytes,
+    serve_command,
+    serve_env,
+    wait_ready,
+)
 
 pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")

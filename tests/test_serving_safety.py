@@ -17,11 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-try:
-    from conftest_serving import UvicornThread, call, exported, fresh_dir
-except ImportError:  # tests/ imported as a package
-    from tests.conftest_serving import UvicornThread, call, exported, fresh_dir
+from conftest_serving import UvicornThread, call, exported, fresh_dir
 
 from kerasdl.serving.graph_walk import UNDEFINED  # noqa: E402
 from kerasdl.serving.repository import ModelRepository  # noqa: E402

@@ -22,35 +22,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-try:
-    from conftest_serving import (
-        UvicornThread,
-        call,
-        digits_data,
-        free_port,
-        fresh_dir,
-        model_base,
-        staged_version,
-        start_serve,
-        tiny,
-        wait_ready,
-        wait_until,
-    )
-except ImportError:  # tests/ imported as a package
-    from tests.conftest_serving import (
-        UvicornThread,
-        call,
-        digits_data,
-        free_port,
-        fresh_dir,
-        model_base,
-        staged_version,
-        start_serve,
-        tiny,
-        wait_ready,
-        wait_until,
-    )
+from conftest_serving import (
+    UvicornThread,
+    call,
+    digits_data,
+    free_port,
+    fresh_dir,
+    model_base,
+    staged_version,
+    start_serve,
+    tiny,
+    wait_ready,
+    wait_until,
+)
 
 pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")
