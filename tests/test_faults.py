@@ -347,3 +347,31 @@ def test_backup_of_a_method_that_updates_part_of_its_variables_restores(
     assert cb.restore_backup(fresh, cb.TrainingState("min"), tmp_path / "backup").endswith("ckpt-1")
     for a, b in zip(fresh.optimizer.variables, trained.optimizer.variables, strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_a_run_folder_in_use_is_neither_resumed_nor_taken_over(tmp_path: Path) -> None:
+    """While a process trains in a folder (its lock held), the same recipe started again gets a
+    new folder, and ``--resume`` of that folder is a one-line error; once the lock is released
+    (the process ended, even by kill -9) the folder is found again."""
+    from kerasdl.config import load_recipe
+    from kerasdl.errors import UserError
+    from kerasdl.runfolder import RunLock, find_unfinished_run
+    from kerasdl.training.runner import _open_run_folder
+
+    cfg = load_recipe(_recipe(tmp_path), [f"run.output_dir={tmp_path / 'runs'}"])
+    run_dir = tmp_path / "runs" / "f" / "r1"
+    run_dir.mkdir(parents=True)
+    cfg.dump_yaml(run_dir / "config.yaml")
+    held = RunLock(run_dir)
+    assert held.acquire()
+    try:
+        assert RunLock.held(run_dir)
+        assert find_unfinished_run(cfg) is None
+        with pytest.raises(UserError, match="in use by another kerasdl process"):
+            _open_run_folder(cfg, fresh=False, resume_dir=run_dir, chief=True)
+    finally:
+        held.release()
+    assert find_unfinished_run(cfg) == run_dir
+    folder, resuming, lock = _open_run_folder(cfg, fresh=False, resume_dir=None, chief=True)
+    assert folder.path == run_dir and resuming
+    lock.release()
