@@ -372,6 +372,11 @@ class RecipeConfig(Section):
                 f"{self.distribute.strategy!r} (Keras's multi-step loop fails on finite datasets "
                 "under tf.distribute); use auto or 1"
             )
+        if self.run.deterministic and self.method:
+            raise ValueError(
+                "run.deterministic is supported for supervised recipes; a method: run keeps one "
+                "data iterator across epochs, whose read-ahead position is not saved with backups"
+            )
         return self
 
     def to_dict(self) -> dict[str, Any]:

@@ -375,3 +375,14 @@ def test_a_run_folder_in_use_is_neither_resumed_nor_taken_over(tmp_path: Path) -
     folder, resuming, lock = _open_run_folder(cfg, fresh=False, resume_dir=None, chief=True)
     assert folder.path == run_dir and resuming
     lock.release()
+
+
+def test_deterministic_method_recipe_is_rejected_before_tensorflow(tmp_path: Path) -> None:
+    done = _kerasdl(
+        tmp_path,
+        str(_recipe(tmp_path, method={"name": "fixmatch"})),
+        "--set",
+        "run.deterministic=true",
+    )
+    assert done.returncode == 2 and "run.deterministic" in done.stderr
+    assert done.stderr.count("\n") == 1 and not (tmp_path / "runs").exists()
