@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from kerasdl.cli import main
-from kerasdl.config import QUICKSTART, apply_override, load_recipe, validate_recipe
+from kerasdl.config import QUICKSTART, apply_override, load_recipe, one_line, validate_recipe
 from kerasdl.errors import UserError
 
 
@@ -50,6 +51,20 @@ def test_resolved_config_round_trips(tiny_recipe: Path, tmp_path: Path) -> None:
         ({"data": {"source": "imagenet"}}, "data.source: Input should be 'digits'"),
         ({"data": {"source": "tfds"}}, "needs data.name"),
         ({"data": {"val_split": 0.5, "test_split": 0.5}}, "must be below 1"),
+        # a section that may be absent still lists its keys
+        ({"model": {"init": {"name": "he_normal", "x": 1}}}, "Expected one of: name, mode."),
+        # list items by index, union members named together, no pydantic type tags in keys
+        ({"training": {"metrics": ["top1"]}}, "training.metrics[0]: Input should be 'accuracy'"),
+        (
+            {"training": {"steps_per_execution": "x"}},
+            "training.steps_per_execution: Input should be a valid integer or 'auto'. Received",
+        ),
+        ({"data": {"image_size": -1}}, "data.image_size: Input should be a valid list or greater"),
+        # a validator's message that does not name its key is given it
+        (
+            {"data": {"image_size": [1, 2, 3]}},
+            "data.image_size: Expected an int or [height, width]",
+        ),
     ],
 )
 def test_validation_messages(raw: dict, needle: str) -> None:
@@ -57,6 +72,34 @@ def test_validation_messages(raw: dict, needle: str) -> None:
         validate_recipe(raw)
     assert needle in str(info.value)
     assert "\n" not in str(info.value)
+
+
+class _Op(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    size: float = 0.5
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (
+            {"sise": 1},
+            "Unknown key 'data.augment[2].sise' for augmentation 'cutout'. Expected one of: size.",
+        ),
+        (
+            {"size": "big"},
+            "data.augment[2].size: Input should be a valid number, unable to parse "
+            "string as a number. Received: 'big'",
+        ),
+    ],
+)
+def test_one_line_names_the_key_under_where(raw: dict, expected: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        _Op.model_validate(raw)
+    assert one_line(info.value, "data.augment[2]", model=_Op, owner="augmentation 'cutout'") == (
+        expected
+    )
+    assert one_line(info.value).startswith(("Unknown key 'sise'.", "size: Input should be"))
 
 
 def test_bad_override_syntax() -> None:

@@ -1,36 +1,33 @@
-"""Recipes: YAML -> validated config objects, dotted ``--set`` overrides, resolved config dump.
+"""The recipe schema: one pydantic model per section, pure pydantic (no TensorFlow, no Keras).
 
-A recipe has four sections (plus optional ones that later features add)::
+A recipe has these sections::
 
-    model:    {name: simple_cnn, filters: [32, 64]}   # registry name + constructor arguments
-    data:     {source: digits, image_size: 16}
-    training: {epochs: 10, batch_size: 64, optimizer: {name: adam, learning_rate: 0.001}}
-    run:      {name: quickstart, seed: 0, output_dir: runs}
+    model:      {name: simple_cnn, filters: [32, 64]}   # registry name + constructor arguments
+    data:       {source: digits, image_size: 16}
+    training:   {epochs: 10, batch_size: 64, optimizer: {name: adam, learning_rate: 0.001}}
+    run:        {name: quickstart, seed: 0, output_dir: runs}
+    distribute: {strategy: mirrored}                     # optional
+    method:     {name: fixmatch, threshold: 0.95}        # optional (kerasdl.methods.params)
 
-Validation uses pydantic models with unknown keys forbidden and strict types, so a typo or a wrong
-type stops the run before any work with one line naming the key, what was expected and what was
-received. :func:`load_recipe` is the one entry point; ``RecipeConfig.dump_yaml`` writes the resolved
-recipe that ``kerasdl train`` accepts back to repeat a run.
+Unknown keys are forbidden and types strict, so a typo or a wrong type stops the run before any
+work (:func:`kerasdl.config.validate_recipe` says so in one line). ``model:`` is checked against the
+registry's constructor arguments (:mod:`kerasdl.config.manifest`), ``method:`` by
+:mod:`kerasdl.methods.params` and ``data.augment`` by :mod:`kerasdl.data.augment_specs`, all
+without importing TensorFlow. ``RecipeConfig.dump_yaml`` writes the resolved recipe that
+``kerasdl train`` accepts back to repeat a run.
 """
 
 from __future__ import annotations
 
 import difflib
-import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from kerasdl.config.manifest import accepted_arguments
 from kerasdl.errors import UserError
 from kerasdl.io import write_yaml
-
-PACKAGE_ROOT = Path(__file__).resolve().parent
-CONFIGS_DIR = PACKAGE_ROOT.parent / "configs"  # the recipes of a source checkout
-# The default recipe ships inside the package (a wheel has no configs/); configs/quickstart.yaml is
-# the same file, for users to read and copy (tests/test_packaging.py keeps the two identical).
-QUICKSTART = PACKAGE_ROOT / "recipes" / "quickstart.yaml"
 
 PositiveInt = Annotated[int, Field(gt=0)]
 Fraction = Annotated[float, Field(ge=0.0, lt=1.0)]
@@ -77,7 +74,7 @@ class ModelConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check_model(self) -> ModelConfig:
-        accepted = [a for a in _model_arguments(self.name) if a != "name"]  # name: the registry's
+        accepted = [a for a in accepted_arguments(self.name) if a != "name"]  # name: the registry's
         for key in self.kwargs():
             if key not in accepted:
                 close = difflib.get_close_matches(key, accepted, n=1)
@@ -87,48 +84,6 @@ class ModelConfig(BaseModel):
                     f"Expected one of: {', '.join(sorted(accepted))}."
                 )
         return self
-
-
-_MANIFEST: dict[str, Any] | None = None
-
-
-def _manifest() -> dict[str, Any]:
-    """The registry manifest shipped with the package ({} if missing, unreadable or stale)."""
-    global _MANIFEST
-    if _MANIFEST is None:
-        from kerasdl.registry import MANIFEST_NAME
-
-        try:
-            data = json.loads((PACKAGE_ROOT / MANIFEST_NAME).read_text())
-            _MANIFEST = data["models"] if data.get("version") == 2 else {}
-        except (OSError, ValueError, KeyError, AttributeError):
-            _MANIFEST = {}
-    return _MANIFEST
-
-
-def _model_arguments(name: str) -> list[str]:
-    """The keyword arguments registry model ``name`` accepts (``registry.model_arguments``).
-
-    Read from the registry manifest (package data generated from the registry, so no Keras
-    import); a model registered at run time by the user's own code is read from the registry,
-    and without a manifest the registry is loaded (exact, but it imports every model family).
-
-    Raises:
-        ValueError: an unknown name, naming the registered ones.
-    """
-    from kerasdl import registry
-
-    live = registry._REGISTRY.get(name)
-    if live is not None:
-        return registry.model_arguments(live.builder)
-    manifest = {} if registry._loaded else _manifest()  # loaded: the registry is the whole truth
-    if name in manifest:
-        return list(manifest[name]["args"])
-    if not manifest and not registry._loaded:
-        registry.ensure_registered()
-        return _model_arguments(name)
-    names = sorted({*manifest, *registry._REGISTRY})
-    raise ValueError(f"model.name: Unknown model {name!r}. Expected one of: {', '.join(names)}.")
 
 
 class SyntheticConfig(Section):
@@ -386,147 +341,3 @@ class RecipeConfig(Section):
     def dump_yaml(self, path: str | Path) -> None:
         """Write the resolved recipe; ``kerasdl train path`` repeats the run."""
         write_yaml(path, self.to_dict())
-
-
-def apply_override(data: dict[str, Any], assignment: str) -> None:
-    """Apply one ``key.sub=value`` override to a raw recipe dict (value parsed as YAML)."""
-    if "=" not in assignment:
-        raise UserError(f"--set {assignment!r}: expected key.sub=value")
-    key, raw = assignment.split("=", 1)
-    key = key.strip()
-    parts = key.split(".")
-    if not key or any(not p for p in parts):
-        raise UserError(f"--set {assignment!r}: expected key.sub=value")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError as err:
-        raise UserError(f"--set {key}: cannot parse value {raw!r}{_yaml_where(err)}") from None
-    node = data
-    for part in parts[:-1]:
-        child = node.get(part)
-        if child is None:
-            child = node[part] = {}
-        if not isinstance(child, dict):
-            raise UserError(f"--set {key}: {part!r} is not a section")
-        node = child
-    node[parts[-1]] = value
-
-
-def _format_error(err: ValidationError) -> str:
-    """One line for the first validation error: the key, what was expected, what was received."""
-    e = err.errors()[0]
-    loc = ".".join(str(p) for p in e["loc"] if not str(p).startswith("function-after"))
-    loc = loc.replace(".[", "[")
-    if e["type"] == "extra_forbidden":
-        parent = _section_for(e["loc"][:-1])
-        fields = ", ".join(parent.model_fields) if parent else ""
-        return f"Unknown key '{loc}'. Expected one of: {fields}."
-    msg = e["msg"]
-    if msg.startswith("Value error, "):
-        msg = msg[len("Value error, ") :]
-    if e["type"] == "value_error":  # our validators' messages name their key themselves
-        return msg if msg.endswith(".") else f"{msg}."
-    received = e.get("input")
-    if e["type"] == "missing" or isinstance(received, dict):
-        return f"{loc}: {msg}."
-    return f"{loc}: {msg}. Received: {received!r}" if loc else f"{msg}."
-
-
-def _section_for(loc: tuple[Any, ...]) -> type[BaseModel] | None:
-    cls: Any = RecipeConfig
-    for part in loc:
-        field = cls.model_fields.get(str(part)) if hasattr(cls, "model_fields") else None
-        if field is None:
-            return None
-        cls = field.annotation
-    return cls if isinstance(cls, type) and issubclass(cls, BaseModel) else None
-
-
-def validate_recipe(data: dict[str, Any]) -> RecipeConfig:
-    """Validate a raw recipe dict; raise :class:`UserError` with one line on the first problem."""
-    if not isinstance(data, dict):
-        raise UserError(f"A recipe must be a mapping of sections. Received: {type(data).__name__}")
-    try:
-        return RecipeConfig.model_validate(data)
-    except ValidationError as err:
-        raise UserError(_format_error(err)) from None
-
-
-def _yaml_where(err: yaml.YAMLError) -> str:
-    """Where and what a YAML error is, in one line with 1-based line numbers.
-
-    PyYAML's marks are 0-based. An unclosed bracket or quote is only noticed where the next
-    token (or the end of the file) is: then the construct's start (``context_mark``) is named
-    too, and at the end of the file it is the only place named.
-    """
-    problem = " ".join(str(getattr(err, "problem", None) or err).split())
-    mark = getattr(err, "problem_mark", None)
-    context = getattr(err, "context", None)
-    cmark = getattr(err, "context_mark", None)
-    if mark is None:
-        return f": {problem}"
-    if cmark is not None and ("<stream end>" in problem or "end of stream" in problem):
-        mark, cmark = cmark, None
-    where = f" at line {mark.line + 1}, column {mark.column + 1}: {problem}"
-    if context and cmark is not None and cmark.line != mark.line:
-        where += f" ({context} started at line {cmark.line + 1}, column {cmark.column + 1})"
-    elif context:
-        where += f" ({context})"
-    return where
-
-
-def read_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a recipe file, with clear errors for a missing file or bad YAML."""
-    p = Path(path)
-    if not p.is_file():
-        raise UserError(f"Recipe file not found: {path}")
-    try:
-        data = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise UserError(f"{path}: not valid YAML{_yaml_where(err)}") from None
-    if not isinstance(data, dict):
-        raise UserError(f"{path}: a recipe must be a mapping of sections")
-    return data
-
-
-def load_recipe(path: str | Path | None = None, overrides: list[str] | None = None) -> RecipeConfig:
-    """Read, override and validate a recipe.
-
-    Args:
-        path: the YAML file; ``None`` means the quickstart recipe (:data:`QUICKSTART`, shipped in
-            the package; the same as ``configs/quickstart.yaml``).
-        overrides: ``["training.epochs=3", ...]`` applied before validation.
-
-    Example:
-        >>> cfg = load_recipe("configs/quickstart.yaml", ["training.epochs=2"])
-        >>> cfg.training.epochs
-        2
-    """
-    data = read_yaml(path or QUICKSTART)
-    for assignment in overrides or []:
-        apply_override(data, assignment)
-    return validate_recipe(data)
-
-
-def load_run_recipe(
-    target: str | Path, recipe: str | Path | None = None, overrides: list[str] | None = None
-) -> RecipeConfig:
-    """The recipe of a trained model: ``recipe`` if given, else the run folder's ``config.yaml``
-    (``target`` is a run folder or a ``.keras`` file inside one); overrides applied.
-
-    Raises:
-        UserError: no recipe to be found, or an invalid one.
-    """
-    if recipe:
-        return load_recipe(recipe, overrides)
-    target = Path(target)
-    run_dir = target if target.is_dir() else target.parent
-    cfg_path = run_dir / "config.yaml"
-    if not cfg_path.is_file():
-        raise UserError(
-            f"{target}: no config.yaml beside it; pass --recipe RECIPE to say which data to use"
-        )
-    data = read_yaml(cfg_path)
-    for assignment in overrides or []:
-        apply_override(data, assignment)
-    return validate_recipe(data)
