@@ -102,6 +102,19 @@ def test_one_line_names_the_key_under_where(raw: dict, expected: str) -> None:
     assert one_line(info.value).startswith(("Unknown key 'sise'.", "size: Input should be"))
 
 
+def test_search_recipe_errors_share_the_formatter(tmp_path: Path) -> None:
+    from kerasdl.nas.config import load_search_recipe
+
+    path = tmp_path / "search.yaml"
+    path.write_text("search: {layers: 2, nodez: 3}\n")
+    with pytest.raises(UserError, match=r"Unknown key 'search.nodez'. Expected one of: layers, "):
+        load_search_recipe(path)
+    path.write_text("search: {nodes: 2, multiplier: 3}\n")
+    with pytest.raises(UserError) as info:
+        load_search_recipe(path)
+    assert str(info.value) == "search.multiplier must be at most search.nodes (2)."
+
+
 def test_bad_override_syntax() -> None:
     with pytest.raises(UserError, match="expected key.sub=value"):
         apply_override({}, "training.epochs")

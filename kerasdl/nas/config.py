@@ -29,7 +29,7 @@ from typing import Annotated, Any
 
 from pydantic import Field, ValidationError, model_validator
 
-from kerasdl.config import DataConfig, RunConfig, Section, apply_override, read_yaml
+from kerasdl.config import DataConfig, RunConfig, Section, apply_override, one_line, read_yaml
 from kerasdl.errors import UserError
 from kerasdl.io import write_yaml
 
@@ -86,19 +86,6 @@ class SearchRecipe(Section):
         write_yaml(path, self.model_dump(mode="json"))
 
 
-def _one_line(err: ValidationError) -> str:
-    e = err.errors()[0]
-    loc = ".".join(str(p) for p in e["loc"])
-    if e["type"] == "extra_forbidden":
-        return f"Unknown key '{loc}'."
-    msg = e["msg"].removeprefix("Value error, ")
-    received = e.get("input")
-    tail = (
-        "" if isinstance(received, dict) or e["type"] == "missing" else f" Received: {received!r}"
-    )
-    return f"{loc}: {msg}.{tail}" if loc else f"{msg}."
-
-
 def load_search_recipe(path: str | Path, overrides: list[str] | None = None) -> SearchRecipe:
     """Read, override (``["search.epochs=2"]``) and validate a search recipe.
 
@@ -111,4 +98,4 @@ def load_search_recipe(path: str | Path, overrides: list[str] | None = None) -> 
     try:
         return SearchRecipe.model_validate(data)
     except ValidationError as err:
-        raise UserError(_one_line(err)) from None
+        raise UserError(one_line(err, model=SearchRecipe)) from None
