@@ -31,7 +31,7 @@ def run(fn, images, labels, batch=4):
 
 
 def test_names_and_defaults():
-    assert len(AUGMENT_NAMES) == len(set(AUGMENT_NAMES)) == 19
+    assert len(AUGMENT_NAMES) == len(set(AUGMENT_NAMES)) == 22
     specs = validate_augment([{"name": n} for n in AUGMENT_NAMES])
     assert [s["name"] for s in specs] == list(AUGMENT_NAMES)
     by_name = {s["name"]: s for s in specs}
@@ -43,6 +43,10 @@ def test_names_and_defaults():
         "fill": 0.0,
     }
     assert by_name["random_erasing"]["p"] == 0.5  # Zhong et al.'s default
+    assert by_name["random_resized_crop"]["scale"] == [0.08, 1.0]
+    assert by_name["gaussian_blur"]["sigma"] == [0.1, 2.0]
+    assert by_name["randaugment"]["magnitude_sampling"] == "fixed"
+    assert validate_augment([{"name": "cutout", "size": [0, 0.5]}])[0]["size"] == [0.0, 0.5]
     assert by_name["cutmix"]["alpha"] == 1.0
     assert by_name["pca_color"]["std"] == 0.1
     assert validate_augment(["flip"]) == validate_augment([{"name": "flip"}])
@@ -317,6 +321,16 @@ def test_autoaugment_draws_subpolicies_per_image():
         ([{"name": "random_erasing", "area": [0.5, 0.1]}], "(random_erasing): area must be"),
         ([{"name": "autoaugment", "policy": "svhnn"}], "'imagenet' or 'cifar10'"),
         ([{"name": "randaugment", "magnitude": 31}], "magnitude: Input should be less than"),
+        (
+            [{"name": "randaugment", "magnitude_sampling": "random"}],
+            "magnitude_sampling: Input should be 'fixed' or 'uniform'",
+        ),
+        (
+            [{"name": "random_resized_crop", "ratio": [2.0, 0.5]}],
+            "(random_resized_crop): ratio must be [min, max] with 0.0 < min <= max",
+        ),
+        ([{"name": "gaussian_blur", "kernel": 0}], "(gaussian_blur): kernel: Input should be"),
+        ([{"name": "cutout", "size": 1.5}], "(cutout): size must be in (0, 1] or a range"),
         ([{"rotation": 5}], "data.augment[0]: expected a mapping with a 'name' key"),
         ({"name": "flip"}, "data.augment: expected a list"),
     ],

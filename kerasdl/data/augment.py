@@ -16,10 +16,14 @@ images float32 ``(B, H, W, C)`` in [0, 1] (before standardization), labels one-h
 ``(B, K)``. Every operation keeps shapes, dtypes and the [0, 1] range.
 
 Which code does what: Keras core layers for flip, rotation, zoom, translation, brightness,
-contrast, saturation, hue and MixUp; keras-cv's ``RandomCutout`` for cutout; hand-written
-(:mod:`kerasdl.data.augment_ops`, :mod:`kerasdl.data.augment_policies`) for what neither has as
-published: per-image padded random crop, PCA colour, Gaussian and salt-and-pepper noise, random
-erasing, CutMix with the exact pasted-area label, AutoAugment and RandAugment.
+contrast, saturation, hue, grayscale and MixUp; hand-written (here, :mod:`kerasdl.data.augment_ops`,
+:mod:`kerasdl.data.augment_policies`) for what Keras and keras-cv lack as published, or draw per
+batch rather than per image: per-image padded random crop, random resized crop, Gaussian blur with
+a per-image sigma, cutout with a per-image size, PCA colour, Gaussian and salt-and-pepper noise,
+random erasing, CutMix with the exact pasted-area label, AutoAugment and RandAugment.
+
+The views of the semi- and self-supervised methods are lists of these operations too
+(:data:`kerasdl.data.augment_specs.VIEWS`, built by :func:`kerasdl.data.ssl.build_view`).
 
 Randomness: every operation owns a generator seeded from ``seed`` and its position in the list;
 its state advances at every batch, so batches and epochs differ and rebuilding with the same seed
@@ -37,6 +41,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -175,23 +180,116 @@ def _color_jitter(p: Any, seed: int) -> Callable[[tf.Tensor], tf.Tensor]:
     return fn
 
 
-def _cutout(p: Any, seed: int) -> Callable[[tf.Tensor], tf.Tensor]:
-    from keras_cv.layers import RandomCutout  # lazy: keras-cv takes ~1 s to import
+def cutout(
+    x: tf.Tensor,
+    gen: tf.random.Generator,
+    size: float | tuple[float, float] | list[float],
+    num_holes: int = 1,
+    fill: float = 0.0,
+) -> tf.Tensor:
+    """Cutout: ``num_holes`` boxes of ``ceil(u H) x ceil(u W)`` pixels per image, centre uniform
+    over the image, clipped at the borders, filled with ``fill``; ``u = size``, or for a range
+    ``u ~ U(min, max)`` drawn per image and hole (FixMatch's: ``[0, 0.5]``, grey 0.5).
 
-    layer = RandomCutout(
-        height_factor=(p.size, p.size),
-        width_factor=(p.size, p.size),
-        fill_mode="constant",
-        fill_value=p.fill,
-        seed=seed,
-    )
+    References: DeVries & Taylor 2017; Sohn et al. 2020, table 12.
+    """
+    h, w = x.shape[1], x.shape[2]
+    n = tf.shape(x)[0]
+    lo, hi = (size, size) if isinstance(size, int | float) else size
+    for _ in range(num_holes):
+        u = gen.uniform((n,), lo, hi) if hi > lo else tf.fill((n,), float(lo))
+        ch = tf.minimum(tf.cast(tf.math.ceil(u * h), tf.int32), h)
+        cw = tf.minimum(tf.cast(tf.math.ceil(u * w), tf.int32), w)
+        y0 = gen.uniform((n,), maxval=h, dtype=tf.int32) - ch // 2
+        x0 = gen.uniform((n,), maxval=w, dtype=tf.int32) - cw // 2
+        mask = ops.box_mask(y0, x0, y0 + ch, x0 + cw, h, w)
+        x = tf.where(mask, tf.cast(fill, x.dtype), x)
+    return x
 
-    def fn(x: tf.Tensor) -> tf.Tensor:
-        for _ in range(p.num_holes):
-            x = layer(x, training=True)
+
+def random_resized_crop(
+    x: tf.Tensor,
+    gen: tf.random.Generator,
+    scale: tuple[float, float] | list[float],
+    ratio: tuple[float, float] | list[float],
+    attempts: int = 10,
+    interpolation: str = "bilinear",
+) -> tf.Tensor:
+    """Random resized crop, per image, resized back to ``H x W``.
+
+    Per attempt: area ``U(scale) H W``, aspect ratio ``w / h`` log-uniform in ``ratio``, integer
+    size ``round(sqrt(area ratio)) x round(sqrt(area / ratio))``; the first attempt that fits
+    is cropped at a uniform integer offset; after ``attempts`` misses, the centre crop of the whole
+    image with its ratio clamped into ``ratio`` (torchvision's ``RandomResizedCrop``, the
+    transform of SimCLR, MoCo and MAE). ``scale: [1, 1]`` on a square image is the identity.
+
+    References: Szegedy et al. 2015 (GoogLeNet's crops); Chen et al. 2020; He et al. 2022.
+    """
+    h, w = x.shape[1], x.shape[2]
+    n = tf.shape(x)[0]
+    area = gen.uniform((n, attempts), scale[0], scale[1]) * float(h * w)
+    log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
+    r = tf.exp(gen.uniform((n, attempts), log_lo, log_hi)) if log_hi > log_lo else ratio[0]
+    cw = tf.cast(tf.round(tf.sqrt(area * r)), tf.int32)
+    ch = tf.cast(tf.round(tf.sqrt(area / r)), tf.int32)
+    fits = (cw >= 1) & (ch >= 1) & (cw <= w) & (ch <= h)
+    first = tf.argmax(tf.cast(fits, tf.int32), axis=1, output_type=tf.int32)
+    found = tf.reduce_any(fits, axis=1)
+    # fallback: the whole image, its ratio clamped into the range (torchvision's)
+    if w / h < ratio[0]:
+        fh, fw = round(w / ratio[0]), w
+    elif w / h > ratio[1]:
+        fh, fw = h, round(h * ratio[1])
+    else:
+        fh, fw = h, w
+    ch = tf.where(found, tf.gather(ch, first, batch_dims=1), fh)
+    cw = tf.where(found, tf.gather(cw, first, batch_dims=1), fw)
+    uy, ux = gen.uniform((n,)), gen.uniform((n,))
+    top = tf.where(found, tf.cast(uy * tf.cast(h - ch + 1, tf.float32), tf.int32), (h - fh) // 2)
+    left = tf.where(found, tf.cast(ux * tf.cast(w - cw + 1, tf.float32), tf.int32), (w - fw) // 2)
+    top, left = tf.minimum(top, h - ch), tf.minimum(left, w - cw)
+    # boxes through the centres of the crop's corner pixels: a full crop is the identity
+    sy, sx = float(max(h - 1, 1)), float(max(w - 1, 1))
+    boxes = tf.cast(tf.stack([top, left, top + ch - 1, left + cw - 1], axis=1), tf.float32)
+    boxes = boxes / tf.constant([sy, sx, sy, sx])
+    out = tf.image.crop_and_resize(x, boxes, tf.range(n), (h, w), method=interpolation)
+    return tf.ensure_shape(out, x.shape)
+
+
+def gaussian_blur(
+    x: tf.Tensor,
+    gen: tf.random.Generator,
+    kernel: float,
+    sigma: tuple[float, float] | list[float],
+) -> tf.Tensor:
+    """Gaussian blur with ``sigma ~ U(sigma)`` per image, a ``(2r + 1)``-tap separable kernel with
+    ``r = int(kernel x min(H, W)) // 2`` (at least 1) and reflect padding.
+
+    SimCLR's blur: kernel 10% of the side, sigma in [0.1, 2.0] (Chen et al. 2020, appendix A);
+    the reference pads with zeros, torchvision's ``GaussianBlur`` reflects (used here: a blur
+    keeps a constant image constant).
+    """
+    h, w, c = x.shape[1], x.shape[2], x.shape[3]
+    r = min(max(1, int(kernel * min(h, w)) // 2), min(h, w) - 1)
+    if r < 1:
         return x
-
-    return fn
+    n = tf.shape(x)[0]
+    s = gen.uniform((n, 1), sigma[0], sigma[1])
+    taps = tf.range(-r, r + 1, dtype=tf.float32)[None, :]
+    g = tf.exp(-tf.square(taps) / (2.0 * tf.square(s)))
+    g = tf.repeat(g / tf.reduce_sum(g, axis=1, keepdims=True), c, axis=0)  # (N C, 2r + 1)
+    # every (image, channel) pair is a channel of one image: one depthwise conv, per-image kernels
+    planes = tf.reshape(tf.transpose(x, (1, 2, 0, 3)), (1, h, w, -1))
+    planes = tf.pad(planes, [[0, 0], [r, r], [r, r], [0, 0]], mode="REFLECT")
+    k = tf.transpose(g)  # (2r + 1, N C)
+    planes = tf.nn.depthwise_conv2d(
+        planes, tf.reshape(k, (2 * r + 1, 1, -1, 1)), (1, 1, 1, 1), "VALID"
+    )
+    planes = tf.nn.depthwise_conv2d(
+        planes, tf.reshape(k, (1, 2 * r + 1, -1, 1)), (1, 1, 1, 1), "VALID"
+    )
+    out = tf.transpose(tf.reshape(planes, (h, w, n, c)), (2, 0, 1, 3))
+    return tf.ensure_shape(out, x.shape)
 
 
 def _build_one(name: str, p: Any, seed: int, stats: dict | None) -> AugmentFn:
@@ -230,12 +328,23 @@ def _build_one(name: str, p: Any, seed: int, stats: dict | None) -> AugmentFn:
         "color_jitter": lambda: _color_jitter(p, seed),
         "gaussian_noise": lambda: lambda x: ops.gaussian_noise(x, gen, p.std, p.clip),
         "salt_and_pepper": lambda: lambda x: ops.salt_and_pepper(x, gen, p.amount, p.salt_ratio),
-        "cutout": lambda: _cutout(p, seed),
+        "cutout": lambda: lambda x: cutout(x, gen, p.size, p.num_holes, p.fill),
+        "random_resized_crop": lambda: (
+            lambda x: random_resized_crop(x, gen, p.scale, p.ratio, p.attempts, p.interpolation)
+        ),
+        "grayscale": lambda: _rgb_only(
+            _layer(L.RandomGrayscale(factor=1.0, seed=seed, dtype="float32"))
+        ),
+        "gaussian_blur": lambda: lambda x: gaussian_blur(x, gen, p.kernel, p.sigma),
         "random_erasing": lambda: (
             lambda x: ops.random_erasing(x, gen, p.area, p.ratio, p.fill, p.attempts)
         ),
         "autoaugment": lambda: lambda x: policies.autoaugment(x, gen, p.policy),
-        "randaugment": lambda: lambda x: policies.randaugment(x, gen, p.num_ops, p.magnitude),
+        "randaugment": lambda: (
+            lambda x: policies.randaugment(
+                x, gen, p.num_ops, p.magnitude, p.magnitude_sampling == "uniform"
+            )
+        ),
     }
     return _image_op(builders[name]())
 

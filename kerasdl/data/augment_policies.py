@@ -418,23 +418,35 @@ def autoaugment(x: tf.Tensor, gen: tf.random.Generator, policy: str) -> tf.Tenso
 
 
 def randaugment(
-    x: tf.Tensor, gen: tf.random.Generator, num_ops: int, magnitude: float
+    x: tf.Tensor,
+    gen: tf.random.Generator,
+    num_ops: int,
+    magnitude: float,
+    random_magnitude: bool = False,
 ) -> tf.Tensor:
     """RandAugment: ``num_ops`` operations per image, each drawn uniformly from the 14
     transformations (identity included), all at the same ``magnitude`` (0-10 scale; larger
     values extrapolate the ranges, as the paper's M up to 28 for EfficientNet).
 
+    With ``random_magnitude`` every operation of every image gets its own level, uniform in
+    ``[0, magnitude]``: FixMatch's variant of RandAugment, which samples the magnitude at random
+    instead of tuning a fixed one (Sohn et al. 2020, section 2.3; with magnitude 10 the levels
+    span the ranges of its table 12).
+
     Args:
         x: ``(B, H, W, C)`` float32 in [0, 1].
         gen: the random generator.
         num_ops: N, operations applied in sequence.
-        magnitude: M, the shared magnitude.
+        magnitude: M, the shared magnitude (the maximum with ``random_magnitude``).
+        random_magnitude: draw the level of each operation and image in ``[0, M]``.
     """
     index = tf.constant([OPS.index(op) for op in RANDAUGMENT_OPS], tf.int32)
     n = tf.shape(x)[0]
     level = tf.fill((n,), tf.cast(magnitude, tf.float32))
     for _ in range(num_ops):
         op = tf.gather(index, gen.uniform((n,), maxval=len(RANDAUGMENT_OPS), dtype=tf.int32))
+        if random_magnitude:
+            level = gen.uniform((n,), 0.0, float(magnitude))
         x = apply_ops(
             x, op, level, _random_sign(gen, n), TRANSLATE_FRACTION["imagenet"], set(RANDAUGMENT_OPS)
         )
