@@ -8,10 +8,16 @@
 * :func:`contrastive_dataset` yields ``(view1, view2)`` batches for SimCLR / MoCo and
   :func:`masked_image_dataset` single-view batches for MAE.
 
-Views work on images in ``[0, 1]`` (what ``kerasdl.data.load_data`` yields); when the recipe
-standardizes (``data.mean`` / ``data.std``), the views are standardized after augmentation, as in
-``kerasdl.data.pipeline``. Augmentations are Keras core preprocessing layers (and keras-cv's
-``RandomCropAndResize``), applied per image inside ``tf.data.Dataset.map``.
+A view is an augmentation list of the one augmentation system (:mod:`kerasdl.data.augment`): the
+papers' views are named in :data:`VIEWS` (``fixmatch_weak``, ``fixmatch_strong``, ``simclr``,
+``mae``), a method's recipe keys (``flip``, ``crop_scale``, ``jitter_strength``, ...) edit them
+(:func:`~kerasdl.data.augment_specs.view_specs`), and :func:`build_view` builds one with
+:func:`~kerasdl.data.augment.build_augment`. Every view of a dataset has its own generators, so
+the two views of an image are independent draws; every operation draws per image. Views run on
+batches, in one sequential ``map`` (the same seed replays the same views), on images in
+``[0, 1]`` (what ``kerasdl.data.load_data`` yields); when the recipe standardizes
+(``data.mean`` / ``data.std``), the views are standardized after augmentation, as in
+``kerasdl.data.pipeline``.
 
 References:
     Sohn et al. 2020 (FixMatch: weak = flip + translate 12.5%, strong = RandAugment + Cutout);
@@ -23,14 +29,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-import keras
 import numpy as np
 import tensorflow as tf
 
+from kerasdl.data.augment import build_augment
+from kerasdl.data.augment_specs import VIEWS, view_specs  # noqa: F401 (VIEWS re-exported)
 from kerasdl.errors import UserError
 
 AUTOTUNE = tf.data.AUTOTUNE
 VIEW_KINDS = ("weak_strong", "two_weak", "weak")
+#: a view: a name of :data:`VIEWS` or an augmentation list
+View = str | Sequence[dict]
 
 
 def as_dataset(data: tf.data.Dataset | tuple[np.ndarray, np.ndarray]) -> tf.data.Dataset:
@@ -117,129 +126,59 @@ def _standardizer(mean: Sequence[float] | None, std: Sequence[float] | None) -> 
     return lambda x: (x - m) / s
 
 
-def _maybe(fn: Callable, prob: float, seed: int) -> Callable:
-    if prob >= 1.0:
-        return fn
-    if prob <= 0.0:
-        return lambda x: x
-    return lambda x: tf.cond(tf.random.uniform([], seed=seed) < prob, lambda: fn(x), lambda: x)
+def build_view(view: View, seed: int = 0, **keys) -> Callable[[tf.Tensor], tf.Tensor]:
+    """A view as a function of images.
+
+    Args:
+        view: a name of :data:`VIEWS` or an augmentation list (validated as a view).
+        seed: seed of the view's generators (operation ``i`` gets its own, as in
+            :func:`~kerasdl.data.augment.build_augment`); every call draws anew.
+        **keys: recipe keys that edit a named view (``flip``, ``crop_scale``,
+            ``jitter_strength``, ``jitter_prob``, ``grayscale_prob``, ``blur_prob``; see
+            :func:`~kerasdl.data.augment_specs.view_specs`).
+
+    Returns:
+        ``fn(images) -> images`` on a batch ``(B, H, W, C)`` or one image ``(H, W, C)`` of a
+        known size, float32 in [0, 1], for ``tf.data.Dataset.map`` or eager use.
+
+    Example:
+        >>> strong = build_view("fixmatch_strong", seed=0, flip=False)
+        >>> ds = images.batch(64).map(lambda u: (weak(u), strong(u)))  # doctest: +SKIP
+    """
+    fn = build_augment(view_specs(view, **keys), seed=seed, num_classes=1)
+
+    def apply(images: tf.Tensor) -> tf.Tensor:
+        single = images.shape.rank == 3
+        batch = tf.cast(images[None] if single else images, tf.float32)
+        out, _ = fn(batch, tf.zeros(tf.stack([tf.shape(batch)[0], 1])))
+        out = tf.ensure_shape(out, batch.shape)
+        return out[0] if single else out
+
+    return apply
+
+
+def weak_view(flip: bool = True, seed: int = 0) -> Callable[[tf.Tensor], tf.Tensor]:
+    """``build_view("fixmatch_weak", seed, flip=flip)``: kept for the callers that still use
+    it (tests/test_methods_losses.py, benchmarks/semi_digits.py)."""
+    return build_view("fixmatch_weak", seed, flip=flip)
+
+
+def strong_view(flip: bool = True, seed: int = 0) -> Callable[[tf.Tensor], tf.Tensor]:
+    """``build_view("fixmatch_strong", seed, flip=flip)``: kept for the callers that still use
+    it (tests/test_methods_losses.py)."""
+    return build_view("fixmatch_strong", seed, flip=flip)
 
 
 def cutout(image: tf.Tensor, max_fraction: float = 0.5, fill: float = 0.5) -> tf.Tensor:
-    """Grey out a square of side ``U(0, max_fraction) x min(H, W)`` at a uniform centre.
-
-    FixMatch's Cutout (Sohn et al. 2020, table 12; DeVries & Taylor 2017), square clipped at the
-    borders, on one ``(H, W, C)`` image in ``[0, 1]``.
-    """
-    h, w = tf.shape(image)[0], tf.shape(image)[1]
-    side = tf.cast(
-        tf.random.uniform([], 0.0, max_fraction) * tf.cast(tf.minimum(h, w), tf.float32), tf.int32
-    )
-    cy = tf.random.uniform([], 0, h, dtype=tf.int32)
-    cx = tf.random.uniform([], 0, w, dtype=tf.int32)
-    y0, x0 = cy - side // 2, cx - side // 2
-    rows = tf.range(h)[:, None]
-    cols = tf.range(w)[None, :]
-    inside = (rows >= y0) & (rows < y0 + side) & (cols >= x0) & (cols < x0 + side)
-    return tf.where(inside[..., None], tf.cast(fill, image.dtype), image)
+    """The ``cutout`` augmentation with a side ``U(0, max_fraction)`` of the image, on one image:
+    kept for tests/test_methods_losses.py."""
+    spec = [{"name": "cutout", "size": [0.0, max_fraction], "fill": fill}]
+    return build_view(spec)(image)
 
 
-def weak_view(flip: bool = True, translate: float = 0.125, seed: int = 0) -> Callable:
-    """FixMatch's weak augmentation: random horizontal flip and translation up to 12.5%."""
-    layers = [keras.layers.RandomTranslation(translate, translate, fill_mode="reflect", seed=seed)]
-    if flip:
-        layers.insert(0, keras.layers.RandomFlip("horizontal", seed=seed))
-
-    def view(x):
-        for layer in layers:
-            x = layer(x, training=True)
-        return x
-
-    return view
-
-
-def strong_view(
-    flip: bool = True,
-    translate: float = 0.125,
-    num_ops: int = 2,
-    magnitude: float = 0.5,
-    cutout_fraction: float = 0.5,
-    seed: int = 0,
-) -> Callable:
-    """FixMatch's strong augmentation: the weak view, RandAugment (2 ops), then Cutout."""
-    weak = weak_view(flip, translate, seed)
-    ra = keras.layers.RandAugment(value_range=(0, 1), num_ops=num_ops, factor=magnitude, seed=seed)
-
-    def view(x):
-        x = ra(weak(x), training=True)
-        return cutout(tf.clip_by_value(x, 0.0, 1.0), cutout_fraction)
-
-    return view
-
-
-def contrastive_view(
-    image_size: tuple[int, int],
-    channels: int,
-    crop_scale: tuple[float, float] = (0.08, 1.0),
-    flip: bool = True,
-    jitter_strength: float = 0.5,
-    jitter_prob: float = 0.8,
-    grayscale_prob: float = 0.2,
-    blur_prob: float = 0.5,
-    seed: int = 0,
-) -> Callable:
-    """SimCLR's augmentation: random resized crop, flip, colour jitter, grayscale, blur.
-
-    Colour jitter has brightness, contrast and saturation ``0.8 s`` and hue ``0.2 s`` for
-    strength ``s`` (brightness and contrast only for one-channel images), applied with
-    ``jitter_prob``; the Gaussian blur has a kernel of 10% of the image side and sigma in
-    [0.1, 2.0].
-    """
-    import keras_cv  # keras-cv only for what Keras core lacks (DESIGN.md)
-
-    s = float(jitter_strength)
-    crop = keras_cv.layers.RandomCropAndResize(
-        target_size=tuple(image_size),
-        crop_area_factor=tuple(crop_scale),
-        aspect_ratio_factor=(3 / 4, 4 / 3),
-        seed=seed,
-    )
-    ops: list[Callable] = [lambda x: crop(x, training=True)]
-    if flip:
-        fl = keras.layers.RandomFlip("horizontal", seed=seed)
-        ops.append(lambda x: fl(x, training=True))
-    if s > 0:
-        if channels == 3:
-            jit = keras.layers.RandomColorJitter(
-                value_range=(0, 1),
-                brightness_factor=0.8 * s,
-                contrast_factor=0.8 * s,
-                saturation_factor=(max(0.0, 0.5 - 0.4 * s), min(1.0, 0.5 + 0.4 * s)),
-                hue_factor=0.2 * s,
-                seed=seed,
-            )
-            jitter = lambda x: jit(x, training=True)  # noqa: E731
-        else:
-            br = keras.layers.RandomBrightness(0.8 * s, value_range=(0, 1), seed=seed)
-            co = keras.layers.RandomContrast(0.8 * s, value_range=(0, 1), seed=seed)
-            jitter = lambda x: co(br(x, training=True), training=True)  # noqa: E731
-        ops.append(_maybe(jitter, jitter_prob, seed))
-    if grayscale_prob > 0 and channels == 3:
-        gray = keras.layers.RandomGrayscale(factor=grayscale_prob, seed=seed)
-        ops.append(lambda x: gray(x, training=True))
-    if blur_prob > 0:
-        k = max(3, int(0.1 * min(image_size)) // 2 * 2 + 1)
-        blur = keras.layers.RandomGaussianBlur(
-            factor=1.0, kernel_size=k, sigma=(0.1, 2.0), value_range=(0, 1), seed=seed
-        )
-        ops.append(_maybe(lambda x: blur(x, training=True), blur_prob, seed))
-
-    def view(x):
-        for op in ops:
-            x = op(x)
-        return tf.clip_by_value(x, 0.0, 1.0)
-
-    return view
+def _view_seed(seed: int, slot: int) -> int:
+    """Seed of the ``slot``-th view of a dataset built with ``seed`` (distinct for seed + 1)."""
+    return 8 * int(seed) + slot
 
 
 def _images_only(ds: tf.data.Dataset) -> tf.data.Dataset:
@@ -265,6 +204,8 @@ def semi_supervised_dataset(
     std: Sequence[float] | None = None,
     flip: bool = True,
     shuffle_buffer: int = 10000,
+    weak: View = "fixmatch_weak",
+    strong: View = "fixmatch_strong",
 ) -> tf.data.Dataset:
     """Batches ``((x_labelled, y_onehot), views)`` for the semi-supervised methods.
 
@@ -281,29 +222,34 @@ def semi_supervised_dataset(
             ``"weak"`` (pseudo-label).
         seed: shuffling and augmentation seed.
         mean, std: standardization applied after the views (empty: none).
-        flip: include horizontal flips in the views (off for digits / text).
+        flip: include horizontal flips in the named views (off for digits / text).
         shuffle_buffer: shuffle buffer of the unlabelled stream.
+        weak, strong: the weak and strong views (names of :data:`VIEWS` or augmentation lists).
     """
     if views not in VIEW_KINDS:
         raise UserError(f"views must be one of {', '.join(VIEW_KINDS)}. Received: {views!r}")
-    weak = _in_unit(weak_view(flip, seed=seed), mean, std)
-    strong = _in_unit(strong_view(flip, seed=seed), mean, std)
-    make = {
-        "weak_strong": lambda x: (weak(x), strong(x)),
-        "two_weak": lambda x: (weak(x), weak(x)),
-        "weak": lambda x: (weak(x),),
-    }[views]
+
+    def view(spec: View, slot: int) -> Callable:
+        return _in_unit(build_view(spec, _view_seed(seed, slot), flip=flip), mean, std)
+
+    weak_l, weak_u = view(weak, 0), view(weak, 1)
+    second = {"weak_strong": (strong, 2), "two_weak": (weak, 3)}.get(views)
+    other = view(*second) if second else None
+
+    def make(u: tf.Tensor) -> tuple[tf.Tensor, ...]:
+        return (weak_u(u), other(u)) if other else (weak_u(u),)
+
     lab = (
         labelled.shuffle(4096, seed=seed, reshuffle_each_iteration=True)
         .repeat()
-        .map(lambda x, y: (weak(x), tf.one_hot(tf.cast(y, tf.int32), num_classes)), AUTOTUNE)
         .batch(batch_size, drop_remainder=True)
+        .map(lambda x, y: (weak_l(x), tf.one_hot(tf.cast(y, tf.int32), num_classes)))
     )
     unl = (
         _images_only(unlabelled)
         .shuffle(shuffle_buffer, seed=seed + 1, reshuffle_each_iteration=True)
-        .map(make, AUTOTUNE)
         .batch(mu * batch_size, drop_remainder=True)
+        .map(make)
     )
     return tf.data.Dataset.zip((lab, unl)).prefetch(AUTOTUNE)
 
@@ -333,23 +279,28 @@ def contrastive_dataset(
     std: Sequence[float] | None = None,
     shuffle: bool = True,
     shuffle_buffer: int = 10000,
-    **view_kwargs,
+    view: View = "simclr",
+    **keys,
 ) -> tf.data.Dataset:
-    """Batches ``(view1, view2)`` of two independent :func:`contrastive_view` s of each image.
+    """Batches ``(view1, view2)``: two independent draws of ``view`` for each image.
 
-    ``view_kwargs`` go to :func:`contrastive_view` (``crop_scale``, ``flip``, ``blur_prob``, ...).
+    Args:
+        images: unbatched images (or ``(image, label)``, label ignored).
+        batch_size: images per batch (the last partial batch is dropped).
+        seed: shuffling and augmentation seed.
+        mean, std: standardization applied after the views (empty: none).
+        shuffle, shuffle_buffer: shuffle the images every epoch.
+        view: a name of :data:`VIEWS` or an augmentation list (default SimCLR's).
+        **keys: the method's keys that edit a named view: ``crop_scale``, ``flip``,
+            ``jitter_strength``, ``jitter_prob``, ``grayscale_prob``, ``blur_prob``.
     """
     ds = _images_only(images)
-    shape = ds.element_spec.shape
-    view = _in_unit(
-        contrastive_view((int(shape[0]), int(shape[1])), int(shape[2]), seed=seed, **view_kwargs),
-        mean,
-        std,
-    )
+    first = _in_unit(build_view(view, _view_seed(seed, 0), **keys), mean, std)
+    second = _in_unit(build_view(view, _view_seed(seed, 1), **keys), mean, std)
     if shuffle:
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-    ds = ds.map(lambda x: (view(x), view(x)), AUTOTUNE)
-    return ds.batch(batch_size, drop_remainder=True).prefetch(AUTOTUNE)
+    ds = ds.batch(batch_size, drop_remainder=True).map(lambda x: (first(x), second(x)))
+    return ds.prefetch(AUTOTUNE)
 
 
 def masked_image_dataset(
@@ -358,28 +309,18 @@ def masked_image_dataset(
     seed: int = 0,
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
-    crop_scale: tuple[float, float] = (0.2, 1.0),
+    crop_scale: tuple[float, float] | None = None,
     flip: bool = True,
     shuffle: bool = True,
     shuffle_buffer: int = 10000,
+    view: View = "mae",
 ) -> tf.data.Dataset:
-    """Image batches for MAE: random resized crop (scale 0.2-1) and flip, no colour changes."""
+    """Image batches for MAE: ``view`` of every image (default MAE's: random resized crop with
+    ``crop_scale`` 0.2-1 and flip, no colour changes; ``view=[]`` for plain images)."""
     ds = _images_only(images)
-    shape = ds.element_spec.shape
-    view = _in_unit(
-        contrastive_view(
-            (int(shape[0]), int(shape[1])),
-            int(shape[2]),
-            crop_scale=crop_scale,
-            flip=flip,
-            jitter_strength=0.0,
-            grayscale_prob=0.0,
-            blur_prob=0.0,
-            seed=seed,
-        ),
-        mean,
-        std,
+    apply = _in_unit(
+        build_view(view, _view_seed(seed, 0), crop_scale=crop_scale, flip=flip), mean, std
     )
     if shuffle:
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-    return ds.map(view, AUTOTUNE).batch(batch_size, drop_remainder=True).prefetch(AUTOTUNE)
+    return ds.batch(batch_size, drop_remainder=True).map(apply).prefetch(AUTOTUNE)

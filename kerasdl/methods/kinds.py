@@ -159,7 +159,7 @@ class Contrastive(_Unlabelled):
 
 class MaskedImage(_Unlabelled):
     dataset_fn = "masked_image_dataset"  # augmented images; validation on plain ones
-    val_options = {"crop_scale": (1.0, 1.0), "flip": False}
+    val_options = {"view": []}  # the empty view: no augmentation
 
     def build(self, cls: type, backbone: keras.Model, num_classes: int, kw: dict) -> keras.Model:
         return cls(backbone, num_classes, **kw)  # the recipe's ViT is the encoder
