@@ -35,20 +35,38 @@ def make_datasets(
         augment = build_augment(
             cfg.data.augment, seed=cfg.run.seed, num_classes=bundle.num_classes, stats=stats
         )
-    std = standardizer(cfg.data.mean, cfg.data.std)
-    out = {}
-    for split, ds in bundle.splits.items():
-        training = split == "train"
-        out[split] = batch_dataset(
-            ds,
-            cfg.training.batch_size,
-            training=training,
-            num_classes=bundle.num_classes,
-            seed=cfg.run.seed,
-            augment=augment if training else None,
-            standardize=std,
-            cache=cfg.data.cache,
-            shuffle_buffer=cfg.data.shuffle_buffer,
-            epoch=epoch if training else None,
-        )
-    return out
+    train = batch_dataset(
+        bundle.splits["train"],
+        cfg.training.batch_size,
+        training=True,
+        num_classes=bundle.num_classes,
+        seed=cfg.run.seed,
+        augment=augment,
+        standardize=standardizer(cfg.data.mean, cfg.data.std),
+        cache=cfg.data.cache,
+        shuffle_buffer=cfg.data.shuffle_buffer,
+        epoch=epoch,
+    )
+    return {
+        split: train if split == "train" else eval_dataset(cfg, bundle, split, cache=cfg.data.cache)
+        for split in bundle.splits
+    }
+
+
+def eval_dataset(
+    cfg: RecipeConfig,
+    bundle: DataBundle,
+    split: str,
+    batch_size: int | None = None,
+    cache: bool = False,
+) -> Any:
+    """One split in order, standardized as training does, without augmentation:
+    ``(x, one-hot y)`` batches of ``batch_size`` (default: the recipe's)."""
+    return batch_dataset(
+        bundle.splits[split],
+        batch_size or cfg.training.batch_size,
+        training=False,
+        num_classes=bundle.num_classes,
+        standardize=standardizer(cfg.data.mean, cfg.data.std),
+        cache=cache,
+    )

@@ -116,7 +116,8 @@ def evaluate_target(
     ``label`` names the output files (``confusion_<label>.png``; default: the split).
     """
     from kerasdl.data import load_data
-    from kerasdl.data.pipeline import batch_dataset, standardizer
+    from kerasdl.data.datasets import eval_dataset
+    from kerasdl.training.tasks import classifier_loss, classifier_metrics
 
     target = Path(target)
     model_path = target / "best.keras" if target.is_dir() else target
@@ -129,22 +130,10 @@ def evaluate_target(
     out_dim = model.output_shape[-1]
     if out_dim != k:
         raise UserError(f"the model predicts {out_dim} classes but the data has {k}")
-    ds = batch_dataset(
-        bundle.splits[split],
-        batch_size or cfg.training.batch_size,
-        training=False,
-        num_classes=k,
-        standardize=standardizer(cfg.data.mean, cfg.data.std),
-        cache=False,
-    )
-    metrics = [keras.metrics.CategoricalAccuracy(name="accuracy")]
-    if k > 5:
-        metrics.append(keras.metrics.TopKCategoricalAccuracy(k=5, name="top5"))
+    ds = eval_dataset(cfg, bundle, split, batch_size)
     model.compile(
-        loss=keras.losses.CategoricalCrossentropy(
-            from_logits=True, label_smoothing=cfg.training.loss.label_smoothing
-        ),
-        metrics=metrics,
+        loss=classifier_loss(cfg),
+        metrics=classifier_metrics(["accuracy", "top5"] if k > 5 else ["accuracy"]),
     )
     values = {n: float(v) for n, v in model.evaluate(ds, verbose=0, return_dict=True).items()}
     y_true, y_pred = [], []

@@ -23,10 +23,10 @@ from its last backup.
 
 from __future__ import annotations
 
-import math
 import os
 import shutil
 import tempfile
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -55,11 +55,13 @@ from kerasdl.training.distribute import describe_distribution, make_strategy
 from kerasdl.training.grad_tools import GradNormLogger
 from kerasdl.training.precision import resolve_precision
 from kerasdl.training.tasks import (  # noqa: F401  (the supervised pieces: re-exported)
+    RunPlan,
     SupervisedTask,
     build_model,
     compile_model,
     evaluate_model,
     method_execution_steps,
+    task_class,
     task_for,
 )
 
@@ -75,50 +77,46 @@ class RunResult:
 
 
 def train(
-    cfg: RecipeConfig,
+    cfg: Any,
     *,
     fresh: bool = False,
     resume_dir: str | Path | None = None,
     verbose: int | str = "auto",
 ) -> RunResult:
-    """Run a recipe: validate data and model, make or resume the run folder, fit, test.
+    """Run a recipe: validate data and model, make or resume the run folder, fit, measure.
 
     Args:
-        cfg: a validated recipe (for ``resume_dir``, the run's own: see
-            :func:`kerasdl.runfolder.resume_recipe`).
+        cfg: a validated recipe (:class:`~kerasdl.config.RecipeConfig`, or a
+            :class:`~kerasdl.nas.config.SearchRecipe` for a DARTS search); for ``resume_dir``,
+            the run's own (see :func:`kerasdl.runfolder.resume_recipe`).
         fresh: never resume an unfinished run; start a new folder.
         resume_dir: resume this run folder explicitly.
         verbose: Keras ``fit`` verbosity.
 
     Returns:
-        The run folder, the test metrics and the epoch training resumed from (0 for a new run).
+        The run folder, the final metrics and the epoch training resumed from (0 for a new run).
     """
-    d = cfg.distribute
-    if cfg.run.deterministic:
-        check_deterministic(cfg)
+    task_cls = task_class(cfg)
+    plan: RunPlan = task_cls.plan(cfg)
+    d = plan.distribute
+    if plan.deterministic:
+        check_deterministic(task_cls)
     strategy = make_strategy(d.strategy, d.devices, d.logical_cpus)
-    keras.utils.set_random_seed(cfg.run.seed)
-    precision = resolve_precision(cfg.training.precision)
+    keras.utils.set_random_seed(plan.seed)
+    precision = resolve_precision(plan.precision)
     keras.mixed_precision.set_global_policy(precision)
-    bundle = load_data(cfg.data, cfg.run.seed)
-    task = task_for(cfg, bundle)
+    bundle = load_data(cfg.data, plan.seed)
+    task = task_cls(cfg, bundle)
     monitor = task.monitor("val" in bundle.splits)
     dist = describe_distribution(
-        strategy,
-        d.strategy,
-        cfg.training.batch_size,
-        cfg.training.lr_scaling.rule,
-        cfg.training.lr_scaling.base_batch_size,
+        strategy, d.strategy, plan.batch_size, plan.lr_scaling, plan.base_batch_size
     )
     mode = "min" if monitor.endswith("loss") else "max"
     state = cb.TrainingState(mode)
     rng: list = []  # random-generator states saved with the backups
     with tf.variable_creator_scope(_recording_into(rng)):
-        datasets = task.datasets(epoch=state.epoch if cfg.run.deterministic else None)
-    train_size = bundle.sizes.get("train") or int(
-        bundle.splits["train"].reduce(0, lambda n, _: n + 1)
-    )
-    steps_per_epoch = max(math.ceil(train_size / cfg.training.batch_size), 1)
+        datasets = task.datasets(epoch=state.epoch if plan.deterministic else None)
+    steps_per_epoch = task.steps_per_epoch()
     with strategy.scope():
         model = task.build(steps_per_epoch, dist.lr_factor)
         if d.sync_batchnorm:  # batch statistics over the global batch of all replicas
@@ -134,12 +132,12 @@ def train(
         info: dict[str, Any] = {
             "precision": precision,
             "steps_per_epoch": steps_per_epoch,
-            "epochs": cfg.training.epochs,
+            "epochs": plan.epochs,
             "sizes": bundle.sizes,
             "resumes": [],
             "distribution": asdict(dist),
             "loop": "custom" if custom_loop else "keras_fit",
-            "deterministic": cfg.run.deterministic,
+            "deterministic": plan.deterministic,
         }
         if resuming:
             removed = folder.remove_partial_files() if chief else []
@@ -155,7 +153,7 @@ def train(
                 {
                     "epoch": initial_epoch,
                     "checkpoint": os.path.basename(restored) if restored else None,
-                    "epochs": cfg.training.epochs,
+                    "epochs": plan.epochs,
                     "weights_fingerprint": cb.weights_fingerprint(model),
                 }
             )
@@ -172,28 +170,27 @@ def train(
             write_json_atomic(folder.run_info, info)
             print(f"Run folder: {run_dir}  (precision {precision}, {steps_per_epoch} steps/epoch)")
             callbacks = _chief_callbacks(
-                task, model, run_dir, state, monitor, initial_epoch, resuming, rng
+                task, plan, model, run_dir, state, monitor, initial_epoch, resuming, rng
             )
         else:  # other workers take part in the (collective) backup save, into a scratch folder
             scratch = Path(tempfile.mkdtemp(prefix="kerasdl-worker-"))
             callbacks = [cb.Backup(scratch / "backup", state, rng=rng)]
         callbacks = task.worker_callbacks + callbacks
-        if cfg.training.early_stopping_patience:
+        if plan.early_stopping_patience:
             callbacks.append(
                 keras.callbacks.EarlyStopping(
-                    monitor=monitor,
-                    patience=cfg.training.early_stopping_patience,
-                    mode=mode,
+                    monitor=monitor, patience=plan.early_stopping_patience, mode=mode
                 )
             )
-        if initial_epoch >= cfg.training.epochs:
-            print(f"All {cfg.training.epochs} epochs were already trained; evaluating best.keras")
+        start = time.monotonic()
+        if initial_epoch >= plan.epochs:
+            print(f"All {plan.epochs} epochs were already trained")
         elif custom_loop:
             fit_distributed(
                 model,
                 strategy,
                 datasets["train"],
-                epochs=cfg.training.epochs,
+                epochs=plan.epochs,
                 steps_per_epoch=steps_per_epoch,
                 initial_epoch=initial_epoch,
                 validation_data=datasets.get("val"),
@@ -201,18 +198,20 @@ def train(
                 verbose=bool(verbose),
             )
         else:
-            if verbose:
-                callbacks.append(cb.StepProgbar(steps_per_epoch))
+            progress = task.progress(steps_per_epoch) if verbose else []
+            # Keras adds its own bar when verbose and no ProgbarLogger is given: not twice.
+            bar = any(isinstance(c, keras.callbacks.ProgbarLogger) for c in progress)
             model.fit(
                 datasets["train"],
                 steps_per_epoch=task.fit_steps(steps_per_epoch),
                 validation_data=datasets.get("val"),
-                epochs=cfg.training.epochs,
+                epochs=plan.epochs,
                 initial_epoch=initial_epoch,
-                callbacks=callbacks,
+                callbacks=callbacks + progress,
                 shuffle=False,  # the tf.data pipeline shuffles
-                verbose=verbose,
+                verbose=verbose if bar else 0,
             )
+        elapsed = time.monotonic() - start
         fingerprint = float(
             sum(np.abs(np.asarray(w, np.float64)).sum() for w in model.trainable_weights)
         )
@@ -220,13 +219,11 @@ def train(
         if not chief:
             shutil.rmtree(scratch, ignore_errors=True)
             return RunResult(run_dir, {}, initial_epoch, fingerprint)
-        from kerasdl.methods import METHODS  # noqa: F401  (registers the classes a .keras names)
-
-        best = keras.models.load_model(folder.best, compile=False)
-        metrics = task.final_metrics(best)
+        results = task.results(folder, model, elapsed, bool(verbose))
         info["final_weights_fingerprint"] = fingerprint
         write_json_atomic(folder.run_info, info)
-        write_json_atomic(folder.metrics, {"split": task.eval_split, **metrics})
+        write_json_atomic(folder.metrics, results)  # last: it marks the run finished
+        metrics = {k: v for k, v in results.items() if k != "split"}
         return RunResult(run_dir, metrics, initial_epoch, fingerprint)
     finally:
         if lock is not None:
@@ -278,19 +275,21 @@ def _recording_into(variables: list) -> Any:
     return creator
 
 
-def check_deterministic(cfg: RecipeConfig) -> None:
-    """Switch on what ``run.deterministic`` needs, or reject what it cannot make reproducible
+def check_deterministic(task_cls: type) -> None:
+    """Switch on what ``run.deterministic`` needs, or reject a task it cannot make reproducible
     across a resume."""
-    if cfg.method:
+    if not task_cls.deterministic:
         raise UserError(
-            "run.deterministic: supported for supervised recipes; a method: run keeps one data "
-            "iterator across epochs, whose read-ahead position is not saved with the backup"
+            "run.deterministic: supported for supervised recipes; a method: run or a search "
+            "keeps one data iterator across epochs, whose read-ahead position is not saved with "
+            "the backup"
         )
     tf.config.experimental.enable_op_determinism()
 
 
 def _chief_callbacks(
-    task: SupervisedTask,
+    task: Any,
+    plan: RunPlan,
     model: keras.Model,
     run_dir: Path,
     state: cb.TrainingState,
@@ -300,14 +299,14 @@ def _chief_callbacks(
     rng: list | None = None,
 ) -> list[keras.callbacks.Callback]:
     """The callbacks that write the run folder (only the chief runs them)."""
-    cfg, folder = task.cfg, RunFolder(run_dir)
-    sample = next(iter(task.bundle.splits["train"].batch(max(cfg.training.log_images, 8))))[0]
-    if initial_epoch == 0 and cfg.training.log_images:
-        cb.log_images(folder.logs, np.asarray(sample)[: cfg.training.log_images])
+    folder = RunFolder(run_dir)
+    sample = next(iter(task.bundle.splits["train"].batch(max(plan.log_images, 8))))[0]
+    if initial_epoch == 0 and plan.log_images:
+        cb.log_images(folder.logs, np.asarray(sample)[: plan.log_images])
     extra: list[keras.callbacks.Callback] = []
-    if cfg.training.log_grad_norm:
+    if plan.log_grad_norm:
         extra.append(GradNormLogger(folder.logs))  # before CSVLogger: adds grad_norm to the logs
-    if cfg.training.optimizer.ema:
+    if plan.ema:
         # Validation, best.keras and the backups see the EMA weights (swapped in at epoch end,
         # out at epoch begin). A backup therefore holds EMA weights in the model and the raw
         # ones in the optimizer's averages: a resumed run starts in the swapped state.
@@ -317,12 +316,13 @@ def _chief_callbacks(
     extra += task.callbacks(model, run_dir, np.asarray(sample), monitor)
     if resuming:
         trim_history(folder.history, initial_epoch)
+    best = [cb.BestCheckpoint(folder.best, monitor, state, task.keep(model))]
     return [
         cb.LearningRateLogger(folder.logs),
         *extra,
         # the epoch's row before its backup: a crash in between must not lose the row
         keras.callbacks.CSVLogger(str(folder.history), append=resuming),
-        cb.BestCheckpoint(folder.best, monitor, state, task.keep(model)),
+        *(best if plan.keep_best else []),
         cb.Backup(folder.backup, state, rng=rng),
         keras.callbacks.TensorBoard(str(folder.logs), write_graph=False, update_freq="epoch"),
     ]

@@ -4,35 +4,42 @@ The runner (:mod:`kerasdl.training.runner`) owns the run folder, the distributio
 backups and the loop; a task owns what it trains and how it is measured:
 
 ========================  =================================================================
+``plan`` (static)         the run's settings (:class:`RunPlan`: epochs, batch, devices, ...)
 ``build``                 the model ``fit`` trains (compiled), built under the strategy scope
 ``datasets``              ``train`` / ``val`` / ``test`` batches (``epoch``: deterministic order)
+``steps_per_epoch``       optimizer steps per epoch
 ``fit_steps``             steps per epoch to pass to ``fit`` (None: the data's own length)
 ``monitor``               ``training.monitor: auto`` and the check of an explicit monitor
 ``callbacks``             what the task adds to the run's callbacks (checkpoints of its own)
+``progress``              the callbacks that show progress (when the run is verbose)
 ``keep``                  the model ``best.keras`` holds
-``final_metrics``         the test metrics of ``best.keras``
+``results``               what the finished run writes besides; ``metrics.json``'s content
 ========================  =================================================================
 
 :class:`SupervisedTask` trains the recipe's classifier; :class:`MethodTask` wraps it in the
 recipe's ``method:`` (semi- or self-supervised), whose kind
-(:mod:`kerasdl.methods.kinds`) supplies the data, the monitor and the measurement.
-:func:`task_for` picks one; the runner never asks which.
+(:mod:`kerasdl.methods.kinds`) supplies the data, the monitor and the measurement;
+:class:`kerasdl.nas.task.SearchTask` is the DARTS search. :func:`task_class` picks one from the
+recipe; the runner never asks which.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import keras
 
-from kerasdl.config import RecipeConfig
+from kerasdl.config import DistributeConfig, RecipeConfig
 from kerasdl.data import DataBundle
 from kerasdl.data.datasets import make_datasets
 from kerasdl.errors import UserError
 from kerasdl.models.base import HEAD
 from kerasdl.registry import create_model
+from kerasdl.runfolder import RunFolder
 from kerasdl.training import callbacks as cb
 from kerasdl.training.initializers import apply_initializer
 from kerasdl.training.optimizers import build_optimizer
@@ -77,22 +84,32 @@ def compile_model(
     t = cfg.training
     optimizer = _optimizer(cfg, steps_per_epoch, lr_factor)
     optimizer = transfer_optimizer(optimizer, t.optimizer.backbone_lr_multiplier)
-    metrics: list[Any] = []
-    if "accuracy" in t.metrics:
-        metrics.append(keras.metrics.CategoricalAccuracy(name="accuracy"))
-    if "top5" in t.metrics:
-        metrics.append(keras.metrics.TopKCategoricalAccuracy(k=5, name="top5"))
     model.compile(
         optimizer=optimizer,
-        loss=keras.losses.CategoricalCrossentropy(
-            from_logits=True, label_smoothing=t.loss.label_smoothing
-        ),
-        metrics=metrics,
+        loss=classifier_loss(cfg),
+        metrics=classifier_metrics(t.metrics),
         steps_per_execution=t.execution_steps(cfg.distribute.strategy != "none"),
         jit_compile=t.jit_compile,
     )
     if t.transfer.strategy == "gradual_unfreeze":
         prebuild_optimizer(model)  # slots for the layers that unfreeze later
+
+
+def classifier_loss(cfg: RecipeConfig) -> keras.losses.Loss:
+    """The recipe's loss for a classifier's logits and one-hot labels (``training.loss``)."""
+    return keras.losses.CategoricalCrossentropy(
+        from_logits=True, label_smoothing=cfg.training.loss.label_smoothing
+    )
+
+
+def classifier_metrics(names: list[str]) -> list[keras.metrics.Metric]:
+    """The metrics of ``training.metrics`` (``accuracy``, ``top5``) for one-hot labels."""
+    metrics: list[keras.metrics.Metric] = []
+    if "accuracy" in names:
+        metrics.append(keras.metrics.CategoricalAccuracy(name="accuracy"))
+    if "top5" in names:
+        metrics.append(keras.metrics.TopKCategoricalAccuracy(k=5, name="top5"))
+    return metrics
 
 
 def _optimizer(cfg: RecipeConfig, steps_per_epoch: int, lr_factor: float) -> Any:
@@ -121,6 +138,28 @@ def method_execution_steps(requested: int, steps_per_epoch: int) -> int:
     )
 
 
+@dataclass(frozen=True)
+class RunPlan:
+    """What the runner needs of a recipe besides its task: the loop's settings.
+
+    ``keep_best``: track the monitored metric and keep the best model in ``best.keras``.
+    """
+
+    epochs: int
+    batch_size: int
+    seed: int = 0
+    precision: str = "float32"
+    deterministic: bool = False
+    distribute: DistributeConfig = field(default_factory=DistributeConfig)
+    lr_scaling: str = "none"
+    base_batch_size: int | None = None
+    early_stopping_patience: int = 0
+    log_images: int = 0
+    log_grad_norm: bool = False
+    ema: bool = False
+    keep_best: bool = True
+
+
 class SupervisedTask:
     """Train the recipe's classifier on labelled batches (the default task).
 
@@ -137,6 +176,31 @@ class SupervisedTask:
         self.classifier: keras.Model | None = None
         #: callbacks every worker runs (gradual unfreezing), set by :meth:`build`
         self.worker_callbacks: list[keras.callbacks.Callback] = []
+
+    @staticmethod
+    def plan(cfg: RecipeConfig) -> RunPlan:
+        """The loop's settings from the recipe's ``training:``, ``distribute:`` and ``run:``."""
+        t = cfg.training
+        return RunPlan(
+            epochs=t.epochs,
+            batch_size=t.batch_size,
+            seed=cfg.run.seed,
+            precision=t.precision,
+            deterministic=cfg.run.deterministic,
+            distribute=cfg.distribute,
+            lr_scaling=t.lr_scaling.rule,
+            base_batch_size=t.lr_scaling.base_batch_size,
+            early_stopping_patience=t.early_stopping_patience,
+            log_images=t.log_images,
+            log_grad_norm=t.log_grad_norm,
+            ema=bool(t.optimizer.ema),
+        )
+
+    def steps_per_epoch(self) -> int:
+        """Batches in one pass over the training split (the last one may be short)."""
+        b = self.bundle
+        size = b.sizes.get("train") or int(b.splits["train"].reduce(0, lambda n, _: n + 1))
+        return max(math.ceil(size / self.cfg.training.batch_size), 1)
 
     def _build_classifier(self) -> keras.Model:
         """The recipe's model with its transfer-learning set-up (frozen layers, unfreezing)."""
@@ -194,9 +258,22 @@ class SupervisedTask:
         """Callbacks of the task's own that write the run folder (none for a classifier)."""
         return []
 
+    def progress(self, steps_per_epoch: int) -> list[keras.callbacks.Callback]:
+        """Keras's progress bar, counting the optimizer steps that ran."""
+        return [cb.StepProgbar(steps_per_epoch)]
+
     def keep(self, model: keras.Model) -> Callable[[], keras.Model] | None:
         """What ``best.keras`` holds (None: the trained model itself)."""
         return None
+
+    def results(
+        self, folder: RunFolder, model: keras.Model, elapsed: float, verbose: bool = True
+    ) -> dict[str, Any]:
+        """``metrics.json``'s content: the test metrics of ``best.keras``."""
+        from kerasdl.methods import METHODS  # noqa: F401  (registers the classes a .keras names)
+
+        best = keras.models.load_model(folder.best, compile=False)
+        return {"split": self.eval_split, **self.final_metrics(best)}
 
     def classifier_metrics(self, kept: keras.Model) -> dict[str, float]:
         """Loss and the recipe's metrics of a classifier on the test split (val if none)."""
@@ -298,6 +375,18 @@ class MethodTask(SupervisedTask):
         return self.entry.kind.run_metrics(self, kept)
 
 
-def task_for(cfg: RecipeConfig, bundle: DataBundle) -> SupervisedTask:
-    """The task of a recipe: its ``method:`` if it has one, else supervised training."""
-    return (MethodTask if cfg.method else SupervisedTask)(cfg, bundle)
+def task_class(cfg: Any) -> type:
+    """The task of a recipe: the DARTS search for a search recipe, else the recipe's
+    ``method:`` if it has one, else supervised training."""
+    from kerasdl.nas.config import SearchRecipe
+
+    if isinstance(cfg, SearchRecipe):
+        from kerasdl.nas.task import SearchTask
+
+        return SearchTask
+    return MethodTask if cfg.method else SupervisedTask
+
+
+def task_for(cfg: Any, bundle: DataBundle) -> Any:
+    """The task of a recipe (:func:`task_class`), on its data."""
+    return task_class(cfg)(cfg, bundle)
