@@ -1,6 +1,6 @@
 """Where a training step spends its time: per-op tables for kerasdl models and their PyTorch peers.
 
-``python -m kerasdl.bench.profile --model resnet20 --input-size 32 --batch-size 128 --precision
+``kerasdl profile --model resnet20 --input-size 32 --batch-size 128 --precision
 mixed_bfloat16 --torch`` trains the model with Keras ``fit`` (the benchmark's loss and optimizer)
 under the TensorFlow profiler and prints one table per implementation: time per step by op type,
 its share, the op count per step, and a coarse category (convolution forward/backward, batch norm,
@@ -17,7 +17,6 @@ inter-op threads two kernels can run at once, so the sum can exceed the step's w
 
 from __future__ import annotations
 
-import argparse
 import collections
 import json
 import os
@@ -29,7 +28,6 @@ from typing import Any
 
 from kerasdl.bench.case import Case, step_clock, synthetic_batch
 from kerasdl.bench.harness import build_keras_model
-from kerasdl.errors import UserError
 
 CATEGORIES = {
     "conv forward": ("Conv2D", "DepthwiseConv2dNative", "_FusedConv2D", "convolution"),
@@ -284,7 +282,7 @@ def profile_case(case: Case, steps: int, logdir: str | Path) -> dict[str, Any]:
 def profile_isolated(case: Case, steps: int, logdir: str | Path) -> dict[str, Any]:
     """:func:`profile_case` in a fresh Python process (as the benchmark isolates its cases)."""
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    cmd = [sys.executable, "-m", "kerasdl.bench.profile", "--case-json", case.to_json()]
+    cmd = [sys.executable, "-m", "kerasdl", "profile", "--case-json", case.to_json()]
     cmd += ["--steps", str(steps), "--logdir", str(logdir), "--json"]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
@@ -295,52 +293,10 @@ def profile_isolated(case: Case, steps: int, logdir: str | Path) -> dict[str, An
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m kerasdl.bench.profile", description=__doc__)
-    parser.add_argument("--model", default="resnet20", help="registry model (default resnet20)")
-    parser.add_argument("--input-size", type=int, default=32)
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--num-classes", type=int, default=10)
-    parser.add_argument(
-        "--precision", default="float32", choices=["float32", "mixed_bfloat16", "mixed_float16"]
-    )
-    parser.add_argument("--steps", type=int, default=10, help="profiled steps (default 10)")
-    parser.add_argument("--warmup", type=int, default=3, help="steps before profiling")
-    parser.add_argument("--keras-app", action="store_true", help="also keras.applications")
-    parser.add_argument("--torch", action="store_true", help="also the PyTorch peer")
-    parser.add_argument("--top", type=int, default=15, help="op rows per table")
-    parser.add_argument("--logdir", default="benchmarks/results/profile", help="trace folder")
-    parser.add_argument("--case-json", help=argparse.SUPPRESS)
-    parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args.steps < 1 or args.batch_size < 1 or args.input_size < 1:
-        parser.error("--steps, --batch-size and --input-size must be at least 1")
-    from kerasdl.registry import get_entry
+    """``python -m kerasdl.bench.profile ARGS``: the ``kerasdl profile`` command."""
+    from kerasdl.cli import main as cli_main
 
-    try:
-        get_entry(args.model)  # an unknown name: one line here, not a worker's traceback
-    except UserError as err:
-        parser.error(str(err))
-    if args.case_json:  # worker mode: one case, JSON on stdout
-        summary = profile_case(Case.from_json(args.case_json), args.steps, args.logdir)
-        print(json.dumps(summary) if args.json else markdown(summary, args.top))
-        return 0
-    base = dict(
-        model=args.model,
-        input_size=args.input_size,
-        batch_size=args.batch_size,
-        num_classes=args.num_classes,
-        precision=args.precision,
-        warmup=args.warmup,
-    )
-    cases = [Case(id="kerasdl", **base)]
-    if args.keras_app:
-        cases.append(Case(id="keras_app", kind="keras_app", **base))
-    if args.torch:
-        cases.append(Case(id="torch", kind="torch", **base))
-    for case in cases:
-        summary = profile_isolated(case, args.steps, Path(args.logdir) / case.id)
-        print(markdown(summary, args.top) + "\n", flush=True)
-    return 0
+    return cli_main(["profile", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

@@ -1,0 +1,76 @@
+"""``kerasdl profile``: where a training step spends its time, op by op (kerasdl.bench.profile)."""
+
+from __future__ import annotations
+
+import argparse
+
+COMMAND = "profile"
+HELP = "per-op time of a training step, for a zoo model and its keras.applications/PyTorch peers"
+DESCRIPTION = """Train a registry model with Keras fit (the benchmark's loss and optimizer) under
+the TensorFlow profiler and print one table per implementation: time per step by op type, its
+share, the op count per step and a coarse category (convolution forward/backward, batch norm,
+element-wise, data movement, optimizer update, ...), with the step's wall and CPU time. The trace
+stays in --logdir (TensorBoard's profile plugin opens it). Each implementation runs in a fresh
+process. `python -m kerasdl.bench.profile` is the same command.
+
+Example:
+  kerasdl profile --model resnet20 --precision mixed_bfloat16 --torch
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default="resnet20", help="registry model (default resnet20)")
+    parser.add_argument("--input-size", type=int, default=32, help="square input side")
+    parser.add_argument("--batch-size", type=int, default=128, help="batch size (default 128)")
+    parser.add_argument("--num-classes", type=int, default=10, help="classes (default 10)")
+    parser.add_argument(
+        "--precision",
+        default="float32",
+        choices=["float32", "mixed_bfloat16", "mixed_float16"],
+        help="dtype policy (default float32)",
+    )
+    parser.add_argument("--steps", type=int, default=10, help="profiled steps (default 10)")
+    parser.add_argument("--warmup", type=int, default=3, help="steps before profiling")
+    parser.add_argument("--keras-app", action="store_true", help="also keras.applications")
+    parser.add_argument("--torch", action="store_true", help="also the PyTorch peer")
+    parser.add_argument("--top", type=int, default=15, help="op rows per table")
+    parser.add_argument("--logdir", default="benchmarks/results/profile", help="trace folder")
+    parser.add_argument("--case-json", help=argparse.SUPPRESS)  # worker mode: one case
+    parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from kerasdl.errors import UserError
+
+    if args.steps < 1 or args.batch_size < 1 or args.input_size < 1:
+        raise UserError("--steps, --batch-size and --input-size must be at least 1")
+    from kerasdl.registry import get_entry
+
+    get_entry(args.model)  # an unknown name: one line here, not a worker's traceback
+    from kerasdl.bench.case import Case
+    from kerasdl.bench.profile import markdown, profile_case, profile_isolated
+
+    if args.case_json:  # worker mode: one case, JSON on stdout
+        summary = profile_case(Case.from_json(args.case_json), args.steps, args.logdir)
+        print(json.dumps(summary) if args.json else markdown(summary, args.top))
+        return 0
+    base = dict(
+        model=args.model,
+        input_size=args.input_size,
+        batch_size=args.batch_size,
+        num_classes=args.num_classes,
+        precision=args.precision,
+        warmup=args.warmup,
+    )
+    cases = [Case(id="kerasdl", **base)]
+    if args.keras_app:
+        cases.append(Case(id="keras_app", kind="keras_app", **base))
+    if args.torch:
+        cases.append(Case(id="torch", kind="torch", **base))
+    for case in cases:
+        summary = profile_isolated(case, args.steps, Path(args.logdir) / case.id)
+        print(markdown(summary, args.top) + "\n", flush=True)
+    return 0
