@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from kerasdl.config.errors import one_line
 from kerasdl.errors import UserError
 
 Prob = Annotated[float, Field(ge=0.0, le=1.0)]
@@ -181,11 +182,4 @@ def validate_method(section: dict[str, Any] | _Params) -> _Params:
     try:
         return model(**section)
     except ValidationError as err:
-        first = err.errors()[0]
-        key = ".".join(str(p) for p in first["loc"])
-        if first["type"] == "extra_forbidden":
-            raise UserError(
-                f"Unknown key 'method.{key}' for method {name!r}. "
-                f"Expected one of: {', '.join(model.model_fields)}."
-            ) from None
-        raise UserError(f"method.{key}: {first['msg']}. Received: {first.get('input')!r}") from None
+        raise UserError(one_line(err, "method", model=model, owner=f"method {name!r}")) from None
