@@ -39,6 +39,11 @@ from kerasdl.io import TMP_MARK, write_json, write_text
 RESUMABLE_KEYS = ("training.epochs",)
 
 
+CONFIG_FILE = "config.yaml"
+SPEC_FILE = "preprocess.json"
+MODEL_FILE = "best.keras"
+
+
 @dataclass(frozen=True)
 class RunFolder:
     """The paths of one run folder."""
@@ -47,11 +52,11 @@ class RunFolder:
 
     @property
     def config(self) -> Path:
-        return self.path / "config.yaml"
+        return self.path / CONFIG_FILE
 
     @property
     def preprocess(self) -> Path:
-        return self.path / "preprocess.json"
+        return self.path / SPEC_FILE
 
     @property
     def run_info(self) -> Path:
@@ -67,7 +72,12 @@ class RunFolder:
 
     @property
     def best(self) -> Path:
-        return self.path / "best.keras"
+        return self.path / MODEL_FILE
+
+    @property
+    def backbone(self) -> Path:
+        """The pretrained backbone of a self-supervised run (its best by the monitor)."""
+        return self.path / "backbone.keras"
 
     @property
     def history(self) -> Path:

@@ -77,9 +77,12 @@ class _DeprecatedOutput(argparse.Action):
 
 def _model_path(target: Path) -> Path:
     if target.is_dir():
-        for name in ("backbone.keras", "best.keras"):
-            if (target / name).is_file():
-                return target / name
+        from kerasdl.runfolder import RunFolder
+
+        folder = RunFolder(target)
+        for path in (folder.backbone, folder.best):
+            if path.is_file():
+                return path
         raise UserError(f"{target}: no backbone.keras or best.keras in this run folder.")
     if target.suffix != ".keras" or not target.is_file():
         raise UserError(f"{target}: expected a run folder or an existing .keras file.")

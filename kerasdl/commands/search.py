@@ -49,7 +49,9 @@ def run(args: argparse.Namespace) -> int:
     if args.resume:
         from pathlib import Path
 
-        saved = Path(args.resume) / "config.yaml"
+        from kerasdl.runfolder import RunFolder
+
+        saved = RunFolder(Path(args.resume)).config
         if not saved.is_file():
             raise UserError(f"--resume: {args.resume} has no config.yaml; it is not a run folder")
         own = load_search_recipe(saved)

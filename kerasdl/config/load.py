@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from kerasdl.config.errors import one_line
 from kerasdl.config.schema import RecipeConfig
 from kerasdl.errors import UserError
+from kerasdl.runfolder import RunFolder
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent  # kerasdl/
 CONFIGS_DIR = PACKAGE_ROOT.parent / "configs"  # the recipes of a source checkout
@@ -129,7 +130,7 @@ def load_run_recipe(
         return load_recipe(recipe, overrides)
     target = Path(target)
     run_dir = target if target.is_dir() else target.parent
-    cfg_path = run_dir / "config.yaml"
+    cfg_path = RunFolder(run_dir).config
     if not cfg_path.is_file():
         raise UserError(
             f"{target}: no config.yaml beside it; pass --recipe RECIPE to say which data to use"

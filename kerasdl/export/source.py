@@ -14,10 +14,8 @@ from typing import Any
 
 from kerasdl.data.preprocess import PreprocessSpec
 from kerasdl.errors import UserError
+from kerasdl.runfolder import CONFIG_FILE, MODEL_FILE, SPEC_FILE
 
-MODEL_FILE = "best.keras"
-SPEC_FILE = "preprocess.json"
-CONFIG_FILE = "config.yaml"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 

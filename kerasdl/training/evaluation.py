@@ -18,6 +18,7 @@ from kerasdl.config import load_run_recipe
 from kerasdl.errors import UserError
 from kerasdl.io import save_figure, write_json
 from kerasdl.plotting import pyplot
+from kerasdl.runfolder import RunFolder
 
 
 @dataclass
@@ -120,7 +121,7 @@ def evaluate_target(
     from kerasdl.training.tasks import classifier_loss, classifier_metrics
 
     target = Path(target)
-    model_path = target / "best.keras" if target.is_dir() else target
+    model_path = RunFolder(target).best if target.is_dir() else target
     cfg = load_run_recipe(target, recipe, overrides)
     model = load_trained_model(model_path)
     bundle = load_data(cfg.data, cfg.run.seed)

@@ -358,7 +358,7 @@ class MethodTask(SupervisedTask):
         extra = list(model.extra_callbacks(run_dir, sample))
         if self.entry.kind.keeps_backbone:
             extra.append(
-                cb.BestCheckpoint(run_dir / "backbone.keras", monitor, None, self.keep(model))
+                cb.BestCheckpoint(RunFolder(run_dir).backbone, monitor, None, self.keep(model))
             )
         return extra
 

@@ -39,6 +39,7 @@ import numpy as np
 
 from kerasdl.errors import UserError
 from kerasdl.models.base import HEAD
+from kerasdl.runfolder import RunFolder
 from kerasdl.training.group_optimizer import with_lr_multipliers
 
 STRATEGIES = ("full", "feature_extraction", "fine_tune", "gradual_unfreeze")
@@ -75,7 +76,7 @@ def resolve_init_from(init_from: str | Path) -> Path:
     if not path.exists():
         raise UserError(f"model.init_from: no such run folder or .keras file: {init_from}")
     if path.is_dir():
-        path = path / "best.keras"
+        path = RunFolder(path).best
         if not path.is_file():
             raise UserError(f"model.init_from: {init_from} has no best.keras (not a run folder?)")
         return path
