@@ -128,21 +128,10 @@ def reference_forward_loss(imgs_nchw, pred, mask, p: int, norm_pix_loss: bool) -
 
 
 def _mae(input_shape=(8, 8, 3), patch_size=2, mask_ratio=0.75, norm_pix_loss=False):
-    from kerasdl.methods.mae import MAE
+    from tiny_models import tiny_mae
 
-    return MAE(
-        None,
-        input_shape=input_shape,
-        patch_size=patch_size,
-        dim=8,
-        depth=1,
-        num_heads=2,
-        decoder_dim=8,
-        decoder_depth=1,
-        decoder_heads=2,
-        mask_ratio=mask_ratio,
-        norm_pix_loss=norm_pix_loss,
-        seed=0,
+    return tiny_mae(
+        input_shape, patch_size=patch_size, mask_ratio=mask_ratio, norm_pix_loss=norm_pix_loss
     )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
+from tiny_models import tiny_mae, tiny_vit
 
 from kerasdl.errors import UserError
 from kerasdl.methods.mae import MAE, random_masking
@@ -17,20 +18,15 @@ from kerasdl.models.vit import VisionTransformer
 
 
 def _vit(class_token: bool = True, num_classes: int = 3, side: int = 8, **kw) -> VisionTransformer:
-    args = dict(
+    return tiny_vit(
+        side,
         num_classes=num_classes,
-        input_shape=(side, side, 1),
-        patch_size=2,
-        hidden_dim=16,
-        num_layers=2,
-        num_heads=2,
-        mlp_dim=32,
         class_token=class_token,
         pool="token" if class_token else "avg",
         position_embedding="sincos",
         weight_init="mae",
+        **kw,
     )
-    return VisionTransformer(**{**args, **kw})
 
 
 def _mae(backbone=None, **kw) -> MAE:
@@ -159,19 +155,7 @@ def test_keras_round_trip_of_the_method_and_the_kept_backbone(tmp_path):
 
 
 def test_old_construction_path_builds_the_reference_vit():
-    mae = MAE(
-        None,
-        input_shape=(8, 8, 1),
-        patch_size=2,
-        dim=8,
-        depth=1,
-        num_heads=2,
-        pool="mean",
-        decoder_dim=8,
-        decoder_depth=1,
-        decoder_heads=2,
-        seed=0,
-    )
+    mae = tiny_mae(pool="mean")
     vit = mae.backbone
     assert isinstance(vit, VisionTransformer)
     cfg = vit.get_config()

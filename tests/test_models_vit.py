@@ -132,16 +132,9 @@ def test_resize_position_embeddings():
 
 
 def _tiny_vit(size: int, **kw) -> VisionTransformer:
-    args = dict(
-        num_classes=3,
-        input_shape=(size, size, 3),
-        patch_size=8,
-        hidden_dim=16,
-        num_layers=2,
-        num_heads=2,
-        mlp_dim=32,
-    )
-    return VisionTransformer(**{**args, **kw})
+    from tiny_models import tiny_vit
+
+    return tiny_vit(size, 3, **{"patch_size": 8, **kw})
 
 
 def test_resize_vit_and_load_time_interpolation(tmp_path):
