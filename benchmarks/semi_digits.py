@@ -88,7 +88,7 @@ def run_seed(args, seed: int) -> dict[str, float]:
     out: dict[str, float] = {}
     keras.utils.set_random_seed(seed)
     labelled, _ = ssl.split_labelled(train, args.labels, seed)
-    weak = ssl.weak_view(flip=False, seed=seed)
+    weak = ssl.build_view("fixmatch_weak", seed, flip=False)
     sup = (
         labelled.shuffle(1000, seed=seed)
         .repeat()

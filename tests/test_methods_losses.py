@@ -186,10 +186,11 @@ def test_semi_supervised_batches_and_views():
     (xl, yl), (u1, u2) = batches[0]
     assert xl.shape == (4, 8, 8, 1) and yl.shape == (4, 4) and u1.shape == u2.shape == (12, 8, 8, 1)
     assert not np.allclose(u1.numpy(), u2.numpy())
-    strong = ssl.strong_view(flip=False)(tf.constant(x[0]))  # eager: RandAugment + Cutout
+    strong = ssl.build_view("fixmatch_strong", flip=False)(tf.constant(x[0]))  # RA + Cutout
     assert strong.shape == (8, 8, 1)
     assert float(tf.reduce_min(strong)) >= 0.0 and float(tf.reduce_max(strong)) <= 1.0
-    cut = ssl.cutout(tf.ones((16, 16, 1)), max_fraction=1.0, fill=0.5)
+    cutout = [{"name": "cutout", "size": [0.0, 1.0], "fill": 0.5}]
+    cut = ssl.build_view(cutout)(tf.ones((16, 16, 1)))
     grey = int(tf.reduce_sum(tf.cast(cut == 0.5, tf.int32)))
     rows = tf.reduce_any(cut[..., 0] == 0.5, axis=1)
     side = int(tf.reduce_sum(tf.cast(rows, tf.int32)))

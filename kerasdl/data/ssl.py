@@ -157,25 +157,6 @@ def build_view(view: View, seed: int = 0, **keys) -> Callable[[tf.Tensor], tf.Te
     return apply
 
 
-def weak_view(flip: bool = True, seed: int = 0) -> Callable[[tf.Tensor], tf.Tensor]:
-    """``build_view("fixmatch_weak", seed, flip=flip)``: kept for the callers that still use
-    it (tests/test_methods_losses.py, benchmarks/semi_digits.py)."""
-    return build_view("fixmatch_weak", seed, flip=flip)
-
-
-def strong_view(flip: bool = True, seed: int = 0) -> Callable[[tf.Tensor], tf.Tensor]:
-    """``build_view("fixmatch_strong", seed, flip=flip)``: kept for the callers that still use
-    it (tests/test_methods_losses.py)."""
-    return build_view("fixmatch_strong", seed, flip=flip)
-
-
-def cutout(image: tf.Tensor, max_fraction: float = 0.5, fill: float = 0.5) -> tf.Tensor:
-    """The ``cutout`` augmentation with a side ``U(0, max_fraction)`` of the image, on one image:
-    kept for tests/test_methods_losses.py."""
-    spec = [{"name": "cutout", "size": [0.0, max_fraction], "fill": fill}]
-    return build_view(spec)(image)
-
-
 def _view_seed(seed: int, slot: int) -> int:
     """Seed of the ``slot``-th view of a dataset built with ``seed`` (distinct for seed + 1)."""
     return 8 * int(seed) + slot
