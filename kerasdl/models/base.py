@@ -17,72 +17,24 @@ what the probes, SimCLR/MoCo and transfer learning use.
 
 from __future__ import annotations
 
-import functools
-import inspect
 from typing import Any
 
 import keras
 
+from kerasdl.configurable import Configurable
 from kerasdl.registry import check_model_kwargs
 
 PRE_LOGITS = "pre_logits"
 HEAD = "head"
 
-_NAMED = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
 
-
-def _plain(value: Any) -> Any:
-    """``value`` with tuples turned into lists, at any depth (YAML- and JSON-friendly)."""
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    return value
-
-
-def attribute_name(model: keras.Model, argument: str) -> str:
-    """The attribute of ``model`` that holds constructor argument ``argument``: its own name, with
-    a trailing underscore where the (functional) model class already uses it (``input_shape_``,
-    ``layers_``)."""
-    return f"{argument}_" if hasattr(type(model), argument) else argument
-
-
-def _capture_arguments(cls: type, init: Any) -> Any:
-    """Wrap ``cls.__init__``: check keywords first, then record the bound arguments after it."""
-    signature = inspect.signature(init)
-    named = [n for n, p in signature.parameters.items() if p.kind in _NAMED][1:]  # not self
-
-    @functools.wraps(init)
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        kwargs = check_model_kwargs(cls, kwargs)
-        bound = signature.bind(self, *args, **kwargs)
-        bound.apply_defaults()
-        init(self, *args, **kwargs)
-        config = {}
-        for argument in named:
-            attribute = attribute_name(self, argument)
-            if attribute not in self.__dict__:  # the constructor did not keep its own form
-                value = bound.arguments[argument]
-                if argument == "input_shape":
-                    value = tuple(int(v) for v in value)
-                elif isinstance(value, list | tuple):
-                    value = _plain(value)
-                setattr(self, attribute, value)
-            config[argument] = _plain(getattr(self, attribute))
-        # Outermost constructor last: a subclass's arguments replace its parent's.
-        object.__setattr__(self, "_constructor_config", config)
-
-    __init__.__signature__ = signature  # also for inspect.getfullargspec (Keras reads both)
-    return __init__
-
-
-class Classifier(keras.Model):
+class Classifier(Configurable, keras.Model):
     """Base of the kerasdl classifiers: the constructor's arguments are the model's config.
 
     A subclass takes its hyper-parameters as named arguments (YAML-friendly values) plus
     ``**kwargs`` for Keras (``name``, ``dtype``, ``trainable``), builds its functional graph and
     calls ``super().__init__(inputs=..., outputs=..., **kwargs)``. Its ``__init__`` is wrapped
-    (``__init_subclass__``, binding the call to its ``inspect.signature``) so that
+    (:class:`~kerasdl.configurable.Configurable`, the mechanism kerasdl's layers share) so that
 
     * a keyword it does not take is an :class:`~kerasdl.errors.UnknownArgumentError` before
       anything is built (:func:`~kerasdl.registry.check_model_kwargs`; ``pretrained=False`` and
@@ -107,13 +59,21 @@ class Classifier(keras.Model):
         8
     """
 
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        if "__init__" in cls.__dict__:
-            cls.__init__ = _capture_arguments(cls, cls.__dict__["__init__"])
+    _inherit_config = False  # a subclass names every argument it takes
+    _arguments_before_init = False  # keras.Model.__init__ makes it Functional (input_shape)
+
+    @classmethod
+    def _check_kwargs(cls, kwargs: dict[str, Any]) -> dict[str, Any]:
+        return check_model_kwargs(cls, kwargs)
+
+    @classmethod
+    def _normalise_argument(cls, argument: str, value: Any) -> Any:
+        if argument == "input_shape":
+            return tuple(int(v) for v in value)
+        return super()._normalise_argument(argument, value)
 
     def get_config(self) -> dict[str, Any]:
-        return {"name": self.name, **self._constructor_config}
+        return {"name": self.name, **self.constructor_config}
 
 
 def classifier_head(
