@@ -307,7 +307,7 @@ def test_autoaugment_draws_subpolicies_per_image():
     [
         (
             [{"name": "flip"}, {"name": "flip"}, {"name": "cutout", "sise": 3}],
-            "data.augment[2] (cutout): unknown key 'sise'. Expected: p, size, num_holes, fill",
+            "data.augment[2] (cutout): Unknown key 'sise'. Expected one of: p, size, num_holes",
         ),
         (
             [{"name": "flipp"}],
@@ -369,7 +369,7 @@ def test_augment_preview_command_writes_a_grid(tmp_path, capsys):
     ("extra", "message"),
     [
         ([], "the recipe has no data.augment list"),
-        (["--set", "data.augment=[{name: cutout, sise: 3}]"], "(cutout): unknown key 'sise'"),
+        (["--set", "data.augment=[{name: cutout, sise: 3}]"], "(cutout): Unknown key 'sise'"),
     ],
 )
 def test_augment_preview_errors_are_one_line(tmp_path, capsys, extra, message):

@@ -104,7 +104,7 @@ BAD_RECIPES = [
     pytest.param(
         "data: {augment: [{name: cutout, sise: 0.5}]}\n",
         [],
-        "unknown key 'sise'",
+        "Unknown key 'sise'",
         id="bad_augment",
     ),
 ]

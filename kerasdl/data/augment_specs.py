@@ -18,6 +18,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from kerasdl.config.errors import one_line
 from kerasdl.errors import UserError
 
 FillMode = Literal["reflect", "wrap", "constant", "nearest"]
@@ -233,7 +234,7 @@ def validate_augment(specs: list[dict], *, key: str = "data.augment") -> list[di
 
     Raises:
         UserError: naming the entry, the operation, the bad key or value and what was expected,
-            e.g. ``data.augment[2] (cutout): unknown key 'sise'. Expected: p, size, ...``.
+            e.g. ``data.augment[2] (cutout): Unknown key 'sise'. Expected one of: p, size, ...``.
     """
     if specs is None:
         return []
@@ -260,23 +261,9 @@ def validate_augment(specs: list[dict], *, key: str = "data.augment") -> list[di
         try:
             parsed = model(**params)
         except ValidationError as err:
-            raise UserError(f"{_where(key, i, name)}: {_describe(err, model)}") from None
+            raise UserError(f"{_where(key, i, name)}: {one_line(err, model=model)}") from None
         out.append({"name": name, **parsed.model_dump(mode="json")})  # lists, not tuples
     return out
-
-
-def _describe(err: ValidationError, model: type) -> str:
-    fields = ", ".join(model.model_fields)
-    parts = []
-    for e in err.errors():
-        loc = ".".join(str(x) for x in e["loc"])
-        if e["type"] == "extra_forbidden":
-            parts.append(f"unknown key '{loc}'. Expected: {fields}")
-        elif loc:
-            parts.append(f"{loc}: {e['msg']}. Received: {e.get('input')!r}")
-        else:
-            parts.append(e["msg"].removeprefix("Value error, "))
-    return "; ".join(parts)
 
 
 # Operations that mix an image with another and its label: not a view of one unlabelled image.
