@@ -13,11 +13,12 @@ from typing import Any
 import keras
 from keras import ops
 
+from kerasdl.configurable import ConfigurableLayer
 from kerasdl.errors import UserError
 
 
 @keras.saving.register_keras_serializable(package="kerasdl")
-class Swish(keras.layers.Layer):
+class Swish(ConfigurableLayer):
     """Swish ``x * sigmoid(beta * x)`` (Ramachandran et al. 2017); ``beta=1`` is SiLU.
 
     Args:
@@ -28,7 +29,6 @@ class Swish(keras.layers.Layer):
     def __init__(self, beta: float = 1.0, trainable_beta: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.beta = float(beta)
-        self.trainable_beta = trainable_beta
 
     def build(self, input_shape):
         if self.trainable_beta:
@@ -39,9 +39,6 @@ class Swish(keras.layers.Layer):
     def call(self, x):
         beta = self.beta_weight if self.trainable_beta else self.beta
         return x * ops.sigmoid(ops.cast(beta, x.dtype) * x)
-
-    def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "beta": self.beta, "trainable_beta": self.trainable_beta}
 
 
 def _keras(kind: str) -> Callable[..., keras.layers.Layer]:

@@ -23,11 +23,11 @@ Reference:
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import keras
 from keras import ops
 
+from kerasdl.configurable import ConfigurableLayer
 from kerasdl.layers.normalization import get_norm_layer
 
 PRIMITIVES = (
@@ -57,7 +57,7 @@ def _build_chain(layers: list[keras.layers.Layer], input_shape: tuple) -> tuple:
     return shape
 
 
-class _Sequence(keras.layers.Layer):
+class _Sequence(ConfigurableLayer):
     """A layer that applies ``self.chain`` in order (the sub-layers are made by subclasses)."""
 
     chain: list[keras.layers.Layer]
@@ -129,12 +129,6 @@ class ReLUConvBN(_Sequence):
         self, channels: int, kernel_size: int = 1, stride: int = 1, affine: bool = True, **kwargs
     ) -> None:
         super().__init__(**kwargs)
-        self.channels, self.kernel_size, self.stride, self.affine = (
-            channels,
-            kernel_size,
-            stride,
-            affine,
-        )
         self.chain = [
             keras.layers.ReLU(name="relu"),
             keras.layers.Conv2D(
@@ -142,15 +136,6 @@ class ReLUConvBN(_Sequence):
             ),
             _bn(affine, "bn"),
         ]
-
-    def get_config(self) -> dict[str, Any]:
-        return {
-            **super().get_config(),
-            "channels": self.channels,
-            "kernel_size": self.kernel_size,
-            "stride": self.stride,
-            "affine": self.affine,
-        }
 
 
 @keras.saving.register_keras_serializable(package="kerasdl")
@@ -185,8 +170,6 @@ class DilConv(_Sequence):
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
-        self.channels, self.kernel_size, self.stride = channels, kernel_size, stride
-        self.dilation, self.affine = dilation, affine
         padding = dilation * (kernel_size - 1) // 2
         self.chain = [
             keras.layers.ReLU(name="relu"),
@@ -194,16 +177,6 @@ class DilConv(_Sequence):
             keras.layers.Conv2D(channels, 1, use_bias=False, name="pointwise"),
             _bn(affine, "bn"),
         ]
-
-    def get_config(self) -> dict[str, Any]:
-        return {
-            **super().get_config(),
-            "channels": self.channels,
-            "kernel_size": self.kernel_size,
-            "stride": self.stride,
-            "dilation": self.dilation,
-            "affine": self.affine,
-        }
 
 
 @keras.saving.register_keras_serializable(package="kerasdl")
@@ -231,12 +204,6 @@ class SepConv(_Sequence):
         self, channels: int, kernel_size: int = 3, stride: int = 1, affine: bool = True, **kwargs
     ) -> None:
         super().__init__(**kwargs)
-        self.channels, self.kernel_size, self.stride, self.affine = (
-            channels,
-            kernel_size,
-            stride,
-            affine,
-        )
         padding = (kernel_size - 1) // 2
         self.chain = [
             keras.layers.ReLU(name="relu1"),
@@ -249,18 +216,9 @@ class SepConv(_Sequence):
             _bn(affine, "bn2"),
         ]
 
-    def get_config(self) -> dict[str, Any]:
-        return {
-            **super().get_config(),
-            "channels": self.channels,
-            "kernel_size": self.kernel_size,
-            "stride": self.stride,
-            "affine": self.affine,
-        }
-
 
 @keras.saving.register_keras_serializable(package="kerasdl")
-class FactorizedReduce(keras.layers.Layer):
+class FactorizedReduce(ConfigurableLayer):
     """Halve the resolution with two offset 1x1 stride-2 convolutions, concatenated, then BN.
 
     ReLU, then ``conv_1(x)`` and ``conv_2(x[:, 1:, 1:])`` with ``channels // 2`` filters each, so
@@ -287,7 +245,6 @@ class FactorizedReduce(keras.layers.Layer):
         super().__init__(**kwargs)
         if channels % 2:
             raise ValueError(f"FactorizedReduce needs an even channel count. Received: {channels}")
-        self.channels, self.affine = channels, affine
         self.relu = keras.layers.ReLU(name="relu")
         self.conv_1 = keras.layers.Conv2D(
             channels // 2, 1, strides=2, use_bias=False, name="conv_1"
@@ -313,12 +270,9 @@ class FactorizedReduce(keras.layers.Layer):
         half = lambda n: None if n is None else (n + 1) // 2  # noqa: E731
         return (b, half(h), half(w), self.channels)
 
-    def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "channels": self.channels, "affine": self.affine}
-
 
 @keras.saving.register_keras_serializable(package="kerasdl")
-class Pool3x3(keras.layers.Layer):
+class Pool3x3(ConfigurableLayer):
     """3x3 max or average pooling with PyTorch's symmetric padding 1.
 
     Max pooling pads with -inf and average pooling divides by the number of real pixels in each
@@ -342,7 +296,6 @@ class Pool3x3(keras.layers.Layer):
         super().__init__(**kwargs)
         if mode not in ("max", "avg"):
             raise ValueError(f"mode must be 'max' or 'avg'. Received: {mode!r}")
-        self.mode, self.stride = mode, stride
 
     def call(self, x):
         if self.stride == 1:  # "same" at stride 1 is symmetric and already excludes the padding
@@ -363,12 +316,9 @@ class Pool3x3(keras.layers.Layer):
         out = lambda n: None if n is None else (n - 1) // self.stride + 1  # noqa: E731
         return (b, out(h), out(w), c)
 
-    def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "mode": self.mode, "stride": self.stride}
-
 
 @keras.saving.register_keras_serializable(package="kerasdl")
-class Zero(keras.layers.Layer):
+class Zero(ConfigurableLayer):
     """The ``none`` operation: zeros with the output shape (``x[:, ::stride, ::stride] * 0``).
 
     Args:
@@ -386,7 +336,6 @@ class Zero(keras.layers.Layer):
 
     def __init__(self, stride: int = 1, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.stride = stride
 
     def call(self, x):
         return ops.zeros_like(x[:, :: self.stride, :: self.stride, :])
@@ -395,9 +344,6 @@ class Zero(keras.layers.Layer):
         b, h, w, c = input_shape
         out = lambda n: None if n is None else (n - 1) // self.stride + 1  # noqa: E731
         return (b, out(h), out(w), c)
-
-    def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "stride": self.stride}
 
 
 OpBuilder = Callable[[int, int, bool, str], keras.layers.Layer]

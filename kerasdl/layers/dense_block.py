@@ -13,6 +13,7 @@ from typing import Any
 import keras
 from keras import ops
 
+from kerasdl.configurable import ConfigurableLayer
 from kerasdl.layers.activations import get_activation
 from kerasdl.layers.normalization import get_norm_layer
 
@@ -20,7 +21,7 @@ _CONV = dict(use_bias=False, kernel_initializer="he_normal")  # torchvision: kai
 
 
 @keras.saving.register_keras_serializable(package="kerasdl")
-class DenseLayer(keras.layers.Layer):
+class DenseLayer(ConfigurableLayer):
     """One DenseNet-BC layer: norm-act-conv1x1 (``bn_size * growth_rate``), norm-act-conv3x3.
 
     It returns only the ``growth_rate`` new channels; :class:`DenseBlock` concatenates them.
@@ -57,8 +58,6 @@ class DenseLayer(keras.layers.Layer):
         self.growth_rate = int(growth_rate)
         self.bn_size = int(bn_size)
         self.dropout = float(dropout)
-        self.norm = norm
-        self.activation = activation
         self.norm1 = get_norm_layer(norm, name="norm1")
         self.act1 = get_activation(activation, name="act1")
         self.conv1 = keras.layers.Conv2D(bn_size * growth_rate, 1, name="conv1", **_CONV)
@@ -74,19 +73,9 @@ class DenseLayer(keras.layers.Layer):
             x = self.drop(x, training=training)
         return x
 
-    def get_config(self) -> dict[str, Any]:
-        return {
-            **super().get_config(),
-            "growth_rate": self.growth_rate,
-            "bn_size": self.bn_size,
-            "dropout": self.dropout,
-            "norm": self.norm,
-            "activation": self.activation,
-        }
-
 
 @keras.saving.register_keras_serializable(package="kerasdl")
-class DenseBlock(keras.layers.Layer):
+class DenseBlock(ConfigurableLayer):
     """A dense block: ``num_layers`` :class:`DenseLayer` s, each fed every earlier output.
 
     The output has ``C + num_layers * growth_rate`` channels (input first, then the new ones in
@@ -123,8 +112,6 @@ class DenseBlock(keras.layers.Layer):
         self.growth_rate = int(growth_rate)
         self.bn_size = int(bn_size)
         self.dropout = float(dropout)
-        self.norm = norm
-        self.activation = activation
         self.dense_layers = [
             DenseLayer(growth_rate, bn_size, dropout, norm, activation, name=f"denselayer{i + 1}")
             for i in range(self.num_layers)
@@ -136,20 +123,9 @@ class DenseBlock(keras.layers.Layer):
             features = ops.concatenate([features, layer(features, training=training)], axis=-1)
         return features
 
-    def get_config(self) -> dict[str, Any]:
-        return {
-            **super().get_config(),
-            "num_layers": self.num_layers,
-            "growth_rate": self.growth_rate,
-            "bn_size": self.bn_size,
-            "dropout": self.dropout,
-            "norm": self.norm,
-            "activation": self.activation,
-        }
-
 
 @keras.saving.register_keras_serializable(package="kerasdl")
-class Transition(keras.layers.Layer):
+class Transition(ConfigurableLayer):
     """DenseNet transition: norm, activation, 1x1 convolution to ``filters``, 2x2/2 average pool.
 
     Args:
@@ -174,8 +150,6 @@ class Transition(keras.layers.Layer):
     ) -> None:
         super().__init__(**kwargs)
         self.filters = int(filters)
-        self.norm = norm
-        self.activation = activation
         self.norm_layer = get_norm_layer(norm, name="norm")
         self.act = get_activation(activation, name="act")
         self.conv = keras.layers.Conv2D(filters, 1, name="conv", **_CONV)
@@ -183,11 +157,3 @@ class Transition(keras.layers.Layer):
 
     def call(self, inputs, training=None):
         return self.pool(self.conv(self.act(self.norm_layer(inputs, training=training))))
-
-    def get_config(self) -> dict[str, Any]:
-        return {
-            **super().get_config(),
-            "filters": self.filters,
-            "norm": self.norm,
-            "activation": self.activation,
-        }

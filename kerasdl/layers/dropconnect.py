@@ -20,6 +20,8 @@ from typing import Any
 import keras
 from keras import ops
 
+from kerasdl.configurable import Configurable, ConfigurableLayer
+
 
 def _check_rate(rate: float) -> float:
     rate = float(rate)
@@ -29,7 +31,7 @@ def _check_rate(rate: float) -> float:
 
 
 @keras.saving.register_keras_serializable(package="kerasdl")
-class DropConnectDense(keras.layers.Dense):
+class DropConnectDense(Configurable, keras.layers.Dense):
     """A fully connected layer with DropConnect on its weights (Wan et al. 2013).
 
     In training, each entry of the kernel (and of the bias, as in the paper, where the bias is a
@@ -61,7 +63,6 @@ class DropConnectDense(keras.layers.Dense):
     def __init__(self, units: int, rate: float = 0.5, seed: int | None = None, **kwargs: Any):
         super().__init__(units, **kwargs)
         self.rate = _check_rate(rate)
-        self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
 
     def call(self, inputs, training=None):
@@ -80,12 +81,9 @@ class DropConnectDense(keras.layers.Dense):
             x = self.activation(x)
         return x
 
-    def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "rate": self.rate, "seed": self.seed}
-
 
 @keras.saving.register_keras_serializable(package="kerasdl")
-class DropPath(keras.layers.Layer):
+class DropPath(ConfigurableLayer):
     """Stochastic depth: drop a residual branch per sample (Huang et al. 2016).
 
     In training each sample's input is zeroed with probability ``rate`` and otherwise divided by
@@ -111,7 +109,6 @@ class DropPath(keras.layers.Layer):
     def __init__(self, rate: float = 0.0, seed: int | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.rate = _check_rate(rate)
-        self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
 
     def call(self, inputs, training=None):
@@ -124,6 +121,3 @@ class DropPath(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return input_shape
-
-    def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "rate": self.rate, "seed": self.seed}

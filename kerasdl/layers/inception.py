@@ -13,6 +13,7 @@ from typing import Any
 import keras
 from keras import ops
 
+from kerasdl.configurable import ConfigurableLayer
 from kerasdl.layers.activations import get_activation
 from kerasdl.layers.normalization import get_norm_layer
 from kerasdl.layers.torch_compat import AdaptiveAveragePooling2D, torch_conv
@@ -26,7 +27,7 @@ def googlenet_init() -> keras.initializers.Initializer:
 
 
 @keras.saving.register_keras_serializable(package="kerasdl")
-class ConvNormAct(keras.layers.Layer):
+class ConvNormAct(ConfigurableLayer):
     """Convolution (no bias, PyTorch padding ``kernel // 2``), normalization, activation.
 
     torchvision's ``BasicConv2d``.
@@ -65,8 +66,6 @@ class ConvNormAct(keras.layers.Layer):
         self.filters = int(filters)
         self.kernel_size = int(kernel_size)
         self.strides = int(strides)
-        self.norm = norm
-        self.activation = activation
         self.epsilon = float(epsilon)
         self.conv = torch_conv(
             filters,
@@ -82,20 +81,9 @@ class ConvNormAct(keras.layers.Layer):
     def call(self, inputs, training=None):
         return self.act(self.norm_layer(self.conv(inputs), training=training))
 
-    def get_config(self) -> dict[str, Any]:
-        return {
-            **super().get_config(),
-            "filters": self.filters,
-            "kernel_size": self.kernel_size,
-            "strides": self.strides,
-            "norm": self.norm,
-            "activation": self.activation,
-            "epsilon": self.epsilon,
-        }
-
 
 @keras.saving.register_keras_serializable(package="kerasdl")
-class InceptionModule(keras.layers.Layer):
+class InceptionModule(ConfigurableLayer):
     """The Inception v1 module: four parallel branches concatenated on channels.
 
     Branches: 1x1; 1x1 reduce -> 3x3; 1x1 reduce -> "5x5"; 3x3/1 max-pool -> 1x1 projection. The
@@ -141,8 +129,6 @@ class InceptionModule(keras.layers.Layer):
         self.ch1x1, self.ch3x3red, self.ch3x3 = int(ch1x1), int(ch3x3red), int(ch3x3)
         self.ch5x5red, self.ch5x5, self.pool_proj = int(ch5x5red), int(ch5x5), int(pool_proj)
         self.branch3_kernel = int(branch3_kernel)
-        self.norm = norm
-        self.activation = activation
 
         def unit(filters, kernel, name):
             return ConvNormAct(filters, kernel, norm=norm, activation=activation, name=name)
@@ -163,23 +149,9 @@ class InceptionModule(keras.layers.Layer):
         b4 = self.branch4(self.pool(inputs), training=training)
         return ops.concatenate([b1, b2, b3, b4], axis=-1)
 
-    def get_config(self) -> dict[str, Any]:
-        return {
-            **super().get_config(),
-            "ch1x1": self.ch1x1,
-            "ch3x3red": self.ch3x3red,
-            "ch3x3": self.ch3x3,
-            "ch5x5red": self.ch5x5red,
-            "ch5x5": self.ch5x5,
-            "pool_proj": self.pool_proj,
-            "branch3_kernel": self.branch3_kernel,
-            "norm": self.norm,
-            "activation": self.activation,
-        }
-
 
 @keras.saving.register_keras_serializable(package="kerasdl")
-class InceptionAux(keras.layers.Layer):
+class InceptionAux(ConfigurableLayer):
     """GoogLeNet's auxiliary classifier (torchvision layout).
 
     Adaptive average pool to 4x4, 1x1 conv-norm-act with 128 filters, flatten, a 1024-unit fully
@@ -214,8 +186,6 @@ class InceptionAux(keras.layers.Layer):
         super().__init__(**kwargs)
         self.num_classes = int(num_classes)
         self.dropout = float(dropout)
-        self.norm = norm
-        self.activation = activation
         self.pool = AdaptiveAveragePooling2D(4, name="pool")
         self.conv = ConvNormAct(128, 1, norm=norm, activation=activation, name="conv")
         self.flatten = keras.layers.Flatten(name="flatten")
@@ -230,12 +200,3 @@ class InceptionAux(keras.layers.Layer):
         x = self.conv(self.pool(inputs), training=training)
         x = self.act(self.fc1(self.flatten(x)))
         return self.fc2(self.drop(x, training=training))
-
-    def get_config(self) -> dict[str, Any]:
-        return {
-            **super().get_config(),
-            "num_classes": self.num_classes,
-            "dropout": self.dropout,
-            "norm": self.norm,
-            "activation": self.activation,
-        }

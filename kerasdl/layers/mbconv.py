@@ -18,6 +18,7 @@ from typing import Any
 
 import keras
 
+from kerasdl.configurable import ConfigurableLayer
 from kerasdl.layers.activations import get_activation
 from kerasdl.layers.dropconnect import DropPath
 from kerasdl.layers.normalization import BN_EPSILON, BN_MOMENTUM, get_norm_layer
@@ -43,7 +44,7 @@ def conv_kaiming_fan_out(groups_per_channel: int = 1) -> keras.initializers.Init
 
 
 @keras.saving.register_keras_serializable(package="kerasdl")
-class MBConv(keras.layers.Layer):
+class MBConv(ConfigurableLayer):
     """Mobile inverted bottleneck with squeeze-excitation (EfficientNet's block).
 
     Args:
@@ -91,15 +92,10 @@ class MBConv(keras.layers.Layer):
             raise ValueError(f"MBConv stride must be 1 or 2. Received: {stride}")
         self.input_channels = int(input_channels)
         self.out_channels = int(out_channels)
-        self.expand_ratio = expand_ratio
         self.kernel_size = int(kernel_size)
         self.stride = int(stride)
         self.se_ratio = float(se_ratio)
         self.drop_path = float(drop_path)
-        self.activation = activation
-        self.norm = norm
-        self.bn_momentum = bn_momentum
-        self.bn_epsilon = bn_epsilon
         self.expanded = make_divisible(self.input_channels * expand_ratio, 8)
         self.use_residual = self.stride == 1 and self.input_channels == self.out_channels
 
@@ -180,19 +176,3 @@ class MBConv(keras.layers.Layer):
             h = None if h is None else (h + 2 * pad - self.kernel_size) // 2 + 1
             w = None if w is None else (w + 2 * pad - self.kernel_size) // 2 + 1
         return (b, h, w, self.out_channels)
-
-    def get_config(self) -> dict[str, Any]:
-        return {
-            **super().get_config(),
-            "input_channels": self.input_channels,
-            "out_channels": self.out_channels,
-            "expand_ratio": self.expand_ratio,
-            "kernel_size": self.kernel_size,
-            "stride": self.stride,
-            "se_ratio": self.se_ratio,
-            "drop_path": self.drop_path,
-            "activation": self.activation,
-            "norm": self.norm,
-            "bn_momentum": self.bn_momentum,
-            "bn_epsilon": self.bn_epsilon,
-        }

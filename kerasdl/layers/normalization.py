@@ -23,6 +23,7 @@ from typing import Any
 
 import keras
 
+from kerasdl.configurable import Configurable
 from kerasdl.errors import UserError
 from kerasdl.layers.fused_bn import FusedBatchNormalization
 
@@ -31,7 +32,7 @@ BN_EPSILON = 1e-5
 
 
 @keras.saving.register_keras_serializable(package="kerasdl")
-class FlexibleGroupNorm(keras.layers.GroupNormalization):
+class FlexibleGroupNorm(Configurable, keras.layers.GroupNormalization):
     """Group normalization whose group count adapts to the channel count.
 
     ``groups=-1`` gives instance normalization (one group per channel, Ulyanov et al. 2016); a
@@ -45,7 +46,7 @@ class FlexibleGroupNorm(keras.layers.GroupNormalization):
 
     def __init__(self, groups: int = 32, **kwargs: Any) -> None:
         super().__init__(groups=groups, **kwargs)
-        self.requested_groups = groups
+        self.requested_groups = groups  # build sets self.groups to the count used
 
     def build(self, input_shape):
         channels = int(input_shape[-1])
@@ -57,11 +58,6 @@ class FlexibleGroupNorm(keras.layers.GroupNormalization):
                 g -= 1
             self.groups = g
         super().build(input_shape)
-
-    def get_config(self) -> dict[str, Any]:
-        config = super().get_config()
-        config["groups"] = self.requested_groups
-        return config
 
 
 def _batch(name, groups, momentum, epsilon, gamma, **kwargs):

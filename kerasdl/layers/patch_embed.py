@@ -26,6 +26,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from kerasdl.configurable import ConfigurableLayer
 from kerasdl.layers.transformer import check_weight_init
 
 POSITION_EMBEDDINGS = ("learned", "sincos", "none")
@@ -139,7 +140,7 @@ def unpatchify(patches, patch_size: int, image_shape: tuple[int, int, int]):
 
 
 @keras.saving.register_keras_serializable(package="kerasdl")
-class PatchEmbedding(keras.layers.Layer):
+class PatchEmbedding(ConfigurableLayer):
     """Patchify + linear projection + class token + position embedding (ViT).
 
     Args:
@@ -192,8 +193,6 @@ class PatchEmbedding(keras.layers.Layer):
         self.hidden_dim = int(hidden_dim)
         self.patch_size = int(patch_size)
         self.class_token = bool(class_token)
-        self.position_embedding = position_embedding
-        self.interpolation = interpolation
         self.num_prefix_tokens = int(self.class_token)
         self.grid_size: tuple[int, int] | None = None
         self.proj = None  # initializer depends on the input channels
@@ -319,14 +318,3 @@ class PatchEmbedding(keras.layers.Layer):
                 self.assign_position_embedding(store[f"{i}"])
             else:
                 v.assign(store[f"{i}"])
-
-    def get_config(self) -> dict[str, Any]:
-        return {
-            **super().get_config(),
-            "hidden_dim": self.hidden_dim,
-            "patch_size": self.patch_size,
-            "class_token": self.class_token,
-            "position_embedding": self.position_embedding,
-            "interpolation": self.interpolation,
-            "weight_init": self.weight_init,
-        }

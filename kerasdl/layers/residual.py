@@ -18,6 +18,7 @@ from typing import Any
 import keras
 from keras import ops
 
+from kerasdl.configurable import ConfigurableLayer
 from kerasdl.layers.activations import get_activation
 from kerasdl.layers.normalization import get_norm_layer
 from kerasdl.layers.torch_compat import torch_conv
@@ -54,8 +55,13 @@ def zero_pad_shortcut(x, out_channels: int, strides: int):
     return x
 
 
-class _ResidualBase(keras.layers.Layer):
-    """Shared arguments, shortcut and config of the post-activation residual blocks."""
+class _ResidualBase(ConfigurableLayer):
+    """Shared arguments and shortcut of the post-activation residual blocks.
+
+    The config is the constructor's arguments (:class:`~kerasdl.configurable.ConfigurableLayer`);
+    ``kernel_initializer``, a Keras initializer, is stored serialised and read back through
+    ``keras.initializers.get``.
+    """
 
     expansion = 1
 
@@ -76,11 +82,8 @@ class _ResidualBase(keras.layers.Layer):
         _check_shortcut(shortcut)
         self.filters = int(filters)
         self.strides = int(strides)
-        self.shortcut = shortcut
         self.groups = int(groups)
         self.width_per_group = int(width_per_group)
-        self.norm = norm
-        self.activation = activation
         self.zero_init_residual = bool(zero_init_residual)
         self.kernel_initializer = keras.initializers.get(kernel_initializer or he_fan_out())
         self.out_channels = self.filters * self.expansion
@@ -124,20 +127,6 @@ class _ResidualBase(keras.layers.Layer):
             return zero_pad_shortcut(x, self.out_channels, self.strides)
         return x
 
-    def get_config(self) -> dict[str, Any]:
-        return {
-            **super().get_config(),
-            "filters": self.filters,
-            "strides": self.strides,
-            "shortcut": self.shortcut,
-            "groups": self.groups,
-            "width_per_group": self.width_per_group,
-            "norm": self.norm,
-            "activation": self.activation,
-            "zero_init_residual": self.zero_init_residual,
-            "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
-        }
-
 
 @keras.saving.register_keras_serializable(package="kerasdl")
 class BasicBlock(_ResidualBase):
@@ -153,7 +142,8 @@ class BasicBlock(_ResidualBase):
         norm: normalization choice (``kerasdl.layers.normalization``).
         activation: activation choice (``kerasdl.layers.activations``).
         zero_init_residual: start the last norm's scale at zero (Goyal et al. 2017).
-        kernel_initializer: convolution initializer (default Kaiming normal, fan-out).
+        kernel_initializer: convolution initializer (default Kaiming normal, fan-out); a name,
+            a Keras initializer or its serialised config (as the config stores it).
 
     Call arguments:
         inputs: ``(B, H, W, C)``.
@@ -245,7 +235,7 @@ class Bottleneck(_ResidualBase):
 
 
 @keras.saving.register_keras_serializable(package="kerasdl")
-class PreActBlock(keras.layers.Layer):
+class PreActBlock(ConfigurableLayer):
     """Pre-activation wide-ResNet block: ``x' + conv3x3(drop(act(norm(conv3x3(act(norm(x)))))))``.
 
     As in the FixMatch WRN-28-k (google-research/fixmatch ``libml/models.py``): both convolutions
@@ -263,7 +253,8 @@ class PreActBlock(keras.layers.Layer):
         activation: activation choice (FixMatch: ``leaky_relu`` with slope 0.1).
         negative_slope: leaky-ReLU slope when ``activation="leaky_relu"``.
         bn_momentum: batch-norm momentum (Keras convention; FixMatch's reference uses 0.999).
-        kernel_initializer: convolution initializer (default Kaiming normal, fan-out).
+        kernel_initializer: convolution initializer (default Kaiming normal, fan-out); a name,
+            a Keras initializer or its serialised config (as the config stores it).
 
     Call arguments:
         inputs: ``(B, H, W, C)``.
@@ -299,8 +290,6 @@ class PreActBlock(keras.layers.Layer):
         self.projection = bool(projection)
         self.activate_before_residual = bool(activate_before_residual)
         self.dropout = float(dropout)
-        self.norm = norm
-        self.activation = activation
         self.negative_slope = float(negative_slope)
         self.bn_momentum = float(bn_momentum)
         self.kernel_initializer = keras.initializers.get(kernel_initializer or he_fan_out())
@@ -339,18 +328,3 @@ class PreActBlock(keras.layers.Layer):
         if self.shortcut_conv is not None:
             shortcut = self.shortcut_conv(shortcut)
         return x + shortcut
-
-    def get_config(self) -> dict[str, Any]:
-        return {
-            **super().get_config(),
-            "filters": self.filters,
-            "strides": self.strides,
-            "projection": self.projection,
-            "activate_before_residual": self.activate_before_residual,
-            "dropout": self.dropout,
-            "norm": self.norm,
-            "activation": self.activation,
-            "negative_slope": self.negative_slope,
-            "bn_momentum": self.bn_momentum,
-            "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
-        }

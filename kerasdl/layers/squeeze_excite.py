@@ -15,11 +15,12 @@ from typing import Any
 import keras
 from keras import ops
 
+from kerasdl.configurable import ConfigurableLayer
 from kerasdl.layers.activations import get_activation
 
 
 @keras.saving.register_keras_serializable(package="kerasdl")
-class SqueezeExcitation(keras.layers.Layer):
+class SqueezeExcitation(ConfigurableLayer):
     """Squeeze-and-excitation block (Hu et al. 2018).
 
     Args:
@@ -50,8 +51,6 @@ class SqueezeExcitation(keras.layers.Layer):
         super().__init__(**kwargs)
         self.input_channels = int(input_channels)
         self.squeeze_channels = int(squeeze_channels)
-        self.activation = activation
-        self.scale_activation = scale_activation
         self.fc1 = keras.layers.Conv2D(self.squeeze_channels, 1, name="fc1")
         self.act = get_activation(activation, name="act")
         self.fc2 = keras.layers.Conv2D(self.input_channels, 1, name="fc2")
@@ -74,12 +73,3 @@ class SqueezeExcitation(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return input_shape
-
-    def get_config(self) -> dict[str, Any]:
-        return {
-            **super().get_config(),
-            "input_channels": self.input_channels,
-            "squeeze_channels": self.squeeze_channels,
-            "activation": self.activation,
-            "scale_activation": self.scale_activation,
-        }

@@ -20,9 +20,11 @@ from typing import Any
 import keras
 from keras import ops
 
+from kerasdl.configurable import Configurable, ConfigurableLayer
+
 
 @keras.saving.register_keras_serializable(package="kerasdl")
-class PaddedConv2D(keras.layers.Conv2D):
+class PaddedConv2D(Configurable, keras.layers.Conv2D):
     """``keras.layers.Conv2D`` with PyTorch's symmetric zero padding (``nn.Conv2d(padding=p)``).
 
     Args:
@@ -43,6 +45,8 @@ class PaddedConv2D(keras.layers.Conv2D):
         PyTorch ``torch.nn.Conv2d`` documentation (output-size formula).
     """
 
+    config_exclude = ("filters", "kernel_size")  # in Conv2D's config, as Keras normalises them
+
     def __init__(self, filters: int, kernel_size: int = 3, pad: int = 0, **kwargs: Any) -> None:
         kwargs["padding"] = "valid"
         super().__init__(filters, kernel_size, **kwargs)
@@ -60,9 +64,6 @@ class PaddedConv2D(keras.layers.Conv2D):
         return super().compute_output_shape(
             (b, None if h is None else h + grow, None if w is None else w + grow, c)
         )
-
-    def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "pad": self.pad}
 
 
 def torch_conv(
@@ -97,7 +98,7 @@ def pooled_size(size: int, pool_size: int, strides: int, padding: int, ceil_mode
 
 
 @keras.saving.register_keras_serializable(package="kerasdl")
-class PaddedMaxPooling2D(keras.layers.Layer):
+class PaddedMaxPooling2D(ConfigurableLayer):
     """Max pooling with PyTorch ``nn.MaxPool2d`` semantics (symmetric padding, ceil mode).
 
     The input is padded with ``-inf`` (padding never wins the max), ``padding`` cells on each
@@ -165,15 +166,6 @@ class PaddedMaxPooling2D(keras.layers.Layer):
 
         return (b, size(h), size(w), c)
 
-    def get_config(self) -> dict[str, Any]:
-        return {
-            **super().get_config(),
-            "pool_size": self.pool_size,
-            "strides": self.strides,
-            "padding": self.padding,
-            "ceil_mode": self.ceil_mode,
-        }
-
 
 def adaptive_pool_matrix(size: int, out: int) -> list[list[float]]:
     """The ``(out, size)`` averaging matrix of PyTorch's adaptive average pooling along one axis.
@@ -188,7 +180,7 @@ def adaptive_pool_matrix(size: int, out: int) -> list[list[float]]:
 
 
 @keras.saving.register_keras_serializable(package="kerasdl")
-class AdaptiveAveragePooling2D(keras.layers.Layer):
+class AdaptiveAveragePooling2D(ConfigurableLayer):
     """Average pooling to a fixed output size with PyTorch ``nn.AdaptiveAvgPool2d``'s bins.
 
     Bin ``i`` of an axis of length ``H`` pooled to ``out`` covers
@@ -236,6 +228,3 @@ class AdaptiveAveragePooling2D(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], *self.output_size, input_shape[-1])
-
-    def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "output_size": list(self.output_size)}

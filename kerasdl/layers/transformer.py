@@ -26,6 +26,7 @@ from typing import Any
 
 import keras
 
+from kerasdl.configurable import ConfigurableLayer
 from kerasdl.layers.dropconnect import DropPath
 
 LN_EPSILON = 1e-6
@@ -41,7 +42,7 @@ def check_weight_init(weight_init: str) -> str:
 
 
 @keras.saving.register_keras_serializable(package="kerasdl")
-class TransformerMLP(keras.layers.Layer):
+class TransformerMLP(ConfigurableLayer):
     """The Transformer MLP: ``Dense(mlp_dim) -> GELU -> Dropout -> Dense(D) -> Dropout``.
 
     Args:
@@ -73,7 +74,6 @@ class TransformerMLP(keras.layers.Layer):
         super().__init__(**kwargs)
         self.mlp_dim = int(mlp_dim)
         self.dropout = float(dropout)
-        self.activation = activation
         self.weight_init = check_weight_init(weight_init)
         if weight_init == "mae":
             bias_init = keras.initializers.Zeros()
@@ -108,18 +108,9 @@ class TransformerMLP(keras.layers.Layer):
     def compute_output_shape(self, input_shape):
         return input_shape
 
-    def get_config(self) -> dict[str, Any]:
-        return {
-            **super().get_config(),
-            "mlp_dim": self.mlp_dim,
-            "dropout": self.dropout,
-            "activation": self.activation,
-            "weight_init": self.weight_init,
-        }
-
 
 @keras.saving.register_keras_serializable(package="kerasdl")
-class TransformerEncoderBlock(keras.layers.Layer):
+class TransformerEncoderBlock(ConfigurableLayer):
     """Pre-norm Transformer encoder block (ViT / torchvision ``EncoderBlock``).
 
     Computes ``x = x + drop_path(dropout(MHSA(LN1(x))))`` and ``x = x + drop_path(MLP(LN2(x)))``.
@@ -174,7 +165,6 @@ class TransformerEncoderBlock(keras.layers.Layer):
         self.attention_dropout = float(attention_dropout)
         self.drop_path = float(drop_path)
         self.layer_norm_epsilon = float(layer_norm_epsilon)
-        self.activation = activation
         self.qkv_bias = bool(qkv_bias)
         self.ln_1 = keras.layers.LayerNormalization(epsilon=self.layer_norm_epsilon, name="ln_1")
         self.ln_2 = keras.layers.LayerNormalization(epsilon=self.layer_norm_epsilon, name="ln_2")
@@ -229,20 +219,6 @@ class TransformerEncoderBlock(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return input_shape
-
-    def get_config(self) -> dict[str, Any]:
-        return {
-            **super().get_config(),
-            "num_heads": self.num_heads,
-            "mlp_dim": self.mlp_dim,
-            "dropout": self.dropout,
-            "attention_dropout": self.attention_dropout,
-            "drop_path": self.drop_path,
-            "layer_norm_epsilon": self.layer_norm_epsilon,
-            "activation": self.activation,
-            "qkv_bias": self.qkv_bias,
-            "weight_init": self.weight_init,
-        }
 
 
 def encoder_block_params(dim: int, mlp_dim: int, qkv_bias: bool = True) -> int:
