@@ -28,6 +28,7 @@ import keras
 from keras import ops
 
 from kerasdl.configurable import ConfigurableLayer
+from kerasdl.layers.base import build_chain
 from kerasdl.layers.normalization import get_norm_layer
 
 PRIMITIVES = (
@@ -47,23 +48,13 @@ def _bn(affine: bool, name: str) -> keras.layers.Layer:
     return get_norm_layer("batch", name=name, center=affine, scale=affine)
 
 
-def _build_chain(layers: list[keras.layers.Layer], input_shape: tuple) -> tuple:
-    """Build ``layers`` in sequence on ``input_shape`` and return the final output shape."""
-    shape = tuple(input_shape)
-    for layer in layers:
-        if not layer.built:
-            layer.build(shape)
-        shape = tuple(layer.compute_output_shape(shape))
-    return shape
-
-
 class _Sequence(ConfigurableLayer):
     """A layer that applies ``self.chain`` in order (the sub-layers are made by subclasses)."""
 
     chain: list[keras.layers.Layer]
 
     def build(self, input_shape):
-        _build_chain(self.chain, input_shape)
+        build_chain(self.chain, input_shape)
 
     def call(self, x, training=None):
         for layer in self.chain:

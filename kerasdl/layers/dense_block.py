@@ -15,6 +15,7 @@ from keras import ops
 
 from kerasdl.configurable import ConfigurableLayer
 from kerasdl.layers.activations import get_activation
+from kerasdl.layers.base import build_chain
 from kerasdl.layers.normalization import get_norm_layer
 
 _CONV = dict(use_bias=False, kernel_initializer="he_normal")  # torchvision: kaiming_normal_
@@ -65,6 +66,10 @@ class DenseLayer(ConfigurableLayer):
         self.act2 = get_activation(activation, name="act2")
         self.conv2 = keras.layers.Conv2D(growth_rate, 3, padding="same", name="conv2", **_CONV)
         self.drop = keras.layers.Dropout(self.dropout, name="dropout") if self.dropout else None
+
+    def build(self, input_shape):
+        layers = [self.norm1, self.act1, self.conv1, self.norm2, self.act2, self.conv2, self.drop]
+        build_chain(layers, input_shape)
 
     def call(self, inputs, training=None):
         x = self.conv1(self.act1(self.norm1(inputs, training=training)))
@@ -117,6 +122,11 @@ class DenseBlock(ConfigurableLayer):
             for i in range(self.num_layers)
         ]
 
+    def build(self, input_shape):
+        *rest, channels = input_shape
+        for i, layer in enumerate(self.dense_layers):
+            layer.build((*rest, channels + i * self.growth_rate))
+
     def call(self, inputs, training=None):
         features = inputs
         for layer in self.dense_layers:
@@ -154,6 +164,9 @@ class Transition(ConfigurableLayer):
         self.act = get_activation(activation, name="act")
         self.conv = keras.layers.Conv2D(filters, 1, name="conv", **_CONV)
         self.pool = keras.layers.AveragePooling2D(2, strides=2, name="pool")
+
+    def build(self, input_shape):
+        build_chain([self.norm_layer, self.act, self.conv, self.pool], input_shape)
 
     def call(self, inputs, training=None):
         return self.pool(self.conv(self.act(self.norm_layer(inputs, training=training))))

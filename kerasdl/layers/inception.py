@@ -15,6 +15,7 @@ from keras import ops
 
 from kerasdl.configurable import ConfigurableLayer
 from kerasdl.layers.activations import get_activation
+from kerasdl.layers.base import build_chain
 from kerasdl.layers.normalization import get_norm_layer
 from kerasdl.layers.torch_compat import AdaptiveAveragePooling2D, torch_conv
 
@@ -77,6 +78,9 @@ class ConvNormAct(ConfigurableLayer):
         )
         self.norm_layer = get_norm_layer(norm, name="norm", epsilon=epsilon)
         self.act = get_activation(activation, name="act")
+
+    def build(self, input_shape):
+        build_chain([self.conv, self.norm_layer, self.act], input_shape)
 
     def call(self, inputs, training=None):
         return self.act(self.norm_layer(self.conv(inputs), training=training))
@@ -142,6 +146,10 @@ class InceptionModule(ConfigurableLayer):
         self.pool = keras.layers.MaxPooling2D(3, strides=1, padding="same", name="branch4_pool")
         self.branch4 = unit(pool_proj, 1, "branch4_proj")
 
+    def build(self, input_shape):
+        for branch in ([self.branch1], self.branch2, self.branch3, [self.pool, self.branch4]):
+            build_chain(branch, input_shape)
+
     def call(self, inputs, training=None):
         b1 = self.branch1(inputs, training=training)
         b2 = self.branch2[1](self.branch2[0](inputs, training=training), training=training)
@@ -195,6 +203,10 @@ class InceptionAux(ConfigurableLayer):
         self.fc2 = keras.layers.Dense(
             num_classes, kernel_initializer=googlenet_init(), dtype="float32", name="fc2"
         )
+
+    def build(self, input_shape):
+        layers = [self.pool, self.conv, self.flatten, self.fc1, self.act, self.drop, self.fc2]
+        build_chain(layers, input_shape)
 
     def call(self, inputs, training=None):
         x = self.conv(self.pool(inputs), training=training)

@@ -20,6 +20,7 @@ from keras import ops
 
 from kerasdl.configurable import ConfigurableLayer
 from kerasdl.layers.activations import get_activation
+from kerasdl.layers.base import build_chain
 from kerasdl.layers.normalization import get_norm_layer
 from kerasdl.layers.torch_compat import torch_conv
 
@@ -56,7 +57,7 @@ def zero_pad_shortcut(x, out_channels: int, strides: int):
 
 
 class _ResidualBase(ConfigurableLayer):
-    """Shared arguments and shortcut of the post-activation residual blocks.
+    """Shared arguments, shortcut and build of the post-activation residual blocks.
 
     The config is the constructor's arguments (:class:`~kerasdl.configurable.ConfigurableLayer`);
     ``kernel_initializer``, a Keras initializer, is stored serialised and read back through
@@ -120,6 +121,14 @@ class _ResidualBase(ConfigurableLayer):
                 "shortcut='projection' or 'zero_pad'."
             )
 
+    def _build_branch(self, layers: list[keras.layers.Layer], input_shape: tuple) -> None:
+        """Build the residual branch ``layers`` (in call order), the shortcut and the output."""
+        self._check_identity(input_shape)
+        shape = build_chain(layers, input_shape)
+        if self.shortcut == "projection":
+            build_chain([self.downsample_conv, self.downsample_norm], input_shape)
+        self.act_out.build(shape)
+
     def _shortcut(self, x, training):
         if self.shortcut == "projection":
             return self.downsample_norm(self.downsample_conv(x), training=training)
@@ -171,8 +180,7 @@ class BasicBlock(_ResidualBase):
         self.norm2 = get_norm_layer(self.norm, name="norm2", gamma_zero=self.zero_init_residual)
 
     def build(self, input_shape):
-        self._check_identity(input_shape)
-        super().build(input_shape)
+        self._build_branch([self.conv1, self.norm1, self.act1, self.conv2, self.norm2], input_shape)
 
     def call(self, inputs, training=None):
         x = self.act1(self.norm1(self.conv1(inputs), training=training))
@@ -224,8 +232,8 @@ class Bottleneck(_ResidualBase):
         self.norm3 = get_norm_layer(self.norm, name="norm3", gamma_zero=self.zero_init_residual)
 
     def build(self, input_shape):
-        self._check_identity(input_shape)
-        super().build(input_shape)
+        branch = [self.conv1, self.norm1, self.act1, self.conv2, self.norm2, self.act2]
+        self._build_branch([*branch, self.conv3, self.norm3], input_shape)
 
     def call(self, inputs, training=None):
         x = self.act1(self.norm1(self.conv1(inputs), training=training))
@@ -315,7 +323,10 @@ class PreActBlock(ConfigurableLayer):
                 f"Received: strides={self.strides}, input channels={input_shape[-1]}. Use "
                 "projection=True."
             )
-        super().build(input_shape)
+        branch = [self.norm1, self.act1, self.conv1, self.norm2, self.act2, self.drop, self.conv2]
+        build_chain(branch, input_shape)
+        if self.shortcut_conv is not None:
+            self.shortcut_conv.build(input_shape)
 
     def call(self, inputs, training=None):
         h = self.act1(self.norm1(inputs, training=training))
