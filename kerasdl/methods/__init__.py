@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from kerasdl.errors import UserError
+from kerasdl.methods.kinds import MethodData
 from kerasdl.methods.params import (
     PARAMS,
     FixMatchParams,
@@ -156,7 +157,8 @@ def method_datasets(
             f"method {p.name}: the training split has {n_train} images, fewer than one batch "
             f"({need}); lower training.batch_size{also}."
         )
-    return entry.kind.datasets(p, entry.views, splits, batch_size, num_classes, seed, mean, std)
+    data = MethodData(splits, batch_size, num_classes, seed, mean, std)
+    return entry.kind.datasets(p, entry.views, data)
 
 
 def method_steps_per_epoch(
@@ -185,9 +187,8 @@ def evaluate_method(
     (all if unset), and ``probe_train_examples``.
     """
     entry, p = method_entry(params)
-    split = "test" if "test" in splits else "val"
-    got = entry.kind.evaluate(method, p, splits, batch_size, num_classes, seed, mean, std)
-    return {"split": split, **got}
+    data = MethodData(splits, batch_size, num_classes, seed, mean, std)
+    return {"split": data.eval_split, **entry.kind.evaluate(method, p, data)}
 
 
 __all__ = [

@@ -14,6 +14,7 @@ is measured; nothing else in kerasdl compares a kind's name:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -21,6 +22,37 @@ if TYPE_CHECKING:
     import tensorflow as tf
 
     from kerasdl.methods.params import _Params
+
+
+@dataclass(frozen=True)
+class MethodData:
+    """The data a method works on: unbatched ``(image, label)`` splits in ``[0, 1]``, the batch
+    size, the class count, the seed and the standardization applied after the views."""
+
+    splits: dict[str, Any]
+    batch_size: int
+    num_classes: int
+    seed: int = 0
+    mean: list[float] | None = None
+    std: list[float] | None = None
+
+    @property
+    def eval_split(self) -> str:
+        """The split final metrics are measured on: test, else val."""
+        return "test" if "test" in self.splits else "val"
+
+    @classmethod
+    def of_task(cls, task: Any) -> MethodData:
+        """The data of a recipe run (``task``: its :class:`~kerasdl.training.tasks.MethodTask`)."""
+        c = task.cfg
+        return cls(
+            task.bundle.splits,
+            c.training.batch_size,
+            task.bundle.num_classes,
+            c.run.seed,
+            list(c.data.mean) or None,
+            list(c.data.std) or None,
+        )
 
 
 class MethodKind:
@@ -38,15 +70,7 @@ class MethodKind:
         return cls(backbone, **kw)
 
     def datasets(
-        self,
-        p: _Params,
-        views: str,
-        splits: dict[str, tf.data.Dataset],
-        batch_size: int,
-        num_classes: int,
-        seed: int,
-        mean: list[float] | None,
-        std: list[float] | None,
+        self, p: _Params, views: str, data: MethodData
     ) -> tuple[tf.data.Dataset, tf.data.Dataset | None]:
         """``(train, validation)`` batches of the method."""
         raise NotImplementedError
@@ -55,31 +79,19 @@ class MethodKind:
         """Full training batches in one pass over the training split."""
         return train_size // (batch_size * (p.mu if self.uses_mu else 1))
 
-    def evaluate(
-        self,
-        method: keras.Model,
-        p: _Params,
-        splits: dict[str, tf.data.Dataset],
-        batch_size: int,
-        num_classes: int,
-        seed: int,
-        mean: list[float] | None,
-        std: list[float] | None,
-    ) -> dict[str, float]:
+    def evaluate(self, method: keras.Model, p: _Params, data: MethodData) -> dict[str, float]:
         """Final metrics of a trained method on the test split (val if none): the probes of
         ``method.probe_protocols`` on its frozen ``inference_model``."""
-        return probe_metrics(method.inference_model, p, splits, seed, num_classes, mean, std)
+        return probe_metrics(method.inference_model, p, data)
 
     def run_metrics(self, task: Any, kept: keras.Model) -> dict[str, float]:
         """What a recipe run reports for the model it kept (``task``: the run's
         :class:`~kerasdl.training.tasks.MethodTask`): the probes on the kept backbone, beside the
         same probes on the same architecture at the run's initialisation (``*_random_init``),
         so that a run shows what the pretraining added."""
-        c = task.cfg
-        args = (task.params, task.bundle.splits, c.run.seed, task.bundle.num_classes)
-        std = (list(c.data.mean) or None, list(c.data.std) or None)
-        got = probe_metrics(kept, *args, *std)
-        rnd = probe_metrics(task.initial_backbone(), *args, *std)
+        data = MethodData.of_task(task)
+        got = probe_metrics(kept, task.params, data)
+        rnd = probe_metrics(task.initial_backbone(), task.params, data)
         got.update({f"{k}_random_init": v for k, v in rnd.items() if k.endswith("accuracy")})
         return got
 
@@ -98,34 +110,36 @@ class SemiSupervised(MethodKind):
     def build(self, cls: type, backbone: keras.Model, num_classes: int, kw: dict) -> keras.Model:
         return cls(backbone, num_classes, **kw)
 
-    def datasets(self, p, views, splits, batch_size, num_classes, seed, mean, std):
+    def datasets(self, p, views, data):
         from kerasdl.data import ssl
 
         d = p.data_kwargs()
         labelled, unlabelled = ssl.split_labelled(
-            splits["train"], d["labels_per_class"], seed, d["unlabelled"]
+            data.splits["train"], d["labels_per_class"], data.seed, d["unlabelled"]
         )
         train = ssl.semi_supervised_dataset(
             labelled,
             unlabelled,
-            batch_size,
-            num_classes,
+            data.batch_size,
+            data.num_classes,
             mu=p.mu,
             views=views,
-            seed=seed,
-            mean=mean,
-            std=std,
+            seed=data.seed,
+            mean=data.mean,
+            std=data.std,
             flip=d["flip"],
         )
-        val = splits.get("val")
-        val_ds = ssl.labelled_batches(val, batch_size, num_classes, mean, std) if val else None
-        return train, val_ds
+        val = data.splits.get("val")
+        return train, self._labelled(val, data) if val else None
 
-    def evaluate(self, method, p, splits, batch_size, num_classes, seed, mean, std):
+    @staticmethod
+    def _labelled(split: tf.data.Dataset, data: MethodData) -> tf.data.Dataset:
         from kerasdl.data import ssl
 
-        split = "test" if "test" in splits else "val"
-        ds = ssl.labelled_batches(splits[split], batch_size, num_classes, mean, std)
+        return ssl.labelled_batches(split, data.batch_size, data.num_classes, data.mean, data.std)
+
+    def evaluate(self, method, p, data):
+        ds = self._labelled(data.splits[data.eval_split], data)
         out = method.evaluate(ds, verbose=0, return_dict=True)
         return {k: float(v) for k, v in out.items()}
 
@@ -141,16 +155,16 @@ class _Unlabelled(MethodKind):
     #: its options for the validation batches (beyond the method's own)
     val_options: dict = {}
 
-    def datasets(self, p, views, splits, batch_size, num_classes, seed, mean, std):
+    def datasets(self, p, views, data):
         from kerasdl.data import ssl
 
         make = getattr(ssl, self.dataset_fn)
-        d = p.data_kwargs()
-        train = make(splits["train"], batch_size, seed, mean, std, **d)
-        val = self._small_val(splits.get("val"), batch_size)
+        d, bs, mean, std = p.data_kwargs(), data.batch_size, data.mean, data.std
+        train = make(data.splits["train"], bs, data.seed, mean, std, **d)
+        val = self._small_val(data.splits.get("val"), bs)
         if val is None:
             return train, None
-        return train, make(val, batch_size, seed + 1, mean, std, **{**d, **self.val_options})
+        return train, make(val, bs, data.seed + 1, mean, std, **{**d, **self.val_options})
 
 
 class Contrastive(_Unlabelled):
@@ -165,29 +179,20 @@ class MaskedImage(_Unlabelled):
         return cls(backbone, num_classes, **kw)  # the recipe's ViT is the encoder
 
 
-def probe_metrics(
-    backbone: keras.Model,
-    p: _Params,
-    splits: dict[str, tf.data.Dataset],
-    seed: int,
-    num_classes: int,
-    mean: list[float] | None,
-    std: list[float] | None,
-) -> dict[str, float]:
+def probe_metrics(backbone: keras.Model, p: _Params, data: MethodData) -> dict[str, float]:
     """The probes of ``p.probe_protocols`` on a frozen backbone (test split, val if none)."""
     from kerasdl.data.pipeline import standardize_array
     from kerasdl.methods.probes import run_probes
 
-    split = "test" if "test" in splits else "val"
     got = run_probes(
         backbone,
-        splits["train"],
-        splits[split],
+        data.splits["train"],
+        data.splits[data.eval_split],
         protocols=tuple(p.probe_protocols),
         labels_per_class=p.probe_labels_per_class,
-        seed=seed,
-        num_classes=num_classes,
-        standardize=lambda x: standardize_array(x, mean, std),
+        seed=data.seed,
+        num_classes=data.num_classes,
+        standardize=lambda x: standardize_array(x, data.mean, data.std),
     )
     names = {"linear": "linear_probe_accuracy", "knn": "knn_accuracy"}
     names["finetune"] = "finetune_accuracy"

@@ -315,16 +315,10 @@ class MethodTask(SupervisedTask):
         return None  # the method logs its own names: checked when the first epoch ends
 
     def datasets(self, epoch: Any | None = None) -> dict[str, Any]:
-        c = self.cfg
+        from kerasdl.methods.kinds import MethodData
+
         train, val = self.entry.kind.datasets(
-            self.params,
-            self.entry.views,
-            self.bundle.splits,
-            c.training.batch_size,
-            self.bundle.num_classes,
-            c.run.seed,
-            list(c.data.mean) or None,
-            list(c.data.std) or None,
+            self.params, self.entry.views, MethodData.of_task(self)
         )
         out = {"train": train.repeat()}
         if val is not None:
