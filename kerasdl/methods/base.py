@@ -22,6 +22,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from kerasdl.configurable import Configurable
 from kerasdl.methods.losses import hard_cross_entropy, soft_cross_entropy
 
 
@@ -72,19 +73,18 @@ def strip_empty(data: Any) -> Any:
     return data
 
 
-def serialize(obj: Any) -> Any:
-    return keras.saving.serialize_keras_object(obj)
-
-
 def deserialize(obj: Any) -> Any:
     return keras.saving.deserialize_keras_object(obj)
 
 
-class MethodModel(keras.Model):
+class MethodModel(Configurable, keras.Model):
     """Base class of the training methods: a wrapped backbone plus named loss trackers.
 
     Subclasses set ``self._tracker_names`` before calling :meth:`_make_trackers`, implement
-    ``train_step`` (calling :meth:`_apply` for the update) and ``test_step``.
+    ``train_step`` (calling :meth:`_apply` for the update) and ``test_step``. A method's config
+    is its constructor's named arguments (:class:`~kerasdl.configurable.Configurable`, as for
+    the models and layers; the outermost constructor's, which names every argument it takes),
+    the backbone serialised within it.
 
     Args:
         backbone: the wrapped registry model.
@@ -146,8 +146,11 @@ class MethodModel(keras.Model):
     def _accuracy(self, y_onehot, logits) -> None:
         self._trackers["accuracy"].update_state(y_onehot, tf.cast(logits, tf.float32))
 
+    _inherit_config = False  # a method's constructor names every argument it takes
+    _arguments_before_init = False  # keras.Model tracks attributes only once initialised
+
     def get_config(self) -> dict[str, Any]:
-        return {"name": self.name, "backbone": serialize(self.backbone), "seed": self.seed}
+        return {"name": self.name, **self.constructor_config}
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> MethodModel:
@@ -227,6 +230,3 @@ class SemiSupervisedModel(MethodModel):
             loss = soft_cross_entropy(y, logits)
         self._accuracy(y, logits)
         return self._log({"loss": tf.reduce_mean(loss)}, ["loss", "accuracy"])
-
-    def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "num_classes": self.num_classes}

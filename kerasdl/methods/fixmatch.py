@@ -131,13 +131,3 @@ class FixMatch(SemiSupervisedModel):
         return self._log(
             {"loss": loss, "loss_x": loss_x, "loss_u": loss_u, "mask_rate": tf.reduce_mean(mask)}
         )
-
-    def get_config(self) -> dict[str, Any]:
-        return {
-            **super().get_config(),
-            "threshold": self.threshold,
-            "lambda_u": self.lambda_u,
-            "mu": self.mu,
-            "ema_decay": self.ema_decay,
-            "ema_warmup": self.ema_warmup,
-        }

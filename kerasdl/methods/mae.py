@@ -326,17 +326,6 @@ class MAE(MethodModel):
     def extra_callbacks(self, run_dir: str | Path, sample_images) -> list[keras.callbacks.Callback]:
         return [ReconstructionPNG(sample_images, Path(run_dir) / "mae_reconstructions.png")]
 
-    def get_config(self) -> dict[str, Any]:
-        return {
-            **super().get_config(),
-            "num_classes": self.num_classes,
-            "mask_ratio": self.mask_ratio,
-            "decoder_dim": self.decoder_dim,
-            "decoder_depth": self.decoder_depth,
-            "decoder_heads": self.decoder_heads,
-            "norm_pix_loss": self.norm_pix_loss,
-        }
-
 
 def plot_reconstructions(
     original: np.ndarray, masked: np.ndarray, recon: np.ndarray, path: str | Path

@@ -115,12 +115,3 @@ class MeanTeacher(SemiSupervisedModel):
         self._update_ema()
         self._accuracy(y_l, logits_l)
         return self._log({"loss": loss, "loss_x": loss_x, "loss_u": loss_u, "weight_u": w})
-
-    def get_config(self) -> dict[str, Any]:
-        return {
-            **super().get_config(),
-            "consistency_weight": self.consistency_weight,
-            "rampup_steps": self.rampup_steps,
-            "ema_decay": self.ema_decay,
-            "rampup_ema_decay": self.rampup_ema_decay,
-        }

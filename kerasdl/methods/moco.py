@@ -188,14 +188,3 @@ class MoCo(MethodModel):
         )
         acc = contrastive_accuracy(logits, tf.zeros(tf.shape(logits)[:1], tf.int32))
         return self._log({"loss": loss, "contrastive_accuracy": acc})
-
-    def get_config(self) -> dict[str, Any]:
-        return {
-            **super().get_config(),
-            "projection_dim": self.projection_dim,
-            "hidden_dim": self.hidden_dim,
-            "queue_size": self.queue_size,
-            "momentum": self.momentum,
-            "temperature": self.temperature,
-            "head_batch_norm": self.head_batch_norm,
-        }

@@ -76,10 +76,3 @@ class PiModel(SemiSupervisedModel):
         self._apply(tape, loss)
         self._accuracy(y_l, logits_l)
         return self._log({"loss": loss, "loss_x": loss_x, "loss_u": loss_u, "weight_u": w})
-
-    def get_config(self) -> dict[str, Any]:
-        return {
-            **super().get_config(),
-            "consistency_weight": self.consistency_weight,
-            "rampup_steps": self.rampup_steps,
-        }

@@ -92,12 +92,3 @@ class PseudoLabel(SemiSupervisedModel):
                 "mask_rate": tf.reduce_mean(mask),
             }
         )
-
-    def get_config(self) -> dict[str, Any]:
-        return {
-            **super().get_config(),
-            "weight": self.weight,
-            "threshold": self.threshold,
-            "rampup_start": self.rampup_start,
-            "rampup_end": self.rampup_end,
-        }

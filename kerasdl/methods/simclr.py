@@ -141,11 +141,3 @@ class SimCLR(MethodModel):
         v1, v2 = unpack_views(data)
         loss, acc = self._loss(v1, v2, False)
         return self._log({"loss": loss, "contrastive_accuracy": acc})
-
-    def get_config(self) -> dict[str, Any]:
-        return {
-            **super().get_config(),
-            "projection_dim": self.projection_dim,
-            "hidden_dim": self.hidden_dim,
-            "temperature": self.temperature,
-        }
