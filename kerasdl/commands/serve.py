@@ -262,4 +262,5 @@ def _repository(args: argparse.Namespace):  # noqa: ANN202 - imported lazily
         max_load_retries=args.max_num_load_retries,
         load_retry_interval=args.load_retry_interval_seconds,
         allow_unsafe_ops=args.allow_unsafe_ops,
+        freeze_heap=True,  # a server process: keep the collector off the models' objects
     )

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kerasdl.serving import heap
 from kerasdl.serving.errors import invalid, not_found
 from kerasdl.serving.model_config import ModelConfigError, ModelSpec, load_model_config
 from kerasdl.serving.servable import Servable, load_error_code
@@ -107,6 +108,9 @@ class ModelRepository:
         allow_unsafe_ops: load versions whose graphs can touch files, processes or the network
             (:mod:`kerasdl.serving.safety`); by default they are refused (``END`` with
             PERMISSION_DENIED, tried again only when their files change).
+        freeze_heap: after each pass that loads or unloads a version, collect garbage once and
+            exempt the loaded models' objects from later collections (:mod:`kerasdl.serving.heap`;
+            ``kerasdl serve`` turns it on; off by default, as it acts on the whole process).
 
     Raises:
         ModelConfigError: ``model_config_file`` cannot be read or is invalid.
@@ -128,6 +132,7 @@ class ModelRepository:
         max_load_retries: int = 5,
         load_retry_interval: float = 2.0,
         allow_unsafe_ops: bool = False,
+        freeze_heap: bool = False,
     ) -> None:
         if (base is None) == (model_config_file is None):
             raise ValueError("Give exactly one of base and model_config_file.")
@@ -138,6 +143,8 @@ class ModelRepository:
         self.max_load_retries = max_load_retries
         self.load_retry_interval = load_retry_interval
         self.allow_unsafe_ops = allow_unsafe_ops
+        self.freeze_heap = freeze_heap
+        self._heap_held = False
         self._lock = threading.Lock()  # guards what request threads read
         self._manage_lock = threading.RLock()  # one manager pass at a time
         self._models: dict[str, _Model] = {}
@@ -200,6 +207,9 @@ class ModelRepository:
 
     def start(self) -> None:
         """Load every model now (one attempt each), then manage versions in a background thread."""
+        if self.freeze_heap and not self._heap_held:
+            heap.acquire()
+            self._heap_held = True
         self.poll_once()
         self._stop.clear()
         self._thread = threading.Thread(target=self._loop, name="model-manager", daemon=True)
@@ -210,6 +220,9 @@ class ModelRepository:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=60)
+        if self._heap_held:
+            self._heap_held = False
+            heap.release()
 
     def _loop(self) -> None:
         now = time.monotonic()
@@ -324,6 +337,7 @@ class ModelRepository:
             model.wanted = model.in_source and bool(aspired)
 
     def _manage(self) -> None:
+        changed = False
         with self._manage_lock:
             for model in list(self._models.values()):
                 while True:
@@ -337,10 +351,13 @@ class ModelRepository:
                     if action is None:
                         break
                     kind, version = action
+                    changed = True
                     if kind == "load":
                         self._load(model, model.harnesses[version])
                     else:
                         self._unload(model, model.harnesses[version])
+            if changed and self._heap_held:
+                log.debug("heap settled in %.2f s", heap.settle())
 
     def _load(self, model: _Model, h: _Harness) -> None:
         name = model.spec.name

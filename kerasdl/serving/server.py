@@ -132,7 +132,8 @@ def serve(
         poll_interval: seconds between scans for new versions (0: no polling).
         log_level: uvicorn/kerasdl log level.
         keep_alive_timeout: seconds an idle keep-alive connection stays open.
-        repository: the model repository (default: ``ModelRepository(base, poll_interval)``).
+        repository: the model repository (default: ``ModelRepository(base, poll_interval)``
+            with ``freeze_heap``: see :mod:`kerasdl.serving.heap`).
     """
     base = Path(base)
     if repository is None and not base.is_dir():
@@ -148,7 +149,7 @@ def serve(
         _raise_file_limit(config.limits.max_connections + _SPARE_FILES)
         repo = repository
         if repo is None:
-            repo = ModelRepository(base, poll_interval=poll_interval)
+            repo = ModelRepository(base, poll_interval=poll_interval, freeze_heap=True)
             if not repo.model_dirs():
                 log.warning("no model folders under %s yet; polling for them", base)
         app = create_app(repo, config)
