@@ -21,6 +21,7 @@ import binascii
 import contextlib
 import json
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -130,7 +131,9 @@ def to_array(value: Any, info: TensorInfo, sig: str) -> np.ndarray:
         _check_shape(arr, info, sig)
         return arr
     try:
-        arr = np.array(value)
+        arr = _dense(value)
+        if arr is None:
+            arr = np.array(value)
     except (ValueError, OverflowError) as err:
         if "maximum number of dimension" in str(err):
             deep = f"Input '{name}' is nested more than {MAX_JSON_DEPTH} lists deep."
@@ -158,6 +161,35 @@ def to_array(value: Any, info: TensorInfo, sig: str) -> np.ndarray:
         arr = arr.astype(info.dtype)
     _check_shape(arr, info, sig)
     return arr
+
+
+def _dense(value: Any) -> np.ndarray | None:
+    """``np.array(value)`` for a rectangular nested list of scalars, faster; None otherwise.
+
+    numpy reads nested lists element by element through its generic sequence protocol (22 ms
+    for 32 32x32x3 images here); flattening level by level with ``itertools.chain`` and
+    converting the flat list once gives the same array (the same leaves give the same dtype) in
+    16 ms. Anything else (ragged, lists beside scalars, too deep) is left to ``np.array``, which
+    then raises its own error.
+    """
+    if type(value) is not list or not value or type(value[0]) is not list:
+        return None
+    shape, level = [len(value)], value
+    while type(level[0]) is list:
+        if set(map(type, level)) != {list}:
+            return None
+        sizes = set(map(len, level))
+        if len(sizes) != 1 or 0 in sizes or len(shape) >= MAX_JSON_DEPTH:
+            return None
+        shape.append(sizes.pop())
+        level = list(chain.from_iterable(level))
+    try:
+        flat = np.array(level)
+    except (ValueError, OverflowError):
+        return None
+    if flat.ndim != 1:
+        return None
+    return flat.reshape(shape)
 
 
 def decode_predict(doc: dict[str, Any], sig: Signature, max_batch: int) -> PredictRequest:
