@@ -27,6 +27,7 @@ from typing import Any
 import keras
 from keras import ops
 
+from kerasdl.configurable import ConfigurableLayer
 from kerasdl.layers.activations import get_activation
 from kerasdl.layers.torch_compat import AdaptiveAveragePooling2D, PaddedConv2D
 from kerasdl.models.base import Classifier, check_num_classes, classifier_head
@@ -36,7 +37,7 @@ STYLES = ("paper", "torchvision")
 
 
 @keras.saving.register_keras_serializable(package="kerasdl")
-class LocalResponseNormalization(keras.layers.Layer):
+class LocalResponseNormalization(ConfigurableLayer):
     """Local response normalization across channels (AlexNet, section 3.3).
 
     ``b[c] = a[c] / (k + alpha * sum_{c' in [c - n//2, c + n//2]} a[c']^2) ** beta``, the sum
@@ -84,15 +85,6 @@ class LocalResponseNormalization(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return input_shape
-
-    def get_config(self) -> dict[str, Any]:
-        return {
-            **super().get_config(),
-            "size": self.size,
-            "alpha": self.alpha,
-            "beta": self.beta,
-            "k": self.k,
-        }
 
 
 @keras.saving.register_keras_serializable(package="kerasdl")

@@ -19,6 +19,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from kerasdl.configurable import ConfigurableLayer
 from kerasdl.layers.darts_ops import PRIMITIVES, FactorizedReduce, ReLUConvBN, make_op
 from kerasdl.layers.normalization import get_norm_layer
 from kerasdl.models.darts import reduction_indices
@@ -31,7 +32,7 @@ def num_edges(steps: int) -> int:
 
 
 @keras.saving.register_keras_serializable(package="kerasdl")
-class MixedOp(keras.layers.Layer):
+class MixedOp(ConfigurableLayer):
     """One edge of the search cell: ``sum_k softmax(alpha)_k * op_k(x)`` over the candidates.
 
     Args:
@@ -83,17 +84,9 @@ class MixedOp(keras.layers.Layer):
             total = term if total is None else total + term
         return total
 
-    def get_config(self) -> dict[str, Any]:
-        return {
-            **super().get_config(),
-            "channels": self.channels,
-            "stride": self.stride,
-            "primitives": list(self.primitives),
-        }
-
 
 @keras.saving.register_keras_serializable(package="kerasdl")
-class SearchCell(keras.layers.Layer):
+class SearchCell(ConfigurableLayer):
     """A search cell: two preprocessed inputs, ``steps`` nodes, each the sum of mixed edges.
 
     Node ``i`` sums ``MixedOp(states[j])`` over all earlier states ``j``; the output concatenates
@@ -158,17 +151,6 @@ class SearchCell(keras.layers.Layer):
             offset += len(states)
             states.append(s)
         return ops.concatenate(states[-self.multiplier :], axis=-1)
-
-    def get_config(self) -> dict[str, Any]:
-        return {
-            **super().get_config(),
-            "channels": self.channels,
-            "reduction": self.reduction,
-            "reduction_prev": self.reduction_prev,
-            "steps": self.steps,
-            "multiplier": self.multiplier,
-            "primitives": list(self.primitives),
-        }
 
 
 @keras.saving.register_keras_serializable(package="kerasdl")

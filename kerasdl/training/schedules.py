@@ -24,13 +24,22 @@ import keras
 from keras import ops
 
 from kerasdl.config import ScheduleConfig
+from kerasdl.configurable import Configurable
 from kerasdl.errors import UserError
 
 Schedules = keras.optimizers.schedules
 
 
+class _Schedule(Configurable, Schedules.LearningRateSchedule):
+    """A learning-rate schedule whose config is its constructor's arguments (``Configurable``;
+    a schedule among them, such as ``after``, serialised)."""
+
+    def get_config(self) -> dict[str, Any]:
+        return self.constructor_config
+
+
 @keras.saving.register_keras_serializable(package="kerasdl")
-class LinearWarmup(Schedules.LearningRateSchedule):
+class LinearWarmup(_Schedule):
     """Linear warm-up to ``after(0)`` over ``warmup_steps``, then ``after(step - warmup_steps)``.
 
     Args:
@@ -53,12 +62,6 @@ class LinearWarmup(Schedules.LearningRateSchedule):
         rest = ops.cast(self.after(ops.maximum(step - w, 0.0)), "float32")
         return ops.where(step < w, warm, rest)
 
-    def get_config(self) -> dict[str, Any]:
-        return {
-            "after": keras.saving.serialize_keras_object(self.after),
-            "warmup_steps": self.warmup_steps,
-        }
-
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> LinearWarmup:
         config = dict(config)
@@ -67,7 +70,7 @@ class LinearWarmup(Schedules.LearningRateSchedule):
 
 
 @keras.saving.register_keras_serializable(package="kerasdl")
-class Constant(Schedules.LearningRateSchedule):
+class Constant(_Schedule):
     """A constant learning rate as a schedule (so warm-up can wrap it)."""
 
     def __init__(self, learning_rate: float) -> None:
@@ -76,12 +79,9 @@ class Constant(Schedules.LearningRateSchedule):
     def __call__(self, step: Any) -> Any:
         return ops.cast(self.learning_rate, "float32") + 0.0 * ops.cast(step, "float32")
 
-    def get_config(self) -> dict[str, Any]:
-        return {"learning_rate": self.learning_rate}
-
 
 @keras.saving.register_keras_serializable(package="kerasdl")
-class CosineRestarts(Schedules.LearningRateSchedule):
+class CosineRestarts(_Schedule):
     """SGDR: cosine annealing with warm restarts, periods ``T_0 t_mul^i``, peaks ``lr m_mul^i``.
 
     In period ``i``, ``lr_t = lr_min + (peak_i - lr_min) (1 + cos(pi T_cur / T_i)) / 2`` with
@@ -144,15 +144,6 @@ class CosineRestarts(Schedules.LearningRateSchedule):
         peak = ops.maximum(self.initial_learning_rate * ops.power(self.m_mul, i), lr_min)
         lr = lr_min + (peak - lr_min) * 0.5 * (1.0 + ops.cos(math.pi * frac))
         return ops.cast(lr, "float32")
-
-    def get_config(self) -> dict[str, Any]:
-        return {
-            "initial_learning_rate": self.initial_learning_rate,
-            "first_decay_steps": self.first_decay_steps,
-            "t_mul": self.t_mul,
-            "m_mul": self.m_mul,
-            "alpha": self.alpha,
-        }
 
 
 def _constant(cfg: ScheduleConfig, lr: float, spe: int, warmup: int, total: int) -> Any:
