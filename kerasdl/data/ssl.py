@@ -34,6 +34,7 @@ import tensorflow as tf
 
 from kerasdl.data.augment import build_augment
 from kerasdl.data.augment_specs import VIEWS, view_specs  # noqa: F401 (VIEWS re-exported)
+from kerasdl.data.pipeline import standardizer
 from kerasdl.errors import UserError
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -119,11 +120,8 @@ def split_labelled(
 
 
 def _standardizer(mean: Sequence[float] | None, std: Sequence[float] | None) -> Callable:
-    if not mean:
-        return lambda x: x
-    m = tf.constant(mean, tf.float32)
-    s = tf.constant(std, tf.float32)
-    return lambda x: (x - m) / s
+    """:func:`kerasdl.data.pipeline.standardizer`, the identity when none is configured."""
+    return standardizer(list(mean or []), list(std or [])) or (lambda x: x)
 
 
 def build_view(view: View, seed: int = 0, **keys) -> Callable[[tf.Tensor], tf.Tensor]:
