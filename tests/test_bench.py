@@ -6,20 +6,12 @@ import importlib.util
 import json
 
 import pytest
+from tiny_models import TINY_CASE
 
 from kerasdl.bench import Case, Comparison, Suite, markdown, run_case, run_suite, write_report
 from kerasdl.bench.flops import train_flops_per_image, utilization
 
-TINY = dict(
-    model="simple_cnn",
-    input_size=8,
-    channels=1,
-    batch_size=8,
-    model_kwargs={"filters": [4], "convs_per_stage": 1},
-    steps=2,
-    warmup=1,
-    repeats=1,
-)
+TINY = dict(TINY_CASE, steps=2, repeats=1)
 
 
 def test_suite_runs_and_reports(tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 
 import pytest
+from tiny_models import TINY_CASE
 
 from kerasdl.bench import Case
 from kerasdl.bench.profile import (
@@ -15,14 +16,7 @@ from kerasdl.bench.profile import (
     profile_case,
 )
 
-TINY = dict(
-    model="simple_cnn",
-    input_size=8,
-    channels=1,
-    batch_size=4,
-    model_kwargs={"filters": [4], "convs_per_stage": 1},
-    warmup=1,
-)
+TINY = dict(TINY_CASE, batch_size=4)
 
 
 @pytest.mark.parametrize(

@@ -13,29 +13,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow as tf
-
-try:
-    from conftest_serving import (
-        CLASS_NAMES,
-        digits_data,
-        digits_run,
-        digits_uint8,
-        exported,
-        fresh_dir,
-        keras_model,
-        png_bytes,
-    )
-except ImportError:  # tests/ imported as a package
-    from tests.conftest_serving import (
-        CLASS_NAMES,
-        digits_data,
-        digits_run,
-        digits_uint8,
-        exported,
-        fresh_dir,
-        keras_model,
-        png_bytes,
-    )
+from conftest_serving import (  # pytest puts tests/ on the path, as for conftest
+    CLASS_NAMES,
+    digits_data,
+    digits_run,
+    digits_uint8,
+    exported,
+    fresh_dir,
+    keras_model,
+    png_bytes,
+)
 
 from kerasdl.cli import main
 from kerasdl.data.preprocess import PreprocessSpec, preprocess_images

@@ -1,4 +1,5 @@
-"""Tiny Vision Transformers and MAEs for the tests: a few thousand weights on 8x8 images.
+"""Tiny models for the tests: Vision Transformers and MAEs with a few thousand weights on 8x8
+images, and the benchmark's smallest case (a one-conv SimpleCNN).
 
 Imported as a module (pytest puts ``tests/`` on the path, as for ``conftest``).
 """
@@ -9,6 +10,16 @@ from typing import Any
 
 from kerasdl.methods.mae import MAE
 from kerasdl.models.vit import VisionTransformer
+
+#: a benchmark case (``kerasdl.bench.Case`` keywords) that runs in a second
+TINY_CASE: dict[str, Any] = dict(
+    model="simple_cnn",
+    input_size=8,
+    channels=1,
+    batch_size=8,
+    model_kwargs={"filters": [4], "convs_per_stage": 1},
+    warmup=1,
+)
 
 
 def tiny_vit(side: int = 8, channels: int = 1, **kw: Any) -> VisionTransformer:

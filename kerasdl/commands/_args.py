@@ -1,4 +1,5 @@
-"""Arguments the commands share: the recipe and its ``--set KEY=VALUE`` overrides.
+"""Arguments the commands share: the recipe and its ``--set KEY=VALUE`` overrides; the
+synthetic training case of ``kerasdl bench`` and ``kerasdl profile``.
 
 Not a command (modules starting with ``_`` are skipped by the discovery in :mod:`kerasdl.cli`).
 
@@ -60,6 +61,27 @@ def add_recipe_arguments(
         metavar="KEY=VALUE",
         help=f"override a recipe key{shown} (repeatable; value parsed as YAML)",
     )
+
+
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+
+
+def add_case_arguments(
+    parser: argparse.ArgumentParser, *, input_size: int | None, batch_size: int
+) -> None:
+    """Add the options of a synthetic training case: ``--input-size`` (None: the model's),
+    ``--batch-size``, ``--precision``, ``--num-classes``, ``--steps`` and ``--warmup``."""
+    side = f"default {input_size}" if input_size else "default: the model's"
+    parser.add_argument("--input-size", type=int, default=input_size, help=f"input side ({side})")
+    parser.add_argument(
+        "--batch-size", type=int, default=batch_size, help=f"batch size (default {batch_size})"
+    )
+    parser.add_argument(
+        "--precision", default="float32", choices=PRECISIONS, help="dtype policy (default float32)"
+    )
+    parser.add_argument("--num-classes", type=int, default=10, help="classes (default 10)")
+    parser.add_argument("--steps", type=int, default=10, help="timed steps (default 10)")
+    parser.add_argument("--warmup", type=int, default=3, help="warm-up steps (default 3)")
 
 
 def load_recipe_arguments(args: argparse.Namespace) -> Any:

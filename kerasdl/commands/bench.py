@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from kerasdl.commands._args import add_case_arguments
+
 COMMAND = "bench"
 HELP = (
     "training/inference throughput vs keras.applications and PyTorch, utilization, input pipeline"
@@ -25,18 +27,8 @@ Suite times are the ones measured on the project's 2-core CPU (benchmarks/README
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--suite", help="a named suite: default, defaults")
     parser.add_argument("--model", help="a registry model to benchmark (instead of a suite)")
-    parser.add_argument("--input-size", type=int, help="square input side (default: the model's)")
     parser.add_argument("--channels", type=int, default=3, help="input channels (default 3)")
-    parser.add_argument("--batch-size", type=int, default=32, help="batch size (default 32)")
-    parser.add_argument(
-        "--precision",
-        default="float32",
-        choices=["float32", "mixed_bfloat16", "mixed_float16"],
-        help="dtype policy (default float32)",
-    )
-    parser.add_argument("--num-classes", type=int, default=10, help="classes (default 10)")
-    parser.add_argument("--steps", type=int, default=10, help="timed steps per repetition")
-    parser.add_argument("--warmup", type=int, default=3, help="warm-up steps")
+    add_case_arguments(parser, input_size=None, batch_size=32)
     parser.add_argument("--repeats", type=int, default=3, help="repetitions (median reported)")
     parser.add_argument("--no-peers", action="store_true", help="skip keras.applications/PyTorch")
     parser.add_argument("--no-pipeline", action="store_true", help="synthetic data only")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from kerasdl.commands._args import add_case_arguments
+
 COMMAND = "profile"
 HELP = "per-op time of a training step, for a zoo model and its keras.applications/PyTorch peers"
 DESCRIPTION = """Train a registry model with Keras fit (the benchmark's loss and optimizer) under
@@ -20,17 +22,7 @@ Example:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="resnet20", help="registry model (default resnet20)")
-    parser.add_argument("--input-size", type=int, default=32, help="square input side")
-    parser.add_argument("--batch-size", type=int, default=128, help="batch size (default 128)")
-    parser.add_argument("--num-classes", type=int, default=10, help="classes (default 10)")
-    parser.add_argument(
-        "--precision",
-        default="float32",
-        choices=["float32", "mixed_bfloat16", "mixed_float16"],
-        help="dtype policy (default float32)",
-    )
-    parser.add_argument("--steps", type=int, default=10, help="profiled steps (default 10)")
-    parser.add_argument("--warmup", type=int, default=3, help="steps before profiling")
+    add_case_arguments(parser, input_size=32, batch_size=128)
     parser.add_argument("--keras-app", action="store_true", help="also keras.applications")
     parser.add_argument("--torch", action="store_true", help="also the PyTorch peer")
     parser.add_argument("--top", type=int, default=15, help="op rows per table")

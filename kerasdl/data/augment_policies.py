@@ -216,7 +216,8 @@ def equalize(x: tf.Tensor) -> tf.Tensor:
     """
     shape = tf.shape(x)
     b, h, w, c = shape[0], shape[1], shape[2], shape[3]
-    levels = tf.reshape(tf.transpose(to_uint8_levels(x), (0, 3, 1, 2)), (b * c, h * w))
+    # transposed as floats: oneDNN's int32 transpose logs an error line on some CPUs
+    levels = tf.reshape(to_uint8_levels(tf.transpose(x, (0, 3, 1, 2))), (b * c, h * w))
     rows = b * c
     offsets = tf.range(rows)[:, None] * 256
     hist = tf.math.bincount(
@@ -232,9 +233,8 @@ def equalize(x: tf.Tensor) -> tf.Tensor:
     cum = tf.cumsum(hist, axis=1, exclusive=True)
     lut = tf.minimum((safe_step // 2 + cum) // safe_step, 255)
     lut = tf.where(step[:, None] > 0, lut, tf.range(256)[None, :])
-    out = tf.gather(lut, levels, batch_dims=1)
-    out = tf.transpose(tf.reshape(out, (b, c, h, w)), (0, 2, 3, 1))
-    return tf.cast(out, x.dtype) / 255.0
+    out = tf.cast(tf.gather(lut, levels, batch_dims=1), x.dtype)
+    return tf.transpose(tf.reshape(out, (b, c, h, w)), (0, 2, 3, 1)) / 255.0
 
 
 def invert(x: tf.Tensor) -> tf.Tensor:
