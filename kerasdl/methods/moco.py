@@ -21,9 +21,14 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from kerasdl.methods.base import MethodModel, clone_backbone, ema_update
+from kerasdl.methods.base import clone_backbone, ema_update
 from kerasdl.methods.losses import info_nce, l2_normalize
-from kerasdl.methods.simclr import contrastive_accuracy, projection_head, unpack_views
+from kerasdl.methods.simclr import (
+    ProjectedEncoder,
+    contrastive_accuracy,
+    projection_head,
+    unpack_views,
+)
 from kerasdl.models.base import feature_extractor
 
 
@@ -35,7 +40,7 @@ def _unit_rows(seed):
 
 
 @keras.saving.register_keras_serializable(package="kerasdl")
-class MoCo(MethodModel):
+class MoCo(ProjectedEncoder):
     """MoCo v2 self-supervised pretraining of a registry backbone.
 
     Args:
@@ -87,17 +92,13 @@ class MoCo(MethodModel):
         **kwargs: Any,
     ) -> None:
         super().__init__(backbone, seed=seed, **kwargs)
-        self.encoder = feature_extractor(backbone)
-        feat_dim = int(self.encoder.output.shape[-1])
-        self.projection_dim = int(projection_dim)
-        self.hidden_dim = hidden_dim
+        self.projection_dim, self.hidden_dim = projection_dim, hidden_dim
         self.queue_size = int(queue_size)
         self.momentum = float(momentum)
         self.temperature = float(temperature)
         self.head_batch_norm = bool(head_batch_norm)
-        hidden = int(hidden_dim or feat_dim)
         head = dict(batch_norm=self.head_batch_norm)
-        self.projector = projection_head(feat_dim, hidden, self.projection_dim, "projector", **head)
+        feat_dim, hidden = self._add_projection(backbone, **head)
         self.key_backbone = clone_backbone(backbone, "key")
         self.key_encoder = feature_extractor(self.key_backbone)
         self.key_projector = projection_head(
@@ -127,9 +128,6 @@ class MoCo(MethodModel):
         self._make_trackers(["loss", "contrastive_accuracy"])
         self._finish_build()
 
-    def call(self, inputs, training=None):
-        return self.projector(self.encoder(inputs, training=training), training=training)
-
     def keys(self, images, training: bool = True):
         """L2-normalized key projections from the momentum encoder (no gradient)."""
         k = self.key_projector(self.key_encoder(images, training=training), training=training)
@@ -149,9 +147,8 @@ class MoCo(MethodModel):
     @property
     def query_variables(self) -> list:
         """The variables the gradient updates: the query encoder and its projection head (not the
-        key encoder, and not the backbone's classification head, which the loss does not use:
-        Keras warns about every variable given no gradient)."""
-        return [*self.encoder.trainable_variables, *self.projector.trainable_variables]
+        key encoder)."""
+        return self.loss_variables
 
     def momentum_update(self) -> None:
         """``theta_k <- m theta_k + (1 - m) theta_q`` for encoder and head."""

@@ -45,6 +45,33 @@ def projection_head(
     return keras.Sequential([keras.Input((in_dim,)), *layers], name=name)
 
 
+class ProjectedEncoder(MethodModel):
+    """A method that trains the backbone's encoder through an MLP projection head (SimCLR, MoCo):
+    ``call`` is ``projector(encoder(x))``."""
+
+    def _add_projection(self, backbone: keras.Model, batch_norm: bool = False) -> tuple[int, int]:
+        """Set ``encoder`` (the backbone up to its pooled features) and ``projector`` (the head,
+        ``projection_dim`` wide, hidden width ``hidden_dim`` or the feature width); returns the
+        feature and hidden widths."""
+        self.encoder = feature_extractor(backbone)
+        feat_dim = int(self.encoder.output.shape[-1])
+        self.projection_dim = int(self.projection_dim)
+        hidden = int(self.hidden_dim or feat_dim)
+        self.projector = projection_head(
+            feat_dim, hidden, self.projection_dim, "projector", batch_norm=batch_norm
+        )
+        return feat_dim, hidden
+
+    def call(self, inputs, training=None):
+        return self.projector(self.encoder(inputs, training=training), training=training)
+
+    @property
+    def loss_variables(self) -> list:
+        """What the loss depends on: encoder and projection head. The backbone's classification
+        head is not part of the method (it would get no gradient: Keras warns about each one)."""
+        return [*self.encoder.trainable_variables, *self.projector.trainable_variables]
+
+
 def unpack_views(data):
     """``(v1, v2)`` or ``((v1, v2), labels)`` -> ``v1, v2``."""
     data = strip_empty(data)
@@ -61,7 +88,7 @@ def contrastive_accuracy(logits, labels):
 
 
 @keras.saving.register_keras_serializable(package="kerasdl")
-class SimCLR(MethodModel):
+class SimCLR(ProjectedEncoder):
     """SimCLR self-supervised pretraining of a registry backbone.
 
     Args:
@@ -104,19 +131,11 @@ class SimCLR(MethodModel):
         **kwargs: Any,
     ) -> None:
         super().__init__(backbone, seed=seed, **kwargs)
-        self.encoder = feature_extractor(backbone)
-        feat_dim = int(self.encoder.output.shape[-1])
-        self.projection_dim = int(projection_dim)
-        self.hidden_dim = hidden_dim
+        self.projection_dim, self.hidden_dim = projection_dim, hidden_dim
         self.temperature = float(temperature)
-        self.projector = projection_head(
-            feat_dim, int(hidden_dim or feat_dim), self.projection_dim, "projector"
-        )
+        self._add_projection(backbone)
         self._make_trackers(["loss", "contrastive_accuracy"])
         self._finish_build()
-
-    def call(self, inputs, training=None):
-        return self.projector(self.encoder(inputs, training=training), training=training)
 
     def _loss(self, v1, v2, training: bool):
         z = self(tf.concat([v1, v2], axis=0), training=training)
@@ -130,12 +149,6 @@ class SimCLR(MethodModel):
             loss, acc = self._loss(v1, v2, True)
         self._apply(tape, loss, self.loss_variables)
         return self._log({"loss": loss, "contrastive_accuracy": acc})
-
-    @property
-    def loss_variables(self) -> list:
-        """What the loss depends on: encoder and projection head. The backbone's classification
-        head is not part of SimCLR (it would get no gradient: Keras warns about each such one)."""
-        return [*self.encoder.trainable_variables, *self.projector.trainable_variables]
 
     def test_step(self, data):
         v1, v2 = unpack_views(data)
