@@ -133,15 +133,10 @@ def _write_folder(root: Path) -> None:
 
     import numpy as np
     from PIL import Image
+    from tiny_models import write_image_folder
 
-    rng = np.random.default_rng(0)
-    for c in ("cat", "dog"):
-        (root / c).mkdir(parents=True)
-        for i in range(5):
-            Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)).save(
-                root / c / f"{i}.png"
-            )
-    (root / "dog" / "broken.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")
+    write_image_folder(root, 5, (8, 8))
+    rng = np.random.default_rng(1)
     buf = io.BytesIO()
     Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(buf, "JPEG")
     (root / "cat" / "truncated.jpg").write_bytes(buf.getvalue()[:200])

@@ -85,16 +85,9 @@ def test_synthetic_source() -> None:
 
 
 def _write_folder(root: Path) -> None:
-    from PIL import Image
+    from tiny_models import write_image_folder
 
-    rng = np.random.default_rng(0)
-    for c in ("cat", "dog"):
-        (root / c).mkdir(parents=True)
-        for i in range(10):
-            Image.fromarray(rng.integers(0, 255, (20, 24, 3), dtype=np.uint8)).save(
-                root / c / f"{i}.png"
-            )
-    (root / "dog" / "broken.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")
+    write_image_folder(root, 10, (20, 24))
 
 
 def test_folder_source_skips_or_stops_on_corrupt_image(tmp_path: Path, capsys) -> None:

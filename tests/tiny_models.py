@@ -6,10 +6,29 @@ Imported as a module (pytest puts ``tests/`` on the path, as for ``conftest``).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from kerasdl.methods.mae import MAE
 from kerasdl.models.vit import VisionTransformer
+
+
+def write_image_folder(root: Path, per_class: int, size: tuple[int, int]) -> None:
+    """An image folder ``root/{cat,dog}/i.png`` of random RGB images, plus a file with JPEG magic
+    that is not an image (``dog/broken.jpg``)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for c in ("cat", "dog"):
+        (root / c).mkdir(parents=True)
+        for i in range(per_class):
+            Image.fromarray(rng.integers(0, 255, (*size, 3), dtype=np.uint8)).save(
+                root / c / f"{i}.png"
+            )
+    (root / "dog" / "broken.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")
+
 
 #: a benchmark case (``kerasdl.bench.Case`` keywords) that runs in a second
 TINY_CASE: dict[str, Any] = dict(
