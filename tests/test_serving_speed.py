@@ -143,3 +143,57 @@ def test_repository_freezes_after_loading_and_unfreezes_when_stopped():
         assert heap.frozen() == 0  # off by default: the process's collector is left alone
     finally:
         plain.stop()
+
+
+def test_with_batching_a_full_batch_skips_the_batcher_over_rest_and_grpc():
+    import shutil
+
+    from conftest_serving import UvicornThread, call, fresh_dir, tiny
+
+    from kerasdl.serving.app import ServerConfig, create_app
+    from kerasdl.serving.repository import ModelRepository
+
+    base = fresh_dir("full-batch")
+    shutil.copytree(tiny(3), base / "m" / "1")
+    config = ServerConfig(batching=True, batch_size=2, batch_threads=1, max_batch=5000)
+    app = create_app(ModelRepository(base, poll_interval=0), config)
+    with UvicornThread(app) as srv:
+        batcher = app.state.server.batcher
+        status, body = call(srv.port, "POST", "/v1/models/m:predict", {"instances": [[1, 2]]})
+        assert (status, body, batcher.batches_run) == (200, {"predictions": [3.0]}, 1)
+        two = {"instances": [[1, 2], [3, 4]]}
+        status, body = call(srv.port, "POST", "/v1/models/m:predict", two)
+        assert (status, body, batcher.batches_run) == (200, {"predictions": [3.0, 3.0]}, 1)
+        big = {"instances": [[0.5, 0.25]] * 4000}  # a body parsed in the worker thread
+        status, body = call(srv.port, "POST", "/v1/models/m:predict", big)
+        assert (status, body, batcher.batches_run) == (200, {"predictions": [3.0] * 4000}, 1)
+
+    pytest.importorskip("grpc")
+    from kerasdl.serving.grpc_server import GrpcServer
+
+    grpc_server = GrpcServer(None, config)  # type: ignore[arg-type]
+    grpc_server._start_batcher()
+    threads: list[str] = []
+
+    class Doubler:
+        name = "serving_default"
+
+        def __call__(self, inputs):
+            threads.append(threading.current_thread().name)
+            return {"y": inputs["x"] * 2}
+
+    sig = Doubler()
+
+    try:
+        full = grpc_server._run(None, sig, {"x": np.ones((2, 3), np.float32)})  # type: ignore[arg-type]
+        assert (
+            threads == [threading.current_thread().name] and grpc_server._batcher.batches_run == 0
+        )
+        np.testing.assert_array_equal(full["y"], np.full((2, 3), 2.0))
+        one = grpc_server._run(None, sig, {"x": np.ones((1, 3), np.float32)})  # type: ignore[arg-type]
+        assert threads[1].startswith("tf-grpc") and grpc_server._batcher.batches_run == 1
+        np.testing.assert_array_equal(one["y"], np.full((1, 3), 2.0))
+    finally:
+        grpc_server._loop.call_soon_threadsafe(grpc_server._loop.stop)
+        grpc_server._loop_thread.join(timeout=10)
+        grpc_server._tf_pool.shutdown(wait=True)

@@ -93,6 +93,8 @@ class GrpcServer:
         self._loop_thread: threading.Thread | None = None
         self._tf_pool: ThreadPoolExecutor | None = None
         self._batcher: Batcher | None = None
+        # with batching, requests that are full batches run in their worker, --threads at once
+        self._direct = threading.BoundedSemaphore(self.config.num_threads)
         self._pixel_limits: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
         self._started = False
         self._stopped = False
@@ -228,6 +230,11 @@ class GrpcServer:
         """Run ``sig`` here, or through the batcher (this worker waits for its slice)."""
         if self._batcher is None or self._loop is None:
             return sig(inputs)
+        first = next(iter(inputs.values()), None)
+        # A full batch by itself has nothing to wait for: it runs here, as without batching.
+        if first is not None and first.ndim and first.shape[0] >= self.config.batch_size:
+            with self._direct:
+                return sig(inputs)
         call = self._batcher.submit((id(servable), sig.name), sig, inputs)
         return asyncio.run_coroutine_threadsafe(call, self._loop).result()
 
