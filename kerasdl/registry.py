@@ -23,14 +23,13 @@ weights ship with kerasdl (see :func:`check_model_kwargs`).
 
 from __future__ import annotations
 
-import difflib
 import fnmatch
 import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from kerasdl.errors import UnknownArgumentError, UserError
+from kerasdl.errors import UnknownArgumentError, UserError, suggest
 
 
 @dataclass(frozen=True)
@@ -206,11 +205,8 @@ def check_model_kwargs(
                 "recipe: model.init_from)."
             )
         else:
-            close = difflib.get_close_matches(key, accepted, n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
             raise UnknownArgumentError(
-                f"{label}: unknown keyword argument {key!r}.{hint} "
-                f"Expected one of: {', '.join(accepted)}."
+                f"{label}: unknown keyword argument {key!r}.{suggest(key, accepted)}"
             )
     return out
 

@@ -19,14 +19,13 @@ without importing TensorFlow. ``RecipeConfig.dump_yaml`` writes the resolved rec
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from kerasdl.config.manifest import accepted_arguments
-from kerasdl.errors import UserError
+from kerasdl.errors import UserError, suggest
 from kerasdl.io import write_yaml
 
 PositiveInt = Annotated[int, Field(gt=0)]
@@ -77,11 +76,9 @@ class ModelConfig(BaseModel):
         accepted = [a for a in accepted_arguments(self.name) if a != "name"]  # name: the registry's
         for key in self.kwargs():
             if key not in accepted:
-                close = difflib.get_close_matches(key, accepted, n=1)
-                hint = f" Did you mean '{close[0]}'?" if close else ""
                 raise UserError(
-                    f"model.{key}: not an argument of model {self.name!r}.{hint} "
-                    f"Expected one of: {', '.join(sorted(accepted))}."
+                    f"model.{key}: not an argument of model {self.name!r}."
+                    + suggest(key, sorted(accepted))
                 )
         return self
 

@@ -13,13 +13,12 @@ papers' defaults, :func:`view_specs` applies a method's recipe keys (``flip``, `
 
 from __future__ import annotations
 
-import difflib
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from kerasdl.config.errors import one_line
-from kerasdl.errors import UserError
+from kerasdl.errors import UserError, suggest
 
 FillMode = Literal["reflect", "wrap", "constant", "nearest"]
 Interpolation = Literal["bilinear", "nearest"]
@@ -251,11 +250,8 @@ def validate_augment(specs: list[dict], *, key: str = "data.augment") -> list[di
         params = dict(spec)
         name = params.pop("name")
         if name not in SPECS:
-            close = difflib.get_close_matches(str(name), AUGMENT_NAMES, n=1)
-            hint = f" Did you mean '{close[0]}'?" if close else ""
             raise UserError(
-                f"{_where(key, i)}: unknown augmentation {name!r}.{hint} "
-                f"Expected one of: {', '.join(AUGMENT_NAMES)}"
+                f"{_where(key, i)}: unknown augmentation {name!r}.{suggest(name, AUGMENT_NAMES)}"
             )
         model = SPECS[name]
         try:
@@ -377,9 +373,7 @@ def view_specs(
     if not isinstance(view, str):
         return validate_view(view, key=key)
     if view not in VIEWS:
-        close = difflib.get_close_matches(view, VIEW_NAMES, n=1)
-        hint = f" Did you mean '{close[0]}'?" if close else ""
-        raise UserError(f"{key}: unknown view {view!r}.{hint} Expected one of: {', '.join(VIEWS)}")
+        raise UserError(f"{key}: unknown view {view!r}.{suggest(view, VIEWS)}")
     edits: dict[str, dict] = {
         "random_resized_crop": {} if crop_scale is None else {"scale": list(crop_scale)},
         "color_jitter": {} if jitter_strength is None else color_jitter_strength(jitter_strength),
