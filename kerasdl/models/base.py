@@ -75,6 +75,21 @@ class Classifier(Configurable, keras.Model):
     def get_config(self) -> dict[str, Any]:
         return {"name": self.name, **self.constructor_config}
 
+    def _init_pooled(
+        self,
+        inputs: keras.KerasTensor,
+        features: keras.KerasTensor,
+        num_classes: int,
+        dropout: float = 0.0,
+        dropconnect: float = 0.0,
+        **kwargs: Any,
+    ) -> None:
+        """End a convolutional constructor: global average pooling (``avg_pool``) of the last
+        feature map, the :func:`classifier_head`, and the functional ``keras.Model`` init."""
+        x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(features)
+        outputs = classifier_head(x, num_classes, dropout, dropconnect)
+        super().__init__(inputs=inputs, outputs=outputs, **kwargs)
+
 
 def classifier_head(
     features: keras.KerasTensor,

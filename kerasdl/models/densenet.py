@@ -20,7 +20,7 @@ from kerasdl.layers.activations import get_activation
 from kerasdl.layers.dense_block import DenseBlock, Transition
 from kerasdl.layers.normalization import get_norm_layer
 from kerasdl.layers.torch_compat import PaddedConv2D, PaddedMaxPooling2D
-from kerasdl.models.base import Classifier, check_num_classes, classifier_head
+from kerasdl.models.base import Classifier, check_num_classes
 from kerasdl.registry import register_variants
 
 VARIANTS = {
@@ -99,9 +99,7 @@ class DenseNet(Classifier):
                 x = Transition(channels, norm, activation, name=f"transition{i + 1}")(x)
         x = get_norm_layer(norm, name="norm5")(x)
         x = get_activation(activation, name="act5")(x)
-        x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
-        outputs = classifier_head(x, num_classes, head_dropout)
-        super().__init__(inputs=inputs, outputs=outputs, **kwargs)
+        self._init_pooled(inputs, x, num_classes, head_dropout, **kwargs)
 
 
 register_variants(

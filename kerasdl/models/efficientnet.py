@@ -29,7 +29,7 @@ import keras
 from kerasdl.layers.activations import get_activation
 from kerasdl.layers.mbconv import MBConv, conv_kaiming_fan_out, make_divisible
 from kerasdl.layers.normalization import BN_EPSILON, BN_MOMENTUM, get_norm_layer
-from kerasdl.models.base import Classifier, check_num_classes, classifier_head
+from kerasdl.models.base import Classifier, check_num_classes
 from kerasdl.registry import register_variants
 
 # Table 1 of the paper: (expand_ratio, kernel, stride, in_channels, out_channels, layers).
@@ -127,9 +127,7 @@ class EfficientNet(Classifier):
         )(x)
         x = bn("top_bn")(x)
         x = get_activation(activation, name="top_act")(x)
-        x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
-        outputs = classifier_head(x, num_classes, dropout)
-        super().__init__(inputs=inputs, outputs=outputs, **kwargs)
+        self._init_pooled(inputs, x, num_classes, dropout, **kwargs)
 
 
 def efficientnet_stages(width_mult: float = 1.0, depth_mult: float = 1.0) -> list[tuple]:

@@ -22,7 +22,7 @@ from kerasdl.layers.activations import get_activation
 from kerasdl.layers.normalization import get_norm_layer
 from kerasdl.layers.residual import BasicBlock, Bottleneck, he_fan_out
 from kerasdl.layers.torch_compat import PaddedConv2D, PaddedMaxPooling2D
-from kerasdl.models.base import Classifier, check_num_classes, classifier_head
+from kerasdl.models.base import Classifier, check_num_classes
 from kerasdl.registry import register_variants
 
 BLOCKS = {"basic": BasicBlock, "bottleneck": Bottleneck}
@@ -103,9 +103,7 @@ class ResNet(Classifier):
                     name=f"layer{stage + 1}_{i}",
                 )(x)
                 channels = out
-        x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
-        outputs = classifier_head(x, num_classes, dropout)
-        super().__init__(inputs=inputs, outputs=outputs, **kwargs)
+        self._init_pooled(inputs, x, num_classes, dropout, **kwargs)
 
 
 VARIANTS = {

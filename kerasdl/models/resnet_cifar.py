@@ -27,7 +27,7 @@ import keras
 from kerasdl.layers.activations import get_activation
 from kerasdl.layers.normalization import get_norm_layer
 from kerasdl.layers.residual import BasicBlock, PreActBlock
-from kerasdl.models.base import Classifier, check_num_classes, classifier_head
+from kerasdl.models.base import Classifier, check_num_classes
 from kerasdl.registry import register_variants
 
 CIFAR_INIT = "he_normal"  # kaiming_normal_ (fan-in), as the reference port initializes convolutions
@@ -99,9 +99,7 @@ class CifarResNet(Classifier):
                     name=f"layer{stage + 1}_{i}",
                 )(x)
                 channels = f
-        x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
-        outputs = classifier_head(x, num_classes, dropout)
-        super().__init__(inputs=inputs, outputs=outputs, **kwargs)
+        self._init_pooled(inputs, x, num_classes, dropout, **kwargs)
 
 
 @keras.saving.register_keras_serializable(package="kerasdl")
@@ -172,9 +170,7 @@ class WideResNet(Classifier):
         x = get_norm_layer(norm, name="norm_final", momentum=bn_momentum)(x)
         act = {"alpha": negative_slope} if activation == "leaky_relu" else {}
         x = get_activation(activation, name="act_final", **act)(x)
-        x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
-        outputs = classifier_head(x, num_classes, head_dropout)
-        super().__init__(inputs=inputs, outputs=outputs, **kwargs)
+        self._init_pooled(inputs, x, num_classes, head_dropout, **kwargs)
 
 
 _CIFAR10 = dict(num_classes=10, input_shape=[32, 32, 3])

@@ -18,7 +18,7 @@ import keras
 
 from kerasdl.layers.activations import get_activation
 from kerasdl.layers.normalization import get_norm_layer
-from kerasdl.models.base import Classifier, check_num_classes, classifier_head
+from kerasdl.models.base import Classifier, check_num_classes
 from kerasdl.registry import register_variants
 
 
@@ -65,9 +65,7 @@ class SimpleCNN(Classifier):
                 x = get_activation(activation, name=f"stage{s}_act{c}")(x)
             if s < len(filters) - 1:
                 x = keras.layers.MaxPooling2D(2, padding="same", name=f"stage{s}_pool")(x)
-        x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
-        outputs = classifier_head(x, num_classes, dropout, dropconnect)
-        super().__init__(inputs=inputs, outputs=outputs, **kwargs)
+        self._init_pooled(inputs, x, num_classes, dropout, dropconnect, **kwargs)
 
 
 VARIANTS = {"simple_cnn": {}}
