@@ -197,3 +197,23 @@ def test_with_batching_a_full_batch_skips_the_batcher_over_rest_and_grpc():
         grpc_server._loop.call_soon_threadsafe(grpc_server._loop.stop)
         grpc_server._loop_thread.join(timeout=10)
         grpc_server._tf_pool.shutdown(wait=True)
+
+
+def test_tensorflow_parallelism_options_are_set_before_models_load(tmp_path, capsys):
+    import subprocess
+    import sys
+
+    from kerasdl.cli import main
+
+    code = (
+        "import kerasdl.serving.server as srv; srv.serve = lambda *a, **k: None\n"
+        "from kerasdl.cli import build_parser; from kerasdl.commands import serve\n"
+        f"serve.run(build_parser().parse_args(['serve', {str(tmp_path)!r}, "
+        "'--tensorflow-intra-op-parallelism', '1', '--tensorflow-inter-op-parallelism', '2']))\n"
+        "import tensorflow as tf; t = tf.config.threading\n"
+        "print(t.get_intra_op_parallelism_threads(), t.get_inter_op_parallelism_threads())"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.split() == ["1", "2"], out.stderr[-2000:]
+    assert main(["serve", str(tmp_path), "--tensorflow-intra-op-parallelism", "-1"]) == 2
+    assert "--tensorflow-intra-op-parallelism" in capsys.readouterr().err

