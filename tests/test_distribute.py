@@ -45,12 +45,21 @@ def _recipe(tmp: Path, **distribute) -> Path:
     return path
 
 
-# Two logical CPU devices; indented like the scripts below, which are dedented as a whole.
+# Two logical CPU devices, a seeded generator and a small seeded network; indented like the
+# scripts below, which are dedented as a whole.
 TWO_CPUS = """
         import numpy as np, tensorflow as tf
+        import keras, kerasdl
         cpu = tf.config.list_physical_devices("CPU")[0]
         logical = [tf.config.LogicalDeviceConfiguration()] * 2
         tf.config.set_logical_device_configuration(cpu, logical)
+        devices = [d.name for d in tf.config.list_logical_devices("CPU")]
+        rng = np.random.default_rng(0)
+
+        def tiny_net(classes, **kw):
+            keras.utils.set_random_seed(1)
+            kw = {"filters": [8], "norm": "none", "dropout": 0.0, "input_shape": (8, 8, 1), **kw}
+            return kerasdl.create_model("simple_cnn", num_classes=classes, **kw)
 """
 
 
@@ -70,22 +79,17 @@ def test_mirrored_step_equals_single_device_step() -> None:
     out = _python(
         TWO_CPUS
         + """
-        import keras, kerasdl
-        rng = np.random.default_rng(0)
         x = rng.random((32, 8, 8, 1), dtype=np.float32)
         y = keras.utils.to_categorical(rng.integers(0, 10, 32), 10)
 
         def one_step(strategy):
             with strategy.scope():
-                keras.utils.set_random_seed(1)
-                m = kerasdl.create_model("simple_cnn", num_classes=10, input_shape=(8, 8, 1),
-                                         filters=[8], norm="none", dropout=0.0)
+                m = tiny_net(10)
                 m.compile(keras.optimizers.SGD(0.1),
                           keras.losses.CategoricalCrossentropy(from_logits=True))
             m.fit(tf.data.Dataset.from_tensor_slices((x, y)).batch(32), epochs=1, verbose=0)
             return m.get_weights()
 
-        devices = [d.name for d in tf.config.list_logical_devices("CPU")]
         mirrored = tf.distribute.MirroredStrategy(devices)
         assert mirrored.num_replicas_in_sync == 2
         a = one_step(tf.distribute.get_strategy())
@@ -103,25 +107,20 @@ def test_sync_batchnorm_mirrored_step_equals_single_device_step() -> None:
     out = _python(
         TWO_CPUS
         + """
-        import keras, kerasdl
         from kerasdl.layers.normalization import configure_batch_norm
-        rng = np.random.default_rng(0)
         x = rng.random((32, 8, 8, 1), dtype=np.float32)
         x[16:] *= 3.0  # the two replicas' halves have different statistics
         y = keras.utils.to_categorical(rng.integers(0, 10, 32), 10)
 
         def one_step(strategy, sync):
             with strategy.scope():
-                keras.utils.set_random_seed(1)
-                m = kerasdl.create_model("simple_cnn", num_classes=10, input_shape=(8, 8, 1),
-                                         filters=[8], dropout=0.0)
+                m = tiny_net(10, norm="batch")
                 configure_batch_norm(m, synchronized=sync)
                 m.compile(keras.optimizers.SGD(0.1),
                           keras.losses.CategoricalCrossentropy(from_logits=True))
             m.fit(tf.data.Dataset.from_tensor_slices((x, y)).batch(32), epochs=1, verbose=0)
             return m.get_weights()
 
-        devices = [d.name for d in tf.config.list_logical_devices("CPU")]
         mirrored = tf.distribute.MirroredStrategy(devices)
         single = one_step(tf.distribute.get_strategy(), False)
         synced = one_step(mirrored, True)
@@ -138,10 +137,8 @@ def test_fixmatch_mirrored_step_equals_single_device_step() -> None:
     out = _python(
         TWO_CPUS
         + """
-        import keras, kerasdl
         from kerasdl.data import ssl
         from kerasdl.methods import FixMatch
-        rng = np.random.default_rng(0)
         x = rng.random((80, 8, 8, 1), dtype=np.float32)
         y = np.arange(80) % 4
         labelled, unlabelled = ssl.split_labelled((x, y), 4, seed=0)
@@ -152,21 +149,16 @@ def test_fixmatch_mirrored_step_equals_single_device_step() -> None:
 
         def one_step(strategy):
             with strategy.scope():
-                keras.utils.set_random_seed(1)
-                net = kerasdl.create_model("simple_cnn", num_classes=4, input_shape=(8, 8, 1),
-                                           filters=[8], norm="none", dropout=0.0)
+                net = tiny_net(4)
                 model = FixMatch(net, num_classes=4, mu=2, threshold=0.0)
                 model.compile(keras.optimizers.SGD(0.1))
             model.fit(fixed, epochs=1, verbose=0)
             return net.get_weights()
 
-        devices = [d.name for d in tf.config.list_logical_devices("CPU")]
         a = one_step(tf.distribute.get_strategy())
         b = one_step(tf.distribute.MirroredStrategy(devices))
         print("DIFF", max(float(np.abs(p - q).max()) for p, q in zip(a, b)))
-        keras.utils.set_random_seed(1)
-        init = kerasdl.create_model("simple_cnn", num_classes=4, input_shape=(8, 8, 1),
-                                    filters=[8], norm="none", dropout=0.0).get_weights()
+        init = tiny_net(4).get_weights()
         print("MOVED", max(float(np.abs(p - q).max()) for p, q in zip(a, init)))
     """
     )
