@@ -166,15 +166,15 @@ def test_fixmatch_mirrored_step_equals_single_device_step() -> None:
     assert float(re.search(r"MOVED (\S+)", out).group(1)) > 1e-4  # the step did change them
 
 
+def _train(recipe: Path, *args: str) -> subprocess.CompletedProcess:
+    """``kerasdl train RECIPE --quiet ARGS`` in a fresh process."""
+    command = [sys.executable, "-m", "kerasdl", "train", str(recipe), "--quiet", *args]
+    return subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=300)
+
+
 def test_quickstart_style_recipe_under_mirrored_two_cpus(tmp_path: Path) -> None:
     recipe = _recipe(tmp_path, strategy="mirrored", logical_cpus=2)
-    done = subprocess.run(
-        [sys.executable, "-m", "kerasdl", "train", str(recipe), "--quiet"],
-        env=ENV,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = _train(recipe)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "2 replica(s) on 1 worker(s); global batch 64 = 32 per replica" in done.stdout
     run_dir = next((tmp_path / "runs" / "dist").iterdir())
@@ -272,13 +272,7 @@ def test_kill_and_resume(tmp_path: Path, mode: str) -> None:
     run_dir = state.parent.parent
     assert not (run_dir / "metrics.json").exists()
     if mode == "mirrored":
-        done = subprocess.run(
-            [sys.executable, "-m", "kerasdl", "train", str(recipe), "--quiet"],
-            env=ENV,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+        done = _train(recipe)
         outs = [done.stdout + done.stderr]
         assert done.returncode == 0, outs[0][-3000:]
     else:
@@ -301,24 +295,8 @@ def test_kill_and_resume(tmp_path: Path, mode: str) -> None:
 def test_mixed_precision_under_mirrored(tmp_path: Path) -> None:
     for policy in ("mixed_bfloat16", "mixed_float16"):
         recipe = _recipe(tmp_path, strategy="mirrored", logical_cpus=2)
-        done = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "kerasdl",
-                "train",
-                str(recipe),
-                "--quiet",
-                "--fresh",
-                "--set",
-                f"training.precision={policy}",
-                "--set",
-                "training.epochs=2",
-            ],
-            env=ENV,
-            capture_output=True,
-            text=True,
-            timeout=300,
+        done = _train(
+            recipe, "--fresh", "--set", f"training.precision={policy}", "--set", "training.epochs=2"
         )
         assert done.returncode == 0, done.stderr[-3000:]
         assert f"precision {policy}" in done.stdout
