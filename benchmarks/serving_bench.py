@@ -9,8 +9,9 @@ For request batch sizes 1 and 32 it measures, on the same inputs in the same run
   requests as ``tf.make_tensor_proto`` writes them), from each of ``--concurrency`` client thread
   counts, without and with server-side batching (``--batching``).
 
-Two server processes run side by side, one plain and one with ``--batching``, and their rows are
-measured one after the other, so load from other processes affects both alike. The 1-client rows
+Two server processes run side by side, one plain and one with ``--batching``. Each multi-client
+row is measured in ``--rounds`` parts, in turn with the other rows of its batch size (the order
+reversed every other round), so load from other processes affects them alike. The 1-client rows
 are measured interleaved with the in-process call (one call of each in turn), so the server's
 overhead over the in-process call is measured under the same load. After the table the script
 prints the serving goals of issue 14 as ratios from this run, each with "met" or "not met".
@@ -382,12 +383,14 @@ def main(argv: list[str] | None = None) -> int:
                     for (kind, proto), s in paired.items():
                         rows.append((kind, proto, b, 1, s))
                 # Each row in --rounds parts, taken in turn with the other rows of this batch
-                # size, so that a change of the machine's load affects them alike.
+                # size (in reverse order every other round), so that a change of the machine's
+                # load affects them alike.
                 parts: dict[tuple, list[dict]] = {}
                 share = max(1, args.requests // args.rounds)
-                for _ in range(args.rounds):
+                for turn in range(args.rounds):
+                    order = list(makers.items())[:: -1 if turn % 2 else 1]  # plain first, last
                     for c in (c for c in clients if c != 1):
-                        for (kind, proto), (make, pid) in makers.items():
+                        for (kind, proto), (make, pid) in order:
                             run = bench_clients(make, share, c, b, pid)
                             parts.setdefault((kind, proto, b, c), []).append(run)
                 for key, runs in parts.items():
