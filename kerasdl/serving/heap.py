@@ -5,7 +5,7 @@ and trackable graph). CPython's full (generation 2) collection walks all of them
 whenever the objects that survived younger collections reach a quarter of the old ones. A REST
 request of 32 32x32x3 images parses into ~33,000 lists, so every few such requests paid a full
 collection: 400-560 ms holding the GIL on this project's 2-core machine, stalling every request
-in the process (``py-spy --native`` put 366 of 390 samples of the JSON parse in
+in the process (``py-spy --native`` put 367 of 405 samples of the JSON parse in
 ``gc_collect_main``).
 
 :func:`settle` collects once and then moves every object alive into the permanent generation
@@ -17,7 +17,7 @@ requests. :func:`release` unfreezes when the last server using it stops.
 
 :func:`paused` turns collections off while a REST request body is parsed and turned into arrays:
 the ~33,000 lists of a batch of 32 images are all alive until then, so the ~50 young and the
-full collections they triggered walked them for nothing (``py-spy --native``: 102 of 493 samples
+full collections they triggered walked them for nothing (``py-spy --native``: 102 of 384 samples
 of the parse in ``gc_collect_main``, with the heap frozen). They are freed by reference counting
 before the pause ends.
 """
