@@ -106,6 +106,12 @@ def _check_shape(arr: np.ndarray, info: TensorInfo, sig: str) -> None:
         raise invalid(f"Input '{info.name}' has no batch dimension: send a list of examples.")
     if arr.shape[0] == 0:
         raise invalid("The request holds no examples (empty batch).")
+    check_signature_shape(arr, info, info.name, sig)
+
+
+def check_signature_shape(arr: np.ndarray, info: TensorInfo, name: str, sig: str) -> None:
+    """A 400 unless ``arr`` has the rank and the known sizes of signature ``sig``'s input
+    ``info`` (called ``name`` in the request); nothing to check when its shape is unknown."""
     if info.shape is None:
         return
     ok = arr.ndim == len(info.shape) and all(
@@ -113,7 +119,7 @@ def _check_shape(arr: np.ndarray, info: TensorInfo, sig: str) -> None:
     )
     if not ok:
         raise invalid(
-            f"Input '{info.name}' has shape {list(arr.shape)} but signature '{sig}' expects "
+            f"Input '{name}' has shape {list(arr.shape)} but signature '{sig}' expects "
             f"{info.shape_text()} (-1 = any size; the first dimension is the batch)."
         )
 

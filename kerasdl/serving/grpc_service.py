@@ -45,6 +45,7 @@ from tensorflow_serving.apis import (
 )
 
 from kerasdl.serving import tensor_proto
+from kerasdl.serving.codec import check_signature_shape
 from kerasdl.serving.errors import ServingError, invalid
 from kerasdl.serving.repository import ModelRepository
 from kerasdl.serving.servable import DEFAULT_SIGNATURE, Servable, Signature
@@ -258,16 +259,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
                 f"({info.tf_dtype.name}) but {got.name if got.kind != 'O' else 'string'} "
                 f"({tensor_proto._dtype_name(dtype_enum)}) is provided."
             )
-        if info.shape is not None:
-            ok = arr.ndim == len(info.shape) and all(
-                d is None or d == a for d, a in zip(info.shape, arr.shape, strict=False)
-            )
-            if not ok:
-                raise invalid(
-                    f"Input '{alias}' has shape {list(arr.shape)} but signature '{sig.name}' "
-                    f"expects {info.shape_text()} (-1 = any size; the first dimension is the "
-                    "batch)."
-                )
+        check_signature_shape(arr, info, alias, sig.name)
         return arr
 
     @staticmethod
@@ -328,12 +320,17 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         outputs = self.run(servable, sig, {"inputs": examples})
         return examples.shape[0], outputs
 
+    def _examples_rpc(self, request: Any, kind: str, response: Any) -> tuple[int, dict]:
+        """Classify's and Regress's common part: find the ``kind`` signature, fill the
+        response's model spec, run the examples; returns their count and the outputs."""
+        servable, sig = self._example_signature(request, kind)
+        _fill_model_spec(response.model_spec, request, servable, sig.name)
+        return self._run_examples(request, servable, sig)
+
     @_rpc
     def Classify(self, request: Any, context: Any) -> Any:  # noqa: N802
-        servable, sig = self._example_signature(request, "classification")
         response = classification_pb2.ClassificationResponse()
-        _fill_model_spec(response.model_spec, request, servable, sig.name)
-        n, outputs = self._run_examples(request, servable, sig)
+        n, outputs = self._examples_rpc(request, "classification", response)
         classes, scores = outputs.get("classes"), outputs.get("scores")
         for name, arr, kind in (("classes", classes, "O"), ("scores", scores, "f")):
             if arr is None:
@@ -368,10 +365,8 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
 
     @_rpc
     def Regress(self, request: Any, context: Any) -> Any:  # noqa: N802
-        servable, sig = self._example_signature(request, "regression")
         response = regression_pb2.RegressionResponse()
-        _fill_model_spec(response.model_spec, request, servable, sig.name)
-        n, outputs = self._run_examples(request, servable, sig)
+        n, outputs = self._examples_rpc(request, "regression", response)
         out = outputs["outputs"]
         if not (out.ndim == 1 or (out.ndim == 2 and out.shape[1] == 1)):
             raise invalid(
