@@ -41,6 +41,10 @@ class MLP(Classifier):
         hidden_units: width of each hidden layer.
         activation: hidden activation (see ``kerasdl.layers.activations``); sigmoid by default.
         dropout: dropout after each hidden activation.
+        init_std: 0 keeps Keras's default initializer of the hidden kernels (Glorot uniform);
+            a positive value draws them from N(0, init_std^2), the fixed-scale "naive" scheme
+            (0.01 in Krizhevsky et al. 2012) that He et al. 2015 (sec. 2.2) show stalls deep
+            rectifier networks.
 
     Example:
         >>> model = MLP(num_classes=1, input_shape=(2,), hidden_units=[4])
@@ -59,13 +63,17 @@ class MLP(Classifier):
         hidden_units: list[int] | tuple[int, ...] = (128,),
         activation: str = "sigmoid",
         dropout: float = 0.0,
+        init_std: float = 0.0,
         **kwargs: Any,
     ) -> None:
         check_num_classes(num_classes)
+        if init_std < 0:
+            raise ValueError(f"init_std must be >= 0. Received: {init_std}")
+        init = keras.initializers.RandomNormal(0.0, init_std) if init_std else "glorot_uniform"
         inputs = keras.Input(shape=tuple(input_shape), name="inputs")
         x = keras.layers.Flatten(name="flatten")(inputs) if len(input_shape) > 1 else inputs
         for i, units in enumerate(hidden_units):
-            x = keras.layers.Dense(units, name=f"dense_{i}")(x)
+            x = keras.layers.Dense(units, kernel_initializer=init, name=f"dense_{i}")(x)
             x = get_activation(activation, name=f"act_{i}")(x)
             if dropout:
                 x = keras.layers.Dropout(dropout, name=f"dropout_{i}")(x)

@@ -27,6 +27,7 @@ import keras
 from kerasdl.layers.activations import get_activation
 from kerasdl.layers.normalization import get_norm_layer
 from kerasdl.layers.residual import BasicBlock, PreActBlock
+from kerasdl.layers.torch_compat import torch_conv
 from kerasdl.models.base import Classifier, check_num_classes
 from kerasdl.registry import register_variants
 
@@ -47,9 +48,13 @@ class CifarResNet(Classifier):
         norm: normalization choice.
         activation: activation choice.
         dropout: dropout before the head (the paper: none).
+        residual: False gives the paper's "plain" counterpart (section 4.2, figure 6): the same
+            convolutions, norms and activations with no shortcuts (same parameter count as the
+            ``zero_pad`` network), the network whose training error grows with depth.
 
     Example:
         >>> model = CifarResNet(num_classes=10, depth=20)  # about 0.27M parameters
+        >>> plain = CifarResNet(num_classes=10, depth=56, residual=False)  # plain-56
 
     Reference:
         He et al., "Deep Residual Learning for Image Recognition", CVPR 2016, section 4.2.
@@ -65,6 +70,7 @@ class CifarResNet(Classifier):
         norm: str = "batch",
         activation: str = "relu",
         dropout: float = 0.0,
+        residual: bool = True,
         **kwargs: Any,
     ) -> None:
         check_num_classes(num_classes)
@@ -89,6 +95,10 @@ class CifarResNet(Classifier):
             for i in range(n):
                 strides = 2 if stage > 0 and i == 0 else 1
                 change = strides != 1 or channels != f
+                if not residual:
+                    x = _plain_block(x, f, strides, norm, activation, f"layer{stage + 1}_{i}")
+                    channels = f
+                    continue
                 x = BasicBlock(
                     f,
                     strides=strides,
@@ -100,6 +110,25 @@ class CifarResNet(Classifier):
                 )(x)
                 channels = f
         self._init_pooled(inputs, x, num_classes, dropout, **kwargs)
+
+
+def _plain_block(
+    x: keras.KerasTensor, filters: int, strides: int, norm: str, activation: str, name: str
+) -> keras.KerasTensor:
+    """A :class:`BasicBlock` without its shortcut: ``act(norm(conv(act(norm(conv(x))))))``,
+    padded like it (PyTorch's), with the same initializer (He et al. 2016's plain network)."""
+    for j, s in enumerate((strides, 1)):
+        x = torch_conv(
+            filters,
+            3,
+            s,
+            use_bias=norm == "none",
+            kernel_initializer=CIFAR_INIT,
+            name=f"{name}_conv{j + 1}",
+        )(x)
+        x = get_norm_layer(norm, name=f"{name}_norm{j + 1}")(x)
+        x = get_activation(activation, name=f"{name}_act{j + 1}")(x)
+    return x
 
 
 @keras.saving.register_keras_serializable(package="kerasdl")

@@ -30,7 +30,9 @@ class SimpleCNN(Classifier):
         num_classes: number of output classes (logits); 0 for features only.
         input_shape: ``(H, W, C)``.
         filters: output channels per stage; each stage but the last ends in 2x2 max-pooling.
-        convs_per_stage: 3x3 convolutions per stage.
+        convs_per_stage: convolutions per stage.
+        kernel_size: side of every convolution (3, as VGG; 5 with ``convs_per_stage=1`` gives
+            the single-5x5 counterpart of two 3x3 layers, Simonyan & Zisserman 2015 sec. 2.3).
         norm: normalization choice (``batch``, ``layer``, ``group``, ``instance``, ``none``).
         activation: activation choice (see ``kerasdl.layers.activations``).
         dropout: dropout rate before the head.
@@ -51,6 +53,7 @@ class SimpleCNN(Classifier):
         activation: str = "relu",
         dropout: float = 0.2,
         dropconnect: float = 0.0,
+        kernel_size: int = 3,
         **kwargs: Any,
     ) -> None:
         check_num_classes(num_classes)
@@ -59,7 +62,11 @@ class SimpleCNN(Classifier):
         for s, f in enumerate(filters):
             for c in range(convs_per_stage):
                 x = keras.layers.Conv2D(
-                    f, 3, padding="same", use_bias=norm == "none", name=f"stage{s}_conv{c}"
+                    f,
+                    kernel_size,
+                    padding="same",
+                    use_bias=norm == "none",
+                    name=f"stage{s}_conv{c}",
                 )(x)
                 x = get_norm_layer(norm, name=f"stage{s}_norm{c}")(x)
                 x = get_activation(activation, name=f"stage{s}_act{c}")(x)
