@@ -90,6 +90,47 @@ class SyntheticConfig(Section):
     num_classes: PositiveInt = 10
 
 
+class SplitsConfig(Section):
+    """``data.splits``: the tensorflow-datasets split (slicing allowed) behind each of kerasdl's
+    splits, e.g. ``{train: "train[:90%]", val: "train[90%:]", test: test}``; a split left out
+    is not used (no ``test``: final metrics on ``val``)."""
+
+    train: str = "train"
+    val: str | None = None
+    test: str | None = None
+
+
+Pair = Annotated[list[Annotated[float, Field(gt=0)]], Field(min_length=2, max_length=2)]
+
+
+class CropConfig(Section):
+    """``data.crop``: how an image of any size becomes ``image_size``, per image, as it is
+    decoded (before batching).
+
+    ``resize`` stretches the whole image (the default; right for fixed-size data sets such as
+    CIFAR); ``random_resized`` is the Inception / torchvision ``RandomResizedCrop`` (a random
+    window of ``scale`` x the area and aspect ratio in ``ratio``, log-uniform, resized; Szegedy
+    et al. 2015); ``center`` is torchvision's evaluation crop: the shorter side resized to
+    ``image_size / crop_fraction`` (224 / 0.875 = 256), then the central ``image_size`` window.
+    """
+
+    train: Literal["resize", "random_resized", "center"] = "resize"
+    eval: Literal["resize", "center"] = "resize"
+    scale: Pair = [0.08, 1.0]
+    ratio: Pair = [3.0 / 4.0, 4.0 / 3.0]
+    crop_fraction: Annotated[float, Field(gt=0, le=1)] = 0.875
+
+    @model_validator(mode="after")
+    def _ranges(self) -> CropConfig:
+        if not (self.scale[0] <= self.scale[1] <= 1.0 and self.ratio[0] <= self.ratio[1]):
+            raise ValueError(
+                "data.crop: scale must be [min, max] with 0 < min <= max <= 1 and ratio "
+                f"[min, max] with 0 < min <= max. Received: scale {self.scale}, ratio "
+                f"{self.ratio}"
+            )
+        return self
+
+
 class DataConfig(Section):
     """``data:``: where the images come from and how they are prepared.
 
@@ -98,6 +139,11 @@ class DataConfig(Section):
     ``folder`` (one sub-folder per class under ``path``), ``npz`` (arrays ``x_train``,
     ``y_train`` and optionally ``x_val``/``y_val``/``x_test``/``y_test`` in ``path``),
     ``synthetic`` (random tensors).
+
+    ``tfds`` and ``folder`` stream: images are read and decoded in parallel as training consumes
+    them (kerasdl.data.decode). ``cache`` keeps the decoded, resized examples in memory after the
+    first pass: ``true``, ``false``, or unset (auto: on for the in-memory sources, and for a
+    streamed split whose decoded size is known and at most 2 GiB with no random crop).
     """
 
     source: Literal["digits", "tfds", "folder", "npz", "synthetic"] = "digits"
@@ -111,9 +157,15 @@ class DataConfig(Section):
     test_split: Fraction = 0.2
     mean: list[float] = []
     std: list[float] = []
-    cache: bool = True
+    splits: SplitsConfig | None = None
+    crop: CropConfig = CropConfig()
+    cache: bool | None = None
     shuffle_buffer: PositiveInt = 10_000
     on_corrupt: Literal["skip", "error"] = "skip"
+    # folder: decode every file once (in parallel, nothing kept) before training, so that a
+    # corrupt file is reported before the first epoch; false: corrupt files met while training
+    # are skipped (on_corrupt: skip) or stop the run (on_corrupt: error)
+    verify_images: bool = True
     augment: list[dict[str, Any]] = []
     synthetic: SyntheticConfig = SyntheticConfig()
 
@@ -143,6 +195,24 @@ class DataConfig(Section):
             raise ValueError("data.mean and data.std must have the same length")
         if self.val_split + self.test_split >= 1.0:
             raise ValueError("data.val_split + data.test_split must be below 1")
+        if self.splits is not None and self.source != "tfds":
+            raise ValueError(
+                f"data.splits names tensorflow-datasets splits; data.source {self.source!r} "
+                "splits by data.val_split and data.test_split"
+            )
+        cropped = (self.crop.train, self.crop.eval) != ("resize", "resize")
+        if cropped and self.source not in ("tfds", "folder"):
+            raise ValueError(
+                f"data.crop applies to the streamed sources (tfds, folder), whose images are "
+                f"decoded one by one; data.source {self.source!r} is resized as a whole"
+            )
+        if self.cache and self.crop.train == "random_resized":
+            raise ValueError(
+                "data.cache: true would keep the first pass's random crops "
+                "(data.crop.train 'random_resized'); leave data.cache unset or false"
+            )
+        if self.crop.train != "resize" and self.image_size is None:
+            raise ValueError(f"data.crop.train {self.crop.train!r} needs data.image_size")
         return self
 
     def size_tuple(self) -> tuple[int, int] | None:
@@ -323,6 +393,12 @@ class RecipeConfig(Section):
                 f"training.steps_per_execution {spe} is not supported with distribute.strategy "
                 f"{self.distribute.strategy!r} (Keras's multi-step loop fails on finite datasets "
                 "under tf.distribute); use auto or 1"
+            )
+        if self.run.deterministic and self.data.crop.train == "random_resized":
+            raise ValueError(
+                "run.deterministic: data.crop.train 'random_resized' draws its windows in parallel "
+                "decoding threads, seeded per pass but not per epoch; use the batched "
+                "random_resized_crop of data.augment for a bit-exact resume"
             )
         if self.run.deterministic and self.method:
             raise ValueError(

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
 from kerasdl.config import RecipeConfig
 from kerasdl.data import DataBundle
 from kerasdl.data.pipeline import batch_dataset, standardizer
+
+#: ``pca_color``'s statistics come from the first this many training images (file order)
+PCA_IMAGES = 50_000
 
 
 def make_datasets(
@@ -31,7 +32,9 @@ def make_datasets(
         if any(NEEDS_STATS.get(s["name"]) for s in cfg.data.augment):
             from kerasdl.data.augment import compute_pca_stats  # the statistics ops need
 
-            stats = compute_pca_stats(np.stack([x for x, _ in bundle.splits["train"]]))
+            # streamed, from at most PCA_IMAGES training images (all of CIFAR; a sample of
+            # ImageNet's 1.28M, whose colour statistics it estimates closely)
+            stats = compute_pca_stats(bundle.splits["train"].take(PCA_IMAGES))
         augment = build_augment(
             cfg.data.augment, seed=cfg.run.seed, num_classes=bundle.num_classes, stats=stats
         )
@@ -43,12 +46,14 @@ def make_datasets(
         seed=cfg.run.seed,
         augment=augment,
         standardize=standardizer(cfg.data.mean, cfg.data.std),
-        cache=cfg.data.cache,
+        cache=bundle.cacheable("train", cfg.data.cache),
         shuffle_buffer=cfg.data.shuffle_buffer,
         epoch=epoch,
     )
     return {
-        split: train if split == "train" else eval_dataset(cfg, bundle, split, cache=cfg.data.cache)
+        split: train
+        if split == "train"
+        else eval_dataset(cfg, bundle, split, cache=bundle.cacheable(split, cfg.data.cache))
         for split in bundle.splits
     }
 

@@ -75,8 +75,15 @@ def split_labelled(
     labels_per_class: int,
     seed: int = 0,
     unlabelled: str = "all",
+    labels: np.ndarray | None = None,
 ) -> tuple[tf.data.Dataset, tf.data.Dataset]:
     """Split an unbatched ``(image, int label)`` source into labelled and unlabelled sets.
+
+    The labelled examples are ``labels_per_class`` of every class drawn by
+    :func:`choose_labelled` (stratified, seeded), from the labels alone: a streamed split
+    (``labels`` given, e.g. :meth:`kerasdl.data.DataBundle.labels`, read without decoding) is
+    not decoded for the choice; the labelled set is then filtered from one pass over it and
+    cached, and the unlabelled set streams.
 
     Args:
         data: a dataset or an ``(x, y)`` pair of arrays.
@@ -84,6 +91,7 @@ def split_labelled(
         seed: seed of the choice.
         unlabelled: ``"all"`` (every image, labelled ones included, as in FixMatch) or
             ``"rest"`` (only the images whose label was dropped).
+        labels: the labels of ``data`` in order, if known (default: read from ``data``).
 
     Returns:
         ``(labelled, unlabelled)``: ``(image, label)`` pairs (cached) and images only.
@@ -93,7 +101,7 @@ def split_labelled(
     if labels_per_class < 1:
         raise UserError(f"labels_per_class must be >= 1. Received: {labels_per_class}")
     ds = as_dataset(data)
-    labels = _labels(ds)
+    labels = _labels(ds) if labels is None else np.asarray(labels, np.int64)
     keep = np.zeros(len(labels), bool)
     keep[choose_labelled(labels, labels_per_class, seed)] = True
     keep_t = tf.constant(keep)
@@ -239,15 +247,13 @@ def labelled_batches(
     num_classes: int,
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
+    cache: bool = True,
 ) -> tf.data.Dataset:
-    """Evaluation batches ``(x, y_onehot)`` (standardized like the training views, cached)."""
+    """Evaluation batches ``(x, y_onehot)`` (standardized like the training views; cached in
+    memory unless ``cache`` is false, for splits too large for it)."""
     standardize = _standardizer(mean, std)
-    return (
-        ds.map(lambda x, y: (standardize(x), tf.one_hot(tf.cast(y, tf.int32), num_classes)))
-        .cache()
-        .batch(batch_size)
-        .prefetch(AUTOTUNE)
-    )
+    ds = ds.map(lambda x, y: (standardize(x), tf.one_hot(tf.cast(y, tf.int32), num_classes)))
+    return (ds.cache() if cache else ds).batch(batch_size).prefetch(AUTOTUNE)
 
 
 def contrastive_dataset(

@@ -35,6 +35,17 @@ class MethodData:
     seed: int = 0
     mean: list[float] | None = None
     std: list[float] | None = None
+    #: the recipe's data (:class:`kerasdl.data.DataBundle`), when the splits come from one: its
+    #: labels are read without decoding images, and its large streamed splits are not cached
+    bundle: Any = None
+
+    def labels(self, split: str) -> Any:
+        """The labels of ``split`` in order (None: read them from the split itself)."""
+        return self.bundle.labels(split) if self.bundle is not None else None
+
+    def cache(self, split: str) -> bool:
+        """Whether ``split``'s batches may be cached in memory."""
+        return self.bundle is None or self.bundle.cacheable(split)
 
     @property
     def eval_split(self) -> str:
@@ -52,6 +63,7 @@ class MethodData:
             c.run.seed,
             list(c.data.mean) or None,
             list(c.data.std) or None,
+            task.bundle,
         )
 
 
@@ -115,7 +127,11 @@ class SemiSupervised(MethodKind):
 
         d = p.data_kwargs()
         labelled, unlabelled = ssl.split_labelled(
-            data.splits["train"], d["labels_per_class"], data.seed, d["unlabelled"]
+            data.splits["train"],
+            d["labels_per_class"],
+            data.seed,
+            d["unlabelled"],
+            labels=data.labels("train"),
         )
         train = ssl.semi_supervised_dataset(
             labelled,
@@ -129,17 +145,23 @@ class SemiSupervised(MethodKind):
             std=data.std,
             flip=d["flip"],
         )
-        val = data.splits.get("val")
-        return train, self._labelled(val, data) if val else None
+        return train, self._labelled("val", data) if "val" in data.splits else None
 
     @staticmethod
-    def _labelled(split: tf.data.Dataset, data: MethodData) -> tf.data.Dataset:
+    def _labelled(split: str, data: MethodData) -> tf.data.Dataset:
         from kerasdl.data import ssl
 
-        return ssl.labelled_batches(split, data.batch_size, data.num_classes, data.mean, data.std)
+        return ssl.labelled_batches(
+            data.splits[split],
+            data.batch_size,
+            data.num_classes,
+            data.mean,
+            data.std,
+            cache=data.cache(split),
+        )
 
     def evaluate(self, method, p, data):
-        ds = self._labelled(data.splits[data.eval_split], data)
+        ds = self._labelled(data.eval_split, data)
         out = method.evaluate(ds, verbose=0, return_dict=True)
         return {k: float(v) for k, v in out.items()}
 
@@ -179,21 +201,74 @@ class MaskedImage(_Unlabelled):
         return cls(backbone, num_classes, **kw)  # the recipe's ViT is the encoder
 
 
+def _streamed_features(backbone: keras.Model, ds: Any, data: MethodData) -> tuple[Any, Any]:
+    """``(features, labels)`` of an unbatched ``(image, label)`` split, batch by batch: only the
+    features are kept in memory, never the images (streamed sources)."""
+    import numpy as np
+    import tensorflow as tf
+
+    from kerasdl.data.pipeline import standardizer
+    from kerasdl.methods.probes import encoder_of
+
+    enc = encoder_of(backbone)
+    forward = tf.function(lambda x: enc(x, training=False), reduce_retracing=True)
+    standardize = standardizer(list(data.mean or []), list(data.std or [])) or (lambda x: x)
+    feats, labels = [], []
+    for x, y in ds.batch(256).prefetch(tf.data.AUTOTUNE):
+        feats.append(np.asarray(forward(standardize(x)), np.float32).reshape(len(y), -1))
+        labels.append(np.asarray(y, np.int64))
+    return np.concatenate(feats), np.concatenate(labels)
+
+
+def _streamed_probes(backbone: keras.Model, p: _Params, data: MethodData) -> dict[str, Any]:
+    """The linear and k-NN probes of :func:`kerasdl.methods.probes.run_probes` on a streamed
+    source: the labelled subset chosen from the labels alone (the same seeded rule), the features
+    extracted batch by batch."""
+    import numpy as np
+    import tensorflow as tf
+
+    from kerasdl.data.ssl import choose_labelled
+    from kerasdl.methods.probes import knn_accuracy, linear_probe
+
+    train = data.splits["train"]
+    if p.probe_labels_per_class:
+        keep = np.zeros(len(data.labels("train")), bool)
+        keep[choose_labelled(data.labels("train"), p.probe_labels_per_class, data.seed)] = True
+        mask = tf.constant(keep)
+        train = train.enumerate().filter(lambda i, xy: mask[i]).map(lambda i, xy: xy)
+    f_tr, y_tr = _streamed_features(backbone, train, data)
+    f_te, y_te = _streamed_features(backbone, data.splits[data.eval_split], data)
+    out: dict[str, Any] = {"train_examples": len(f_tr), "test_examples": len(f_te)}
+    if "linear" in p.probe_protocols:
+        out["linear"] = linear_probe(f_tr, y_tr, f_te, y_te)
+    if "knn" in p.probe_protocols:
+        out["knn"] = knn_accuracy(f_tr, y_tr, f_te, y_te)
+    return out
+
+
 def probe_metrics(backbone: keras.Model, p: _Params, data: MethodData) -> dict[str, float]:
-    """The probes of ``p.probe_protocols`` on a frozen backbone (test split, val if none)."""
+    """The probes of ``p.probe_protocols`` on a frozen backbone (test split, val if none).
+
+    On a streamed source (tfds, folder) the linear and k-NN probes keep features, not images, in
+    memory; fine-tuning (``finetune``) reads the splits into memory on any source.
+    """
     from kerasdl.data.pipeline import standardize_array
     from kerasdl.methods.probes import run_probes
 
-    got = run_probes(
-        backbone,
-        data.splits["train"],
-        data.splits[data.eval_split],
-        protocols=tuple(p.probe_protocols),
-        labels_per_class=p.probe_labels_per_class,
-        seed=data.seed,
-        num_classes=data.num_classes,
-        standardize=lambda x: standardize_array(x, data.mean, data.std),
-    )
+    streamed = data.bundle is not None and not data.bundle.in_memory
+    if streamed and "finetune" not in p.probe_protocols:
+        got = _streamed_probes(backbone, p, data)
+    else:
+        got = run_probes(
+            backbone,
+            data.splits["train"],
+            data.splits[data.eval_split],
+            protocols=tuple(p.probe_protocols),
+            labels_per_class=p.probe_labels_per_class,
+            seed=data.seed,
+            num_classes=data.num_classes,
+            standardize=lambda x: standardize_array(x, data.mean, data.std),
+        )
     names = {"linear": "linear_probe_accuracy", "knn": "knn_accuracy"}
     names["finetune"] = "finetune_accuracy"
     out = {names[k]: float(got[k]) for k in p.probe_protocols}

@@ -1,0 +1,151 @@
+"""Streaming decode: encoded image bytes to the model's size, one image at a time, in parallel.
+
+The streamed sources (``tfds`` and ``folder``, :mod:`kerasdl.data.sources`) yield encoded bytes;
+:func:`decode_split` decodes them inside ``tf.data.Dataset.map`` with ``num_parallel_calls``
+(TensorFlow's decoders run outside the GIL), and crops per ``data.crop``:
+
+* ``resize``: the whole image, resized as :func:`kerasdl.data.preprocess.preprocess_images` does;
+* ``random_resized``: torchvision's ``RandomResizedCrop`` (area ``U(scale)`` of the image,
+  log-uniform aspect ratio in ``ratio``, 10 attempts, then the centre crop with the ratio clamped;
+  Szegedy et al. 2015), the window drawn from a stateless generator seeded per image;
+* ``center``: torchvision's ``Resize(image_size / crop_fraction)`` + ``CenterCrop(image_size)``,
+  computed as the equivalent window of the original image, then resized.
+
+JPEG files are decoded only inside the window (``tf.image.decode_and_crop_jpeg``, as TF Model
+Garden's ImageNet input does), which is what makes ImageNet-size images affordable on a CPU.
+
+The random windows take their seeds from ``tf.data.Dataset.random(seed,
+rerandomize_each_iteration=True)`` zipped with the images: each image gets its own seed, so the
+parallel decoders draw the same windows in any order, and every pass over the data draws anew.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import tensorflow as tf
+
+from kerasdl.config.schema import CropConfig
+from kerasdl.data.preprocess import PreprocessSpec, preprocess_images, to_unit_float
+
+AUTOTUNE = tf.data.AUTOTUNE
+Window = tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]  # top, left, height, width
+
+
+def random_resized_window(
+    hw: tf.Tensor,
+    seed: tf.Tensor,
+    scale: list[float],
+    ratio: list[float],
+    attempts: int = 10,
+) -> Window:
+    """A ``RandomResizedCrop`` window of an ``(H, W)`` image, drawn from ``seed`` (shape [2]).
+
+    Per attempt: area ``U(scale) H W``, aspect ratio ``w / h`` log-uniform in ``ratio``; the
+    first attempt that fits is placed uniformly; after ``attempts`` misses, the centre window
+    of the whole image with its ratio clamped into ``ratio`` (torchvision's rule).
+    """
+    h, w = tf.cast(hw[0], tf.float32), tf.cast(hw[1], tf.float32)
+    s = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 3)
+    area = tf.random.stateless_uniform([attempts], s[0], scale[0], scale[1]) * h * w
+    lo, hi = math.log(ratio[0]), math.log(ratio[1])
+    r = tf.exp(tf.random.stateless_uniform([attempts], s[1], lo, hi))
+    cw, ch = tf.round(tf.sqrt(area * r)), tf.round(tf.sqrt(area / r))
+    fits = (cw >= 1) & (ch >= 1) & (cw <= w) & (ch <= h)
+    first = tf.argmax(tf.cast(fits, tf.int32), output_type=tf.int32)
+    found = tf.reduce_any(fits)
+    aspect = w / h
+    fw = tf.where(aspect > ratio[1], tf.round(h * ratio[1]), w)
+    fh = tf.where(aspect < ratio[0], tf.round(w / ratio[0]), h)
+    ch = tf.where(found, tf.gather(ch, first), fh)
+    cw = tf.where(found, tf.gather(cw, first), fw)
+    u = tf.random.stateless_uniform([2], s[2])
+    top = tf.where(found, tf.floor(u[0] * (h - ch + 1)), tf.floor((h - ch) / 2))
+    left = tf.where(found, tf.floor(u[1] * (w - cw + 1)), tf.floor((w - cw) / 2))
+    top, left = tf.minimum(top, h - ch), tf.minimum(left, w - cw)
+    return tuple(tf.cast(v, tf.int32) for v in (top, left, ch, cw))  # type: ignore[return-value]
+
+
+def center_window(hw: tf.Tensor, size: tuple[int, int], crop_fraction: float) -> Window:
+    """The window of an ``(H, W)`` image that torchvision's ``Resize(round(min(size) /
+    crop_fraction))`` then ``CenterCrop(size)`` keeps, in the original image's pixels."""
+    h, w = tf.cast(hw[0], tf.float32), tf.cast(hw[1], tf.float32)
+    shorter = float(round(min(size) / crop_fraction))
+    k = shorter / tf.minimum(h, w)  # the resize's scale
+    ch = tf.minimum(tf.round(size[0] / k), h)
+    cw = tf.minimum(tf.round(size[1] / k), w)
+    top, left = tf.floor((h - ch) / 2), tf.floor((w - cw) / 2)
+    return tuple(tf.cast(v, tf.int32) for v in (top, left, ch, cw))  # type: ignore[return-value]
+
+
+def decode_window(
+    data: tf.Tensor, channels: int, window: Callable[[tf.Tensor], Window] | None
+) -> tf.Tensor:
+    """Decode encoded image bytes (JPEG, PNG, BMP, GIF) as uint8 ``(h, w, channels)``, only
+    inside ``window(image_hw)`` when one is given (JPEG: decoded inside the window only)."""
+    if window is None:
+        image = tf.io.decode_image(data, channels=channels, expand_animations=False)
+        return tf.ensure_shape(image, (None, None, channels))
+
+    def jpeg() -> tf.Tensor:
+        top, left, h, w = window(tf.image.extract_jpeg_shape(data)[:2])
+        return tf.image.decode_and_crop_jpeg(data, tf.stack([top, left, h, w]), channels=channels)
+
+    def other() -> tf.Tensor:
+        image = tf.io.decode_image(data, channels=channels, expand_animations=False)
+        top, left, h, w = window(tf.shape(image)[:2])
+        return image[top : top + h, left : left + w]
+
+    image = tf.cond(tf.io.is_jpeg(data), jpeg, other)
+    return tf.ensure_shape(image, (None, None, channels))
+
+
+def decode_split(
+    ds: tf.data.Dataset,
+    native_shape: tuple,
+    spec: PreprocessSpec,
+    crop: CropConfig,
+    mode: str,
+    seed: int = 0,
+) -> tf.data.Dataset:
+    """Encoded ``(bytes, label)`` to ``(float32 image in [0, 1] at spec's size and channels,
+    label)``, decoded in parallel (order kept).
+
+    Args:
+        ds: unbatched ``(encoded image, int label)``.
+        native_shape: the images' ``(H, W, C)`` (``None`` where they vary); ``C`` is decoded.
+        spec: the size and channels to produce (its mean/std are not applied here).
+        crop: ``data.crop``.
+        mode: ``resize``, ``random_resized`` or ``center`` (``crop.train`` or ``crop.eval``).
+        seed: seed of the random windows.
+    """
+    channels = int(native_shape[-1])
+    unit = PreprocessSpec(spec.image_size, spec.channels, [], [], spec.class_names)
+    size = (int(spec.image_size[0]), int(spec.image_size[1]))
+    known = tuple(native_shape[:2]) == size
+
+    def finish(image: tf.Tensor) -> tf.Tensor:
+        if known and mode == "resize":
+            image = tf.ensure_shape(image, (*size, channels))  # no resize needed
+        return preprocess_images(to_unit_float(image), unit)
+
+    if mode == "resize":
+        return ds.map(
+            lambda x, y: (finish(decode_window(x, channels, None)), y), num_parallel_calls=AUTOTUNE
+        )
+    if mode == "center":
+        window = lambda hw: center_window(hw, size, crop.crop_fraction)  # noqa: E731
+        return ds.map(
+            lambda x, y: (finish(decode_window(x, channels, window)), y),
+            num_parallel_calls=AUTOTUNE,
+        )
+
+    def crop_one(x: tf.Tensor, y: tf.Tensor, s: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        seeds = tf.stack([s, tf.constant(seed, tf.int64)])
+        window = lambda hw: random_resized_window(hw, seeds, crop.scale, crop.ratio)  # noqa: E731
+        return finish(decode_window(x, channels, window)), y
+
+    draws = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+    zipped = tf.data.Dataset.zip((ds, draws)).map(lambda xy, s: (xy[0], xy[1], s))
+    return zipped.map(crop_one, num_parallel_calls=AUTOTUNE)
