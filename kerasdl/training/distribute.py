@@ -4,7 +4,9 @@
 * ``mirrored``: ``tf.distribute.MirroredStrategy`` over all local GPUs, the listed ``devices``, or,
   with ``logical_cpus: N`` on a CPU-only machine, N logical CPU devices (for trying data
   parallelism without a GPU). Synchronous data parallelism with all-reduce.
-* ``multi_worker``: ``tf.distribute.MultiWorkerMirroredStrategy`` over the cluster in ``TF_CONFIG``.
+* ``multi_worker``: ``tf.distribute.MultiWorkerMirroredStrategy`` over the cluster in ``TF_CONFIG``;
+  without ``TF_CONFIG``, the cluster of a Kubernetes Indexed Job (``JOB_COMPLETION_INDEX`` and
+  ``KERASDL_WORKER_HOSTS``, see :mod:`kerasdl.cluster.env`) becomes this process's ``TF_CONFIG``.
 
 The recipe's ``training.batch_size`` is the **global** batch: each of R replicas gets
 ``batch_size / R`` examples per step. ``training.lr_scaling`` optionally rescales the learning rate
@@ -22,6 +24,7 @@ from typing import Any
 
 import tensorflow as tf
 
+from kerasdl.cluster.env import HOSTS_ENV, INDEX_ENV, tf_config_from_env
 from kerasdl.errors import UserError
 
 
@@ -95,10 +98,15 @@ def _mirrored(devices: list[str] | None, logical_cpus: int) -> tf.distribute.Str
 
 def _multi_worker(devices: list[str] | None, logical_cpus: int) -> tf.distribute.Strategy:
     if not os.environ.get("TF_CONFIG"):
-        raise UserError(
-            "distribute.strategy multi_worker needs TF_CONFIG (the cluster and this task); "
-            "see the README section 'Several machines'"
-        )
+        conf = tf_config_from_env(os.environ)
+        if conf is None:
+            raise UserError(
+                f"distribute.strategy multi_worker needs TF_CONFIG (the cluster and this task), "
+                f"or {INDEX_ENV} and {HOSTS_ENV} (as in the pods of kerasdl cluster kubernetes); "
+                "see the README section 'Several machines' and docs/cluster.md"
+            )
+        # TensorFlow's cluster resolver and tf_config_task read it from here
+        os.environ["TF_CONFIG"] = json.dumps(conf)
     return tf.distribute.MultiWorkerMirroredStrategy()
 
 

@@ -27,6 +27,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -82,6 +83,7 @@ def train(
     fresh: bool = False,
     resume_dir: str | Path | None = None,
     verbose: int | str = "auto",
+    callbacks: Sequence[keras.callbacks.Callback] = (),
 ) -> RunResult:
     """Run a recipe: validate data and model, make or resume the run folder, fit, measure.
 
@@ -92,10 +94,15 @@ def train(
         fresh: never resume an unfinished run; start a new folder.
         resume_dir: resume this run folder explicitly.
         verbose: Keras ``fit`` verbosity.
+        callbacks: extra Keras callbacks, run by every worker after the run's own (e.g. the
+            pruning callback of ``kerasdl tune``, :mod:`kerasdl.tune.trial`); one that sets
+            ``model.stop_training`` ends the run after that epoch, which is then measured and
+            finished as usual.
 
     Returns:
         The run folder, the final metrics and the epoch training resumed from (0 for a new run).
     """
+    extra_callbacks = callbacks  # (the name `callbacks` is the run's own list below)
     task_cls = task_class(cfg)
     plan: RunPlan = task_cls.plan(cfg)
     d = plan.distribute
@@ -175,7 +182,7 @@ def train(
         else:  # other workers take part in the (collective) backup save, into a scratch folder
             scratch = Path(tempfile.mkdtemp(prefix="kerasdl-worker-"))
             callbacks = [cb.Backup(scratch / "backup", state, rng=rng)]
-        callbacks = task.worker_callbacks + callbacks
+        callbacks = task.worker_callbacks + callbacks + list(extra_callbacks)
         if plan.early_stopping_patience:
             callbacks.append(
                 keras.callbacks.EarlyStopping(
