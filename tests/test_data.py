@@ -131,3 +131,159 @@ def test_too_few_images_for_a_stratified_split_is_a_user_error() -> None:
 
     with pytest.raises(UserError, match="too few images"):
         stratified_split(np.arange(8) % 4, 0.1, 0.2, seed=0)
+
+
+# --- streaming sources (issue 20) -------------------------------------------------------------
+
+
+def test_folder_source_streams_from_the_files(tmp_path: Path) -> None:
+    """Nothing is decoded into memory beforehand: an image rewritten after load_data is read
+    as it is when the split is iterated (no cache), and the splits are lists of paths."""
+    from PIL import Image
+
+    _write_folder(tmp_path / "imgs")
+    cfg = DataConfig(
+        source="folder",
+        path=str(tmp_path / "imgs"),
+        image_size=8,
+        val_split=0.2,
+        test_split=0.2,
+        cache=False,
+    )
+    bundle = load_data(cfg, seed=0)
+    assert not bundle.in_memory and not bundle.cacheable("train", cfg.cache)
+    before = [np.asarray(x) for x, _ in bundle.splits["test"]]
+    for f in (tmp_path / "imgs").rglob("*.png"):
+        Image.new("RGB", (24, 20), (255, 255, 255)).save(f)
+    after = [np.asarray(x) for x, _ in bundle.splits["test"]]
+    assert all(a.min() == pytest.approx(1.0) for a in after)  # the files as they are now
+    assert not all(b.min() == pytest.approx(1.0) for b in before)
+    np.testing.assert_array_equal(bundle.labels("test"), _labels(bundle.splits["test"]))
+
+
+def test_unverified_folder_drops_corrupt_files_while_streaming(tmp_path: Path) -> None:
+    _write_folder(tmp_path / "imgs")
+    cfg = DataConfig(
+        source="folder",
+        path=str(tmp_path / "imgs"),
+        image_size=8,
+        val_split=0.0,
+        test_split=0.0,
+        verify_images=False,
+    )
+    bundle = load_data(cfg, seed=0)
+    assert bundle.sizes == {"train": 21}  # listed, not checked
+    assert len(_labels(bundle.splits["train"])) == 20  # broken.jpg dropped on the way
+
+
+def test_tfds_streams_the_splits_the_recipe_names(tmp_path: Path) -> None:
+    import tensorflow_datasets as tfds
+
+    from kerasdl.config.schema import RecipeConfig
+    from kerasdl.data.datasets import make_datasets
+
+    with tfds.testing.mock_data(num_examples=12, data_dir=str(tmp_path)):
+        cfg = DataConfig(
+            source="tfds",
+            name="cifar10",
+            splits={"train": "train[:90%]", "val": "test"},
+            image_size=16,
+        )
+        bundle = load_data(cfg, seed=0)
+        assert set(bundle.splits) == {"train", "val"} and not bundle.in_memory
+        assert bundle.size("train") == 12 and not bundle.cacheable("train")  # size unknown
+        recipe = RecipeConfig(data=cfg, training={"batch_size": 4})
+        x, y = next(iter(make_datasets(recipe, bundle)["train"]))
+        assert x.shape == (4, 16, 16, 3) and y.shape == (4, 10)
+        labels = bundle.labels("train")  # read without decoding the images
+        np.testing.assert_array_equal(labels, _labels(bundle.splits["train"]))
+
+
+def test_tfds_unknown_split_is_one_user_error() -> None:
+    from kerasdl.data.tfds_source import _read
+
+    class Builder:
+        name = "cifar10"
+
+        def as_dataset(self, **kw):
+            raise ValueError("Unknown split 'valid'. Should be one of ['test', 'train'].")
+
+    with pytest.raises(UserError, match=r"data.splits.val: .*'cifar10' has no split 'valid' "):
+        _read(Builder(), "image", "valid", "val")
+
+
+def test_center_window_is_torchvisions_resize_then_center_crop() -> None:
+    from kerasdl.data.decode import center_window
+
+    # Resize(256) of a 500x375 image scales by 256/375; CenterCrop(224) keeps 328x328 of it.
+    top, left, h, w = (int(v) for v in center_window(tf.constant([500, 375]), (224, 224), 0.875))
+    assert (h, w) == (328, 328) and (top, left) == (86, 23)
+
+
+def test_random_resized_window_is_seeded_and_within_the_ranges() -> None:
+    from kerasdl.data.decode import random_resized_window
+
+    hw = tf.constant([300, 400])
+    window = tf.function(lambda s: random_resized_window(hw, s, [0.08, 1.0], [3 / 4, 4 / 3]))
+    windows = []
+    for s in range(60):
+        top, left, h, w = (int(v) for v in window(tf.constant([s, 0])))
+        assert 0 <= top and top + h <= 300 and 0 <= left and left + w <= 400
+        assert 0.07 <= h * w / 120_000 <= 1.0 and 0.7 <= w / h <= 1.4
+        windows.append((top, left, h, w))
+    assert len(set(windows)) > 55  # a fresh window per seed
+    assert tuple(int(v) for v in window(tf.constant([7, 0]))) == windows[7]  # replayed
+
+
+def test_jpeg_is_decoded_inside_the_window_only_with_the_same_pixels() -> None:
+    from kerasdl.data.decode import decode_window
+
+    rng = np.random.default_rng(0)
+    image = tf.constant(rng.integers(0, 255, (40, 60, 3), dtype=np.uint8))
+    smooth = tf.cast(tf.image.resize(image, (40, 60), antialias=True), tf.uint8)
+    for data in (tf.io.encode_jpeg(smooth, quality=95), tf.io.encode_png(smooth)):
+        full = tf.io.decode_image(data, channels=3, expand_animations=False)
+        got = decode_window(data, 3, lambda hw: (tf.constant(5), tf.constant(8), 20, 30))
+        assert got.shape == (20, 30, 3)
+        diff = np.abs(np.asarray(got, int) - np.asarray(full[5:25, 8:38], int))
+        assert diff.mean() < 2.0  # JPEG: libjpeg's cropped decode; PNG: exact
+    assert int(np.abs(np.asarray(got, int) - np.asarray(full[5:25, 8:38], int)).max()) == 0
+
+
+def test_random_crops_replay_per_seed_and_change_every_pass() -> None:
+    from kerasdl.config.schema import CropConfig
+    from kerasdl.data.decode import decode_split
+    from kerasdl.data.preprocess import PreprocessSpec
+
+    rng = np.random.default_rng(1)
+    encoded = [
+        tf.io.encode_jpeg(tf.constant(rng.integers(0, 255, (30 + i, 50, 3), dtype=np.uint8)))
+        for i in range(6)
+    ]
+    raw = tf.data.Dataset.from_tensor_slices((tf.stack(encoded), tf.range(6, dtype=tf.int64)))
+    spec = PreprocessSpec((16, 16), 3)
+
+    def crops(seed: int) -> tf.data.Dataset:
+        return decode_split(raw, (None, None, 3), spec, CropConfig(), "random_resized", seed)
+
+    ds = crops(3)
+    first = np.stack([x for x, _ in ds])
+    second = np.stack([x for x, _ in ds])
+    assert first.shape == (6, 16, 16, 3)
+    np.testing.assert_array_equal(first, np.stack([x for x, _ in crops(3)]))  # same seed
+    assert not np.array_equal(first, second)  # a new draw every pass
+
+
+def test_crop_and_split_keys_are_checked() -> None:
+    from pydantic import ValidationError
+
+    bad = [
+        dict(source="digits", splits={"train": "train"}),
+        dict(source="digits", crop={"train": "random_resized"}),
+        dict(source="tfds", name="x", crop={"train": "random_resized"}),  # needs image_size
+        dict(source="tfds", name="x", image_size=8, cache=True, crop={"train": "random_resized"}),
+        dict(source="tfds", name="x", crop={"scale": [0.5, 0.1]}),
+    ]
+    for kw in bad:
+        with pytest.raises((ValidationError, UserError)):
+            DataConfig(**kw)

@@ -57,6 +57,12 @@ class DataBundle:
     def class_names(self) -> list[str]:
         return self.spec.class_names
 
+    def size(self, split: str) -> int:
+        """Examples in ``split``: known from the source, else counted by one pass over it."""
+        if split in self.sizes:
+            return int(self.sizes[split])
+        return int(self.splits[split].reduce(0, lambda n, _: n + 1))
+
     def labels(self, split: str) -> np.ndarray:
         """The labels of ``split`` in the split's order (read without decoding images where the
         source can; else by one pass over the split)."""

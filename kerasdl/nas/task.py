@@ -77,7 +77,7 @@ class SearchTask:
         self.worker_callbacks: list[keras.callbacks.Callback] = []
         s = cfg.search
         self.train_half, self.arch_half, self.n_weights, self.n_arch = split_train(
-            bundle.splits["train"], bundle.sizes["train"], s.train_portion
+            bundle.splits["train"], bundle.size("train"), s.train_portion
         )
         if min(self.n_weights, self.n_arch) // s.batch_size < 1:
             raise UserError(

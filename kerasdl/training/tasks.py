@@ -198,9 +198,7 @@ class SupervisedTask:
 
     def steps_per_epoch(self) -> int:
         """Batches in one pass over the training split (the last one may be short)."""
-        b = self.bundle
-        size = b.sizes.get("train") or int(b.splits["train"].reduce(0, lambda n, _: n + 1))
-        return max(math.ceil(size / self.cfg.training.batch_size), 1)
+        return max(math.ceil(self.bundle.size("train") / self.cfg.training.batch_size), 1)
 
     def _build_classifier(self) -> keras.Model:
         """The recipe's model with its transfer-learning set-up (frozen layers, unfreezing)."""
