@@ -36,6 +36,7 @@ pytest.importorskip("uvicorn")
 from kerasdl.serving.app import ServerConfig, create_app  # noqa: E402
 from kerasdl.serving.batcher import Batcher  # noqa: E402
 from kerasdl.serving.codec import COLUMNAR, ROW, encode_predict  # noqa: E402
+from kerasdl.serving.fast_json import fast_decode  # noqa: E402
 from kerasdl.serving.repository import ModelRepository  # noqa: E402
 
 MAX_BODY = 64 * 1024
@@ -125,6 +126,31 @@ def test_predict_row_and_columnar_match_the_model(server):
     assert call(server.port, "POST", "/v1/models/digits:predict", {"inputs": _images(3)})[0] == 200
     rows = [{"images": im} for im in _images(2)]
     assert call(server.port, "POST", "/v1/models/digits:predict", {"instances": rows})[0] == 200
+
+
+def test_a_large_float_batch_takes_the_fast_path_with_the_same_answer(server, monkeypatch):
+    import tensorflow as tf
+
+    from kerasdl.serving import app as app_module
+
+    taken = []
+
+    def spy(*args):
+        taken.append(fast_decode(*args))
+        return taken[-1]
+
+    monkeypatch.setattr(app_module, "fast_decode", spy)
+    x, _ = digits_data()
+    loaded = tf.saved_model.load(str(exported()))
+    want = loaded.signatures["serving_default"](images=tf.constant(x[:MAX_BATCH]))
+    body = {"instances": _images(MAX_BATCH)}
+    status, answer = call(server.port, "POST", "/v1/models/digits:predict", body)
+    assert status == 200 and taken and taken[-1] is not None  # ~20 KB of numbers
+    got = np.array([row["probabilities"] for row in answer["predictions"]])
+    np.testing.assert_allclose(got, want["probabilities"].numpy(), atol=1e-6)
+    body["instances"][3][2][1] = []  # ragged: the general path answers, with its 400
+    status, answer = call(server.port, "POST", "/v1/models/digits:predict", body)
+    assert status == 400 and "ragged" in answer["error"] and taken[-1] is None
 
 
 def test_predict_bytes_signature_with_b64(server):

@@ -14,12 +14,10 @@ import socket
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 from conftest_serving import (
-    UvicornThread,
     call,
     digits_data,
     digits_uint8,
@@ -38,50 +36,25 @@ pytest.importorskip("tensorflow_serving")
 pytest.importorskip("uvicorn")
 
 import tensorflow as tf  # noqa: E402
+from grpc_helpers import (  # noqa: E402
+    INVALID,
+    MAX_BATCH,
+    MAX_MESSAGE,
+    Servers,
+    example_model,
+    rpc_error,
+)
 from tensorflow_serving.apis import (  # noqa: E402
-    classification_pb2,
     get_model_metadata_pb2,
     get_model_status_pb2,
     model_management_pb2,
-    model_service_pb2_grpc,
     predict_pb2,
     prediction_service_pb2_grpc,
-    regression_pb2,
 )
 from tensorflow_serving.config import model_server_config_pb2  # noqa: E402
 
-from kerasdl.serving.app import ServerConfig, create_app  # noqa: E402
-from kerasdl.serving.grpc_server import GrpcServer  # noqa: E402
+from kerasdl.serving.app import ServerConfig  # noqa: E402
 from kerasdl.serving.repository import ModelRepository  # noqa: E402
-
-MAX_BATCH = 16
-MAX_MESSAGE = 256 * 1024
-INVALID = grpc.StatusCode.INVALID_ARGUMENT
-
-
-class Servers(UvicornThread):
-    """REST (uvicorn, in a thread) and gRPC over one repository, as ``kerasdl serve`` runs them."""
-
-    def __init__(self, repo: ModelRepository, config: ServerConfig | None = None, **grpc_kw):
-        self.repo = repo
-        self.config = config or ServerConfig(max_batch=MAX_BATCH)
-        self.grpc = GrpcServer(repo, self.config, port=0, **grpc_kw)
-        self.grpc_port = self.grpc.bind()
-        self.grpc.attach(repo)
-        super().__init__(create_app(repo, self.config), start_timeout=120, stop_timeout=60)
-        self.channel = grpc.insecure_channel(f"127.0.0.1:{self.grpc_port}")
-        self.predictions = prediction_service_pb2_grpc.PredictionServiceStub(self.channel)
-        self.models = model_service_pb2_grpc.ModelServiceStub(self.channel)
-
-    def __exit__(self, *exc: object) -> None:
-        self.channel.close()
-        super().__exit__(*exc)
-
-
-def _error(rpc, request) -> tuple[grpc.StatusCode, str]:
-    with pytest.raises(grpc.RpcError) as info:
-        rpc(request, timeout=30)
-    return info.value.code(), info.value.details()
 
 
 def _predict_request(name: str = "digits", **inputs: np.ndarray) -> predict_pb2.PredictRequest:
@@ -106,56 +79,6 @@ wait_until = functools.partial(wait_until, poll=0.05)
 
 
 # --- models -----------------------------------------------------------------------------------
-
-
-LABELS = [b"low", b"high"]
-
-
-@functools.cache
-def example_model() -> Path:
-    """Signatures over serialized tf.Example with a float feature ``x`` of 2 values.
-
-    ``serving_default`` classifies (classes + scores = softmax([-s, s]), s = x0 + x1),
-    ``regress`` regresses (outputs = s as [N, 1]), ``scores_only`` classifies with scores alone.
-    """
-    spec = tf.TensorSpec([None], tf.string)
-
-    def total(serialized):
-        feats = tf.io.parse_example(serialized, {"x": tf.io.FixedLenFeature([2], tf.float32)})
-        return tf.reduce_sum(feats["x"], axis=1)
-
-    class Examples(tf.Module):
-        @tf.function(input_signature=[spec], autograph=False)
-        def classify(self, inputs):
-            s = total(inputs)
-            scores = tf.nn.softmax(tf.stack([-s, s], axis=1))
-            classes = tf.tile(tf.constant([LABELS]), [tf.shape(s)[0], 1])
-            return {"classes": classes, "scores": scores}
-
-        @tf.function(input_signature=[spec], autograph=False)
-        def scores_only(self, inputs):
-            s = total(inputs)
-            return {"scores": tf.nn.softmax(tf.stack([-s, s], axis=1))}
-
-        @tf.function(input_signature=[spec], autograph=False)
-        def regress(self, inputs):
-            return {"outputs": total(inputs)[:, None]}
-
-    module = Examples()
-    path = fresh_dir("grpc-examples") / "ex" / "1"
-    sigs = {
-        "serving_default": module.classify,
-        "scores_only": module.scores_only,
-        "regress": module.regress,
-    }
-    tf.saved_model.save(module, str(path), signatures=sigs)
-    return path
-
-
-def _example(x0: float, x1: float | None = None) -> tf.train.Example:
-    values = [x0] if x1 is None else [x0, x1]
-    feature = tf.train.Feature(float_list=tf.train.FloatList(value=values))
-    return tf.train.Example(features=tf.train.Features(feature={"x": feature}))
 
 
 @pytest.fixture(scope="module")
@@ -242,7 +165,7 @@ def test_image_pixel_limit_applies_over_grpc_too(servers):
     request = _predict_request(image_bytes=np.array([_png_header(20000, 20000)], dtype=object))
     request.model_spec.signature_name = "serving_bytes"
     started = time.monotonic()
-    code, message = _error(servers.predictions.Predict, request)
+    code, message = rpc_error(servers.predictions.Predict, request)
     assert code == INVALID and "20000x20000 PNG" in message and "--max-image-pixels" in message
     assert time.monotonic() - started < 5
 
@@ -254,13 +177,13 @@ def test_predict_output_filter(servers):
     response = servers.predictions.Predict(request, timeout=30)
     assert list(response.outputs) == ["class_id"]
     request.output_filter.extend(["class_id"])
-    assert _error(servers.predictions.Predict, request) == (
+    assert rpc_error(servers.predictions.Predict, request) == (
         INVALID,
         "duplicate output tensor alias: class_id",
     )
     del request.output_filter[:]
     request.output_filter.extend(["logits"])
-    assert _error(servers.predictions.Predict, request) == (
+    assert rpc_error(servers.predictions.Predict, request) == (
         INVALID,
         "output tensor alias not found in signature: logits Outputs expected to be in the set "
         "{class_id,class_name,probabilities}.",
@@ -270,65 +193,65 @@ def test_predict_output_filter(servers):
 def test_predict_errors_are_tf_servings(servers):
     x, _ = digits_data()
     predict = servers.predictions.Predict
-    assert _error(predict, predict_pb2.PredictRequest()) == (INVALID, "Missing ModelSpec")
+    assert rpc_error(predict, predict_pb2.PredictRequest()) == (INVALID, "Missing ModelSpec")
     request = _predict_request("", images=x[:1])
-    assert _error(predict, request) == (INVALID, "ModelSpec has no name specified.")
+    assert rpc_error(predict, request) == (INVALID, "ModelSpec has no name specified.")
     request = _predict_request("nope", images=x[:1])
-    assert _error(predict, request) == (
+    assert rpc_error(predict, request) == (
         grpc.StatusCode.NOT_FOUND,
         "Servable not found for request: Latest(nope)",
     )
     request = _predict_request(images=x[:1])
     request.model_spec.version.value = 7
-    assert _error(predict, request) == (
+    assert rpc_error(predict, request) == (
         grpc.StatusCode.NOT_FOUND,
         "Servable not found for request: Specific(digits, 7)",
     )
     request = _predict_request(images=x[:1])
     request.model_spec.version_label = "stable"
-    assert _error(predict, request) == (INVALID, "Unrecognized servable version label: stable")
+    assert rpc_error(predict, request) == (INVALID, "Unrecognized servable version label: stable")
     request = _predict_request(images=x[:1])
     request.model_spec.signature_name = "nope"
-    code, message = _error(predict, request)
+    code, message = rpc_error(predict, request)
     assert code == grpc.StatusCode.FAILED_PRECONDITION
     assert message.startswith('Serving signature key "nope" not found')
     # Inputs: missing, extra, renamed, wrong dtype, wrong shape, unparsable, too big.
-    assert _error(predict, _predict_request()) == (
+    assert rpc_error(predict, _predict_request()) == (
         INVALID,
         "input size does not match signature: 0!=1 len({}) != len({images}). Sent extra: {}. "
         "Missing but required: {images}.",
     )
-    code, message = _error(predict, _predict_request(images=x[:1], extra=x[:1]))
+    code, message = rpc_error(predict, _predict_request(images=x[:1], extra=x[:1]))
     assert code == INVALID and "Sent extra: {extra}" in message
-    assert _error(predict, _predict_request(pixels=x[:1])) == (
+    assert rpc_error(predict, _predict_request(pixels=x[:1])) == (
         INVALID,
         "Signature input alias: images(feed name: serving_default_images:0) not found in "
         "request and no default value provided. Inputs expected to be in the request {pixels}, "
         "or default input alias set: ",
     )
-    code, message = _error(predict, _predict_request(images=x[:1].astype("float64")))
+    code, message = rpc_error(predict, _predict_request(images=x[:1].astype("float64")))
     assert code == INVALID and "DT_FLOAT" in message and "DT_DOUBLE" in message
-    code, message = _error(predict, _predict_request(images=x[:1, :4]))
+    code, message = rpc_error(predict, _predict_request(images=x[:1, :4]))
     assert code == INVALID and "[1, 4, 8, 1]" in message and "[-1, 8, 8, 1]" in message
     request = _predict_request(images=x[:2])
     request.inputs["images"].tensor_content = request.inputs["images"].tensor_content[:-4]
-    code, message = _error(predict, request)
+    code, message = rpc_error(predict, request)
     assert code == INVALID and message.startswith("tensor parsing error: images")
     request = _predict_request(images=x[:1])
     request.inputs["images"].tensor_shape.dim[0].size = 10**12  # a tiny message, a huge tensor
     request.inputs["images"].ClearField("tensor_content")
     request.inputs["images"].float_val.append(0.5)
     started = time.monotonic()
-    code, message = _error(predict, request)
+    code, message = rpc_error(predict, request)
     assert code == INVALID and "tensor parsing error: images" in message
     assert time.monotonic() - started < 5
-    code, message = _error(predict, _predict_request(images=x[: MAX_BATCH + 1]))
+    code, message = rpc_error(predict, _predict_request(images=x[: MAX_BATCH + 1]))
     assert code == INVALID and "--max-batch" in message
 
 
 def test_oversized_message_is_resource_exhausted(servers):
     big = np.zeros((MAX_BATCH, 64, 64, 1), np.float32)  # 256 KiB + framing > MAX_MESSAGE
-    code, message = _error(servers.predictions.Predict, _predict_request(images=big))
+    code, message = rpc_error(servers.predictions.Predict, _predict_request(images=big))
     assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "larger than max" in message
     # The server keeps answering.
@@ -340,91 +263,8 @@ def test_long_error_messages_are_cut_as_tf_serving_cuts_them(servers):
     request = _predict_request(
         **{f"input_{'x' * 40}_{i}": np.zeros(1, np.float32) for i in range(40)}
     )
-    code, message = _error(servers.predictions.Predict, request)
+    code, message = rpc_error(servers.predictions.Predict, request)
     assert code == INVALID and message.endswith("...TRUNCATED") and len(message) == 1024 + 12
-
-
-# --- Classify and Regress ---------------------------------------------------------------------
-
-
-def _classify(name: str = "ex", signature: str = "", examples=()) -> Any:
-    request = classification_pb2.ClassificationRequest()
-    request.model_spec.name = name
-    request.model_spec.signature_name = signature
-    request.input.example_list.examples.extend(examples)
-    return request
-
-
-def test_classify_and_regress_on_example_signatures(servers):
-    request = _classify(examples=[_example(1.0, 0.5), _example(-2.0, 0.0)])
-    response = servers.predictions.Classify(request, timeout=30)
-    assert response.model_spec.name == "ex" and response.model_spec.version.value == 1
-    assert response.model_spec.signature_name == "serving_default"
-    for row, s in zip(response.result.classifications, [1.5, -2.0], strict=True):
-        assert [c.label for c in row.classes] == ["low", "high"]
-        expected = np.exp([-s, s]) / np.exp([-s, s]).sum()
-        np.testing.assert_allclose([c.score for c in row.classes], expected, rtol=1e-6)
-    # Scores only: labels stay empty.
-    response = servers.predictions.Classify(
-        _classify(signature="scores_only", examples=[_example(0.0, 0.0)]), timeout=30
-    )
-    assert [(c.label, c.score) for c in response.result.classifications[0].classes] == [
-        ("", 0.5),
-        ("", 0.5),
-    ]
-    # A context's features go with every example (the example's own win).
-    request = classification_pb2.ClassificationRequest()
-    request.model_spec.name = "ex"
-    listed = request.input.example_list_with_context
-    listed.context.CopyFrom(_example(3.0, 3.0))
-    listed.examples.extend([tf.train.Example(), _example(0.0, 1.0)])
-    scores = [
-        r.classes[1].score
-        for r in servers.predictions.Classify(request, timeout=30).result.classifications
-    ]
-    np.testing.assert_allclose(scores, [1 / (1 + np.exp(-12.0)), 1 / (1 + np.exp(-2.0))], rtol=1e-6)
-
-    request = regression_pb2.RegressionRequest()
-    request.model_spec.name = "ex"
-    request.model_spec.signature_name = "regress"
-    request.input.example_list.examples.extend([_example(1.0, 2.0), _example(-1.0, 0.25)])
-    response = servers.predictions.Regress(request, timeout=30)
-    assert [r.value for r in response.result.regressions] == [3.0, -0.75]
-    assert response.model_spec.signature_name == "regress"
-
-
-def test_classify_and_regress_errors_are_tf_servings(servers):
-    classify, regress = servers.predictions.Classify, servers.predictions.Regress
-    one = [_example(1.0, 1.0)]
-    assert _error(classify, classification_pb2.ClassificationRequest()) == (
-        INVALID,
-        "Missing ModelSpec",
-    )
-    # kerasdl's exports are predict signatures: three outputs, an input named "images".
-    assert _error(classify, _classify("digits", examples=one)) == (
-        INVALID,
-        "Expected one or two output Tensors, found 3",
-    )
-    request = regression_pb2.RegressionRequest()
-    request.model_spec.name = "digits"
-    request.input.example_list.examples.extend(one)
-    assert _error(regress, request) == (INVALID, "Expected one output Tensor.")
-    request.model_spec.name = "ex"  # serving_default has two outputs: classes, scores
-    assert _error(regress, request) == (INVALID, "Expected one output Tensor.")
-    code, message = _error(classify, _classify(signature="regress", examples=one))
-    assert code == INVALID
-    assert message.startswith(
-        'Expected classification signature outputs to contain at least one of "classes" or '
-        '"scores". Signature was: inputs {\n  key: "inputs"'
-    )
-    assert _error(classify, _classify(signature="nope", examples=one)) == (
-        INVALID,
-        "No signature was found with the name: nope",
-    )
-    assert _error(classify, _classify()) == (INVALID, "Input is empty.")
-    code, message = _error(classify, _classify(examples=[_example(1.0)]))  # 1 value, not 2
-    assert code == INVALID and "x" in message
-    assert _error(classify, _classify("nope", examples=one))[0] == grpc.StatusCode.NOT_FOUND
 
 
 # --- GetModelMetadata -------------------------------------------------------------------------
@@ -460,19 +300,19 @@ def test_get_model_metadata_is_the_saved_models_signature_defs(servers):
         default.outputs["probabilities"].name
     )
     metadata = servers.predictions.GetModelMetadata
-    assert _error(metadata, get_model_metadata_pb2.GetModelMetadataRequest()) == (
+    assert rpc_error(metadata, get_model_metadata_pb2.GetModelMetadataRequest()) == (
         INVALID,
         "Missing ModelSpec",
     )
-    assert _error(metadata, _metadata_request("digits", ())) == (
+    assert rpc_error(metadata, _metadata_request("digits", ())) == (
         INVALID,
         "GetModelMetadataRequest must specify at least one metadata_field",
     )
-    assert _error(metadata, _metadata_request("digits", ("graph",))) == (
+    assert rpc_error(metadata, _metadata_request("digits", ("graph",))) == (
         INVALID,
         "Metadata field graph is not supported",
     )
-    assert _error(metadata, _metadata_request("nope"))[0] == grpc.StatusCode.NOT_FOUND
+    assert rpc_error(metadata, _metadata_request("nope"))[0] == grpc.StatusCode.NOT_FOUND
 
 
 # --- versions, labels, status, config reload ---------------------------------------------------
@@ -512,14 +352,16 @@ def test_versions_labels_and_status_across_a_version_change():
         assert _version_answer(srv, version_label="canary") == (2.0, 2)
         assert _status(srv, "m") == {2: "AVAILABLE", 1: "AVAILABLE"}
         assert _status(srv, "m", 1) == {1: "AVAILABLE"}
-        code, message = _error(srv.models.GetModelStatus, _status_request("m", 9))
+        code, message = rpc_error(srv.models.GetModelStatus, _status_request("m", 9))
         assert (code, message) == (grpc.StatusCode.NOT_FOUND, "Could not find version 9 of model m")
-        code, message = _error(srv.models.GetModelStatus, _status_request("nope"))
+        code, message = rpc_error(srv.models.GetModelStatus, _status_request("nope"))
         assert (code, message) == (
             grpc.StatusCode.NOT_FOUND,
             "Could not find any versions of model nope",
         )
-        assert _error(srv.models.GetModelStatus, get_model_status_pb2.GetModelStatusRequest()) == (
+        assert rpc_error(
+            srv.models.GetModelStatus, get_model_status_pb2.GetModelStatusRequest()
+        ) == (
             INVALID,
             "Missing ModelSpec",
         )
@@ -532,7 +374,7 @@ def test_versions_labels_and_status_across_a_version_change():
         assert response.status.error_code == 0
         wait_until(lambda: _status(srv, "m") == {3: "AVAILABLE", 2: "END", 1: "END"}, "v3 only")
         assert _version_answer(srv) == (3.0, 3)
-        assert _error(srv.predictions.Predict, _label_request("stable")) == (
+        assert rpc_error(srv.predictions.Predict, _label_request("stable")) == (
             INVALID,
             "Unrecognized servable version label: stable",
         )
@@ -544,10 +386,10 @@ def test_versions_labels_and_status_across_a_version_change():
         # TF Serving's errors: only a model_config_list; a model that never loads.
         bad = model_management_pb2.ReloadConfigRequest()
         bad.config.custom_model_config.Pack(model_server_config_pb2.ModelServerConfig())
-        code, message = _error(srv.models.HandleReloadConfigRequest, bad)
+        code, message = rpc_error(srv.models.HandleReloadConfigRequest, bad)
         assert code == INVALID and "Only ModelConfigList is currently supported" in message
         reload.config.model_config_list.config.add(name="gone", base_path=str(base / "gone"))
-        code, message = _error(srv.models.HandleReloadConfigRequest, reload)
+        code, message = rpc_error(srv.models.HandleReloadConfigRequest, reload)
         assert code == grpc.StatusCode.UNKNOWN
         assert message.startswith("1 model(s) did not become available: {{name: gone")
         assert _version_answer(srv) == (3.0, 3)  # the others keep serving

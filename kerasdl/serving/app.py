@@ -49,6 +49,7 @@ from kerasdl.serving.codec import (
     signature_name,
 )
 from kerasdl.serving.errors import ServingError, invalid, not_found
+from kerasdl.serving.fast_json import fast_decode
 from kerasdl.serving.images import check_image_inputs, model_input_hw
 from kerasdl.serving.limits import Limits, image_pixel_limit
 from kerasdl.serving.metadata import model_metadata
@@ -259,6 +260,9 @@ class ModelServer:
         arrays are made and freed by reference counting on return: collections in between
         walk them for nothing; they took a third of the parse's CPU time.)
         """
+        fast = fast_decode(body, servable.signature, self.config.max_batch)
+        if fast is not None:  # one float input as a JSON array: no Python objects per number
+            return fast
         with heap.paused():
             doc = parse_json(body)
             sig = servable.signature(signature_name(doc))

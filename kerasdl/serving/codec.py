@@ -109,15 +109,19 @@ def _check_shape(arr: np.ndarray, info: TensorInfo, sig: str) -> None:
     check_signature_shape(arr, info, info.name, sig)
 
 
+def signature_shape_ok(arr: np.ndarray, info: TensorInfo) -> bool:
+    """Whether ``arr`` has the rank and the known sizes of the input ``info`` (always, when its
+    shape is unknown)."""
+    return info.shape is None or (
+        arr.ndim == len(info.shape)
+        and all(d is None or d == a for d, a in zip(info.shape, arr.shape, strict=False))
+    )
+
+
 def check_signature_shape(arr: np.ndarray, info: TensorInfo, name: str, sig: str) -> None:
     """A 400 unless ``arr`` has the rank and the known sizes of signature ``sig``'s input
-    ``info`` (called ``name`` in the request); nothing to check when its shape is unknown."""
-    if info.shape is None:
-        return
-    ok = arr.ndim == len(info.shape) and all(
-        d is None or d == a for d, a in zip(info.shape, arr.shape, strict=False)
-    )
-    if not ok:
+    ``info`` (called ``name`` in the request)."""
+    if not signature_shape_ok(arr, info):
         raise invalid(
             f"Input '{name}' has shape {list(arr.shape)} but signature '{sig}' expects "
             f"{info.shape_text()} (-1 = any size; the first dimension is the batch)."
@@ -157,7 +161,8 @@ def to_array(value: Any, info: TensorInfo, sig: str) -> np.ndarray:
             f"Received values of type {got}."
         )
     if want == "f":
-        arr = arr.astype(info.dtype)
+        with np.errstate(over="ignore"):  # too large for the dtype: inf, refused just below
+            arr = arr.astype(info.dtype)
         if not np.isfinite(arr).all():
             raise invalid(
                 f"Input '{name}' contains NaN or Infinity (or a number too large for "

@@ -24,7 +24,7 @@ from tensorflow_serving.apis import (
 )
 
 from kerasdl.serving.errors import ServingError, invalid
-from kerasdl.serving.grpc_service import _rpc
+from kerasdl.serving.grpc_common import rpc
 from kerasdl.serving.repository import ModelRepository
 
 log = logging.getLogger("kerasdl.serving")
@@ -43,7 +43,7 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
         self.repo = repo
         self.config_root = config_root
 
-    @_rpc
+    @rpc
     def GetModelStatus(self, request: Any, context: Any) -> Any:  # noqa: N802
         from tensorflow.core.protobuf import error_codes_pb2
 
@@ -65,7 +65,7 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
             )
         return response
 
-    @_rpc
+    @rpc
     def HandleReloadConfigRequest(self, request: Any, context: Any) -> Any:  # noqa: N802
         from google.protobuf import text_format
 

@@ -31,12 +31,12 @@ import collections
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from kerasdl.serving import heap
 from kerasdl.serving.errors import invalid, not_found
+from kerasdl.serving.harness import Harness, ModelRecord
 from kerasdl.serving.model_config import ModelConfigError, ModelSpec, load_model_config
 from kerasdl.serving.servable import Servable, load_error_code
 from kerasdl.serving.storage import complete_versions, fingerprint
@@ -53,44 +53,6 @@ from kerasdl.serving.version_policy import (
 )
 
 log = logging.getLogger("kerasdl.serving")
-
-
-@dataclass
-class _Harness:
-    """The manager's record of one version (TF Serving's LoaderHarness)."""
-
-    version: int
-    path: Path
-    state: str = START
-    aspired: bool = True
-    servable: Servable | None = None
-    error: str = ""
-    error_code: str = "OK"
-    failures: int = 0  # failed attempts in the current series
-    retry_at: float | None = None  # when a failed load may be tried again
-    fingerprint: tuple | None = None  # the folder's files at the last failed attempt
-
-    def loadable(self, now: float) -> bool:
-        if self.state == START:
-            return True
-        return self.state == LOADING and self.retry_at is not None and self.retry_at <= now
-
-    @property
-    def failed(self) -> bool:
-        return bool(self.error) and self.state in (LOADING, END)
-
-
-@dataclass
-class _Model:
-    spec: ModelSpec
-    in_source: bool = True
-    harnesses: dict[int, _Harness] = field(default_factory=dict)
-    available: dict[int, Servable] = field(default_factory=dict)  # replaced, never mutated
-    labels: dict[str, int] = field(default_factory=dict)
-    pending_labels: dict[str, int] = field(default_factory=dict)
-    on_disk: set[int] = field(default_factory=set)  # complete version folders at the last scan
-    wanted: bool = False  # some version is aspired (for readiness)
-    missing: bool = False  # the base path was not found at the last scan
 
 
 class ModelRepository:
@@ -147,7 +109,7 @@ class ModelRepository:
         self._heap_held = False
         self._lock = threading.Lock()  # guards what request threads read
         self._manage_lock = threading.RLock()  # one manager pass at a time
-        self._models: dict[str, _Model] = {}
+        self._models: dict[str, ModelRecord] = {}
         self._status: dict[str, dict[int, VersionState]] = {}
         self._events: collections.deque = collections.deque(maxlen=10_000)
         self._config_specs: dict[str, ModelSpec] | None = None
@@ -275,7 +237,7 @@ class ModelRepository:
             spec = specs.get(name)
             if model is None:
                 with self._lock:
-                    model = self._models[name] = _Model(spec)  # type: ignore[arg-type]
+                    model = self._models[name] = ModelRecord(spec)  # type: ignore[arg-type]
             if spec is None:
                 model.in_source = False
                 self._set_aspired(model, set())
@@ -297,11 +259,11 @@ class ModelRepository:
             self._retry_changed(model)
             self._reaspire(model)
 
-    def _reaspire(self, model: _Model) -> None:
+    def _reaspire(self, model: ModelRecord) -> None:
         failed = {v for v, h in model.harnesses.items() if h.failed}
         self._set_aspired(model, model.spec.policy.aspired(model.on_disk, failed))
 
-    def _retry_changed(self, model: _Model) -> None:
+    def _retry_changed(self, model: ModelRecord) -> None:
         """A failed version whose files changed since its last attempt is tried again now."""
         for h in model.harnesses.values():
             if not h.failed or h.version not in model.on_disk or not h.aspired:
@@ -315,7 +277,7 @@ class ModelRepository:
                     self._record(model, h, LOADING, h.error, h.error_code)
                 h.retry_at = time.monotonic()
 
-    def _set_aspired(self, model: _Model, aspired: set[int]) -> None:
+    def _set_aspired(self, model: ModelRecord, aspired: set[int]) -> None:
         name = model.spec.name
         for version, h in list(model.harnesses.items()):
             if version in aspired:
@@ -327,7 +289,7 @@ class ModelRepository:
             if h.state == END:
                 del model.harnesses[version]  # gone from the manager, kept in the status
         for version in sorted(aspired - set(model.harnesses)):
-            h = _Harness(version, model.spec.base_path / str(version))
+            h = Harness(version, model.spec.base_path / str(version))
             model.harnesses[version] = h
             self._record(model, h, START)
             log.info(
@@ -359,7 +321,7 @@ class ModelRepository:
             if changed and self._heap_held:
                 log.debug("heap settled in %.2f s", heap.settle())
 
-    def _load(self, model: _Model, h: _Harness) -> None:
+    def _load(self, model: ModelRecord, h: Harness) -> None:
         name = model.spec.name
         self._record(model, h, LOADING, h.error, h.error_code)
         started = time.monotonic()
@@ -407,7 +369,7 @@ class ModelRepository:
             time.monotonic() - started,
         )
 
-    def _unload(self, model: _Model, h: _Harness) -> None:
+    def _unload(self, model: ModelRecord, h: Harness) -> None:
         self._record(model, h, UNLOADING)
         with self._lock:
             model.available = {v: s for v, s in model.available.items() if v != h.version}
@@ -417,7 +379,7 @@ class ModelRepository:
             model.harnesses.pop(h.version, None)
         log.info("unloaded model %s version %d", model.spec.name, h.version)
 
-    def _update_labels(self, model: _Model, spec: ModelSpec) -> None:
+    def _update_labels(self, model: ModelRecord, spec: ModelSpec) -> None:
         with self._lock:
             for label in set(model.labels) - set(spec.labels):
                 del model.labels[label]
@@ -438,7 +400,7 @@ class ModelRepository:
                 del model.pending_labels[label]
 
     def _record(
-        self, model: _Model, h: _Harness, state: str, error: str = "", code: str = "OK"
+        self, model: ModelRecord, h: Harness, state: str, error: str = "", code: str = "OK"
     ) -> None:
         h.state, h.error, h.error_code = state, error, code if error else "OK"
         entry = VersionState(h.version, state, error, h.error_code)
