@@ -219,11 +219,13 @@ def train_arm(recipe: dict[str, Any], arm: str, seed: int, log_file: Path) -> tu
     """Validate and train one recipe with :func:`kerasdl.training.runner.train`; the runner's
     messages go to ``log_file``. Returns the run and its validated recipe."""
     import keras
+    import tensorflow as tf
 
     from kerasdl.config import validate_recipe
     from kerasdl.runfolder import RunFolder
     from kerasdl.training.runner import train
 
+    tf.get_logger().setLevel("ERROR")  # Keras's retracing notes: every arm is a new model
     cfg = validate_recipe(recipe)
     run_dir = Path(cfg.run.output_dir) / cfg.run.name / str(cfg.run.id)
     shutil.rmtree(run_dir, ignore_errors=True)  # an experiment's run is always a new one

@@ -45,7 +45,7 @@ def markdown(results: Results) -> str:
         f"**Claim.** {exp.claim} ({exp.reference})",
         "",
         f"{mode}, seeds {seeds}; mean ± sample standard deviation over the seeds "
-        "[lowest, highest].",
+        "[lowest, highest], or one figure where every seed gave the same.",
         "",
     ]
     head = ["arm", "what it is"] + [m.name for m in exp.measures]
@@ -54,7 +54,8 @@ def markdown(results: Results) -> str:
         cells = [f"`{row['arm']}`", row["label"]]
         for m in exp.measures:
             s = row["measures"][m.name]
-            spread = f" ± {_num(s['std'], m.fmt)}" if len(s["values"]) > 1 else ""
+            varies = len(s["values"]) > 1 and s["min"] != s["max"]
+            spread = f" ± {_num(s['std'], m.fmt)}" if varies else ""
             lo_hi = f" [{_num(s['min'], m.fmt)}, {_num(s['max'], m.fmt)}]" if spread else ""
             bad = len(s["values"]) - s["n"]
             diverged = f" ({bad} not finite)" if bad else ""
