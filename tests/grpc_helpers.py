@@ -5,12 +5,14 @@ signatures (built with TensorFlow, not with kerasdl)."""
 from __future__ import annotations
 
 import functools
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
 import pytest
 import tensorflow as tf
-from conftest_serving import UvicornThread, fresh_dir
+from conftest_serving import UvicornThread, fresh_dir, model_base
 from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
 from kerasdl.serving.app import ServerConfig, create_app
@@ -95,3 +97,12 @@ def example(x0: float, x1: float | None = None) -> tf.train.Example:
     values = [x0] if x1 is None else [x0, x1]
     feature = tf.train.Feature(float_list=tf.train.FloatList(value=values))
     return tf.train.Example(features=tf.train.Features(feature={"x": feature}))
+
+
+def digits_and_examples_servers(name: str) -> Iterator[Servers]:
+    """Servers over a fresh base holding the exported digits model and :func:`example_model`
+    (as ``ex``), with a small gRPC message limit; for a module-scoped fixture."""
+    base = model_base(name)
+    shutil.copytree(example_model(), base / "ex" / "1")
+    with Servers(ModelRepository(base, poll_interval=0.0), max_message_bytes=MAX_MESSAGE) as srv:
+        yield srv

@@ -39,9 +39,8 @@ import tensorflow as tf  # noqa: E402
 from grpc_helpers import (  # noqa: E402
     INVALID,
     MAX_BATCH,
-    MAX_MESSAGE,
     Servers,
-    example_model,
+    digits_and_examples_servers,
     rpc_error,
 )
 from tensorflow_serving.apis import (  # noqa: E402
@@ -83,11 +82,7 @@ wait_until = functools.partial(wait_until, poll=0.05)
 
 @pytest.fixture(scope="module")
 def servers():
-    base = model_base("grpc")
-    shutil.copytree(example_model(), base / "ex" / "1")
-    repo = ModelRepository(base, poll_interval=0.0)
-    with Servers(repo, max_message_bytes=MAX_MESSAGE) as srv:
-        yield srv
+    yield from digits_and_examples_servers("grpc")
 
 
 # --- Predict ----------------------------------------------------------------------------------

@@ -3,31 +3,28 @@
 
 from __future__ import annotations
 
-import shutil
 from typing import Any
 
 import numpy as np
 import pytest
-from conftest_serving import model_base
 
 grpc = pytest.importorskip("grpc")
 pytest.importorskip("tensorflow_serving")
 pytest.importorskip("uvicorn")
 
 import tensorflow as tf  # noqa: E402
-from grpc_helpers import INVALID, MAX_MESSAGE, Servers, example, example_model, rpc_error  # noqa: E402
+from grpc_helpers import (  # noqa: E402
+    INVALID,
+    digits_and_examples_servers,
+    example,
+    rpc_error,
+)
 from tensorflow_serving.apis import classification_pb2, inference_pb2, regression_pb2  # noqa: E402
-
-from kerasdl.serving.repository import ModelRepository  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def servers():
-    base = model_base("grpc-examples-base")
-    shutil.copytree(example_model(), base / "ex" / "1")
-    repo = ModelRepository(base, poll_interval=0.0)
-    with Servers(repo, max_message_bytes=MAX_MESSAGE) as srv:
-        yield srv
+    yield from digits_and_examples_servers("grpc-examples-base")
 
 
 # --- Classify and Regress ---------------------------------------------------------------------
