@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
 
     from kerasdl.commands._args import load_recipe_arguments
     from kerasdl.errors import UserError
-    from kerasdl.tune.space import check_space, load_space
+    from kerasdl.tune.space import check_against_study, check_space, load_space
 
     cfg = load_recipe_arguments(args)
     if args.trials < 1:
@@ -99,12 +99,13 @@ def run(args: argparse.Namespace) -> int:
         startup_trials=args.startup_trials,
     )
     study = open_study(opts, cfg.training.monitor, cfg.training.epochs)
+    check_against_study(space, study.get_trials(deepcopy=False), where=f"--space {args.space}")
     print(f"Study {study_name!r} in {storage}: {args.trials} trial(s), pruner {args.pruner}")
     from kerasdl.tune.report import write_reports
     from kerasdl.tune.tuner import Tuner
 
     ran = Tuner(base, space, opts, study).run()
     print(f"This tuner ran {ran} trial(s); the study has {len(study.trials)}")
-    for line in write_reports(study, base, space, out):
+    for line in write_reports(study, out):
         print(line)
     return 0

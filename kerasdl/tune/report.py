@@ -1,7 +1,8 @@
 """What a tuner leaves in ``--out`` at the end: ``best.yaml``, ``trials.csv`` and plots.
 
-* ``best.yaml``: the best finished trial's full recipe (the user's recipe and ``--set`` with the
-  trial's parameters, its own ``run:`` section), which ``kerasdl train best.yaml`` trains as is;
+* ``best.yaml``: the best finished trial's full recipe (the recipe and ``--set`` of the tuner
+  that ran it, with the trial's parameters and the user's ``run:`` section, not the trial's run
+  folder), which ``kerasdl train best.yaml`` trains as is;
 * ``trials.csv``: one row per trial (number, state, value, epochs reported, seconds, parameters,
   run folder, the trial it retries);
 * ``history.png``: the optimisation history; ``importance.png``: the parameters' importance
@@ -26,7 +27,7 @@ from optuna.trial import TrialState
 from kerasdl.config import validate_recipe
 from kerasdl.io import save_figure, write_text
 from kerasdl.plotting import pyplot
-from kerasdl.tune.space import with_params
+from kerasdl.tune.storage import RECIPE_ATTR, RUN_DIR_ATTR
 
 BEST, TRIALS, HISTORY_PLOT, IMPORTANCE_PLOT = (
     "best.yaml",
@@ -36,27 +37,21 @@ BEST, TRIALS, HISTORY_PLOT, IMPORTANCE_PLOT = (
 )
 
 
-def recipe_params(trial: optuna.trial.FrozenTrial, space: dict[str, Any]) -> dict[str, Any]:
-    """A trial's parameters as recipe values (categorical choices decoded)."""
-    out = {}
-    for key, value in trial.params.items():
-        dist = space.get(key)
-        labels = dist.labels() if hasattr(dist, "labels") else None
-        out[key] = dist.choices[labels.index(value)] if labels and value in labels else value
-    return out
-
-
-def write_best(study: optuna.Study, base: dict[str, Any], space: dict[str, Any], out: Path) -> Any:
-    """``best.yaml``; returns the best trial (None when no trial finished)."""
+def write_best(study: optuna.Study, out: Path) -> Any:
+    """``best.yaml``: the recipe the best trial recorded (user attribute ``recipe``); returns
+    the best trial (None when no trial has finished or the best has no recipe)."""
     try:
         best = study.best_trial
     except ValueError:
         return None
-    cfg = validate_recipe(with_params(base, recipe_params(best, space)))
+    recipe = best.user_attrs.get(RECIPE_ATTR)
+    if recipe is None:  # a trial added by other means than kerasdl tune
+        return None
+    cfg = validate_recipe(recipe)
     header = (
         f"# The best trial of study {study.study_name!r}: trial {best.number}, "
-        f"{base['training']['monitor']} {best.value:.6g}\n"
-        f"# ({best.user_attrs.get('run_dir', '')}). Train it: kerasdl train {out / BEST}\n"
+        f"{cfg.training.monitor} {best.value:.6g}\n"
+        f"# ({best.user_attrs.get(RUN_DIR_ATTR, '')}). Train it: kerasdl train {out / BEST}\n"
     )
     write_text(out / BEST, header + yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     return best
@@ -84,7 +79,7 @@ def write_trials(study: optuna.Study, out: Path) -> int:
                 len(t.intermediate_values),
                 seconds,
                 *[t.params.get(k, "") for k in keys],
-                t.user_attrs.get("run_dir", ""),
+                t.user_attrs.get(RUN_DIR_ATTR, ""),
                 "" if retry_of is None else retry_of,
             ]
         )
@@ -122,14 +117,12 @@ def write_plots(study: optuna.Study, out: Path) -> list[str]:
     return notes
 
 
-def write_reports(
-    study: optuna.Study, base: dict[str, Any], space: dict[str, Any], out: Path
-) -> list[str]:
+def write_reports(study: optuna.Study, out: Path) -> list[str]:
     """All the summaries; returns lines saying what was written."""
     out.mkdir(parents=True, exist_ok=True)
     rows = write_trials(study, out)
     lines = [f"{out / TRIALS}: {rows} trial(s)"]
-    best = write_best(study, base, space, out)
+    best = write_best(study, out)
     if best is None:
         lines.append(f"{BEST}: no trial has finished yet")
     else:

@@ -27,6 +27,7 @@ import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 from kerasdl.config import apply_override, one_line, read_yaml, validate_recipe
@@ -153,7 +154,10 @@ def with_params(recipe: dict[str, Any], params: dict[str, Any]) -> dict[str, Any
     """A copy of a raw recipe with ``params`` (``{dotted key: value}``) set."""
     data = copy.deepcopy(recipe)
     for key, value in params.items():
-        apply_override(data, f"{key}={json.dumps(value)}")  # JSON is YAML: parsed back exactly
+        # PyYAML's own spelling, which it reads back exactly (its reader takes JSON's 1e-08 for
+        # a string: YAML 1.1 floats need a dot)
+        text = yaml.safe_dump(value, default_flow_style=True).removesuffix("\n...\n").strip()
+        apply_override(data, f"{key}={text}")
     return data
 
 
@@ -170,6 +174,41 @@ def check_space(space: dict[str, Any], recipe: dict[str, Any], where: str = "--s
             except UserError as err:
                 raise UserError(
                     f"{where}: {key} = {value!r} is not a valid recipe value: {err}"
+                ) from None
+
+
+def to_optuna(dist: Any) -> Any:
+    """The Optuna distribution of a space entry."""
+    from optuna import distributions as od
+
+    if isinstance(dist, FloatDist):
+        return od.FloatDistribution(dist.low, dist.high, log=dist.log, step=dist.step)
+    if isinstance(dist, IntDist):
+        return od.IntDistribution(dist.low, dist.high, log=dist.log, step=dist.step)
+    return od.CategoricalDistribution(dist.labels())
+
+
+def check_against_study(space: dict[str, Any], trials: list[Any], where: str = "--space") -> None:
+    """Optuna takes one kind of distribution per key in a study (the same type and ``log``; the
+    same choices): check the space against the trials the study already has.
+
+    Raises:
+        UserError: naming the key, its distribution in the study and in the space.
+    """
+    from optuna.distributions import check_distribution_compatibility
+
+    for key, dist in space.items():
+        new = to_optuna(dist)
+        for trial in trials:
+            old = trial.distributions.get(key)
+            if old is None:
+                continue
+            try:
+                check_distribution_compatibility(old, new)
+            except ValueError as err:
+                raise UserError(
+                    f"{where}: {key}: {err} The study's trial {trial.number} used {old}; "
+                    f"the space gives {new}. Use another --study, or the study's distribution"
                 ) from None
 
 

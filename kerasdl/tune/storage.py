@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import socket
 import threading
 import time
@@ -42,10 +43,16 @@ from kerasdl.errors import UserError
 
 OWNER_ATTR = "kerasdl_owner"  # {"host", "pid", "start"} of the tuner running the trial
 HEARTBEAT_ATTR = "kerasdl_heartbeat"  # unix time, renewed while the trial runs
+RUN_DIR_ATTR = "run_dir"  # the trial's run folder
+RECIPE_ATTR = "recipe"  # the trial's recipe with the user's run: section (best.yaml, if best)
 HEARTBEAT_S = 30.0
 STALE_S = 300.0  # a heartbeat this old means the tuner is gone (ten renewals missed)
 MAX_RETRY = 2  # a trial that kills its tuner every time is retried this often, then counts
 JOURNAL = "journal:"
+# Tuners that start together race to create a new database's tables (optuna/optuna#4621): the
+# loser sees one of these and opens the database again.
+_CREATE_RACE = ("already exists", "UNIQUE constraint failed", "duplicate key")
+_CREATE_ATTEMPTS = 10
 
 
 def open_storage(url: str) -> optuna.storages.BaseStorage:
@@ -69,13 +76,19 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
         path = url.split(":///", 1)[-1]
         if path and path != ":memory:" and not Path(path).parent.is_dir():
             raise UserError(f"--storage {url}: folder {Path(path).parent} does not exist")
-    try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
-    except (ImportError, ModuleNotFoundError) as err:
-        raise UserError(f"--storage {url}: the database driver is missing ({err})") from None
-    except Exception as err:  # sqlalchemy's errors: a bad URL, a server that does not answer
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UserError(f"--storage {url}: cannot open the storage ({first})") from None
+    for attempt in range(_CREATE_ATTEMPTS):
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+        except (ImportError, ModuleNotFoundError) as err:
+            raise UserError(f"--storage {url}: the database driver is missing ({err})") from None
+        except Exception as err:  # sqlalchemy's errors: a bad URL, a server that does not answer
+            text = str(err)
+            if attempt + 1 < _CREATE_ATTEMPTS and any(m in text for m in _CREATE_RACE):
+                time.sleep(0.2 + random.random())  # another tuner is creating the tables
+                continue
+            first = text.strip().splitlines()[0] if text.strip() else type(err).__name__
+            raise UserError(f"--storage {url}: cannot open the storage ({first})") from None
+    raise AssertionError("unreachable")
 
 
 def _process_start(pid: int) -> str | None:

@@ -131,11 +131,13 @@ class Tuner:
             then = f"retried as trial {again}" if again is not None else "retried too often"
             self.log(f"trial {failed}: its tuner is gone; marked failed, {then}")
 
-    def trial_recipe(self, params: dict[str, Any], series: int) -> Any:
-        """The validated recipe of a trial: the base with ``params``, its run folder fixed."""
-        data = with_params(self.base, params)
+    def trial_recipe(self, params: dict[str, Any], series: int) -> tuple[Any, dict[str, Any]]:
+        """The validated recipe of a trial (the base with ``params``, its run folder fixed:
+        ``<out>/trials/trial-<series>``) and the same with the user's ``run:`` section."""
+        recipe = validate_recipe(with_params(self.base, params)).to_dict()
+        data = with_params(recipe, {})
         data["run"].update(output_dir=str(self.opts.out), name=TRIALS_DIR, id=f"trial-{series:04d}")
-        return validate_recipe(data)
+        return validate_recipe(data), recipe
 
     def run_trial(self) -> optuna.trial.FrozenTrial:
         """Ask, train, tell (a trial that does not finish is told FAIL; an interrupted one is
@@ -160,10 +162,13 @@ class Tuner:
         params = suggest(trial, self.space)
         asked = self.study.get_trials(deepcopy=False)[trial.number]
         series = asked.system_attrs.get("failed_trial", trial.number)  # a retry: the first's
-        cfg = self.trial_recipe(params, series)
+        cfg, recipe = self.trial_recipe(params, series)
         folder = RunFolder(self.opts.out / TRIALS_DIR / cfg.run.id)
         self._check_folder(folder, cfg)
-        trial.set_user_attr("run_dir", str(folder.path))
+        trial.set_user_attr(st.RUN_DIR_ATTR, str(folder.path))
+        # best.yaml, if this trial is the best (any tuner of the study writes it, whatever its
+        # own recipe and --set)
+        trial.set_user_attr(st.RECIPE_ATTR, recipe)
         shown = ", ".join(f"{k}={_short(v)}" for k, v in params.items())
         self.log(f"trial {trial.number}: {shown}  ({folder.path})")
         start = time.monotonic()
