@@ -104,11 +104,7 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
         """
         repo = self.repo
         before = set(repo.model_dirs())
-        with repo._manage_lock:  # noqa: SLF001 - the repository has no public reload yet
-            repo._config_specs = {s.name: s for s in specs}  # noqa: SLF001
-            repo.config_error = ""
-        log.info("model config replaced over gRPC: %s", sorted(s.name for s in specs))
-        repo.poll_once()
+        repo.replace_models(specs)
         deadline = time.monotonic() + timeout
         failed: list[str] = []
         for name in [s.name for s in specs if s.name not in before]:

@@ -165,6 +165,15 @@ class ModelRepository:
             log.info("model config reloaded: %s", sorted(specs))
         self._config_text, self._config_specs, self.config_error = text, specs, ""
 
+    def replace_models(self, specs: list[ModelSpec]) -> None:
+        """Serve ``specs`` instead of the current models (a ``ReloadConfigRequest``), as a
+        changed ``--model-config-file`` would, and run one manager pass now."""
+        with self._manage_lock:
+            self._config_specs = {s.name: s for s in specs}
+            self.config_error = ""
+        log.info("model config replaced: %s", sorted(s.name for s in specs))
+        self.poll_once()
+
     # --- lifecycle -------------------------------------------------------------------------
 
     def start(self) -> None:
