@@ -10,9 +10,7 @@ model loads, so an outage window between unloading one version and loading anoth
 from __future__ import annotations
 
 import http.client
-import inspect
 import json
-import os
 import shutil
 import signal
 import threading
@@ -20,10 +18,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import pytest
 from conftest_serving import (
-    UvicornThread,
     call,
     digits_data,
     free_port,
@@ -39,175 +35,32 @@ from conftest_serving import (
 pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")
 
-import kerasdl.serving.repository as repository_module  # noqa: E402
-from kerasdl.serving.app import ServerConfig, create_app  # noqa: E402
-from kerasdl.serving.model_config import (  # noqa: E402
-    ModelConfigError,
-    load_model_config,
-    parse_model_config,
+from version_helpers import (  # noqa: E402
+    Clients,
+    Server,
+    SlowServable,
+    StatusWatcher,
+    X,
+    event_index,
+    http_status,
+    new_repo,
+    put,
+    states,
 )
-from kerasdl.serving.repository import ModelRepository  # noqa: E402
-from kerasdl.serving.servable import Servable  # noqa: E402
+
+import kerasdl.serving.repository as repository_module  # noqa: E402
+from kerasdl.serving.app import ServerConfig  # noqa: E402
 from kerasdl.serving.version_policy import (  # noqa: E402
     VersionPolicy,
     VersionSnapshot,
     next_action,
 )
 
-LOAD_DELAY = 0.3
-X = [[1.0, 2.0]]
-
-
-# --- fixtures -------------------------------------------------------------------------------
-
-
-def put(base: Path, model: str, version: int, value: int | None = None) -> Path:
-    """Copy the tiny model answering ``value`` (default: the version) to base/model/version."""
-    dest = base / model / str(version)
-    shutil.copytree(tiny(value if value is not None else version), dest)
-    return dest
-
-
-class SlowServable(Servable):
-    """A servable that takes LOAD_DELAY seconds longer to load, like a real model."""
-
-    def __init__(self, *args, **kwargs) -> None:
-        time.sleep(LOAD_DELAY)
-        super().__init__(*args, **kwargs)
-
 
 @pytest.fixture
 def slow_loads(monkeypatch):
+    """Loads take LOAD_DELAY seconds longer, like a real model's."""
     monkeypatch.setattr(repository_module, "Servable", SlowServable)
-
-
-class Server(UvicornThread):
-    """uvicorn serving a repository in a thread on a free loopback port."""
-
-    def __init__(self, repo: ModelRepository, config: ServerConfig | None = None) -> None:
-        super().__init__(create_app(repo, config or ServerConfig()))
-        self.repo = repo
-
-
-class Clients:
-    """Client threads posting predict requests in a loop on keep-alive connections.
-
-    Each answer is recorded as (time, url, status, body); a failed connection as status 0.
-    """
-
-    def __init__(self, port: int, urls: list[str], per_url: int = 2, pause: float = 0.003):
-        self.port, self.urls, self.pause = port, urls, pause
-        self.log: list[tuple[float, str, int, object]] = []
-        self.stop = threading.Event()
-        self.threads = [
-            threading.Thread(target=self._run, args=(url,), daemon=True)
-            for url in urls
-            for _ in range(per_url)
-        ]
-
-    def _run(self, url: str) -> None:
-        body = json.dumps({"instances": X}).encode()
-        conn = None
-        while not self.stop.is_set():
-            try:
-                if conn is None:
-                    conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-                conn.request("POST", url, body, {"Content-Type": "application/json"})
-                resp = conn.getresponse()
-                status, text = resp.status, resp.read()
-                self.log.append((time.monotonic(), url, status, json.loads(text)))
-            except (OSError, http.client.HTTPException) as err:
-                self.log.append((time.monotonic(), url, 0, repr(err)))
-                conn = None
-            time.sleep(self.pause)
-
-    def __enter__(self) -> Clients:
-        for t in self.threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        for t in self.threads:
-            t.join(timeout=30)
-
-    def failures(self, url: str | None = None) -> list:
-        return [e for e in self.log if e[2] != 200 and (url is None or e[1] == url)]
-
-    def versions(self, url: str | None = None, since: float = 0.0) -> list[int]:
-        return [
-            int(e[3]["predictions"][0])
-            for e in list(self.log)
-            if e[2] == 200 and e[0] >= since and (url is None or e[1] == url)
-        ]
-
-    def wait_for(self, version: int, url: str | None = None, since: float = 0.0, n: int = 10):
-        """Wait until ``n`` answers from ``version`` arrived after ``since``."""
-        wait_until(
-            lambda: self.versions(url, since).count(version) >= n, f"{n} answers of v{version}"
-        )
-
-
-class StatusWatcher:
-    """Polls a status URL every few ms in a thread, keeping each version's distinct states."""
-
-    def __init__(self, port: int, path: str) -> None:
-        self.seen: dict[int, list[str]] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(port, path), daemon=True)
-        self._thread.start()
-
-    def _run(self, port: int, path: str) -> None:
-        while not self._stop.is_set():
-            for version, (state, _, _) in http_status(port, path).items():
-                states = self.seen.setdefault(version, [])
-                if not states or states[-1] != state:
-                    states.append(state)
-            time.sleep(0.005)
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
-
-    def states(self, version: int) -> list[str]:
-        """The states seen, less START and UNLOADING (they last microseconds here)."""
-        out: list[str] = []
-        for state in self.seen.get(version, []):
-            if state not in ("START", "UNLOADING") and (not out or out[-1] != state):
-                out.append(state)
-        return out
-
-
-def states(repo: ModelRepository, name: str, version: int) -> list[str]:
-    """The states ``version`` went through, in order."""
-    return [s.state for _, n, s in repo.events() if n == name and s.version == version]
-
-
-def event_index(repo: ModelRepository, name: str, version: int, state: str, last=False) -> int:
-    found = [
-        i
-        for i, (_, n, s) in enumerate(repo.events())
-        if n == name and s.version == version and s.state == state
-    ]
-    assert found, f"{name} v{version} never reached {state}"
-    return found[-1] if last else found[0]
-
-
-def http_status(port: int, path: str) -> dict[int, tuple[str, str, str]]:
-    """GET a status URL: {version: (state, error_code, error_message)}."""
-    code, body = call(port, "GET", path)
-    assert code == 200, body
-    return {
-        int(s["version"]): (s["state"], s["status"]["error_code"], s["status"]["error_message"])
-        for s in body["model_version_status"]
-    }
-
-
-def new_repo(base: Path, **kwargs) -> ModelRepository:
-    kwargs.setdefault("poll_interval", 0.05)
-    kwargs.setdefault("load_retry_interval", 0.1)
-    kwargs.setdefault("max_load_retries", 100)
-    return ModelRepository(base, **kwargs)
 
 
 # --- the policies, without a server ---------------------------------------------------------
@@ -382,217 +235,6 @@ def test_failed_load_gives_up_then_retries_when_the_files_change():
         repo.stop()
 
 
-# --- TF Serving's model config file ---------------------------------------------------------
-
-CONFIG = """
-model_config_list {
-  config {
-    name: "a"
-    base_path: "a"
-    model_platform: "tensorflow"
-    model_version_policy { specific { versions: 1 versions: 2 } }
-    version_labels { key: "stable" value: 1 }
-    version_labels { key: "canary" value: 2 }
-  }
-  config { name: "b" base_path: "%s" model_version_policy { all {} } }
-  config {
-    name: "c"
-    base_path: "c"
-    model_platform: "tensorflow"
-    model_version_policy { latest { num_versions: 2 } }
-  }
-}
-"""
-
-
-def test_model_config_file_parses_tf_serving_text_and_rejects_mistakes(tmp_path):
-    specs = parse_model_config(CONFIG % "/abs/b", tmp_path, "models.config")
-    assert [s.name for s in specs] == ["a", "b", "c"]
-    a, b, c = specs
-    assert a.base_path == tmp_path / "a" and b.base_path == Path("/abs/b")
-    assert a.policy == VersionPolicy("specific", versions=(1, 2))
-    assert dict(a.labels) == {"canary": 2, "stable": 1}
-    assert b.policy == VersionPolicy("all") and c.policy == VersionPolicy("latest", 2)
-    assert parse_model_config('model_config_list { config { name: "x" base_path: "/x" } }')[
-        0
-    ].policy == VersionPolicy("latest", 1)  # TF Serving's default policy
-    assert parse_model_config("") == []
-
-    def error(text: str) -> str:
-        with pytest.raises(ModelConfigError) as info:
-            parse_model_config(text, tmp_path, "models.config")
-        assert "\n" not in str(info.value)
-        return str(info.value)
-
-    one = 'model_config_list { config { name: "x" base_path: "/x" %s } }'
-    assert "2:3" in error("model_config_list {\n  confg { name: 'x' }\n}")
-    assert "more than once" in error(
-        'model_config_list { config { name: "x" base_path: "/x" } '
-        'config { name: "x" base_path: "/y" } }'
-    )
-    assert "base_path" in error('model_config_list { config { name: "x" } }')
-    assert "name" in error('model_config_list { config { base_path: "/x" } }')
-    assert "model_platform" in error(one % 'model_platform: "pytorch"')
-    assert "at least one version" in error(one % "model_version_policy { specific { } }")
-    assert "never serves" in error(
-        one % 'model_version_policy { specific { versions: 1 } } version_labels { key: "s" '
-        "value: 2 }"
-    )
-    with pytest.raises(ModelConfigError, match="Cannot read model config file"):
-        load_model_config(tmp_path / "missing.config")
-    with pytest.raises(ModelConfigError, match="not a ModelServerConfig"):
-        ModelRepository(model_config_file=_write(tmp_path / "bad.config", "model_config_list {"))
-
-
-def _write(path: Path, text: str) -> Path:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)  # as a config management tool writes it: atomically
-    return path
-
-
-def _label_routes_supported() -> bool:
-    """Whether the app routes /labels/L through ``ModelRepository.version_for_label``."""
-    import kerasdl.serving.app as app_module
-
-    return "version_for_label" in inspect.getsource(app_module)
-
-
-def test_model_config_serves_several_models_policies_and_labels():
-    root = fresh_dir("config")
-    for v in (1, 2, 3):
-        put(root, "a", v)
-        put(root, "c", v)
-    put(root / "elsewhere", "b", 4)
-    put(root / "elsewhere", "b", 7)
-    text = (CONFIG % (root / "elsewhere" / "b")).rstrip()[:-1]
-    text += 'config { name: "z" base_path: "not-yet" }\n}\n'  # no folder: not served, no error
-    conf = _write(root / "models.config", text)
-    repo = ModelRepository(model_config_file=conf, poll_interval=0.05)
-    with Server(repo) as srv:
-        p = srv.port
-        assert call(p, "GET", "/readyz")[0] == 200
-        code, body = call(p, "POST", "/v1/models/z:predict", {"instances": X})
-        assert code == 404 and "Latest(z)" in body["error"]
-        put(root, "not-yet", 5)
-        wait_until(lambda: call(p, "GET", "/v1/models/z")[0] == 200, "z seen once it exists")
-        wait_until(lambda: http_status(p, "/v1/models/z")[5][0] == "AVAILABLE", "z served")
-        assert http_status(p, "/v1/models/a") == {
-            1: ("AVAILABLE", "OK", ""),
-            2: ("AVAILABLE", "OK", ""),
-        }
-        assert http_status(p, "/v1/models/b") == {
-            4: ("AVAILABLE", "OK", ""),
-            7: ("AVAILABLE", "OK", ""),
-        }
-        assert http_status(p, "/v1/models/c") == {
-            2: ("AVAILABLE", "OK", ""),
-            3: ("AVAILABLE", "OK", ""),
-        }
-
-        def answer(url: str) -> int:
-            code, body = call(p, "POST", url, {"instances": X})
-            assert code == 200, (url, body)
-            return int(body["predictions"][0])
-
-        assert answer("/v1/models/a:predict") == 2  # latest of the specific versions
-        assert answer("/v1/models/a/versions/1:predict") == 1
-        assert answer("/v1/models/b:predict") == 7
-        assert answer("/v1/models/c/versions/2:predict") == 2
-        assert call(p, "POST", "/v1/models/a/versions/3:predict", {"instances": X})[0] == 404
-        # Labels, through the repository (what the HTTP routes call).
-        assert repo.get("a", label="stable").version == 1
-        assert repo.get("a", label="canary").version == 2
-        assert repo.status("a", label="canary")["model_version_status"][0]["version"] == "2"
-        with pytest.raises(Exception, match="Unrecognized servable version label: beta") as info:
-            repo.get("a", label="beta")
-        assert info.value.status == 400  # TF Serving: INVALID_ARGUMENT
-        summary = {m["name"]: m for m in repo.summary()["models"]}
-        assert summary["a"]["version_labels"] == {"canary": "2", "stable": "1"}
-        assert summary["a"]["version_policy"] == "specific { versions: 1 versions: 2 }"
-        assert summary["c"]["available_versions"] == ["3", "2"]
-        assert repo.summary()["model_config_file"]["error"] == ""
-        if _label_routes_supported():
-            assert answer("/v1/models/a/labels/stable:predict") == 1
-            assert answer("/v1/models/a/labels/canary:predict") == 2
-            assert http_status(p, "/v1/models/a/labels/canary") == {2: ("AVAILABLE", "OK", "")}
-            code, body = call(p, "GET", "/v1/models/a/labels/canary/metadata")
-            assert code == 200 and body["model_spec"]["version"] == "2"
-            code, body = call(p, "POST", "/v1/models/a/labels/beta:predict", {"instances": X})
-            assert code == 400 and "Unrecognized servable version label" in body["error"]
-
-
-def test_model_config_reload_under_load_drops_no_request():
-    root = fresh_dir("reload")
-    for v in (1, 2):
-        put(root, "a", v)
-        put(root, "b", v)
-    put(root, "d", 1)
-    put(root, "e", 1)
-    first = """model_config_list {
-      config { name: "a" base_path: "a" }
-      config { name: "b" base_path: "b" model_version_policy { specific { versions: 1 } }
-               version_labels { key: "stable" value: 1 } }
-      config { name: "d" base_path: "d" }
-    }"""
-    second = """model_config_list {
-      config { name: "a" base_path: "a" model_version_policy { all {} } }
-      config { name: "b" base_path: "b" model_version_policy { specific { versions: 2 } }
-               version_labels { key: "stable" value: 2 } }
-      config { name: "e" base_path: "e" }
-    }"""
-    conf = _write(root / "models.config", first)
-    repo = ModelRepository(model_config_file=conf, poll_interval=0.05, config_poll_interval=0.05)
-    label_log: list[int | str] = []
-    stop = threading.Event()
-
-    def label_client() -> None:  # requests by label, the way the HTTP route resolves them
-        while not stop.is_set():
-            try:
-                servable = repo.get("b", label="stable")
-                out = servable.signature("serving_default")({"x": np.ones((1, 2), "float32")})
-                label_log.append(int(out["version"][0]))
-            except Exception as err:  # noqa: BLE001 - recorded as a failure
-                label_log.append(repr(err))
-            time.sleep(0.003)
-
-    urls = ["/v1/models/a:predict", "/v1/models/b:predict"]
-    with Server(repo) as srv, Clients(srv.port, urls, per_url=2) as clients:
-        labels = threading.Thread(target=label_client, daemon=True)
-        labels.start()
-        clients.wait_for(1, url=urls[1])
-        assert call(srv.port, "GET", "/v1/models/d")[0] == 200
-        assert call(srv.port, "GET", "/v1/models/e")[0] == 404
-        t_reload = time.monotonic()
-        _write(conf, second)
-        clients.wait_for(2, url=urls[1], since=t_reload, n=20)
-        wait_until(lambda: repo.get("b", label="stable").version == 2, "label moved")
-        wait_until(lambda: call(srv.port, "GET", "/v1/models/e")[0] == 200, "model e added")
-        wait_until(lambda: http_status(srv.port, "/v1/models/d")[1][0] == "END", "d removed")
-        wait_until(lambda: http_status(srv.port, "/v1/models/b")[1][0] == "END", "b v1 unloaded")
-        code, body = call(srv.port, "POST", "/v1/models/d:predict", {"instances": X})
-        assert code == 404 and "Latest(d)" in body["error"]
-        assert http_status(srv.port, "/v1/models/a") == {
-            1: ("AVAILABLE", "OK", ""),
-            2: ("AVAILABLE", "OK", ""),
-        }
-        # A broken config is reported and changes nothing.
-        _write(conf, "model_config_list { config { name: 'a' ")
-        wait_until(lambda: repo.summary()["model_config_file"]["error"] != "", "config error")
-        assert "not a ModelServerConfig" in repo.summary()["model_config_file"]["error"]
-        t_bad = time.monotonic()
-        clients.wait_for(2, url=urls[1], since=t_bad, n=10)
-        stop.set()
-        labels.join(timeout=10)
-    assert clients.failures() == []
-    assert set(clients.versions(urls[0])) == {2}
-    assert [v for v in label_log if not isinstance(v, int)] == []
-    assert label_log[0] == 1 and label_log[-1] == 2
-    # The label moved only once version 2 was serving, and version 1 was unloaded after that.
-    assert event_index(repo, "b", 2, "AVAILABLE") < event_index(repo, "b", 1, "UNLOADING")
-    assert states(repo, "d", 1) == ["START", "LOADING", "AVAILABLE", "UNLOADING", "END"]
-
-
 # --- shutdown with requests in flight -------------------------------------------------------
 
 
@@ -674,23 +316,6 @@ def test_cli_sigterm_under_load_finishes_requests_in_flight():
 
 
 # --- the CLI --------------------------------------------------------------------------------
-
-
-def test_serve_cli_model_config_errors_are_one_line(tmp_path, capsys):
-    from kerasdl.cli import main
-
-    assert main(["serve"]) == 2
-    assert "either MODEL_BASE or --model-config-file" in capsys.readouterr().err
-    conf = _write(tmp_path / "models.config", "model_config_list { config { nme: 'a' } }")
-    assert main(["serve", str(tmp_path), "--model-config-file", str(conf)]) == 2
-    assert "exactly one" in capsys.readouterr().err
-    assert main(["serve", "--model-config-file", str(conf)]) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "nme" in err and "models.config" in err
-    assert main(["serve", "--model-config-file", str(tmp_path / "nope.config")]) == 2
-    assert "Model config file not found" in capsys.readouterr().err
-    assert main(["serve", str(tmp_path), "--max-num-load-retries", "-1"]) == 2
-    assert "--max-num-load-retries" in capsys.readouterr().err
 
 
 # --- the issue's scenario with a real model, 8 clients (slow) -------------------------------
