@@ -15,6 +15,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -193,17 +194,27 @@ def _free_ports(n: int) -> list[int]:
     return ports
 
 
-def _start_cluster(recipe: Path, ports: list[int], cwd: Path) -> list[subprocess.Popen]:
+def tf_config_env(index: int, hosts: list[str]) -> dict[str, str]:
+    """A worker's environment for a cluster given as ``TF_CONFIG``."""
+    tf_config = {"cluster": {"worker": hosts}, "task": {"type": "worker", "index": index}}
+    return {"TF_CONFIG": json.dumps(tf_config)}
+
+
+def _start_cluster(
+    recipe: Path,
+    ports: list[int],
+    cwd: Path,
+    worker_env: Callable[[int, list[str]], dict[str, str]] = tf_config_env,
+) -> list[subprocess.Popen]:
+    """``kerasdl train RECIPE`` on one localhost worker per port; ``worker_env(index, hosts)``
+    says how each learns the cluster (TF_CONFIG, or as in a Kubernetes Indexed Job)."""
     procs = []
-    for i in range(2):
-        tf_config = {
-            "cluster": {"worker": [f"localhost:{p}" for p in ports]},
-            "task": {"type": "worker", "index": i},
-        }
+    hosts = [f"localhost:{p}" for p in ports]
+    for i in range(len(ports)):
         procs.append(
             subprocess.Popen(
                 [sys.executable, "-m", "kerasdl", "train", str(recipe), "--quiet"],
-                env={**ENV, "TF_CONFIG": json.dumps(tf_config)},
+                env={**ENV, **worker_env(i, hosts)},
                 cwd=cwd,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
