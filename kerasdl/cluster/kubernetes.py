@@ -187,6 +187,8 @@ def manifests(cfg: RecipeConfig, spec: ClusterSpec) -> dict[str, dict[str, Any]]
                 "spec": {
                     "subdomain": name,  # the headless Service: <name>-<index>.<name> resolves
                     "restartPolicy": "OnFailure",  # restarted in place; the run resumes
+                    # the images' user; fsGroup makes the run-folder volume writable for it
+                    "securityContext": {"runAsUser": 1000, "runAsGroup": 1000, "fsGroup": 1000},
                     "containers": [container],
                     "volumes": [
                         {"name": "recipe", "configMap": {"name": recipe_map}},
