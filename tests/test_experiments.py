@@ -116,24 +116,27 @@ def _quick(name: str, out: Path) -> tuple[dict, dict[str, list[ArmRun]]]:
 
 
 def test_perceptron_fails_xor_and_mlp_solves_it(tmp_path: Path) -> None:
-    """Through the installed command: the perceptron gets at most 3 of the 4 points."""
-    proc = _kerasdl("perceptron_xor", "--quick", "--out", str(tmp_path))
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    data = json.loads((tmp_path / "perceptron_xor" / "results.json").read_text())
-    acc = {r["arm"]: r["metrics"]["accuracy"] for r in data["runs"]}
+    """The perceptron gets at most 3 of the 4 points; the MLP all of them."""
+    data, runs = _quick("perceptron_xor", tmp_path)
+    acc = {arm: r[0].metrics["accuracy"] for arm, r in runs.items()}
     assert acc["perceptron"] <= 0.75 and acc["mlp"] == 1.0
     assert data["expected"] == [
         {"better": "mlp", "worse": "perceptron", "a": 1.0, "b": acc["perceptron"], "holds": True}
     ]
     assert (tmp_path / "perceptron_xor" / "data" / "xor.npz").is_file()
     assert (tmp_path / "perceptron_xor" / "decision_regions.png").read_bytes().startswith(PNG)
+    run_dir = Path(runs["mlp"][0].run_dir)  # each arm is an ordinary run folder
+    assert run_dir == tmp_path / "perceptron_xor" / "runs" / "mlp" / "seed0"
+    assert {"config.yaml", "history.csv", "metrics.json", "best.keras"} <= {
+        p.name for p in run_dir.iterdir()
+    }
 
 
 def test_degradation_plain_56_ends_above_residual_56(tmp_path: Path) -> None:
     _, runs = _quick("degradation", tmp_path)
     plain, res = runs["plain_56"][0], runs["resnet_56"][0]
     assert plain.history["loss"][-1] > res.history["loss"][-1]
-    assert len(plain.history["loss"]) == 3  # the quick budget
+    assert len(plain.history["loss"]) == 2  # the quick budget
 
 
 def test_small_filters_arithmetic() -> None:

@@ -20,6 +20,7 @@ from kerasdl.experiments.base import (
     Context,
     Experiment,
     Results,
+    digits_recipe,
     final,
     probed,
     test_metric,
@@ -36,15 +37,9 @@ DEGRADATION = Experiment(
     claim="A deeper plain network trains to a higher training loss than a shallower one; with "
     "residual connections the deeper network trains as well or better.",
     reference="He et al. 2016, sec. 4.2, fig. 6",
-    base={
-        "data": {"source": "digits"},
-        "training": {
-            "epochs": 10,
-            "batch_size": 64,
-            "optimizer": {"name": "momentum", "learning_rate": 0.05, "momentum": 0.9},
-            "monitor": "loss",
-        },
-    },
+    base=digits_recipe(
+        epochs=8, optimizer={"name": "momentum", "learning_rate": 0.05}, monitor="loss"
+    ),
     arms=(
         Arm("plain_20", _resnet(20, False), "CIFAR ResNet-20 without shortcuts"),
         Arm("plain_56", _resnet(56, False), "CIFAR ResNet-56 without shortcuts"),
@@ -143,15 +138,13 @@ SMALL_FILTERS = Experiment(
     claim="Two stacked 3x3 convolutions see the 5x5 window of one 5x5 convolution with 18C^2 "
     "instead of 25C^2 weights, and train at least as well.",
     reference="Simonyan & Zisserman 2015, sec. 2.3",
-    base={
-        "model": {"name": "simple_cnn", "filters": [32, 64], "dropout": 0.2},
-        "data": {"source": "digits", "image_size": 16},
-        "training": {
-            "epochs": 12,
-            "optimizer": {"name": "adam", "learning_rate": 0.003},
-            "schedule": {"name": "cosine"},
-        },
-    },
+    base=digits_recipe(
+        {"name": "simple_cnn", "filters": [32, 64], "dropout": 0.2},
+        epochs=12,
+        optimizer={"name": "adam", "learning_rate": 0.003},
+        data={"image_size": 16},
+        schedule={"name": "cosine"},
+    ),
     arms=(
         Arm(
             "two_3x3", {"model": {"kernel_size": 3, "convs_per_stage": 2}}, "2 x conv3x3 per stage"

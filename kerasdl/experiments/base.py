@@ -173,6 +173,28 @@ def summarize(values: list[float]) -> dict[str, float]:
     }
 
 
+def digits_recipe(
+    model: dict[str, Any] | None = None,
+    *,
+    epochs: int,
+    batch_size: int = 64,
+    optimizer: dict[str, Any] | None = None,
+    data: dict[str, Any] | None = None,
+    **training: Any,
+) -> dict[str, Any]:
+    """A base recipe on the bundled digits: ``model:`` (if given), ``data:`` (``source: digits``
+    plus ``data``) and ``training:`` (epochs, batch size, optimizer, any other key)."""
+    recipe: dict[str, Any] = {
+        "data": {"source": "digits", **(data or {})},
+        "training": {"epochs": epochs, "batch_size": batch_size, **training},
+    }
+    if optimizer is not None:
+        recipe["training"]["optimizer"] = optimizer
+    if model is not None:
+        recipe["model"] = model
+    return recipe
+
+
 def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     """``base`` with ``override`` merged in, section by section (a deep copy)."""
     out = copy.deepcopy(base)

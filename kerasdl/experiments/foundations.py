@@ -18,10 +18,10 @@ import numpy as np
 
 from kerasdl.experiments.base import (
     Arm,
-    ArmRun,
     Context,
     Experiment,
     Results,
+    digits_recipe,
     final,
     probed,
     test_metric,
@@ -29,7 +29,8 @@ from kerasdl.experiments.base import (
 from kerasdl.experiments.probes import (
     activation_stds_at_init,
     grad_norms_at_init,
-    plot_per_layer,
+    per_layer_plot,
+    per_layer_probe,
 )
 from kerasdl.io import atomic_path, save_figure
 from kerasdl.plotting import pyplot
@@ -125,35 +126,12 @@ def _deep_mlp(activation: str, **model: Any) -> dict[str, Any]:
     return {"model": {"name": "mlp", "hidden_units": [64] * 10, "activation": activation, **model}}
 
 
-def _grad_probe(cfg: Any, run: ArmRun) -> dict[str, Any]:
-    norms = grad_norms_at_init(cfg)
-    return {"grad_norms": norms, "grad_ratio": norms[0] / norms[-1]}
-
-
-def _grad_plot(ctx: Context, results: Results) -> dict[str, Any]:
-    plot_per_layer(
-        results,
-        "grad_norms",
-        ctx.out / "grad_norms.png",
-        "||dL/dW|| at initialisation",
-        "Gradient norm per hidden layer (10 x 64 units, digits batch of 256)",
-    )
-    return {"plots": ["grad_norms.png"]}
-
-
 VANISHING_GRADIENTS = Experiment(
     name="vanishing_gradients",
     claim="In a deep sigmoid network the gradient shrinks layer by layer towards the input; "
     "rectifiers keep it.",
     reference="Hochreiter 1991; Glorot & Bengio 2010; Glorot, Bordes & Bengio 2011",
-    base={
-        "data": {"source": "digits"},
-        "training": {
-            "epochs": 20,
-            "batch_size": 32,
-            "optimizer": {"name": "sgd", "learning_rate": 0.1},
-        },
-    },
+    base=digits_recipe(epochs=20, batch_size=32, optimizer={"name": "sgd", "learning_rate": 0.1}),
     arms=(
         Arm("sigmoid", _deep_mlp("sigmoid"), "10 x 64 sigmoid, Glorot init"),
         Arm("tanh", _deep_mlp("tanh"), "10 x 64 tanh, Glorot init"),
@@ -167,25 +145,14 @@ VANISHING_GRADIENTS = Experiment(
     quick={"training": {"epochs": 2}},
     quick_arms=("sigmoid", "relu"),
     expect=(("relu", "sigmoid"), ("tanh", "sigmoid")),
-    probe=_grad_probe,
-    analyse=_grad_plot,
+    probe=per_layer_probe(grad_norms_at_init, "grad_norms", "grad_ratio", (0, -1)),
+    analyse=per_layer_plot(
+        "grad_norms",
+        "grad_norms.png",
+        "||dL/dW|| at initialisation",
+        "Gradient norm per hidden layer (10 x 64 units, digits batch of 256)",
+    ),
 )
-
-
-def _act_probe(cfg: Any, run: ArmRun) -> dict[str, Any]:
-    stds = activation_stds_at_init(cfg)
-    return {"act_stds": stds, "act_ratio": stds[-1] / stds[0]}
-
-
-def _act_plot(ctx: Context, results: Results) -> dict[str, Any]:
-    plot_per_layer(
-        results,
-        "act_stds",
-        ctx.out / "activation_stds.png",
-        "std of the activations at initialisation",
-        "Activation scale per hidden layer (10 x 64 ReLU, digits batch of 256)",
-    )
-    return {"plots": ["activation_stds.png"]}
 
 
 INITIALIZATION = Experiment(
@@ -193,14 +160,9 @@ INITIALIZATION = Experiment(
     claim="He initialisation keeps a deep ReLU network's activations at the input's scale; "
     "a naive fixed N(0, 0.01) lets them vanish and the network does not train.",
     reference="He et al. 2015, sec. 2.2; Glorot & Bengio 2010",
-    base={
-        "data": {"source": "digits"},
-        "training": {
-            "epochs": 20,
-            "batch_size": 32,
-            "optimizer": {"name": "momentum", "learning_rate": 0.01, "momentum": 0.9},
-        },
-    },
+    base=digits_recipe(
+        epochs=20, batch_size=32, optimizer={"name": "momentum", "learning_rate": 0.01}
+    ),
     arms=(
         Arm("naive", _deep_mlp("relu", init_std=0.01), "N(0, 0.01^2) kernels"),
         Arm("glorot", _deep_mlp("relu"), "Glorot uniform (Keras default)"),
@@ -218,8 +180,13 @@ INITIALIZATION = Experiment(
     quick={"training": {"epochs": 2}},
     quick_arms=("naive", "he"),
     expect=(("he", "naive"), ("he", "glorot")),
-    probe=_act_probe,
-    analyse=_act_plot,
+    probe=per_layer_probe(activation_stds_at_init, "act_stds", "act_ratio", (-1, 0)),
+    analyse=per_layer_plot(
+        "act_stds",
+        "activation_stds.png",
+        "std of the activations at initialisation",
+        "Activation scale per hidden layer (10 x 64 ReLU, digits batch of 256)",
+    ),
 )
 
 EXPERIMENTS = (PERCEPTRON_XOR, VANISHING_GRADIENTS, INITIALIZATION)

@@ -8,10 +8,11 @@ drawn as that run's were.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from kerasdl.experiments.base import Results, summarize
+from kerasdl.experiments.base import ArmRun, Context, Results, summarize
 from kerasdl.io import save_figure
 from kerasdl.plotting import pyplot
 
@@ -105,3 +106,28 @@ def plot_bars(
     plt.setp(ax.get_xticklabels(), rotation=20, ha="right", fontsize=8)
     fig.tight_layout()
     save_figure(fig, path)
+
+
+def per_layer_probe(
+    measure: Callable[[Any], list[float]], key: str, ratio_key: str, ratio: tuple[int, int]
+) -> Callable[[Any, ArmRun], dict[str, Any]]:
+    """A probe storing ``measure(cfg)`` (one figure per hidden layer) under ``key`` and the
+    ratio of two of its layers (indices ``ratio``: numerator, denominator) under ``ratio_key``."""
+
+    def probe(cfg: Any, run: ArmRun) -> dict[str, Any]:
+        values = measure(cfg)
+        return {key: values, ratio_key: values[ratio[0]] / values[ratio[1]]}
+
+    return probe
+
+
+def per_layer_plot(
+    key: str, filename: str, ylabel: str, title: str
+) -> Callable[[Context, Results], dict[str, Any]]:
+    """An experiment's ``analyse`` step: :func:`plot_per_layer` of ``key`` into ``filename``."""
+
+    def analyse(ctx: Context, results: Results) -> dict[str, Any]:
+        plot_per_layer(results, key, ctx.out / filename, ylabel, title)
+        return {"plots": [filename]}
+
+    return analyse

@@ -19,6 +19,7 @@ from kerasdl.experiments.base import (
     Context,
     Experiment,
     arm_recipe,
+    digits_recipe,
     final,
     test_metric,
     train_arm,
@@ -33,16 +34,15 @@ DROPOUT = Experiment(
     claim="Dropout reduces overfitting: a large network trained on little data generalises "
     "better with it.",
     reference="Srivastava et al. 2014; Hinton et al. 2012",
-    base={
-        "model": {"name": "mlp", "hidden_units": [512, 512], "activation": "relu"},
-        "data": {"source": "digits", **_FEW},
-        "training": {
-            "epochs": 60,
-            "batch_size": 32,
-            "optimizer": {"name": "adam", "learning_rate": 0.001},
-            "monitor": "loss",  # keep the last epoch's model: no early stopping by the back door
-        },
-    },
+    # monitor loss: keep the last epoch's model (no early stopping by the back door)
+    base=digits_recipe(
+        {"name": "mlp", "hidden_units": [512, 512], "activation": "relu"},
+        epochs=60,
+        batch_size=32,
+        optimizer={"name": "adam", "learning_rate": 0.001},
+        data=_FEW,
+        monitor="loss",
+    ),
     arms=(
         Arm("no_dropout", {"model": {"dropout": 0.0}}, "2 x 512 ReLU"),
         Arm("dropout_0.5", {"model": {"dropout": 0.5}}, "2 x 512 ReLU, dropout 0.5"),
@@ -53,17 +53,15 @@ DROPOUT = Experiment(
     curves=("val_loss", "val_accuracy"),
 )
 
-_CNN_FEW = {
-    "model": {"name": "simple_cnn", "filters": [16, 32], "dropout": 0.0},
-    "data": {"source": "digits", "image_size": 16, **_FEW},
-    "training": {
-        "epochs": 40,
-        "batch_size": 32,
-        "optimizer": {"name": "adam", "learning_rate": 0.003},
-        "schedule": {"name": "cosine"},
-        "monitor": "loss",
-    },
-}
+_CNN_FEW = digits_recipe(
+    {"name": "simple_cnn", "filters": [16, 32], "dropout": 0.0},
+    epochs=40,
+    batch_size=32,
+    optimizer={"name": "adam", "learning_rate": 0.003},
+    data={"image_size": 16, **_FEW},
+    schedule={"name": "cosine"},
+    monitor="loss",
+)
 _GEOMETRIC = [
     {"name": "translation", "height": 0.1, "width": 0.1, "fill_mode": "constant"},
     {"name": "rotation", "degrees": 10.0, "fill_mode": "constant"},

@@ -17,6 +17,7 @@ from kerasdl.experiments.base import (
     Context,
     Experiment,
     Results,
+    digits_recipe,
     final,
     summarize,
     test_metric,
@@ -63,15 +64,12 @@ BATCHNORM_LR = Experiment(
     claim="Batch normalisation lets a network train at learning rates at which the same network "
     "without it fails.",
     reference="Ioffe & Szegedy 2015, sec. 3.3",
-    base={
-        "model": {"name": "simple_cnn", "filters": [16, 32, 64], "dropout": 0.0},
-        "data": {"source": "digits", "image_size": 16},
-        "training": {
-            "epochs": 10,
-            "batch_size": 64,
-            "optimizer": {"name": "momentum", "momentum": 0.9},
-        },
-    },
+    base=digits_recipe(
+        {"name": "simple_cnn", "filters": [16, 32, 64], "dropout": 0.0},
+        epochs=10,
+        optimizer={"name": "momentum"},
+        data={"image_size": 16},
+    ),
     arms=tuple(_bn_arm(norm, lr) for lr in _LRS for norm in ("batch", "none")),
     measures=(test_metric(), final()),
     quick={"training": {"epochs": 2}},
@@ -95,11 +93,11 @@ OPTIMIZERS = Experiment(
     claim="Momentum and adaptive optimisers (AdaGrad, RMSprop, Adam) reach a lower training "
     "loss than plain SGD in the same number of steps.",
     reference="Sutskever et al. 2013; Duchi et al. 2011; Tieleman & Hinton 2012; Kingma & Ba 2015",
-    base={
-        "model": {"name": "mlp", "hidden_units": [128, 128], "activation": "relu"},
-        "data": {"source": "digits"},
-        "training": {"epochs": 15, "batch_size": 64, "monitor": "loss"},
-    },
+    base=digits_recipe(
+        {"name": "mlp", "hidden_units": [128, 128], "activation": "relu"},
+        epochs=15,
+        monitor="loss",
+    ),
     arms=tuple(Arm(n, {"training": {"optimizer": o}}, label) for n, o, label in _OPTIMIZERS),
     measures=(final(), test_metric()),
     quick={"training": {"epochs": 3}},
@@ -120,16 +118,13 @@ SCHEDULES = Experiment(
     claim="Decaying the learning rate (steps or a cosine) ends training at a lower loss and a "
     "better test accuracy than keeping it constant.",
     reference="He et al. 2016 (step decay); Loshchilov & Hutter 2017 (cosine); Goyal et al. 2017",
-    base={
-        "model": {"name": "simple_cnn", "filters": [16, 32], "dropout": 0.0},
-        "data": {"source": "digits", "image_size": 16},
-        "training": {
-            "epochs": 20,
-            "batch_size": 64,
-            "optimizer": {"name": "momentum", "learning_rate": 0.1, "momentum": 0.9},
-            "monitor": "loss",
-        },
-    },
+    base=digits_recipe(
+        {"name": "simple_cnn", "filters": [16, 32], "dropout": 0.0},
+        epochs=20,
+        optimizer={"name": "momentum", "learning_rate": 0.1},
+        data={"image_size": 16},
+        monitor="loss",
+    ),
     arms=tuple(Arm(n, {"training": {"schedule": s}}, label) for n, s, label in _SCHEDULES),
     measures=(final(), test_metric()),
     quick={"training": {"epochs": 3, "schedule": {"step_epochs": [2]}}},
