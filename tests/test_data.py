@@ -287,3 +287,27 @@ def test_crop_and_split_keys_are_checked() -> None:
     for kw in bad:
         with pytest.raises((ValidationError, UserError)):
             DataConfig(**kw)
+
+
+def test_streamed_probes_equal_the_in_memory_probes(tmp_path: Path) -> None:
+    """On a streamed source the probes keep features, not images, and score what the in-memory
+    protocol scores on the same images."""
+    import tensorflow_datasets as tfds
+
+    from kerasdl.methods.kinds import MethodData, probe_metrics
+    from kerasdl.methods.params import SimCLRParams
+    from kerasdl.registry import create_model
+
+    with tfds.testing.mock_data(num_examples=40, data_dir=str(tmp_path)):
+        cfg = DataConfig(
+            source="tfds", name="cifar10", image_size=8, splits={"train": "train", "test": "test"}
+        )
+        bundle = load_data(cfg, seed=0)
+        model = create_model("simple_cnn", num_classes=10, input_shape=(8, 8, 3), filters=[4])
+        p = SimCLRParams(probe_labels_per_class=1)
+        streamed = probe_metrics(model, p, MethodData(bundle.splits, 8, 10, 0, bundle=bundle))
+        in_memory = probe_metrics(model, p, MethodData(bundle.splits, 8, 10, 0))
+        classes = len(np.unique(bundle.labels("train")))
+    assert streamed["probe_train_examples"] == classes
+    for k in ("linear_probe_accuracy", "knn_accuracy", "probe_train_examples"):
+        assert streamed[k] == pytest.approx(in_memory[k], abs=1e-6), k
