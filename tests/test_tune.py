@@ -7,6 +7,7 @@ subprocess, relative paths, the study read back with Optuna.
 
 from __future__ import annotations
 
+import copy
 import csv
 import os
 import signal
@@ -17,23 +18,16 @@ from pathlib import Path
 
 import pytest
 import yaml
+from test_distribute import ENV  # pytest puts tests/ on the path
+from test_distribute import RECIPE as DIST_RECIPE
 
-REPO = Path(__file__).resolve().parent.parent
-ENV = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2"}
 KERASDL = [sys.executable, "-m", "kerasdl"]
 
-RECIPE = {
-    "model": {"name": "simple_cnn", "filters": [8, 16], "convs_per_stage": 1, "dropout": 0.0},
-    "data": {"source": "digits", "image_size": 8, "channels": 1},
-    "training": {
-        "epochs": 1,
-        "batch_size": 16,  # 79 steps: enough for the batch-norm statistics to be useful
-        "log_images": 0,
-        "monitor": "val_accuracy",
-        "optimizer": {"name": "adam", "learning_rate": 0.01},
-    },
-    "run": {"name": "tiny", "seed": 0, "output_dir": "runs"},
-}
+# test_distribute's tiny recipe: one epoch of 79 steps (enough for the batch-norm statistics to
+# be useful), the metric the study optimises named, relative run folders
+RECIPE = copy.deepcopy(DIST_RECIPE)
+RECIPE["training"].update(epochs=1, batch_size=16, monitor="val_accuracy")
+RECIPE["run"].update(name="tiny", output_dir="runs")
 GOOD_SPACE = {
     "training.optimizer.learning_rate": {"type": "float", "low": 0.003, "high": 0.03, "log": True},
     "model.filters": {"type": "categorical", "choices": [[8, 16], [16, 16]]},
@@ -189,7 +183,8 @@ def test_two_tuners_share_one_sqlite_study_and_pruning_prunes(tmp_path: Path) ->
 
 @pytest.mark.slow
 def test_killed_tuner_restarted_continues_and_best_yaml_trains(tmp_path: Path) -> None:
-    recipe = {**RECIPE, "training": {**RECIPE["training"], "epochs": 5}}
+    recipe = copy.deepcopy(RECIPE)
+    recipe["training"]["epochs"] = 5
     _write(tmp_path, "recipe.yaml", recipe)
     _write(tmp_path, "space.yaml", GOOD_SPACE)
     args = ["--space", "space.yaml", "--trials", "2", *SHARED, "--pruner", "none"]
