@@ -85,7 +85,10 @@ def run(args: argparse.Namespace) -> int:
         out.mkdir(parents=True, exist_ok=True)
     storage = args.storage or f"sqlite:///{out / 'study.db'}"
 
-    import optuna
+    try:
+        import optuna
+    except ImportError:
+        raise UserError('kerasdl tune needs Optuna: pip install "optuna>=4,<5"') from None
 
     from kerasdl.tune.storage import TuneOptions, open_study
 

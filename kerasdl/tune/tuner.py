@@ -173,7 +173,8 @@ class Tuner:
         self.log(f"trial {trial.number}: {shown}  ({folder.path})")
         start = time.monotonic()
         pruning = PruningCallback(trial, self.monitor)
-        if not folder.finished:  # finished: trained, then killed before telling the study
+        trained_before = folder.finished  # trained, then killed before telling the study
+        if not trained_before:
             with st.heartbeat(trial), warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)  # Optuna: step already reported
                 keras.backend.clear_session()
@@ -181,7 +182,7 @@ class Tuner:
         value, epochs = best_value(folder.history, self.monitor, self.direction)
         seconds = time.monotonic() - start
         pruned = pruning.pruned_at is not None or (
-            folder.finished and epochs < cfg.training.epochs and trial.should_prune()
+            trained_before and epochs < cfg.training.epochs and trial.should_prune()
         )
         if pruned:
             frozen = self.study.tell(trial, state=TrialState.PRUNED)
