@@ -95,16 +95,48 @@ def test_auto_monitor_and_bad_storage_are_refused(tmp_path: Path) -> None:
     assert len(done.stderr.strip().splitlines()) == 1
 
 
-def test_dead_tuner_trial_is_failed_and_retried(tmp_path: Path) -> None:
-    """The recovery rule on an SQLite study: a RUNNING trial whose owner process is gone, or
-    whose heartbeat is stale, is failed and re-enqueued with its parameters and reports; a live
-    owner's trial is left alone."""
+def test_space_must_agree_with_the_study(tmp_path: Path) -> None:
+    """Optuna keeps one kind of distribution per key and study: a space that changes it is
+    refused before any trial, naming the key."""
+    import optuna
+
+    study = optuna.create_study(
+        storage=f"sqlite:///{tmp_path / 'study.db'}", study_name="s", direction="maximize"
+    )
+    lr = optuna.distributions.FloatDistribution(1e-3, 1e-1, log=True)
+    study.add_trial(
+        optuna.trial.create_trial(
+            params={"training.optimizer.learning_rate": 0.01},
+            distributions={"training.optimizer.learning_rate": lr},
+            value=0.9,
+        )
+    )
+    _write(tmp_path, "recipe.yaml", RECIPE)
+    _write(
+        tmp_path,
+        "space.yaml",
+        BAD_SPACE
+        | {"training.optimizer.learning_rate": {"type": "float", "low": 1e-3, "high": 1e-1}},
+    )
+    done = _tune(tmp_path, "--space", "space.yaml", "--trials", "2", *SHARED)
+    assert done.returncode == 2, done.stdout + done.stderr
+    line = done.stderr.strip()
+    assert "\n" not in line and "training.optimizer.learning_rate" in line and "log" in line
+    assert len(_study(tmp_path).trials) == 1
+
+
+@pytest.mark.parametrize("url", ["sqlite:///{}/x.db", "journal:{}/x.log"])
+def test_dead_tuner_trial_is_failed_and_retried(tmp_path: Path, url: str) -> None:
+    """The recovery rule on an SQLite and a journal-file study: a RUNNING trial whose owner
+    process is gone, or whose heartbeat is stale, is failed and re-enqueued with its parameters
+    and reports; a live owner's trial is left alone."""
     import optuna
     from optuna.trial import TrialState
 
     from kerasdl.tune import storage as st
 
-    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'x.db'}", direction="maximize")
+    storage = st.open_storage(url.format(tmp_path))
+    study = optuna.create_study(storage=storage, direction="maximize")
     gone = subprocess.Popen(["true"])  # a process of this host that has ended
     gone.wait()
     dead, live, old = study.ask(), study.ask(), study.ask()
