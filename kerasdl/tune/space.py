@@ -217,9 +217,9 @@ def suggest(trial: Any, space: dict[str, Any]) -> dict[str, Any]:
     params: dict[str, Any] = {}
     for key, dist in space.items():
         if isinstance(dist, FloatDist):
-            params[key] = trial.suggest_float(
-                key, dist.low, dist.high, step=dist.step, log=dist.log
-            )
+            value = trial.suggest_float(key, dist.low, dist.high, step=dist.step, log=dist.log)
+            # a grid point as written (0.3, not Optuna's low + 3 * step = 0.30000000000000004)
+            params[key] = float(f"{value:.12g}") if dist.step else value
         elif isinstance(dist, IntDist):
             params[key] = trial.suggest_int(key, dist.low, dist.high, step=dist.step, log=dist.log)
         else:
