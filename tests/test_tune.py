@@ -21,6 +21,7 @@ import yaml
 from test_distribute import ENV  # pytest puts tests/ on the path
 from test_distribute import RECIPE as DIST_RECIPE
 
+REPO = Path(__file__).resolve().parent.parent
 KERASDL = [sys.executable, "-m", "kerasdl"]
 
 # test_distribute's tiny recipe: one epoch of 79 steps (enough for the batch-norm statistics to
@@ -81,6 +82,14 @@ def test_space_is_checked_before_any_trial(tmp_path: Path, space: dict, expected
     assert len(lines) == 1 and "Traceback" not in done.stderr
     assert expected in lines[0] and next(iter(space)) in lines[0]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["recipe.yaml", "space.yaml"]
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs" / "tune").glob("*.yml")), ids=str)
+def test_example_spaces_fit_the_quickstart_recipe(path: Path) -> None:
+    from kerasdl.config import load_recipe
+    from kerasdl.tune.space import check_space, load_space
+
+    check_space(load_space(path), load_recipe(REPO / "configs" / "quickstart.yaml").to_dict())
 
 
 def test_auto_monitor_and_bad_storage_are_refused(tmp_path: Path) -> None:

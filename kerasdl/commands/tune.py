@@ -13,7 +13,7 @@ with its own run folder, reporting training.monitor after each epoch so that poo
 pruned. Tuners started with the same --storage and --study (on one machine or many) work on one
 study together; a tuner that is stopped or killed can be started again and continues.
 
-  kerasdl tune configs/quickstart.yaml --space configs/tune/quickstart_space.yaml --trials 20
+  kerasdl tune configs/quickstart.yaml --space configs/tune/quickstart_space.yml --trials 20
   kerasdl tune ... --storage sqlite:///tune.db --study qs      # start this twice: two tuners
   kerasdl train runs/tune/quickstart/best.yaml                 # the best trial's recipe
 
