@@ -157,6 +157,10 @@ def test_dead_tuner_trial_is_failed_and_retried(tmp_path: Path, url: str) -> Non
     old.set_user_attr(st.OWNER_ATTR, {"host": "elsewhere", "pid": 1, "start": None})
     old.set_user_attr(st.HEARTBEAT_ATTR, time.time() - st.STALE_S - 1)
     assert st.used(study) == 3
+    before = study.trials[live.number].user_attrs[st.HEARTBEAT_ATTR]
+    with st.heartbeat(live, every=0.05):  # renewed from a thread while the trial trains
+        time.sleep(0.5)
+    assert study.trials[live.number].user_attrs[st.HEARTBEAT_ATTR] > before
     recovered = st.recover(study)
     assert sorted(recovered) == [(dead.number, 3), (old.number, 4)]
     trials = study.get_trials()
