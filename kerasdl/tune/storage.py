@@ -31,6 +31,7 @@ import random
 import socket
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -248,6 +249,15 @@ def make_pruner(name: str, startup_trials: int, epochs: int) -> optuna.pruners.B
     return optuna.pruners.NopPruner()
 
 
+def _sampler() -> optuna.samplers.BaseSampler:
+    """TPE (Bergstra et al. 2011) with the constant liar: a trial another tuner is running counts
+    as a poor result, so tuners sharing a study do not all propose the same region (Optuna's
+    advice for parallel optimisation)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(constant_liar=True)
+
+
 def open_study(opts: TuneOptions, monitor: str, epochs: int) -> optuna.Study:
     """Create the study or load it (the same name in the same storage: tuners join it)."""
     direction = direction_of(monitor)
@@ -257,7 +267,7 @@ def open_study(opts: TuneOptions, monitor: str, epochs: int) -> optuna.Study:
         direction=direction,
         load_if_exists=True,
         pruner=make_pruner(opts.pruner, opts.startup_trials, epochs),
-        sampler=optuna.samplers.TPESampler(),
+        sampler=_sampler(),
     )
     existing = study.direction.name.lower()
     if existing != direction:
