@@ -227,7 +227,8 @@ def test_two_tuners_share_one_sqlite_study_and_pruning_prunes(tmp_path: Path) ->
 
 
 @pytest.mark.slow
-def test_killed_tuner_restarted_continues_and_best_yaml_trains(tmp_path: Path) -> None:
+@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+def test_killed_tuner_restarted_continues_and_best_yaml_trains(tmp_path: Path, how: int) -> None:
     recipe = copy.deepcopy(RECIPE)
     recipe["training"]["epochs"] = 5
     _write(tmp_path, "recipe.yaml", recipe)
@@ -239,15 +240,22 @@ def test_killed_tuner_restarted_continues_and_best_yaml_trains(tmp_path: Path) -
     while not (state.is_file() and "ckpt-2" in state.read_text()):
         assert tuner.poll() is None and time.time() < deadline, tuner.communicate()[0][-3000:]
         time.sleep(0.2)
-    os.kill(tuner.pid, signal.SIGKILL)
-    tuner.wait()
+    os.kill(tuner.pid, how)
+    out = tuner.communicate(timeout=120)[0]
 
     from optuna.trial import TrialState
 
-    assert [t.state for t in _study(tmp_path).trials] == [TrialState.RUNNING]
+    left = [t.state for t in _study(tmp_path).trials]
+    if how == signal.SIGKILL:  # left RUNNING: the next tuner finds its tuner gone
+        assert left == [TrialState.RUNNING]
+        note = "trial 0: its tuner is gone; marked failed, retried as trial 1"
+    else:  # SIGTERM ends the tuner as Ctrl-C does: it fails and re-enqueues its trial itself
+        assert tuner.returncode == 130 and left == [TrialState.FAIL, TrialState.WAITING], out
+        assert "trial 0: interrupted; marked failed, retried as trial 1" in out
+        note = "Study 's'"
     done = _tune(tmp_path, *args)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "trial 0: its tuner is gone; marked failed, retried as trial 1" in done.stdout
+    assert note in done.stdout
     assert "Resuming tune/trials/trial-0000 from epoch" in done.stdout
     trials = _study(tmp_path).trials
     assert [t.state for t in trials] == [TrialState.FAIL] + [TrialState.COMPLETE] * 2
@@ -257,6 +265,8 @@ def test_killed_tuner_restarted_continues_and_best_yaml_trains(tmp_path: Path) -
     assert [int(r["epoch"]) for r in history] == list(range(5))  # resumed, each epoch once
     assert len(trials[1].intermediate_values) == 5
 
+    if how == signal.SIGTERM:
+        return
     trained = subprocess.run(
         [*KERASDL, "train", "tune/best.yaml", "--quiet"],
         cwd=tmp_path,
