@@ -62,9 +62,6 @@ def run(args: argparse.Namespace) -> int:
     paths = write_manifests(cfg, spec, out)
     print(f"Wrote {', '.join(str(p) for p in paths)}")
     print(f"Start:  kubectl apply -f {out}/")
-    print(
-        f"Follow: kubectl logs -f {spec.name}-0-<pod suffix>   (or: kubectl get pods -l "
-        f"job-name={spec.name})"
-    )
+    print(f"Follow: kubectl logs -f -l job-name={spec.name} --prefix")
     print(f"Stop:   kubectl delete -f {out}/   (deletes the run-folder volume too)")
     return 0
