@@ -136,20 +136,18 @@ def test_too_few_images_for_a_stratified_split_is_a_user_error() -> None:
 # --- streaming sources (issue 20) -------------------------------------------------------------
 
 
+def _streamed_folder(tmp_path: Path, **kw) -> DataConfig:
+    """The test image folder (20 images at 20x24, one corrupt file) read at 8x8."""
+    _write_folder(tmp_path / "imgs")
+    return DataConfig(source="folder", path=str(tmp_path / "imgs"), image_size=8, **kw)
+
+
 def test_folder_source_streams_from_the_files(tmp_path: Path) -> None:
     """Nothing is decoded into memory beforehand: an image rewritten after load_data is read
     as it is when the split is iterated (no cache), and the splits are lists of paths."""
     from PIL import Image
 
-    _write_folder(tmp_path / "imgs")
-    cfg = DataConfig(
-        source="folder",
-        path=str(tmp_path / "imgs"),
-        image_size=8,
-        val_split=0.2,
-        test_split=0.2,
-        cache=False,
-    )
+    cfg = _streamed_folder(tmp_path, val_split=0.2, test_split=0.2, cache=False)
     bundle = load_data(cfg, seed=0)
     assert not bundle.in_memory and not bundle.cacheable("train", cfg.cache)
     before = [np.asarray(x) for x, _ in bundle.splits["test"]]
@@ -162,15 +160,7 @@ def test_folder_source_streams_from_the_files(tmp_path: Path) -> None:
 
 
 def test_unverified_folder_drops_corrupt_files_while_streaming(tmp_path: Path) -> None:
-    _write_folder(tmp_path / "imgs")
-    cfg = DataConfig(
-        source="folder",
-        path=str(tmp_path / "imgs"),
-        image_size=8,
-        val_split=0.0,
-        test_split=0.0,
-        verify_images=False,
-    )
+    cfg = _streamed_folder(tmp_path, val_split=0.0, test_split=0.0, verify_images=False)
     bundle = load_data(cfg, seed=0)
     assert bundle.sizes == {"train": 21}  # listed, not checked
     assert len(_labels(bundle.splits["train"])) == 20  # broken.jpg dropped on the way

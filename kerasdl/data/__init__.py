@@ -110,8 +110,9 @@ def load_data(cfg: DataConfig, seed: int = 0) -> DataBundle:
     if size is None:
         if h is None or w is None:
             raise UserError(
-                f"data.image_size: the images of this {cfg.source} source differ in size; set "
-                "data.image_size (e.g. 224, with data.crop for ImageNet-style crops)"
+                f"data.image_size: the images of this {cfg.source} source may differ in size "
+                "(a tfds dataset of varying sizes, or a folder read with verify_images: false); "
+                "set data.image_size (e.g. 224, with data.crop for ImageNet-style crops)"
             )
         size = (int(h), int(w))
     spec = PreprocessSpec(
