@@ -38,6 +38,8 @@ RESERVED = ("run.name", "run.output_dir", "run.id", "training.monitor")
 
 
 class _Dist(BaseModel):
+    """Unknown keys are errors, types strict (an int is a float, a string is no number)."""
+
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
@@ -49,8 +51,6 @@ class FloatDist(_Dist):
     high: float
     log: bool = False
     step: Annotated[float, Field(gt=0)] | None = None
-
-    model_config = ConfigDict(extra="forbid", strict=False)  # 0 and 1 are floats here
 
     @model_validator(mode="after")
     def _check(self) -> FloatDist:
