@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from kerasdl.config import apply_override, one_line, read_yaml, validate_recipe
 from kerasdl.errors import UserError
@@ -100,8 +100,11 @@ class CategoricalDist(_Dist):
         return [_label(c) for c in self.choices]
 
 
-Distribution = Annotated[FloatDist | IntDist | CategoricalDist, Field(discriminator="type")]
-_ADAPTER: TypeAdapter[Any] = TypeAdapter(Distribution)
+DISTRIBUTIONS: dict[str, type[_Dist]] = {
+    "float": FloatDist,
+    "int": IntDist,
+    "categorical": CategoricalDist,
+}
 
 
 def _check_range(low: float, high: float, log: bool, step: float | None) -> None:
@@ -138,15 +141,16 @@ def load_space(path: str | Path) -> dict[str, Any]:
                 f"--space {path}: {key}: expected a distribution such as {{type: float, low: 0, "
                 f"high: 1}}. Received: {value!r}"
             )
-        if value.get("type") not in ("float", "int", "categorical"):
+        cls = DISTRIBUTIONS.get(value.get("type"))
+        if cls is None:
             raise UserError(
-                f"--space {path}: {key}.type: expected one of: float, int, categorical. "
+                f"--space {path}: {key}.type: expected one of: {', '.join(DISTRIBUTIONS)}. "
                 f"Received: {value.get('type')!r}"
             )
         try:
-            space[key] = _ADAPTER.validate_python(value)
+            space[key] = cls.model_validate(value)
         except ValidationError as err:
-            raise UserError(f"--space {path}: {one_line(err, key)}") from None
+            raise UserError(f"--space {path}: {one_line(err, key, model=cls)}") from None
     return space
 
 
