@@ -174,6 +174,30 @@ def test_dead_tuner_trial_is_failed_and_retried(tmp_path: Path, url: str) -> Non
     assert st.recover(study) == []
 
 
+@pytest.mark.parametrize("pruner, prunes", [("median", True), ("hyperband", True), ("none", False)])
+def test_pruners_stop_poor_trials(pruner: str, prunes: bool) -> None:
+    """``--pruner`` on a synthetic study: good and hopeless trials alternate, three epochs each."""
+    import optuna
+
+    from kerasdl.tune.storage import make_pruner
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize", pruner=make_pruner(pruner, 2, epochs=3))
+    states = []
+    for n in range(12):
+        trial = study.ask()
+        level = 0.9 if n % 2 == 0 else 0.1
+        for epoch in range(3):
+            trial.report(level + 0.01 * epoch, epoch)
+            if trial.should_prune():
+                states.append(study.tell(trial, state=optuna.trial.TrialState.PRUNED).state)
+                break
+        else:
+            states.append(study.tell(trial, level).state)
+    pruned = [n for n, s in enumerate(states) if s == optuna.trial.TrialState.PRUNED]
+    assert bool(pruned) == prunes and all(n % 2 == 1 for n in pruned), states
+
+
 def _rows(path: Path) -> list[dict[str, str]]:
     return list(csv.DictReader(path.open()))
 
