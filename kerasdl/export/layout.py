@@ -34,6 +34,21 @@ def next_version(model_dir: str | Path) -> int:
     return versions[-1] + 1 if versions else 1
 
 
+def free_version(model_dir: str | Path, version: int | None) -> int:
+    """The version to write: ``version`` if given and free, else the next free integer.
+
+    Raises:
+        UserError: ``version`` is not positive or already exists (versions are immutable).
+    """
+    model_dir = Path(model_dir)
+    version = next_version(model_dir) if version is None else int(version)
+    if version < 1:
+        raise UserError(f"--version must be a positive integer. Received: {version}")
+    if (model_dir / str(version)).exists():
+        raise UserError(f"Version {version} already exists: {model_dir / str(version)}.")
+    return version
+
+
 @contextlib.contextmanager
 def atomic_version_dir(model_dir: str | Path, version: int) -> Iterator[Path]:
     """Yield a temporary folder; on success rename it to ``model_dir/version``.

@@ -28,7 +28,7 @@ import tensorflow as tf
 
 from kerasdl.data.preprocess import PreprocessSpec, preprocess_images
 from kerasdl.errors import UserError
-from kerasdl.export.layout import atomic_version_dir, next_version
+from kerasdl.export.layout import atomic_version_dir, free_version
 from kerasdl.export.source import check_name, resolve_source
 
 DEFAULT_SIGNATURE = "serving_default"
@@ -149,9 +149,7 @@ def export_saved_model(
         PosixPath('saved_models/digits/1')
     """
     model_dir = Path(out) / check_name(name)
-    version = next_version(model_dir) if version is None else int(version)
-    if (model_dir / str(version)).exists():
-        raise UserError(f"Version {version} already exists: {model_dir / str(version)}.")
+    version = free_version(model_dir, version)
     with tempfile.TemporaryDirectory(prefix="kerasdl-assets-") as asset_dir:
         archive = build_archive(model, spec, asset_dir)
         with atomic_version_dir(model_dir, version) as tmp:
