@@ -95,7 +95,7 @@ def train(
         resume_dir: resume this run folder explicitly.
         verbose: Keras ``fit`` verbosity.
         callbacks: extra Keras callbacks, run by every worker after the run's own (e.g. the
-            pruning callback of ``kerasdl tune``, :mod:`kerasdl.tune.trial`); one that sets
+            pruning callback of ``kerasdl tune``, :mod:`kerasdl.tune.tuner`); one that sets
             ``model.stop_training`` ends the run after that epoch, which is then measured and
             finished as usual.
 
