@@ -21,7 +21,9 @@ docs/cluster.md."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    targets = parser.add_subparsers(dest="target", metavar="TARGET", required=True)
+    targets = parser.add_subparsers(
+        dest="target", metavar="TARGET", required=True, help="where to run: kubernetes"
+    )
     k8s = targets.add_parser(
         "kubernetes",
         help="an Indexed Job with a headless Service (kubectl apply -f DIR/)",
