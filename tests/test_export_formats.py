@@ -174,3 +174,16 @@ def test_every_family_converts_with_parity(fmt):
     table = format_parity(formats=(fmt,))
     failed = {name: row[fmt] for name, row in table.items() if row[fmt].get("rel", 1.0) > RTOL}
     assert not failed
+
+
+def test_onnx_converts_grouped_convolution_and_exact_gelu():
+    """ResNeXt's grouped convolutions (an XLA function on Keras's TF backend) and the ViT's exact
+    GELU (TensorFlow's Erfc) convert to ONNX with parity (both failed with plain tf2onnx)."""
+    _needs("onnx")
+    from kerasdl.export.portability import format_parity
+
+    table = format_parity(["resnext50_32x4d", "vit_ti_16"], formats=("onnx",))
+    assert {name: row["onnx"].get("rel", 1.0) <= RTOL for name, row in table.items()} == {
+        "resnext50_32x4d": True,
+        "vit_ti_16": True,
+    }, table

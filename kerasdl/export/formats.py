@@ -22,6 +22,7 @@ nothing behind.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import json
 import logging
@@ -164,14 +165,66 @@ def _unsupported_onnx_ops(path: Path) -> list[str]:
     return sorted(bad)
 
 
+@functools.cache
+def _register_erfc() -> None:
+    """Teach tf2onnx TensorFlow's ``Erfc`` (exact GELU, ``tf.nn.gelu(approximate=False)``, is
+    ``0.5 x erfc(-x / sqrt 2)``): ONNX has ``Erf``, so ``erfc(x) = 1 - erf(x)``, PyTorch's form."""
+    from tf2onnx import utils
+    from tf2onnx.handler import tf_op
+
+    @tf_op("Erfc")
+    class Erfc:
+        @classmethod
+        def version_9(cls, ctx: Any, node: Any, **kwargs: Any) -> None:
+            dtype = utils.map_onnx_to_numpy_type(ctx.get_dtype(node.input[0]))
+            erf = ctx.make_node("Erf", [node.input[0]], op_name_scope=node.name)
+            one = ctx.make_const(utils.make_name(f"{node.name}_one"), np.array(1, dtype))
+            node.type = "Sub"
+            ctx.replace_inputs(node, [one.output[0], erf.output[0]])
+
+
+@contextlib.contextmanager
+def _grouped_conv_without_xla() -> Iterator[None]:
+    """Keras's TensorFlow backend runs a grouped convolution (ResNeXt) inside an XLA-compiled
+    ``tf.function`` (TensorFlow has no grouped CPU kernel); tf2onnx cannot look inside it. While
+    tracing for ONNX the convolution is emitted as a plain grouped ``Conv2D`` op (never run by
+    TensorFlow), which tf2onnx converts to an ONNX ``Conv`` with ``group``."""
+    import tensorflow as tf
+    from keras.src.backend.tensorflow import nn as tf_nn
+
+    real = tf_nn.conv
+
+    def conv(inputs, kernel, strides=1, padding="valid", data_format=None, dilation_rate=1):
+        last = (data_format or keras_data_format()) == "channels_last"
+        channels = inputs.shape[-1] if last else inputs.shape[1]
+        if channels == kernel.shape[-2]:
+            return real(inputs, kernel, strides, padding, data_format, dilation_rate)
+        fmt = tf_nn._convert_data_format(data_format or keras_data_format(), len(inputs.shape))
+        return tf.nn.convolution(
+            inputs, kernel, strides, padding.upper(), data_format=fmt, dilations=dilation_rate
+        )
+
+    def keras_data_format() -> str:
+        import keras
+
+        return keras.config.image_data_format()
+
+    tf_nn.conv = conv
+    try:
+        yield
+    finally:
+        tf_nn.conv = real
+
+
 def _export_onnx(model: Any, spec: PreprocessSpec, path: Path) -> None:
     try:
         import onnx  # noqa: F401
         import tf2onnx  # noqa: F401
     except ImportError as err:
         raise UserError(f"ONNX export needs tf2onnx and onnx ({err}): {INSTALL['onnx']}") from err
+    _register_erfc()
     try:
-        with _quiet():
+        with _quiet(), _grouped_conv_without_xla():
             model.export(str(path), format="onnx", input_signature=_input_signature(spec))
     except Exception as err:  # noqa: BLE001 - the converter's message names what it met
         raise UserError(f"ONNX conversion failed: {_first_line(err)}") from err
