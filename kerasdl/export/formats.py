@@ -84,14 +84,17 @@ def float32_model(model: Any) -> Any:
     if all(getattr(layer.dtype_policy, "name", "float32") == "float32" for layer in layers):
         return model
 
-    def strip(value: Any) -> Any:
+    def strip(value: Any) -> Any:  # only dtype policies: a layer may be named "mixed_5b"
         if isinstance(value, dict):
             if value.get("class_name") in ("DTypePolicy", "FloatDTypePolicy"):
                 return {**value, "config": {**value.get("config", {}), "name": "float32"}}
-            return {k: strip(v) for k, v in value.items()}
+            return {
+                k: "float32" if k == "dtype" and str(v).startswith("mixed_") else strip(v)
+                for k, v in value.items()
+            }
         if isinstance(value, list):
             return [strip(v) for v in value]
-        return "float32" if isinstance(value, str) and value.startswith("mixed_") else value
+        return value
 
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy("float32")
