@@ -17,15 +17,15 @@ and users build models by name::
 ``create_model`` merges the variant's defaults with the caller's keyword arguments and calls the
 model class; the registry never contains ``if name == ...`` chains. A keyword the model does not
 take is an :class:`~kerasdl.errors.UnknownArgumentError` (a ``TypeError`` and a ``UserError``)
-raised before anything is built; so are ``pretrained=True`` and ``weights=...``: no pretrained
-weights ship with kerasdl (see :func:`check_model_kwargs`).
+raised before anything is built; so is ``pretrained=True``: kerasdl downloads nothing, and
+checkpoints come in through ``create_model(name, weights=PATH)`` (see :func:`check_model_kwargs`).
 """
 
 from __future__ import annotations
 
 import fnmatch
 import inspect
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -198,11 +198,10 @@ def check_model_kwargs(
             continue
         elif key in _NO_WEIGHTS:
             raise UnknownArgumentError(
-                f"{label}: {key}={value!r}: no pretrained weights ship with kerasdl and it "
-                "downloads nothing; models start from random initialisation. Loading torchvision "
-                "and timm checkpoints with weights=PATH is planned (issue 16); until then train "
-                "the model, or load Keras weights you have with model.load_weights(PATH) (in a "
-                "recipe: model.init_from)."
+                f"{label}: {key}={value!r}: kerasdl downloads no weights; models start from "
+                "random initialisation. To start from a torchvision or timm checkpoint you have, "
+                "pass its file: create_model(name, weights=PATH) (.safetensors or .pth), or in a "
+                "recipe model.weights: PATH; Keras weights load with model.load_weights(PATH)."
             )
         else:
             raise UnknownArgumentError(
@@ -211,24 +210,60 @@ def check_model_kwargs(
     return out
 
 
-def create_model(name: str, /, **kwargs: Any) -> Any:
+def create_model(
+    name: str,
+    /,
+    *,
+    weights: str | None = None,
+    features_only: bool = False,
+    out_indices: Sequence[int] | None = None,
+    **kwargs: Any,
+) -> Any:
     """Build the registered model ``name``; ``kwargs`` override the variant's defaults.
 
     ``name`` is positional, so that Keras's ``name=`` keyword names the model.
 
+    Args:
+        name: a registered model name (``list_models()``).
+        weights: a checkpoint file to start from: a torchvision or timm ``state_dict`` as
+            ``.safetensors`` or ``.pth``/``.pt`` (converted on the fly, see
+            :mod:`kerasdl.weights`), or Keras weights (``.weights.h5``). A different
+            ``num_classes`` keeps the backbone and re-initialises the classifier.
+        features_only: return a model whose outputs are the feature maps at the end of each
+            stage (timm's convention), with ``model.feature_info``; see
+            :mod:`kerasdl.models.features`.
+        out_indices: with ``features_only``, which stages to return (default: all).
+        **kwargs: the model's constructor arguments.
+
     Raises:
-        UserError: an unknown model name.
-        UnknownArgumentError: a keyword the model does not take, or ``pretrained=True`` /
-            ``weights=...`` (no pretrained weights ship with kerasdl); checked before building.
+        UserError: an unknown model name, or weights that do not fit the model.
+        UnknownArgumentError: a keyword the model does not take, or ``pretrained=True``
+            (kerasdl downloads nothing); checked before building.
 
     Example:
         >>> model = create_model("resnet18", num_classes=10, input_shape=(32, 32, 3))
     """
     entry = get_entry(name)
     kwargs = check_model_kwargs(entry.builder, kwargs, f"create_model({name!r})")
+    if out_indices is not None and not features_only:
+        raise UserError(f"create_model({name!r}): out_indices needs features_only=True.")
     args = {**entry.defaults, **kwargs}
+    if weights is not None:
+        from kerasdl.weights import build_with_weights
+
+        model = build_with_weights(name, entry.builder, args, weights)
+    else:
+        model = _build(name, entry.builder, args)
+    if features_only:
+        from kerasdl.models.features import features_model
+
+        model = features_model(model, out_indices=out_indices)
+    return model
+
+
+def _build(name: str, builder: Callable[..., Any], args: dict[str, Any]) -> Any:
     try:
-        return entry.builder(**args)
+        return builder(**args)
     except UserError:
         raise
     except TypeError as err:  # a wrong argument name is the caller's mistake; other bugs propagate
