@@ -66,9 +66,13 @@ class ModelConfig(BaseModel):
     name: str = "simple_cnn"
     init_from: str | None = None
     init: InitConfig | None = None
+    # a torchvision / timm checkpoint (.safetensors, .pth) or Keras weights file to start from:
+    # create_model(name, weights=...) (kerasdl.weights)
+    weights: str | None = None
 
     def kwargs(self) -> dict[str, Any]:
-        """The constructor arguments (everything but ``name``, ``init_from`` and ``init``)."""
+        """The constructor arguments (everything but ``name``, ``init_from``, ``init`` and
+        ``weights``)."""
         return dict(self.model_extra or {})
 
     @model_validator(mode="after")
@@ -322,6 +326,9 @@ class TrainingConfig(Section):
     lr_scaling: LrScalingConfig = LrScalingConfig()
     transfer: TransferConfig = TransferConfig()
     log_grad_norm: bool = False
+    # Keras rematerialisation (keras.RematScope): recompute activations in the backward pass
+    # instead of keeping them, trading compute for memory
+    remat: bool = False
 
     def execution_steps(self, distributed: bool = False) -> int:
         """``steps_per_execution`` with ``auto`` resolved.
