@@ -159,6 +159,14 @@ class AlexNet(Classifier):
         outputs = classifier_head(x, num_classes, head_dropout)
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
 
+    def feature_stages(self) -> list[tuple[str, int]]:
+        """``(layer, reduction)`` for ``features_only`` (timm has no AlexNet; its vgg rule): the
+        last layer before each max-pool (convolutions 1, 2, 5; after the LRN in the paper style),
+        then the last max-pool. The reductions are nominal: the unpadded pools give maps one
+        smaller (27, 13, 6 for a 224 input, where 224 / 8 = 28)."""
+        norm = "lrn" if self.style == "paper" else "act"
+        return [(f"{norm}1", 4), (f"{norm}2", 8), ("act5", 16), ("pool5", 32)]
+
 
 VARIANTS = {
     "alexnet": dict(filters=[96, 256, 384, 384, 256], style="paper"),

@@ -187,6 +187,13 @@ class DartsNet(Classifier):
             genotype if isinstance(genotype, str) and genotype in PRESETS else geno.to_dict()
         )
 
+    def feature_stages(self) -> list[tuple[str, int]]:
+        """``(layer, reduction)`` for ``features_only``: the stem, then the last cell at each
+        resolution (before each reduction cell, and the last cell)."""
+        first, second = reduction_indices(self.layers_)
+        cells = (first - 1, second - 1, self.layers_ - 1)
+        return [("stem_bn", 1), *((f"cell{c}_out", 2**i) for i, c in enumerate(cells))]
+
     def call(self, inputs, training=None, mask=None, **kwargs):
         if training and self._aux_graph.value is not None:
             return tuple(self._aux_graph.value(inputs, training=True))

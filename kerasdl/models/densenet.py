@@ -101,6 +101,14 @@ class DenseNet(Classifier):
         x = get_activation(activation, name="act5")(x)
         self._init_pooled(inputs, x, num_classes, head_dropout, **kwargs)
 
+    def feature_stages(self) -> list[tuple[str, int]]:
+        """``(layer, reduction)`` for ``features_only`` (timm's densenet ``feature_info``): the
+        stem's norm + activation, each dense block but the last (before its transition), and
+        the final norm + activation."""
+        n = len(self.block_config)
+        blocks = [(f"denseblock{i + 1}", 2 ** (i + 2)) for i in range(n - 1)]
+        return [("act0", 2), *blocks, ("act5", 2 ** (n + 1))]
+
 
 register_variants(
     DenseNet, VARIANTS, family="densenet", paper="Huang et al. 2017", year=2017, min_input=32

@@ -129,6 +129,18 @@ class EfficientNet(Classifier):
         x = get_activation(activation, name="top_act")(x)
         self._init_pooled(inputs, x, num_classes, dropout, **kwargs)
 
+    def feature_stages(self) -> list[tuple[str, int]]:
+        """``(layer, reduction)`` for ``features_only`` (timm's efficientnet ``feature_info``):
+        the last block of each stage followed by a strided one, and of the last stage (stages
+        1, 2, 3, 5, 7 of B0; strides 2 to 32). The 1x1 ``top_conv`` is not a stage (as timm)."""
+        stages = efficientnet_stages(self.width_mult, self.depth_mult)
+        out, reduction = [], 2  # the stem's stride
+        for s, (_, _, stride, _, _, layers) in enumerate(stages):
+            reduction *= stride
+            if s == len(stages) - 1 or stages[s + 1][2] > 1:
+                out.append((f"stage{s + 1}_block{layers - 1}", reduction))
+        return out
+
 
 def efficientnet_stages(width_mult: float = 1.0, depth_mult: float = 1.0) -> list[tuple]:
     """The scaled stage table: ``(expand, kernel, stride, in_ch, out_ch, layers)`` per stage."""

@@ -41,6 +41,15 @@ INCEPTIONS = {
     "5b": (384, 192, 384, 48, 128, 128),
 }
 
+# The last layer at each resolution, with its stride: the stage outputs of ``features_only``.
+FEATURE_STAGES = (
+    ("conv1", 2),
+    ("conv3", 4),
+    ("inception3b", 8),
+    ("inception4e", 16),
+    ("inception5b", 32),
+)
+
 
 @keras.saving.register_keras_serializable(package="kerasdl")
 class GoogLeNet(Classifier):
@@ -109,6 +118,11 @@ class GoogLeNet(Classifier):
             # auxiliary terms.
             self.output_names = self.output_names[:1]
         self.aux_logits = bool(aux_logits)
+
+    def feature_stages(self) -> list[tuple[str, int]]:
+        """``(layer, reduction)`` for ``features_only`` (timm has no GoogLeNet; the rule of its
+        Inception v3: the last layer at each resolution)."""
+        return list(FEATURE_STAGES)
 
     def call(self, inputs, training=None, mask=None, **kwargs):
         outputs = super().call(inputs, training=training, mask=mask, **kwargs)

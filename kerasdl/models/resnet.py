@@ -105,6 +105,12 @@ class ResNet(Classifier):
                 channels = out
         self._init_pooled(inputs, x, num_classes, dropout, **kwargs)
 
+    def feature_stages(self) -> list[tuple[str, int]]:
+        """``(layer, reduction)`` at the end of each stage, for ``features_only`` (timm's resnet
+        ``feature_info``): the stem's activation, then the last block of each of the 4 stages."""
+        ends = [f"layer{s + 1}_{depth - 1}" for s, depth in enumerate(self.depths)]
+        return [("act1", 2), *zip(ends, (4, 8, 16, 32), strict=True)]
+
 
 VARIANTS = {
     "resnet18": dict(block="basic", depths=[2, 2, 2, 2]),

@@ -111,6 +111,14 @@ class CifarResNet(Classifier):
                 channels = f
         self._init_pooled(inputs, x, num_classes, dropout, **kwargs)
 
+    def feature_stages(self) -> list[tuple[str, int]]:
+        """``(layer, reduction)`` at the end of each stage, for ``features_only`` (timm's resnet
+        convention): the stem's activation, then the last block of each stage (strides 1, 2, 4)."""
+        last = (self.depth - 2) // 6 - 1
+        suffix = "" if self.residual else "_act2"
+        ends = [(f"layer{s + 1}_{last}{suffix}", 2**s) for s in range(len(self.filters))]
+        return [("act1", 1), *ends]
+
 
 def _plain_block(
     x: keras.KerasTensor, filters: int, strides: int, norm: str, activation: str, name: str
@@ -200,6 +208,13 @@ class WideResNet(Classifier):
         act = {"alpha": negative_slope} if activation == "leaky_relu" else {}
         x = get_activation(activation, name="act_final", **act)(x)
         self._init_pooled(inputs, x, num_classes, head_dropout, **kwargs)
+
+    def feature_stages(self) -> list[tuple[str, int]]:
+        """``(layer, reduction)`` at the end of each stage, for ``features_only``: the stem
+        convolution, then the last block of each stage, before the final norm (timm's
+        pre-activation ResNetV2 ``feature_info``)."""
+        last = (self.depth - 4) // 6 - 1
+        return [("conv1", 1), *((f"block{s + 1}_{last}", 2**s) for s in range(3))]
 
 
 _CIFAR10 = dict(num_classes=10, input_shape=[32, 32, 3])

@@ -74,6 +74,12 @@ class SimpleCNN(Classifier):
                 x = keras.layers.MaxPooling2D(2, padding="same", name=f"stage{s}_pool")(x)
         self._init_pooled(inputs, x, num_classes, dropout, dropconnect, **kwargs)
 
+    def feature_stages(self) -> list[tuple[str, int]]:
+        """``(layer, reduction)`` for ``features_only``: each stage's last activation, before
+        its max-pool (timm's vgg rule)."""
+        last = self.convs_per_stage - 1
+        return [(f"stage{s}_act{last}", 2**s) for s in range(len(self.filters))]
+
 
 VARIANTS = {"simple_cnn": {}}
 

@@ -106,6 +106,13 @@ class VGG(Classifier):
         outputs = classifier_head(x, num_classes, dropout)
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
 
+    def feature_stages(self) -> list[tuple[str, int]]:
+        """``(layer, reduction)`` for ``features_only`` (timm's vgg ``feature_info``): each
+        stage's last activation, before its max-pool (strides 1 to 16), then the last max-pool."""
+        n = len(self.depths)
+        ends = [(f"stage{s + 1}_act{depth}", 2**s) for s, depth in enumerate(self.depths)]
+        return [*ends, (f"stage{n}_pool", 2**n)]
+
 
 register_variants(
     VGG, VARIANTS, family="vgg", paper="Simonyan & Zisserman 2015", year=2015, min_input=32

@@ -204,6 +204,15 @@ class VisionTransformer(Classifier):
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
         self.class_token = bool(class_token)  # the config keeps the normalised form
 
+    # features_only returns the last 3 blocks by default (timm's vision_transformer out_indices=3).
+    default_out_indices = 3
+
+    def feature_stages(self) -> list[tuple[str, int]]:
+        """``(layer, reduction)`` for ``features_only``: every encoder block (timm's
+        ``forward_intermediates``, without the final norm); the features model turns the patch
+        tokens into a ``(H/p, W/p, D)`` map."""
+        return [(f"encoder_layer_{i}", self.patch_size) for i in range(self.num_layers)]
+
     @property
     def patch_embed(self) -> PatchEmbedding:
         """The patch embedding (patchify, class token, position embedding)."""
