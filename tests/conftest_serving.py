@@ -234,6 +234,16 @@ class UvicornThread:
         self.thread.join(timeout=self.stop_timeout)
 
 
+class InProcessServer(UvicornThread):
+    """uvicorn serving the model repository ``base`` in a thread on a free loopback port."""
+
+    def __init__(self, base: Path, config: Any, poll: float = 0.1) -> None:
+        from kerasdl.serving.app import create_app
+        from kerasdl.serving.repository import ModelRepository
+
+        super().__init__(create_app(ModelRepository(base, poll_interval=poll), config))
+
+
 def serve_env() -> dict[str, str]:
     """The environment of a server subprocess: quiet TensorFlow, this checkout importable."""
     return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(ROOT)}

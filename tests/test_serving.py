@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from conftest_serving import (
     CLASS_NAMES,
-    UvicornThread,
+    InProcessServer,
     call,
     digits_data,
     digits_uint8,
@@ -33,7 +33,7 @@ from conftest_serving import (
 pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")
 
-from kerasdl.serving.app import ServerConfig, create_app  # noqa: E402
+from kerasdl.serving.app import ServerConfig  # noqa: E402
 from kerasdl.serving.batcher import Batcher  # noqa: E402
 from kerasdl.serving.codec import COLUMNAR, ROW, encode_predict  # noqa: E402
 from kerasdl.serving.fast_json import fast_decode  # noqa: E402
@@ -42,13 +42,6 @@ from kerasdl.serving.repository import ModelRepository  # noqa: E402
 MAX_BODY = 64 * 1024
 MAX_BATCH = 16
 ROOT = Path(__file__).resolve().parents[1]
-
-
-class InProcessServer(UvicornThread):
-    """uvicorn serving ``base`` in a thread on a free loopback port."""
-
-    def __init__(self, base: Path, config: ServerConfig, poll: float = 0.1) -> None:
-        super().__init__(create_app(ModelRepository(base, poll_interval=poll), config))
 
 
 @pytest.fixture(scope="module")
