@@ -144,7 +144,7 @@ def resolve_out_indices(
         num_stages: how many stages the model has.
         out_indices: ``None`` (the family's default: all stages, or the last ``default``),
             an int ``n`` (the last ``n`` stages, as timm) or a sequence of indices (negative ones
-            count from the end), returned in the order given.
+            count from the end). The result is in stage order, as timm returns the maps.
         default: the family's default last-``n`` (ViT: 3), or ``None`` for all stages.
         label: how the error message names the model.
 
@@ -182,7 +182,12 @@ def resolve_out_indices(
         taken.append(index)
     if not taken:
         raise UserError(f"{label}: out_indices is empty ({valid}).")
-    return taken
+    return sorted(taken)
+
+
+def _as_list(outputs: Any) -> list[Any]:
+    """A list even for one output (Keras unpacks a single output; timm always returns a list)."""
+    return list(outputs) if isinstance(outputs, list | tuple) else [outputs]
 
 
 def _is_index(value: Any) -> bool:
@@ -227,7 +232,7 @@ class FeatureModel(keras.Model):
     ) -> None:
         if isinstance(backbone, dict):
             backbone = keras.saving.deserialize_keras_object(backbone)
-        label = f"features_only ({backbone.name})"
+        label = f"features_only ({type(backbone).__name__})"
         stages = feature_stages(backbone)
         default = getattr(backbone, "default_out_indices", None)
         indices = resolve_out_indices(len(stages), out_indices, default, label)
@@ -264,6 +269,12 @@ class FeatureModel(keras.Model):
     def out_indices(self) -> list[int]:
         """The stages returned, as absolute indices."""
         return list(self._out_indices)
+
+    def call(self, inputs, training=None, mask=None, **kwargs):
+        return _as_list(super().call(inputs, training=training, mask=mask, **kwargs))
+
+    def compute_output_spec(self, inputs, training=None, mask=None):
+        return _as_list(super().compute_output_spec(inputs, training=training, mask=mask))
 
     def get_config(self) -> dict[str, Any]:
         return {
