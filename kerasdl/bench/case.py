@@ -43,6 +43,8 @@ class Case:
         threads: ``[inter_op, intra_op]`` thread-pool sizes (0 = TensorFlow's choice).
         private_threadpool: tf.data private thread-pool size (0 = shared pool; pipeline cases).
         fused_bn: batch norm on TensorFlow's fused kernel (False: the Keras implementation).
+        remat: build the model under ``keras.RematScope(mode=remat)`` (``"full"``,
+            ``"larger_than"``, ``"activations"``; None: no rematerialisation).
         steps, warmup, repeats: timed steps per repetition, warm-up steps, repetitions.
     """
 
@@ -63,6 +65,7 @@ class Case:
     threads: list[int] | None = None
     private_threadpool: int = 0
     fused_bn: bool = True
+    remat: str | None = None
     steps: int = 10
     warmup: int = 3
     repeats: int = 3
@@ -135,6 +138,25 @@ def synthetic_batch(case: Case, seed: int = 0) -> tuple[Any, Any]:
         rng.integers(0, case.num_classes, case.batch_size)
     ]
     return x, y
+
+
+def rss_mb() -> float:
+    """This process's resident set size now, in MiB (Linux ``/proc/self/status``; 0 elsewhere)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return 0.0
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set size so far, in MiB (``getrusage``; Linux reports KiB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def configure_threads(case: Case) -> None:

@@ -18,6 +18,7 @@ with ``training=False`` inside a ``tf.function``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -31,7 +32,9 @@ from kerasdl.bench.case import (
     PRECISIONS,
     Case,
     configure_threads,
+    peak_rss_mb,
     round_steps,
+    rss_mb,
     step_clock,
     synthetic_batch,
     throughput,
@@ -108,9 +111,10 @@ def build_keras_model(case: Case) -> Any:
     from kerasdl.layers.normalization import configure_batch_norm
     from kerasdl.registry import create_model
 
-    model = create_model(
-        case.model, num_classes=case.num_classes, input_shape=list(shape), **case.model_kwargs
-    )
+    with keras.RematScope(mode=case.remat) if case.remat else contextlib.nullcontext():
+        model = create_model(
+            case.model, num_classes=case.num_classes, input_shape=list(shape), **case.model_kwargs
+        )
     return configure_batch_norm(model, fused=case.fused_bn)
 
 
@@ -123,7 +127,7 @@ def run_keras_case(case: Case) -> dict[str, Any]:
 
     configure_threads(case)
     keras.utils.set_random_seed(0)
-    result: dict[str, Any] = {}
+    result: dict[str, Any] = {"rss_before_model_mb": rss_mb()}
     if case.data == "pipeline":
         train_ds, case = pipeline_datasets(case)
         result["model"] = case.model
@@ -139,6 +143,7 @@ def run_keras_case(case: Case) -> dict[str, Any]:
     result["macs"] = int(count_macs(model))
     if "train" in case.modes:
         result["train"] = keras_train(model, train_ds, case)
+        result["train_peak_rss_mb"] = peak_rss_mb()
     if "infer" in case.modes:
         result["infer"] = keras_infer(model, tf.constant(x), case)
     keras.mixed_precision.set_global_policy("float32")

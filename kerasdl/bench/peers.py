@@ -2,8 +2,9 @@
 
 ``keras.applications`` peers are built with ``weights=None`` and logits outputs
 (``classifier_activation=None``), so they train with the same loss as kerasdl's models. PyTorch
-peers (the optional ``torch`` extra) are :mod:`kerasdl.bench.torch_models`, in the channels-last
-memory format, trained with SGD + momentum and cross-entropy; mixed precision is
+peers (the optional ``torch`` extra) are :mod:`kerasdl.bench.torch_models` (torchvision's own
+models; the CIFAR ResNets and the DARTS network hand-written), in the channels-last memory
+format, trained with SGD + momentum and cross-entropy; mixed precision is
 ``torch.autocast("cpu", dtype=...)`` around the forward pass (PyTorch's CPU mixed-precision
 recipe), inference runs under ``torch.inference_mode``.
 """
@@ -13,7 +14,7 @@ from __future__ import annotations
 import importlib.util
 from typing import Any
 
-from kerasdl.bench.case import Case, throughput, time_repeats
+from kerasdl.bench.case import Case, peak_rss_mb, rss_mb, throughput, time_repeats
 
 # registry name -> keras.applications constructor name
 KERAS_APPLICATIONS = {
@@ -66,7 +67,8 @@ def run_torch_case(case: Case) -> dict[str, Any]:
     torch.manual_seed(0)
     if case.threads and case.threads[1]:
         torch.set_num_threads(case.threads[1])
-    model = build_torch_model(case.model, case.num_classes, case.channels)
+    base_rss = rss_mb()
+    model = build_torch_model(case.model, case.num_classes, case.channels, case.input_size)
     model = model.to(memory_format=torch.channels_last)
     dtype = {"mixed_bfloat16": torch.bfloat16, "mixed_float16": torch.float16}.get(case.precision)
     x = torch.randn(case.batch_size, case.channels, case.input_size, case.input_size)
@@ -76,6 +78,7 @@ def run_torch_case(case: Case) -> dict[str, Any]:
         "params": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "torch_version": torch.__version__,
         "torch_threads": torch.get_num_threads(),
+        "rss_before_model_mb": base_rss,
     }
 
     def autocast() -> Any:
@@ -97,6 +100,7 @@ def run_torch_case(case: Case) -> dict[str, Any]:
         train_steps(case.warmup)
         times = time_repeats(lambda: train_steps(case.steps), case.repeats)
         result["train"] = throughput(times, case.steps * case.batch_size)
+        result["train_peak_rss_mb"] = peak_rss_mb()
     if "infer" in case.modes:
         model.eval()
 

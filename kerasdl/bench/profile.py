@@ -189,7 +189,7 @@ def profile_torch(case: Case, steps: int, logdir: str | Path) -> dict[str, Any]:
     from kerasdl.bench.torch_models import build_torch_model
 
     torch.manual_seed(0)
-    model = build_torch_model(case.model, case.num_classes, case.channels)
+    model = build_torch_model(case.model, case.num_classes, case.channels, case.input_size)
     model = model.to(memory_format=torch.channels_last).train()
     dtype = {"mixed_bfloat16": torch.bfloat16, "mixed_float16": torch.float16}.get(case.precision)
     x = torch.randn(case.batch_size, case.channels, case.input_size, case.input_size)

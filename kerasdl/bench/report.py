@@ -51,6 +51,7 @@ def run_suite(
     """Measure every case of ``suite`` (each in a fresh process unless ``isolated=False``)."""
     t0 = time.perf_counter()
     started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    load_start = [round(v, 2) for v in os.getloadavg()]
     results: dict[str, Any] = {}
     for case in suite.cases:
         log(f"[bench] {case.id} ...")
@@ -67,10 +68,11 @@ def run_suite(
         log(f"[bench] {case.id}: {status} ({time.perf_counter() - t:.0f} s)")
     report = {
         "suite": suite.name,
-        "machine": machine_info(),
+        "machine": {**machine_info(), "load_average_start": load_start},
         "started": started,
         "seconds": time.perf_counter() - t0,
         "results": results,
+        "pairs": [asdict(p) for p in suite.pairs],
     }
     add_derived(report, suite)
     return report
@@ -136,8 +138,10 @@ def markdown(report: dict[str, Any]) -> str:
     lines = [
         f"Suite `{report['suite']}`, started {report['started']}, "
         f"{report['seconds'] / 60:.1f} min. "
-        f"Machine: {m.get('cpu')}, {m.get('cores')} cores, load at the end "
-        f"{m.get('load_average')}; Python {m.get('python')}, TensorFlow {m.get('tensorflow')}, "
+        f"Machine: {m.get('cpu')}, {m.get('cores')} cores, load "
+        + (f"at the start {m['load_average_start']}, " if "load_average_start" in m else "")
+        + f"at the end {m.get('load_average')}; Python {m.get('python')}, "
+        f"TensorFlow {m.get('tensorflow')}, "
         f"Keras {m.get('keras')}" + (f", PyTorch {m['torch']}" if "torch" in m else "") + ".",
         "",
         "| case | implementation | model | input | batch | precision | data | options "
@@ -184,6 +188,8 @@ def markdown(report: dict[str, Any]) -> str:
             f"| {_pct(res.get('train_utilization_pct'))} "
             f"| {_pct(res.get('infer_utilization_pct'))} |"
         )
+    if report.get("pairs"):
+        lines += ["", *pairs_table(report)]
     if peaks:
         lines += ["", f"Measured matmul peak (2048x2048, all cores): {'; '.join(peaks)}."]
     if report.get("comparisons"):
@@ -200,6 +206,35 @@ def markdown(report: dict[str, Any]) -> str:
                 f"| {_fmt(c['ratio'], 2)}x | {target} | {met} |"
             )
     return "\n".join(lines) + "\n"
+
+
+def pairs_table(report: dict[str, Any]) -> list[str]:
+    """kerasdl and its PyTorch peer side by side: images/s, ratio, utilisation, peak RSS."""
+    lines = [
+        "| model | precision | train img/s kerasdl / PyTorch | ratio "
+        "| infer img/s kerasdl / PyTorch | ratio | train util kerasdl / PyTorch "
+        "| train peak RSS MiB kerasdl / PyTorch |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    results = report["results"]
+    for p in report["pairs"]:
+        a = results.get(p["case"], {}).get("result", {})
+        b = results.get(p["peer"], {}).get("result", {})
+        prec = SHORT[results.get(p["case"], {}).get("case", {}).get("precision", "float32")]
+        cells = [p["label"], prec]
+        for metric in ("train", "infer"):
+            va, vb = _median(a, metric), _median(b, metric)
+            cells.append(f"{_fmt(va)} / {_fmt(vb)}")
+            cells.append(f"{va / vb:.2f}x" if va and vb else "-")
+        cells.append(
+            f"{_pct(a.get('train_utilization_pct'))} / {_pct(b.get('train_utilization_pct'))}"
+        )
+        rss = [_fmt(r.get("train_peak_rss_mb"), 0) for r in (a, b)]
+        cells.append(f"{rss[0]} / {rss[1]}")
+        if "error" in a or "error" in b:
+            cells[0] += " (failed: " + (a.get("error") or b.get("error")) + ")"
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
 
 
 def _pct(v: float | None) -> str:

@@ -3,7 +3,9 @@
 ``default`` is the issue's suite (ResNet-50 at 224 vs ``keras.applications`` and PyTorch, CIFAR
 ResNet-20 in float32 and bfloat16 vs PyTorch, the input pipeline vs the quickstart model).
 ``defaults`` measures the candidate fast defaults (steps per execution, XLA, thread settings,
-tf.data parallelism, mixed precision). :func:`model_suite` builds a suite for any registry model.
+tf.data parallelism, mixed precision). ``zoo`` puts one representative of every family next to
+the same architecture in PyTorch (torchvision's models), in float32 and bfloat16.
+:func:`model_suite` builds a suite for any registry model.
 """
 
 from __future__ import annotations
@@ -31,10 +33,20 @@ class Comparison:
 
 
 @dataclass
+class Pair:
+    """A kerasdl case and its PyTorch peer, shown side by side (``label`` names the row)."""
+
+    label: str
+    case: str
+    peer: str
+
+
+@dataclass
 class Suite:
     name: str
     cases: list[Case]
     comparisons: list[Comparison] = field(default_factory=list)
+    pairs: list[Pair] = field(default_factory=list)
 
 
 def peak_cases(precisions: list[str]) -> list[Case]:
@@ -266,10 +278,97 @@ def model_suite(
     return Suite(f"model:{model}", cases, cmp)
 
 
-SUITES = {"default": default_suite, "defaults": defaults_suite}
+# One representative per family: (registry name, label, input side, batch, classes). The 224
+# models run at the issue's batch 16 with 1000 classes; the CIFAR-scale ones at 32x32.
+# ``alexnet_owt`` is torchvision's ``alexnet`` (kerasdl's ``alexnet`` is the 2012 paper's net).
+ZOO = [
+    ("alexnet_owt", "AlexNet (torchvision)", 224, 16, 1000),
+    ("vgg11_bn", "VGG-11-BN", 224, 16, 1000),
+    ("resnet50", "ResNet-50", 224, 16, 1000),
+    ("resnext50_32x4d", "ResNeXt-50 32x4d", 224, 16, 1000),
+    ("densenet121", "DenseNet-121", 224, 16, 1000),
+    ("googlenet", "GoogLeNet", 224, 16, 1000),
+    ("efficientnet_b0", "EfficientNet-B0", 224, 16, 1000),
+    ("vit_b_32", "ViT-B/32", 224, 16, 1000),
+    ("resnet20", "CIFAR ResNet-20", 32, 128, 10),
+    ("darts_net", "DARTS (V2, 20 cells)", 32, 32, 10),
+]
+# The issue's targets: training >= 1.2x PyTorch (float32 and bfloat16), inference >= 1.0x.
+ZOO_TARGETS = {
+    ("train", "float32"): 1.2,
+    ("train", "mixed_bfloat16"): 1.2,
+    ("infer", "float32"): 1.0,
+}
 
 
-def get_suite(name: str, repeats: int = 3) -> Suite:
+def zoo_suite(
+    repeats: int = 3,
+    *,
+    quick: bool = False,
+    models: list[str] | None = None,
+    precisions: list[str] | None = None,
+) -> Suite:
+    """Every family's representative next to the same architecture in PyTorch, fp32 and bf16.
+
+    Cases alternate kerasdl / PyTorch per model and precision (each in a fresh process when run
+    by :func:`~kerasdl.bench.report.run_suite`), so slow drifts of a shared machine's load hit
+    both sides of a ratio alike. Timing: one warm-up step, then ``repeats`` x 2 timed steps
+    (sized to fit the suite in about 20 minutes on 2 cores). ``quick`` is a smoke setting: 64x64
+    (16x16 for the CIFAR models), batch 2, one step, one repetition.
+    """
+    precisions = precisions or ["float32", "mixed_bfloat16"]
+    chosen = [z for z in ZOO if models is None or z[0] in models]
+    if models is not None and len(chosen) != len(set(models)):
+        unknown = sorted(set(models) - {z[0] for z in ZOO})
+        raise UserError(f"not in the zoo suite: {', '.join(unknown)}")
+    cases: list[Case] = []
+    pairs: list[Pair] = []
+    cmp: list[Comparison] = []
+    for name, label, size, batch, classes in chosen:
+        if quick:
+            size, batch = (64 if size > 32 else 16), 2
+        timing = dict(steps=1, warmup=1, repeats=1) if quick else dict(steps=2, warmup=1)
+        for p in precisions:
+            tag = f"{name}_{SHORT[p]}"
+            common = dict(
+                model=name,
+                input_size=size,
+                batch_size=batch,
+                num_classes=classes,
+                precision=p,
+                **timing,
+            )
+            cases.append(Case(id=tag, **common))
+            cases.append(Case(id=f"torch_{tag}", kind="torch", **common))
+            pairs.append(Pair(f"{label} {size} b{batch}", tag, f"torch_{tag}"))
+            for metric in ("train", "infer"):
+                cmp.append(
+                    Comparison(
+                        f"{label} {SHORT[p]} {metric} vs PyTorch",
+                        tag,
+                        f"torch_{tag}",
+                        metric=metric,
+                        target=ZOO_TARGETS.get((metric, p)),
+                    )
+                )
+    if not quick:
+        for c in cases:
+            c.repeats = repeats
+    cases += peak_cases(precisions)
+    if quick:
+        for c in cases[-len(precisions) :]:
+            c.input_size, c.steps, c.repeats = 256, 2, 1
+    return Suite("zoo", cases, cmp, pairs)
+
+
+SUITES = {"default": default_suite, "defaults": defaults_suite, "zoo": zoo_suite}
+
+
+def get_suite(name: str, repeats: int = 3, quick: bool = False) -> Suite:
     if name not in SUITES:
         raise UserError(f"Unknown suite {name!r}. Expected one of: {', '.join(SUITES)}.")
+    if name == "zoo":
+        return zoo_suite(repeats, quick=quick)
+    if quick:
+        raise UserError("--quick applies to --suite zoo only")
     return SUITES[name](repeats)

@@ -18,6 +18,8 @@ process. Writes bench_<suite>.json and bench_<suite>.md to --out and prints the 
 
   kerasdl bench --suite default        the issue's suite (ResNet-50, ResNet-20, pipeline), ~7 min
   kerasdl bench --suite defaults       measurements behind the fast defaults, ~17 min
+  kerasdl bench --suite zoo            every family vs torchvision's model in PyTorch, fp32+bf16
+  kerasdl bench --suite zoo --quick    the same cases at a tiny size (a smoke run)
   kerasdl bench --model resnet18 --input-size 64 --batch-size 32 --precision mixed_bfloat16
 
 Suite times are the ones measured on the project's 2-core CPU (benchmarks/README.md: 6.7 and
@@ -25,7 +27,13 @@ Suite times are the ones measured on the project's 2-core CPU (benchmarks/README
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--suite", help="a named suite: default, defaults")
+    parser.add_argument("--suite", help="a named suite: default, defaults, zoo")
+    parser.add_argument(
+        "--quick", action="store_true", help="zoo suite: tiny inputs, one step (a smoke run)"
+    )
+    parser.add_argument(
+        "--only", help="zoo suite: comma-separated registry names to keep (e.g. vit_b_32)"
+    )
     parser.add_argument("--model", help="a registry model to benchmark (instead of a suite)")
     parser.add_argument("--channels", type=int, default=3, help="input channels (default 3)")
     add_case_arguments(parser, input_size=None, batch_size=32)
@@ -47,7 +55,14 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--warmup must be at least 0")
     from kerasdl.bench import get_suite, markdown, model_suite, run_suite, write_report
 
-    if args.suite:
+    if args.suite == "zoo":
+        from kerasdl.bench.suites import zoo_suite
+
+        only = [m.strip() for m in args.only.split(",")] if args.only else None
+        suite = zoo_suite(args.repeats, quick=args.quick, models=only)
+    elif args.suite:
+        if args.quick or args.only:
+            raise UserError("--quick and --only apply to --suite zoo")
         suite = get_suite(args.suite, args.repeats)
     else:
         from kerasdl.registry import get_entry
