@@ -2,7 +2,8 @@
 
 A run folder written by ``kerasdl train`` holds ``best.keras`` (the best model, logits output),
 ``preprocess.json`` (:class:`kerasdl.data.preprocess.PreprocessSpec`) and ``config.yaml``. A bare
-``.keras`` file is accepted when a ``preprocess.json`` sits beside it.
+``.keras`` file is accepted when a ``preprocess.json`` sits beside it, or when it was written by
+``kerasdl convert`` (which records its checkpoint's preprocessing inside the file).
 """
 
 from __future__ import annotations
@@ -44,6 +45,30 @@ class ExportSource:
             return keras.saving.load_model(self.model_path, compile=False)
         except Exception as err:  # noqa: BLE001 - any load failure is the user's file
             raise UserError(f"Cannot load the model {self.model_path}: {err}") from err
+
+
+def converted_spec(model_path: Path) -> PreprocessSpec | None:
+    """The preprocessing a ``kerasdl convert`` output carries inside (its checkpoint's mean/std
+    at the model's input size; no class names), or None."""
+    import json
+    import zipfile
+
+    if model_path.suffix != ".keras" or not zipfile.is_zipfile(model_path):
+        return None
+    with zipfile.ZipFile(model_path) as z:
+        if "kerasdl_weights.json" not in z.namelist():
+            return None
+        try:
+            record = json.loads(z.read("kerasdl_weights.json"))
+            prep = record["preprocessing"]
+            return PreprocessSpec(
+                image_size=tuple(int(v) for v in record["image_size"]),
+                channels=int(record["channels"]),
+                mean=[float(v) for v in prep["mean"]],
+                std=[float(v) for v in prep["std"]],
+            )
+        except (ValueError, TypeError, KeyError):
+            return None
 
 
 def check_name(name: str) -> str:
@@ -98,12 +123,17 @@ def resolve_source(path: str | Path) -> ExportSource:
     else:
         raise UserError(f"No such run folder or .keras file: {path}")
     spec_path = run_dir / SPEC_FILE
-    if not spec_path.is_file():
-        raise UserError(f"No {SPEC_FILE} beside {model_path}: it records the input preprocessing.")
-    try:
-        spec = PreprocessSpec.load(spec_path)
-    except (ValueError, TypeError, KeyError) as err:
-        raise UserError(f"Invalid {spec_path}: {err}") from err
+    if spec_path.is_file():
+        try:
+            spec = PreprocessSpec.load(spec_path)
+        except (ValueError, TypeError, KeyError) as err:
+            raise UserError(f"Invalid {spec_path}: {err}") from err
+    else:
+        spec = converted_spec(model_path)
+        if spec is None:
+            raise UserError(
+                f"No {SPEC_FILE} beside {model_path}: it records the input preprocessing."
+            )
     name = _name_from_config(run_dir)
     if name is None:
         folder = run_dir.resolve()

@@ -51,19 +51,29 @@ from kerasdl.training.transfer import (
     setup_transfer,
     transfer_optimizer,
 )
+from kerasdl.weights import checkpoint_preprocessing, report_printed
 
 
 def build_model(cfg: RecipeConfig, bundle: DataBundle) -> keras.Model:
-    """The recipe's model, with ``num_classes``/``input_shape`` from the data unless given."""
+    """The recipe's model, with ``num_classes``/``input_shape`` from the data unless given,
+    started from ``model.weights`` when set (its report is printed)."""
     kwargs = cfg.model.kwargs()
     kwargs.setdefault("num_classes", bundle.num_classes)
     kwargs.setdefault("input_shape", list(bundle.spec.input_shape))
+    weights = cfg.model.weights
+    if weights and cfg.model.init_from:
+        raise UserError(
+            "model.weights and model.init_from both name weights to start from: keep one."
+        )
     try:
-        model = create_model(cfg.model.name, **kwargs)
+        with report_printed():
+            model = create_model(cfg.model.name, weights=weights, **kwargs)
     except (ValueError, TypeError) as err:
         if isinstance(err, UserError):
             raise
         raise UserError(f"model ({cfg.model.name}): {err}") from None
+    if weights:
+        print(model.weights_report.text())
     if cfg.model.init is not None:
         apply_initializer(model, cfg.model.init.name, cfg.model.init.mode, seed=cfg.run.seed)
     if cfg.model.init_from:
@@ -72,6 +82,38 @@ def build_model(cfg: RecipeConfig, bundle: DataBundle) -> keras.Model:
     if cfg.training.l1 or cfg.training.l2:
         add_kernel_penalties(model, cfg.training.l1, cfg.training.l2)
     return model
+
+
+def use_checkpoint_preprocessing(cfg: RecipeConfig, bundle: DataBundle) -> None:
+    """Standardise the data as ``model.weights``'s source did.
+
+    With ``model.weights`` and no ``data.mean`` / ``data.std`` in the recipe, both are set from
+    the checkpoint (torchvision's ImageNet statistics, timm's ``pretrained_cfg``, or what a
+    ``kerasdl convert`` file recorded), in the recipe (so the run's ``config.yaml`` shows them)
+    and in the data's spec (``preprocess.json``, which the export applies). A recipe that sets
+    them keeps its own, with a note when they differ.
+    """
+    if not cfg.model.weights:
+        return
+    source, prep = checkpoint_preprocessing(cfg.model.weights, cfg.model.name)
+    if prep is None:
+        return
+    mean, std = [float(v) for v in prep.mean], [float(v) for v in prep.std]
+    channels = bundle.spec.channels
+    if channels != len(mean):
+        if channels != 1:
+            return  # the model's first convolution will name the mismatch
+        mean, std = [sum(mean) / len(mean)], [sum(std) / len(std)]
+    if cfg.data.mean:
+        if list(cfg.data.mean) != mean or list(cfg.data.std) != std:
+            print(
+                f"model.weights: the recipe's data.mean/std are kept; the checkpoint "
+                f"({source}) was trained with mean {mean} std {std}"
+            )
+        return
+    cfg.data = cfg.data.model_copy(update={"mean": mean, "std": std})
+    bundle.spec.mean, bundle.spec.std = list(mean), list(std)
+    print(f"model.weights: data.mean/std set from the checkpoint: {prep.text()}")
 
 
 def compile_model(
@@ -173,6 +215,7 @@ class SupervisedTask:
     def __init__(self, cfg: RecipeConfig, bundle: DataBundle) -> None:
         self.cfg = cfg
         self.bundle = bundle
+        use_checkpoint_preprocessing(cfg, bundle)
         self.classifier: keras.Model | None = None
         #: callbacks every worker runs (gradual unfreezing), set by :meth:`build`
         self.worker_callbacks: list[keras.callbacks.Callback] = []

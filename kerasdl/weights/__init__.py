@@ -23,6 +23,7 @@ from kerasdl.weights.loading import (
     checkpoint_preprocessing,
     embedded_record,
     load_weights,
+    report_printed,
     save_converted,
 )
 from kerasdl.weights.readers import read_checkpoint
@@ -37,5 +38,6 @@ __all__ = [
     "embedded_record",
     "load_weights",
     "read_checkpoint",
+    "report_printed",
     "save_converted",
 ]

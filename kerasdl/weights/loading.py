@@ -13,10 +13,11 @@ starts from it knows the preprocessing without a file beside it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -209,6 +210,17 @@ def load_weights(model: keras.Model, path: str | Path, *, name: str | None = Non
         log.warning("weights: %s classifier %s; the backbone is loaded", name, report.head)
     model.weights_report = report
     return report
+
+
+@contextlib.contextmanager
+def report_printed() -> Iterator[None]:
+    """For callers that print the whole report: no separate log line about the classifier."""
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
 
 
 def build_with_weights(

@@ -61,9 +61,10 @@ def pick_format(formats: tuple[Format, ...], keys: list[str], where: str, family
         if all(any(re.search(p, k) for k in keys) for p in fmt.signature):
             return fmt
     sources = " or ".join(dict.fromkeys(f.source for f in formats))
+    shown = [k for k in keys if not k.endswith("num_batches_tracked")]
     raise UserError(
         f"{where}: not a {family} checkpoint in {sources} layout: it looks like "
-        f"{guess_architecture(keys)} ({len(keys)} tensors; first: {_first(sorted(keys))})."
+        f"{guess_architecture(keys)} ({len(shown)} tensors; first: {_first(sorted(shown))})."
     )
 
 
