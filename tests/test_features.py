@@ -297,6 +297,35 @@ def test_savedmodel_export_with_several_outputs(tmp_path):
         np.testing.assert_allclose(np.asarray(a), b, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("fmt", ["onnx", "litert"])
+def test_onnx_and_litert_export_with_several_outputs(tmp_path, fmt):
+    pytest.importorskip("onnxruntime" if fmt == "onnx" else "ai_edge_litert")
+    clf = create_model("simple_cnn", num_classes=0, input_shape=(16, 16, 3), filters=[8, 16])
+    feats, x = features_model(clf), images(16)
+    # Keras's ONNX exporter wants a model that has been called once ("has never called").
+    want = {a.shape: a for a in feats.predict(x, verbose=0)}  # LiteRT may reorder the outputs
+    path = str(tmp_path / f"f.{'onnx' if fmt == 'onnx' else 'tflite'}")
+    feats.export(path, format=fmt, verbose=False)
+    if fmt == "onnx":
+        import onnxruntime
+
+        session = onnxruntime.InferenceSession(path)
+        got = session.run(None, {session.get_inputs()[0].name: x})
+    else:
+        from ai_edge_litert.interpreter import Interpreter
+
+        interpreter = Interpreter(model_path=path)
+        index = interpreter.get_input_details()[0]["index"]
+        interpreter.resize_tensor_input(index, x.shape)
+        interpreter.allocate_tensors()
+        interpreter.set_tensor(index, x)
+        interpreter.invoke()
+        got = [interpreter.get_tensor(o["index"]) for o in interpreter.get_output_details()]
+    assert sorted(a.shape for a in got) == sorted(want)
+    for a in got:
+        np.testing.assert_allclose(a, want[a.shape], rtol=1e-4, atol=1e-5)
+
+
 # --- docs ---------------------------------------------------------------------------------------
 
 

@@ -36,6 +36,7 @@ Reference:
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Sequence
 from typing import Any
@@ -206,13 +207,15 @@ class FeatureModel(keras.Model):
         backbone: a kerasdl classifier (a model whose class has ``feature_stages()``), or its
             ``keras.saving.serialize_keras_object`` dict (how a saved model comes back).
         out_indices: stages to return (see :func:`resolve_out_indices`); ``None`` for the
-            family's default (all stages; the last three blocks of a ViT).
+            family's default (all stages; the last three blocks of a ViT). The maps come in
+            stage order whatever the order given (as timm's), and ``feature_info`` follows them.
 
     Call arguments:
         inputs: images ``(B, H, W, C)``, as the classifier takes them.
 
     Returns (on call):
-        A list of ``(B, H_i, W_i, C_i)`` maps, one per ``feature_info`` entry.
+        A list of ``(B, H_i, W_i, C_i)`` maps, one per ``feature_info`` entry (a list even for
+        one map, as timm).
 
     Example:
         >>> clf = kerasdl.create_model("resnet18", input_shape=(64, 64, 3))
@@ -321,7 +324,8 @@ def feature_table(names: Sequence[str] | None = None) -> str:
 
     rows = ["| model | stages: channels / reduction (\\* = default outputs) |", "|---|---|"]
     for name in names or supported_models():
-        side = max(get_entry(name).min_input, 64)
+        smallest = get_entry(name).min_input
+        side = smallest * math.ceil(64 / smallest)  # >= 64 and a multiple (ViT patches)
         clf = create_model(name, num_classes=0, input_shape=(side, side, 3))
         stages = feature_stages(clf)
         default = resolve_out_indices(
