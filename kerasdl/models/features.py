@@ -318,11 +318,13 @@ def features_model(
 
 
 def feature_table(names: Sequence[str] | None = None) -> str:
-    """A Markdown table of every supported registry model's stages (``docs/features.md``):
-    ``channels/reduction`` per stage, ``*`` marking the default outputs. Builds each model."""
+    """A Markdown table of supported registry models' stages (``docs/features.md``): each
+    stage's ``channels/reduction`` (``x n`` for ``n`` alike stages in a row) and the default
+    outputs. Builds each model (every supported one by default: minutes, and gigabytes for
+    ViT-H)."""
     from kerasdl.registry import create_model, get_entry
 
-    rows = ["| model | stages: channels / reduction (\\* = default outputs) |", "|---|---|"]
+    rows = ["| model | stages: channels/reduction | default outputs |", "|---|---|---|"]
     for name in names or supported_models():
         smallest = get_entry(name).min_input
         side = smallest * math.ceil(64 / smallest)  # >= 64 and a multiple (ViT patches)
@@ -331,12 +333,17 @@ def feature_table(names: Sequence[str] | None = None) -> str:
         default = resolve_out_indices(
             len(stages), None, getattr(clf, "default_out_indices", None), name
         )
-        feats = FeatureModel(clf, out_indices=list(range(len(stages))))
-        cells = [
-            f"{d['num_chs']}/{d['reduction']}{'*' if d['index'] in default else ''}"
-            for d in feats.feature_info
-        ]
-        rows.append(f"| `{name}` | {' '.join(cells)} |")
+        info = FeatureModel(clf, out_indices=list(range(len(stages)))).feature_info
+        cells = [f"{d['num_chs']}/{d['reduction']}" for d in info]
+        runs: list[list[Any]] = []
+        for cell in cells:
+            if runs and runs[-1][0] == cell:
+                runs[-1][1] += 1
+            else:
+                runs.append([cell, 1])
+        shown = " ".join(c if n == 1 else f"{c} x{n}" for c, n in runs)
+        chosen = "all" if len(default) == len(stages) else f"last {len(default)}"
+        rows.append(f"| `{name}` | {shown} | {chosen} |")
         keras.backend.clear_session()
     return "\n".join(rows) + "\n"
 
