@@ -20,7 +20,8 @@ contrast, saturation, hue, grayscale and MixUp; hand-written (here, :mod:`kerasd
 :mod:`kerasdl.data.augment_policies`) for what Keras and keras-cv lack as published, or draw per
 batch rather than per image: per-image padded random crop, random resized crop, Gaussian blur with
 a per-image sigma, cutout with a per-image size, PCA colour, Gaussian and salt-and-pepper noise,
-random erasing, CutMix with the exact pasted-area label, AutoAugment and RandAugment.
+random erasing, CutMix with the exact pasted-area label, MixUp-or-CutMix per batch, AutoAugment,
+RandAugment and TrivialAugment Wide (:mod:`kerasdl.data.augment_trivial`).
 
 The views of the semi- and self-supervised methods are lists of these operations too
 (:data:`kerasdl.data.augment_specs.VIEWS`, built by :func:`kerasdl.data.ssl.build_view`).
@@ -53,6 +54,7 @@ from kerasdl.data import augment_ops as ops
 from kerasdl.data import augment_policies as policies
 from kerasdl.data import augment_specs as specs_mod
 from kerasdl.data.augment_specs import AUGMENT_NAMES, validate_augment  # noqa: F401 (re-exported)
+from kerasdl.data.augment_trivial import trivial_augment_wide
 from kerasdl.errors import UserError
 
 AugmentFn = Callable[[tf.Tensor, tf.Tensor], tuple[tf.Tensor, tf.Tensor]]
@@ -292,19 +294,34 @@ def gaussian_blur(
     return tf.ensure_shape(out, x.shape)
 
 
+def _mixup(alpha: float, seed: int) -> AugmentFn:
+    layer = keras.layers.MixUp(alpha=alpha, seed=seed, dtype="float32")
+
+    def mixup(x: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        out = layer({"images": x, "labels": y}, training=True)
+        return tf.cast(out["images"], tf.float32), tf.cast(out["labels"], tf.float32)
+
+    return mixup
+
+
 def _build_one(name: str, p: Any, seed: int, stats: dict | None) -> AugmentFn:
     gen = tf.random.Generator.from_seed(seed)
     L = keras.layers
     if name == "mixup":
-        layer = L.MixUp(alpha=p.alpha, seed=seed, dtype="float32")
-
-        def mixup(x: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-            out = layer({"images": x, "labels": y}, training=True)
-            return tf.cast(out["images"], tf.float32), tf.cast(out["labels"], tf.float32)
-
-        return mixup
+        return _mixup(p.alpha, seed)
     if name == "cutmix":
         return lambda x, y: ops.cutmix(x, y, gen, p.alpha)
+    if name == "mixup_or_cutmix":
+        mix = _mixup(p.mixup_alpha, seed)
+
+        def mixup_or_cutmix(x: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+            # both are cheap: compute both and keep one for the whole batch (no branch to trace)
+            use_cutmix = gen.uniform(()) < p.switch_prob
+            mx, my = mix(x, y)
+            cx, cy = ops.cutmix(x, y, gen, p.cutmix_alpha)
+            return tf.where(use_cutmix, cx, mx), tf.where(use_cutmix, cy, my)
+
+        return mixup_or_cutmix
     if name == "pca_color":
         eigvals = tf.constant(stats["pca_eigenvalues"], tf.float32)
         eigvecs = tf.constant(stats["pca_eigenvectors"], tf.float32)
@@ -344,6 +361,9 @@ def _build_one(name: str, p: Any, seed: int, stats: dict | None) -> AugmentFn:
             lambda x: policies.randaugment(
                 x, gen, p.num_ops, p.magnitude, p.magnitude_sampling == "uniform"
             )
+        ),
+        "trivial_augment_wide": lambda: (
+            lambda x: trivial_augment_wide(x, gen, p.num_magnitude_bins, p.interpolation, p.fill)
         ),
     }
     return _image_op(builders[name]())

@@ -293,6 +293,33 @@ def affine_matrices(
     return out
 
 
+_ENHANCE = ("Color", "Contrast", "Brightness", "Sharpness")
+
+
+def level_values(
+    op_index: tf.Tensor,
+    level: tf.Tensor,
+    sign: tf.Tensor,
+    translate: float,
+    h: tf.Tensor,
+    w: tf.Tensor,
+) -> tf.Tensor:
+    """Each image's operation argument (see :func:`apply_values`) from its ``level`` on the
+    AutoAugment/RandAugment 0-10 scale (the table of the module docstring)."""
+    frac = level / 10.0
+    side = tf.where(
+        op_index == OPS.index("TranslateY"), tf.cast(h, tf.float32), tf.cast(w, tf.float32)
+    )
+    geometric = tf.gather(tf.constant([0.0, 0.3, 0.3, 0.0, 0.0, 30.0] + [0.0] * 9), op_index)
+    is_translate = (op_index == OPS.index("TranslateX")) | (op_index == OPS.index("TranslateY"))
+    value = tf.where(is_translate, translate * side, geometric) * frac * sign
+    is_enhance = tf.reduce_any(tf.stack([op_index == OPS.index(n) for n in _ENHANCE]), axis=0)
+    value = tf.where(is_enhance, 0.1 + 1.8 * frac, value)
+    value = tf.where(op_index == OPS.index("Solarize"), 1.0 - frac, value)
+    bits = tf.clip_by_value(8.0 - tf.floor(4.0 * frac), 1.0, 8.0)
+    return tf.where(op_index == OPS.index("Posterize"), bits, value)
+
+
 def apply_ops(
     x: tf.Tensor,
     op_index: tf.Tensor,
@@ -311,7 +338,34 @@ def apply_ops(
         translate: maximum translation as a fraction of the image side (at level 10).
         used: names of the operations that can occur (others are not computed).
     """
-    frac = level / 10.0
+    shape = tf.shape(x)
+    value = level_values(op_index, level, sign, translate, shape[1], shape[2])
+    return apply_values(x, op_index, value, used)
+
+
+def apply_values(
+    x: tf.Tensor,
+    op_index: tf.Tensor,
+    value: tf.Tensor,
+    used: set[str],
+    fill: float = FILL_VALUE,
+    interpolation: str = "BILINEAR",
+) -> tf.Tensor:
+    """Apply to image ``i`` the operation ``OPS[op_index[i]]`` with argument ``value[i]``.
+
+    The argument is the operation's own: the signed shear factor (ShearX/Y), translation in
+    pixels (TranslateX/Y), rotation in degrees (Rotate), enhancement factor (Color, Contrast,
+    Brightness, Sharpness: 1 = unchanged), threshold in [0, 1] (Solarize), bits kept
+    (Posterize); ignored by the others.
+
+    Args:
+        x: ``(B, H, W, C)`` float32 images in [0, 1].
+        op_index: ``(B,)`` int32 indices into :data:`OPS` (0 = identity).
+        value: ``(B,)`` float32 arguments.
+        used: names of the operations that can occur (others are not computed).
+        fill: the value of areas a geometric operation uncovers.
+        interpolation: ``"BILINEAR"`` or ``"NEAREST"`` for geometric operations.
+    """
     shape = tf.shape(x)
     h, w = shape[1], shape[2]
     out = x
@@ -320,51 +374,34 @@ def apply_ops(
         # Compute an operation only on the images that drew it, then scatter them back.
         nonlocal out
         idx = tf.where(mask)
-        sub = fn(tf.gather_nd(x, idx), tf.gather_nd(frac, idx))
+        sub = fn(tf.gather_nd(x, idx), tf.gather_nd(value, idx))
         out = tf.tensor_scatter_nd_update(out, idx, sub)
-
-    def geometric(sub: tf.Tensor, sub_frac: tf.Tensor, idx_op: tf.Tensor, sub_sign: tf.Tensor):
-        side = tf.where(
-            idx_op == OPS.index("TranslateY"), tf.cast(h, tf.float32), tf.cast(w, tf.float32)
-        )
-        value = tf.gather(tf.constant([0.0, 0.3, 0.3, 0.0, 0.0, 30.0] + [0.0] * 9), idx_op)
-        is_translate = (idx_op == OPS.index("TranslateX")) | (idx_op == OPS.index("TranslateY"))
-        value = tf.where(is_translate, translate * side, value) * sub_frac * sub_sign
-        return tf.raw_ops.ImageProjectiveTransformV3(
-            images=sub,
-            transforms=affine_matrices(idx_op, value, h, w),
-            output_shape=tf.stack([h, w]),
-            fill_value=FILL_VALUE,
-            interpolation="BILINEAR",
-            fill_mode="CONSTANT",
-        )
 
     if used & set(_GEOMETRIC):
         is_geo = tf.reduce_any(tf.stack([op_index == OPS.index(n) for n in _GEOMETRIC]), axis=0)
-        geo_idx = tf.where(is_geo)
+        geo_op = tf.gather_nd(op_index, tf.where(is_geo))
         subset(
             is_geo,
-            lambda sub, f: geometric(
-                sub, f, tf.gather_nd(op_index, geo_idx), tf.gather_nd(sign, geo_idx)
+            lambda sub, v: tf.raw_ops.ImageProjectiveTransformV3(
+                images=sub,
+                transforms=affine_matrices(geo_op, v, h, w),
+                output_shape=tf.stack([h, w]),
+                fill_value=fill,
+                interpolation=interpolation,
+                fill_mode="CONSTANT",
             ),
         )
 
-    def enhance(f: tf.Tensor) -> tf.Tensor:
-        return 0.1 + 1.8 * f
-
-    def bits(f: tf.Tensor) -> tf.Tensor:
-        return tf.clip_by_value(8 - tf.cast(tf.floor(4.0 * f), tf.int32), 1, 8)
-
     candidates: dict[str, Callable[[tf.Tensor, tf.Tensor], tf.Tensor]] = {
-        "AutoContrast": lambda sub, f: autocontrast(sub),
-        "Equalize": lambda sub, f: equalize(sub),
-        "Invert": lambda sub, f: invert(sub),
-        "Solarize": lambda sub, f: solarize(sub, 1.0 - f),
-        "Posterize": lambda sub, f: posterize(sub, bits(f)),
-        "Color": lambda sub, f: color(sub, enhance(f)),
-        "Contrast": lambda sub, f: contrast(sub, enhance(f)),
-        "Brightness": lambda sub, f: brightness(sub, enhance(f)),
-        "Sharpness": lambda sub, f: sharpness(sub, enhance(f)),
+        "AutoContrast": lambda sub, v: autocontrast(sub),
+        "Equalize": lambda sub, v: equalize(sub),
+        "Invert": lambda sub, v: invert(sub),
+        "Solarize": solarize,
+        "Posterize": lambda sub, v: posterize(sub, tf.cast(v, tf.int32)),
+        "Color": color,
+        "Contrast": contrast,
+        "Brightness": brightness,
+        "Sharpness": sharpness,
     }
     for name, fn in candidates.items():
         if name in used:

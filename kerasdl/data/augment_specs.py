@@ -176,6 +176,15 @@ class CutMix(_Op):
     alpha: float = Field(1.0, gt=0.0)
 
 
+class MixUpOrCutMix(_Op):
+    """Per batch, CutMix with probability ``switch_prob``, else MixUp (timm's ``Mixup`` in batch
+    mode; torchvision's reference recipes: ``RandomChoice([MixUp(0.2), CutMix(1.0)])``)."""
+
+    mixup_alpha: float = Field(0.2, gt=0.0)
+    cutmix_alpha: float = Field(1.0, gt=0.0)
+    switch_prob: float = Field(0.5, ge=0.0, le=1.0)
+
+
 class AutoAugment(_Op):
     policy: Literal["imagenet", "cifar10"] = "imagenet"
 
@@ -184,6 +193,14 @@ class RandAugment(_Op):
     num_ops: int = Field(2, ge=1, le=10)
     magnitude: float = Field(9.0, ge=0.0, le=30.0)
     magnitude_sampling: Literal["fixed", "uniform"] = "fixed"
+
+
+class TrivialAugmentWide(_Op):
+    """Müller & Hutter 2021 (torchvision's ``TrivialAugmentWide``); see augment_trivial.py."""
+
+    num_magnitude_bins: int = Field(31, ge=2, le=1024)
+    interpolation: Literal["nearest", "bilinear"] = "nearest"
+    fill: float = Field(0.0, ge=0.0, le=1.0)
 
 
 SPECS: dict[str, type[_Op]] = {
@@ -207,8 +224,10 @@ SPECS: dict[str, type[_Op]] = {
     "random_erasing": RandomErasing,
     "mixup": MixUp,
     "cutmix": CutMix,
+    "mixup_or_cutmix": MixUpOrCutMix,
     "autoaugment": AutoAugment,
     "randaugment": RandAugment,
+    "trivial_augment_wide": TrivialAugmentWide,
 }
 
 # Operations that need training-set statistics (``stats``) to be built.
@@ -263,7 +282,7 @@ def validate_augment(specs: list[dict], *, key: str = "data.augment") -> list[di
 
 
 # Operations that mix an image with another and its label: not a view of one unlabelled image.
-MIXES_LABELS: frozenset[str] = frozenset({"mixup", "cutmix"})
+MIXES_LABELS: frozenset[str] = frozenset({"mixup", "cutmix", "mixup_or_cutmix"})
 
 _WEAK: list[dict] = [
     {"name": "flip", "mode": "horizontal"},
