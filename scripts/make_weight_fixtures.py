@@ -105,7 +105,11 @@ SPECS: dict[str, Spec] = {
         "alexnet_owt",
         {"fc_units": 256},
     ),
-    "tv_densenet121": Spec(lambda: _tv().models.densenet121(), "densenet121"),
+    "tv_densenet": Spec(
+        lambda: _tv().models.densenet.DenseNet(block_config=(2, 3, 2, 2)),
+        "densenet121",
+        {"block_config": [2, 3, 2, 2]},
+    ),
     "tv_googlenet": Spec(
         lambda: _tv().models.googlenet(aux_logits=True, init_weights=False), "googlenet"
     ),
@@ -115,7 +119,11 @@ SPECS: dict[str, Spec] = {
     "timm_efficientnet_b0": Spec(
         lambda: _timm().create_model("efficientnet_b0"), "efficientnet_b0"
     ),
-    "timm_densenet121": Spec(lambda: _timm().create_model("densenet121"), "densenet121"),
+    "timm_densenet": Spec(
+        lambda: _timm().create_model("densenet121", block_config=(2, 3, 2, 2)),
+        "densenet121",
+        {"block_config": [2, 3, 2, 2]},
+    ),
     "timm_vit": Spec(
         lambda: _timm().create_model("vit_tiny_patch16_224", img_size=32, depth=4),
         "vit_ti_16",
@@ -125,6 +133,8 @@ SPECS: dict[str, Spec] = {
 }
 SLOW: dict[str, Spec] = {
     "tv_resnet50": Spec(lambda: _tv().models.resnet50(), "resnet50"),
+    "tv_densenet121": Spec(lambda: _tv().models.densenet121(), "densenet121"),
+    "timm_densenet121": Spec(lambda: _timm().create_model("densenet121"), "densenet121"),
     "tv_vgg16": Spec(lambda: _tv().models.vgg16(), "vgg16"),
     "tv_efficientnet_b1": Spec(lambda: _tv().models.efficientnet_b1(), "efficientnet_b1"),
     "tv_vit_b_32": Spec(lambda: _tv().models.vit_b_32(), "vit_b_32", side=224),
@@ -169,6 +179,7 @@ class Fixture:
     x: np.ndarray  # NHWC float32
     logits: np.ndarray
     spec: Spec
+    aux: dict[str, np.ndarray] = field(default_factory=dict)  # GoogLeNet's aux1 / aux2 logits
 
     def kwargs(self, **extra: Any) -> dict[str, Any]:
         """``create_model`` arguments for the matching kerasdl model."""
@@ -198,9 +209,25 @@ def make_fixture(name: str, out_dir: str | Path, seed: int = 0) -> Fixture:
     x = np.random.default_rng(seed).normal(size=(2, 3, spec.side, spec.side)).astype("float32")
     with torch.no_grad():
         logits = net(torch.from_numpy(x)).numpy()
+        aux = _aux_logits(net, torch.from_numpy(x))
     x_nhwc = x.transpose(0, 2, 3, 1).copy()
-    np.savez(out / f"{name}.npz", x=x_nhwc, logits=logits)
-    return Fixture(name, st, pth, x_nhwc, logits, spec)
+    np.savez(out / f"{name}.npz", x=x_nhwc, logits=logits, **aux)
+    return Fixture(name, st, pth, x_nhwc, logits, spec, aux)
+
+
+def _aux_logits(net: Any, x: Any) -> dict[str, np.ndarray]:
+    """GoogLeNet's auxiliary classifiers in eval mode, on the inputs they read (4a, 4d)."""
+    if getattr(net, "aux1", None) is None:
+        return {}
+    seen: dict[str, Any] = {}
+    hooks = [
+        getattr(net, block).register_forward_hook(lambda m, i, o, k=key: seen.update({k: o}))
+        for block, key in (("inception4a", "aux1"), ("inception4d", "aux2"))
+    ]
+    net(x)
+    for h in hooks:
+        h.remove()
+    return {k: getattr(net, k)(v).numpy() for k, v in seen.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
