@@ -41,22 +41,24 @@ def numpy_reference(name: str, c: OptimizerConfig, wd: float = 0.0) -> np.ndarra
     w = W0.copy()
     v = np.zeros_like(w)  # momentum / first moment
     a = np.full_like(w, c.initial_accumulator_value) if name == "adagrad" else np.zeros_like(w)
+    m = 0.9 if c.momentum is None else c.momentum  # SGD's momentum when unset
     for t, g in enumerate(GRADS, start=1):
         w = w - LR * wd * w  # decoupled weight decay (Loshchilov & Hutter), applied first
         if name == "sgd":
             w = w - LR * g
         elif name == "momentum":  # Polyak heavy ball, velocity form
-            v = c.momentum * v - LR * g
+            v = m * v - LR * g
             w = w + v
         elif name == "nesterov":  # Sutskever et al. 2013 form used by Keras
-            v = c.momentum * v - LR * g
-            w = w + c.momentum * v - LR * g
+            v = m * v - LR * g
+            w = w + m * v - LR * g
         elif name == "adagrad":  # Duchi et al.; Keras: epsilon inside the square root
             a = a + g**2
             w = w - LR * g / np.sqrt(a + c.epsilon)
         elif name == "rmsprop":  # Tieleman & Hinton; Keras: epsilon inside the square root
             a = c.rho * a + (1 - c.rho) * g**2
-            w = w - LR * g / np.sqrt(a + c.epsilon)
+            v = (c.momentum or 0.0) * v + LR * g / np.sqrt(a + c.epsilon)  # TF / PyTorch form
+            w = w - v
         elif name in ("adam", "adamw"):  # Kingma & Ba, the "epsilon hat" form of section 2
             v = c.beta_1 * v + (1 - c.beta_1) * g
             a = c.beta_2 * a + (1 - c.beta_2) * g**2
@@ -75,6 +77,16 @@ def test_two_steps_match_published_update(name: str) -> None:
     got = run_steps(cfg)
     np.testing.assert_allclose(got, numpy_reference(name, cfg), rtol=RTOL)
     assert not np.allclose(got, W0)
+
+
+def test_rmsprop_momentum_is_used_and_off_by_default() -> None:
+    """EfficientNet's RMSProp (momentum 0.9, TensorFlow's form); unset: no momentum, as Keras."""
+    plain = OptimizerConfig(name="rmsprop", learning_rate=LR, epsilon=1e-3)
+    heavy = OptimizerConfig(name="rmsprop", learning_rate=LR, epsilon=1e-3, momentum=0.9)
+    zero = OptimizerConfig(name="rmsprop", learning_rate=LR, epsilon=1e-3, momentum=0.0)
+    np.testing.assert_allclose(run_steps(plain), run_steps(zero), rtol=1e-12)
+    np.testing.assert_allclose(run_steps(heavy), numpy_reference("rmsprop", heavy), rtol=RTOL)
+    assert not np.allclose(run_steps(heavy), run_steps(plain), rtol=RTOL)
 
 
 @pytest.mark.parametrize("name", ["adamw", "momentum", "adam"])

@@ -10,10 +10,13 @@ momentum   v = m v - lr g;  w += v                      Polyak 1964
 nesterov   v = m v - lr g;  w += m v - lr g             Nesterov 1983; Sutskever et al. 2013
 adagrad    a += g^2;  w -= lr g / sqrt(a + eps)         Duchi et al. 2011
 rmsprop    a = rho a + (1-rho) g^2;  w -= lr g / sqrt(a + eps)   Tieleman & Hinton 2012
+           (with momentum m: v = m v + lr g / sqrt(a + eps); w -= v)
 adam       bias-corrected first/second moments          Kingma & Ba 2015
 adamw      adam + decoupled weight decay w -= lr wd w   Loshchilov & Hutter 2019
 =========  ==========================================  =====================================
 
+``momentum`` left unset is 0.9 for ``momentum``/``nesterov`` and 0 (none) for ``rmsprop``, whose
+momentum form is TensorFlow's and PyTorch's (EfficientNet's and MobileNet's RMSProp, momentum 0.9).
 ``weight_decay`` on ``sgd``/``momentum``/``nesterov``/``rmsprop``/``adam`` is Keras's decoupled
 decay too (``w -= lr * wd * w``); for the classic coupled L2 penalty use ``training.l2``.
 Clipping (``clipnorm``: per variable, ``global_clipnorm``: over all gradients, Pascanu et al. 2013),
@@ -32,6 +35,8 @@ import keras
 from kerasdl.config import OptimizerConfig
 from kerasdl.errors import UserError
 
+DEFAULT_MOMENTUM = 0.9  # SGD with momentum when training.optimizer.momentum is unset
+
 
 def _sgd(cfg: OptimizerConfig, wd: float | None, common: dict[str, Any]) -> Any:
     return keras.optimizers.SGD(momentum=0.0, weight_decay=wd, **common)
@@ -40,7 +45,8 @@ def _sgd(cfg: OptimizerConfig, wd: float | None, common: dict[str, Any]) -> Any:
 def _momentum(
     cfg: OptimizerConfig, wd: float | None, common: dict[str, Any], nesterov: bool = False
 ) -> Any:
-    return keras.optimizers.SGD(momentum=cfg.momentum, nesterov=nesterov, weight_decay=wd, **common)
+    momentum = DEFAULT_MOMENTUM if cfg.momentum is None else cfg.momentum
+    return keras.optimizers.SGD(momentum=momentum, nesterov=nesterov, weight_decay=wd, **common)
 
 
 def _adagrad(cfg: OptimizerConfig, wd: float | None, common: dict[str, Any]) -> Any:
@@ -54,7 +60,7 @@ def _adagrad(cfg: OptimizerConfig, wd: float | None, common: dict[str, Any]) -> 
 
 def _rmsprop(cfg: OptimizerConfig, wd: float | None, common: dict[str, Any]) -> Any:
     return keras.optimizers.RMSprop(
-        rho=cfg.rho, momentum=0.0, epsilon=cfg.epsilon, weight_decay=wd, **common
+        rho=cfg.rho, momentum=cfg.momentum or 0.0, epsilon=cfg.epsilon, weight_decay=wd, **common
     )
 
 
