@@ -60,15 +60,33 @@ def test_model_class_rejects_unknown_keyword_before_building(name: str, no_build
 
 
 @pytest.mark.parametrize("name", MODELS)
-@pytest.mark.parametrize("kwargs", [{"pretrained": True}, {"weights": "resnet18.pth"}])
-def test_pretrained_weights_are_refused_with_the_plan(name: str, kwargs: dict, no_build) -> None:
+def test_pretrained_true_is_refused_with_the_way_to_load_a_file(name: str, no_build) -> None:
     with pytest.raises(TypeError) as info:
-        kerasdl.create_model(name, **kwargs)
+        kerasdl.create_model(name, pretrained=True)
     msg = str(info.value)
     assert isinstance(info.value, UserError)
-    assert "no pretrained weights ship with kerasdl" in msg
-    assert "weights=PATH is planned (issue 16)" in msg
+    assert "kerasdl downloads no weights" in msg
+    assert "create_model(name, weights=PATH)" in msg and "model.weights: PATH" in msg
     assert "\n" not in msg
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_a_missing_weights_file_fails_before_building(name: str, no_build) -> None:
+    with pytest.raises(UserError, match="weights: no such file: resnet18.pth"):
+        kerasdl.create_model(name, weights="resnet18.pth")
+
+
+def test_weights_path_loads(tmp_path) -> None:
+    """Keras weights load into any registry model (checkpoint conversion: tests/test_weights*)."""
+    import numpy as np
+
+    kw = dict(num_classes=3, input_shape=[8, 8, 1], filters=[4])
+    source = kerasdl.create_model("simple_cnn", **kw)
+    source.save_weights(tmp_path / "w.weights.h5")
+    model = kerasdl.create_model("simple_cnn", weights=str(tmp_path / "w.weights.h5"), **kw)
+    assert model.weights_report.loaded == len(model.weights)
+    for a, b in zip(source.weights, model.weights, strict=True):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_keras_kwargs_and_random_init_spellings_still_build() -> None:
