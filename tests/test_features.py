@@ -127,6 +127,44 @@ def test_maps_match_feature_info_and_the_classifier(case):
         np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5)
 
 
+# Weight fixtures of scripts/make_weight_fixtures.py (timm nets with telling random weights).
+TIMM_FIXTURES = [
+    "timm_resnet18",
+    "timm_vit",
+    pytest.param("timm_efficientnet_b0", marks=SLOW),
+    pytest.param("timm_densenet", marks=SLOW),
+]
+
+
+@pytest.mark.parametrize("fixture", TIMM_FIXTURES)
+def test_maps_equal_timms_forward_intermediates(fixture, tmp_path, monkeypatch):
+    """Loaded from a timm checkpoint, the maps are timm's own stage features on the same
+    weights (``forward_intermediates``, what timm's ``features_only`` returns)."""
+    torch = pytest.importorskip("torch")
+    safetensors_torch = pytest.importorskip("safetensors.torch")
+    monkeypatch.syspath_prepend(str(REPO / "scripts"))
+    import make_weight_fixtures as mwf
+
+    try:
+        f = mwf.make_fixture(fixture, tmp_path)
+    except UserError as err:  # timm / torchvision do not import
+        pytest.skip(str(err))
+    net = f.spec.build().eval()
+    net.load_state_dict(safetensors_torch.load_file(str(f.safetensors)))
+    n = len(net.feature_info)
+    with torch.no_grad():
+        nchw = torch.from_numpy(f.x.transpose(0, 3, 1, 2).copy())
+        want = net.forward_intermediates(nchw, indices=n, intermediates_only=True)
+    feats = create_model(
+        f.spec.model, weights=str(f.safetensors), features_only=True, out_indices=n, **f.kwargs()
+    )
+    got = feats(f.x, training=False)
+    assert len(got) == len(want) == n
+    for g, w in zip(got, want, strict=True):
+        w = w.numpy().transpose(0, 2, 3, 1)
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4 * float(np.abs(w).max()))
+
+
 @pytest.mark.parametrize(
     "name", ["resnet18", "densenet121", "efficientnet_b0", "vgg11_bn", "vgg11", "vit_ti_16"]
 )
