@@ -274,3 +274,56 @@ def test_ema_resume_from_a_backup_taken_after_the_swap(tmp_path: Path) -> None:
     )
     for a, b in zip(resumed.get_weights(), whole.get_weights(), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("name", ["vit_ti_16", "resnet18", "densenet121"])
+def test_decay_exclude_is_timms_parameter_groups(name: str) -> None:
+    """``[bias, norm, embedding]`` skips exactly timm's no-decay group: every variable with
+    ``ndim <= 1``, plus the ViT's class token and position embedding (``no_weight_decay()``)."""
+    import kerasdl
+    from kerasdl.training.optimizers import decay_excluded
+
+    kw = {"patch_size": 8} if name.startswith("vit") else {}
+    model = kerasdl.create_model(name, num_classes=10, input_shape=(32, 32, 3), **kw)
+    skipped = {id(v) for v in decay_excluded(model, ["bias", "norm", "embedding"])}
+    timm_rule = {
+        id(v)
+        for v in model.trainable_variables
+        if len(v.shape) <= 1
+        or v.path.rsplit("/", 1)[-1] in ("bias", "class_token", "pos_embedding")
+    }
+    assert skipped & {id(v) for v in model.trainable_variables} == timm_rule
+    assert decay_excluded(model, []) == []
+
+
+def test_decay_exclude_through_the_recipe_skips_those_variables() -> None:
+    """compile_model applies training.optimizer.decay_exclude: with zero gradients, AdamW's
+    decay shrinks the kernels and leaves biases and norm parameters alone."""
+    from kerasdl.config import RecipeConfig
+    from kerasdl.training.tasks import compile_model
+
+    inputs = keras.Input((4,))
+    x = keras.layers.Dense(3, name="fc", bias_initializer="ones")(inputs)
+    outputs = keras.layers.LayerNormalization(name="ln")(x)
+    model = keras.Model(inputs, outputs)
+    cfg = RecipeConfig.model_validate(
+        {
+            "training": {
+                "optimizer": {
+                    "name": "adamw",
+                    "learning_rate": 0.1,
+                    "weight_decay": 0.5,
+                    "decay_exclude": ["bias", "norm"],
+                },
+                "steps_per_execution": 1,
+            }
+        }
+    )
+    compile_model(model, cfg, steps_per_epoch=1)
+    before = {v.path: np.array(v.numpy()) for v in model.trainable_variables}
+    model.optimizer.apply_gradients(
+        [(keras.ops.zeros_like(v), v) for v in model.trainable_variables]
+    )
+    for v in model.trainable_variables:
+        moved = not np.allclose(v.numpy(), before[v.path])
+        assert moved == (v.path == "fc/kernel"), v.path

@@ -235,6 +235,9 @@ class OptimizerConfig(Section):
     # unset: 0.9 for momentum / nesterov, none for rmsprop (Keras's and PyTorch's default)
     momentum: Annotated[float, Field(ge=0, lt=1)] | None = None
     weight_decay: Annotated[float, Field(ge=0)] = 0.0
+    # variables weight_decay skips: biases, normalisation scales and offsets, ViT's class token
+    # and position embedding (timm's and torchvision's recipes: [bias, norm, embedding])
+    decay_exclude: list[Literal["bias", "norm", "embedding"]] = []
     beta_1: Annotated[float, Field(ge=0, lt=1)] = 0.9
     beta_2: Annotated[float, Field(ge=0, lt=1)] = 0.999
     rho: Annotated[float, Field(ge=0, lt=1)] = 0.9

@@ -19,6 +19,10 @@ adamw      adam + decoupled weight decay w -= lr wd w   Loshchilov & Hutter 2019
 momentum form is TensorFlow's and PyTorch's (EfficientNet's and MobileNet's RMSProp, momentum 0.9).
 ``weight_decay`` on ``sgd``/``momentum``/``nesterov``/``rmsprop``/``adam`` is Keras's decoupled
 decay too (``w -= lr * wd * w``); for the classic coupled L2 penalty use ``training.l2``.
+``decay_exclude`` lists variables the decay skips (:func:`exclude_from_decay`): ``bias``,
+``norm`` (normalisation layers' scales and offsets) and ``embedding`` (the ViT's class token and
+position embedding), as timm's parameter groups (``ndim <= 1`` or ``no_weight_decay()``) and
+torchvision's ``--norm-weight-decay 0 --bias-weight-decay 0 --transformer-embedding-decay 0``.
 Clipping (``clipnorm``: per variable, ``global_clipnorm``: over all gradients, Pascanu et al. 2013),
 gradient accumulation and a weight EMA (evaluation with the averaged weights) are Keras optimizer
 options exposed as recipe keys.
@@ -91,6 +95,49 @@ OPTIMIZERS: dict[str, Callable[..., keras.optimizers.Optimizer]] = {
     "adam": _adam,
     "adamw": _adamw,
 }
+
+
+NORM_LAYERS: tuple[type, ...] = (
+    keras.layers.BatchNormalization,
+    keras.layers.LayerNormalization,
+    keras.layers.GroupNormalization,
+)
+EMBEDDING_NAMES = ("class_token", "pos_embedding")  # kerasdl.layers.patch_embed
+
+
+def decay_excluded(model: keras.Model, exclude: list[str] | tuple[str, ...]) -> list[Any]:
+    """The variables of ``model`` (trainable or frozen) that weight decay skips under
+    ``exclude`` (``bias``, ``norm``, ``embedding``)."""
+    if not exclude:
+        return []
+    out: dict[int, Any] = {}
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        own = [w for w in layer._trainable_variables + layer._non_trainable_variables]
+        if "norm" in exclude and isinstance(layer, NORM_LAYERS):
+            out.update((id(w), w) for w in own)
+        for w in own:
+            name = w.path.rsplit("/", 1)[-1]
+            if ("bias" in exclude and name == "bias") or (
+                "embedding" in exclude and name in EMBEDDING_NAMES
+            ):
+                out[id(w)] = w
+    return list(out.values())
+
+
+def exclude_from_decay(
+    optimizer: keras.optimizers.Optimizer, model: keras.Model, exclude: list[str]
+) -> list[str]:
+    """Make ``optimizer`` (not yet built) skip weight decay for ``model``'s variables named by
+    ``exclude``; returns their paths.
+
+    Example:
+        >>> opt = keras.optimizers.AdamW(1e-3, weight_decay=0.05)
+        >>> skipped = exclude_from_decay(opt, model, ["bias", "norm", "embedding"])
+    """
+    variables = decay_excluded(model, exclude)
+    if variables:
+        optimizer.exclude_from_weight_decay(var_list=variables)
+    return [v.path for v in variables]
 
 
 def build_optimizer(

@@ -42,7 +42,7 @@ from kerasdl.registry import create_model
 from kerasdl.runfolder import RunFolder
 from kerasdl.training import callbacks as cb
 from kerasdl.training.initializers import apply_initializer
-from kerasdl.training.optimizers import build_optimizer
+from kerasdl.training.optimizers import build_optimizer, exclude_from_decay
 from kerasdl.training.regularizers import add_kernel_penalties
 from kerasdl.training.schedules import build_schedule
 from kerasdl.training.transfer import (
@@ -126,6 +126,7 @@ def compile_model(
     t = cfg.training
     optimizer = _optimizer(cfg, steps_per_epoch, lr_factor)
     optimizer = transfer_optimizer(optimizer, t.optimizer.backbone_lr_multiplier)
+    exclude_from_decay(optimizer, model, t.optimizer.decay_exclude)
     model.compile(
         optimizer=optimizer,
         loss=classifier_loss(cfg),
@@ -379,8 +380,10 @@ class MethodTask(SupervisedTask):
         if c.training.l1 or c.training.l2:  # MAE builds its own encoder: every kernel
             add_kernel_penalties(model, c.training.l1, c.training.l2)
         requested = c.training.execution_steps(c.distribute.strategy != "none")
+        optimizer = _optimizer(c, steps_per_epoch, lr_factor)
+        exclude_from_decay(optimizer, model, c.training.optimizer.decay_exclude)
         model.compile(
-            optimizer=_optimizer(c, steps_per_epoch, lr_factor),
+            optimizer=optimizer,
             steps_per_execution=method_execution_steps(requested, steps_per_epoch),
             jit_compile=c.training.jit_compile,
         )
