@@ -262,6 +262,9 @@ class FeatureModel(keras.Model):
         object.__setattr__(self, "_backbone_config", keras.saving.serialize_keras_object(backbone))
         object.__setattr__(self, "_out_indices", indices)
         object.__setattr__(self, "_feature_info", info)
+        report = getattr(backbone, "weights_report", None)  # a checkpoint's source, preprocessing
+        if report is not None:
+            object.__setattr__(self, "weights_report", report)
 
     @property
     def feature_info(self) -> FeatureInfo:
