@@ -230,7 +230,9 @@ class DataConfig(Section):
 class OptimizerConfig(Section):
     """``training.optimizer``: name and hyper-parameters (see kerasdl.training.optimizers)."""
 
-    name: Literal["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw"] = "adam"
+    name: Literal["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw", "lars"] = (
+        "adam"
+    )
     learning_rate: Annotated[float, Field(gt=0)] = 1e-3
     # unset: 0.9 for momentum / nesterov, none for rmsprop (Keras's and PyTorch's default)
     momentum: Annotated[float, Field(ge=0, lt=1)] | None = None
@@ -243,6 +245,7 @@ class OptimizerConfig(Section):
     rho: Annotated[float, Field(ge=0, lt=1)] = 0.9
     epsilon: Annotated[float, Field(gt=0)] = 1e-7
     initial_accumulator_value: Annotated[float, Field(ge=0)] = 0.1
+    trust_coefficient: Annotated[float, Field(gt=0)] = 0.001  # LARS's eta
     clipnorm: Annotated[float, Field(gt=0)] | None = None
     global_clipnorm: Annotated[float, Field(gt=0)] | None = None
     clipvalue: Annotated[float, Field(gt=0)] | None = None
@@ -250,6 +253,15 @@ class OptimizerConfig(Section):
     ema: bool = False
     ema_momentum: Annotated[float, Field(gt=0, lt=1)] = 0.99
     backbone_lr_multiplier: Annotated[float, Field(ge=0)] = 1.0
+
+    @model_validator(mode="after")
+    def _lars_decay(self) -> OptimizerConfig:
+        if self.name == "lars" and self.decay_exclude:
+            raise ValueError(
+                "training.optimizer.decay_exclude: LARS already leaves biases and norms (every "
+                "one-dimensional variable) undecayed and unadapted; remove decay_exclude."
+            )
+        return self
 
     @model_validator(mode="after")
     def _one_clip(self) -> OptimizerConfig:

@@ -13,6 +13,7 @@ rmsprop    a = rho a + (1-rho) g^2;  w -= lr g / sqrt(a + eps)   Tieleman & Hint
            (with momentum m: v = m v + lr g / sqrt(a + eps); w -= v)
 adam       bias-corrected first/second moments          Kingma & Ba 2015
 adamw      adam + decoupled weight decay w -= lr wd w   Loshchilov & Hutter 2019
+lars       per-kernel trust ratio, momentum (lars.py)   You, Gitman & Ginsburg 2017
 =========  ==========================================  =====================================
 
 ``momentum`` left unset is 0.9 for ``momentum``/``nesterov`` and 0 (none) for ``rmsprop``, whose
@@ -38,6 +39,7 @@ import keras
 
 from kerasdl.config import OptimizerConfig
 from kerasdl.errors import UserError
+from kerasdl.training.lars import LARS
 
 DEFAULT_MOMENTUM = 0.9  # SGD with momentum when training.optimizer.momentum is unset
 
@@ -85,6 +87,17 @@ def _adamw(cfg: OptimizerConfig, wd: float | None, common: dict[str, Any]) -> An
     )
 
 
+def _lars(cfg: OptimizerConfig, wd: float | None, common: dict[str, Any]) -> Any:
+    # LARS's decay is its own coupled term inside the adaptation (kerasdl.training.lars)
+    momentum = DEFAULT_MOMENTUM if cfg.momentum is None else cfg.momentum
+    return LARS(
+        momentum=momentum,
+        weight_decay=cfg.weight_decay,
+        trust_coefficient=cfg.trust_coefficient,
+        **common,
+    )
+
+
 # name -> builder(cfg, weight decay or None, Keras options common to all)
 OPTIMIZERS: dict[str, Callable[..., keras.optimizers.Optimizer]] = {
     "sgd": _sgd,
@@ -94,6 +107,7 @@ OPTIMIZERS: dict[str, Callable[..., keras.optimizers.Optimizer]] = {
     "rmsprop": _rmsprop,
     "adam": _adam,
     "adamw": _adamw,
+    "lars": _lars,
 }
 
 
