@@ -312,7 +312,7 @@ def features_model(
         UserError: a model without stages (MLP, perceptron) or an invalid ``out_indices``.
 
     Example:
-        >>> feats = features_model(kerasdl.create_model("densenet121"), out_indices=-1)
+        >>> feats = features_model(kerasdl.create_model("densenet121"), out_indices=[-1])
         >>> feats.feature_info
         [{'num_chs': 1024, 'reduction': 32, 'module': 'act5', 'index': 4}]
     """
