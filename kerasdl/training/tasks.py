@@ -99,11 +99,8 @@ def use_checkpoint_preprocessing(cfg: RecipeConfig, bundle: DataBundle) -> None:
     if prep is None:
         return
     mean, std = [float(v) for v in prep.mean], [float(v) for v in prep.std]
-    channels = bundle.spec.channels
-    if channels != len(mean):
-        if channels != 1:
-            return  # the model's first convolution will name the mismatch
-        mean, std = [sum(mean) / len(mean)], [sum(std) / len(std)]
+    if bundle.spec.channels != len(mean):
+        return  # grayscale data: the checkpoint's first convolution names the mismatch
     if cfg.data.mean:
         if list(cfg.data.mean) != mean or list(cfg.data.std) != std:
             print(

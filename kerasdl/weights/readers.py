@@ -85,7 +85,10 @@ def read_checkpoint(path: str | Path, keys_only: bool = False) -> Checkpoint:
     kind = kind_of(path)
     if kind == "keras":
         return Checkpoint(path, kind="keras", config=_sidecar(path))
-    tensors = _read_safetensors(path, keys_only) if kind == "safetensors" else _read_torch(path)
+    if kind == "safetensors":
+        tensors = _read_safetensors(path, keys_only)
+    else:
+        tensors = _read_torch(path, keys_only)
     return Checkpoint(path, tensors, "torch", _sidecar(path))
 
 
@@ -144,7 +147,7 @@ def _read_bf16(path: Path, keys: list[str]) -> dict[str, np.ndarray]:
     return out
 
 
-def _read_torch(path: Path) -> dict[str, np.ndarray]:
+def _read_torch(path: Path, keys_only: bool = False) -> dict[str, np.ndarray]:
     try:
         import torch
     except ImportError:
@@ -153,16 +156,26 @@ def _read_torch(path: Path) -> dict[str, np.ndarray]:
             "installed: pip install 'kerasdl[torch]', or convert the file to .safetensors "
             "(safetensors.torch.save_file(state_dict, 'model.safetensors')) where torch is."
         ) from None
-    try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - corrupt file, or pickled code weights_only refuses
-        raise UserError(f"weights {path}: torch.load failed ({str(err).splitlines()[0]})") from err
+    obj = None
+    if keys_only:  # memory-mapped: the names without reading the tensors
+        try:
+            obj = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+        except Exception:  # noqa: BLE001 - an old (non-zip) file: read it whole below
+            obj = None
+    if obj is None:
+        try:
+            obj = torch.load(str(path), map_location="cpu", weights_only=True)
+        except Exception as err:  # noqa: BLE001 - corrupt, or pickled code weights_only refuses
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise UserError(f"weights {path}: torch.load failed ({first})") from err
     state = unwrap_state_dict(obj)
     if state is None:
         raise UserError(
             f"weights {path}: not a state_dict (a dict of tensors, possibly under "
             f"{' / '.join(WRAPPERS)}). Received: {type(obj).__name__}"
         )
+    if keys_only:
+        return dict.fromkeys(state, np.zeros(0, "float32"))
     return {k: _to_numpy(v) for k, v in state.items()}
 
 
