@@ -127,6 +127,9 @@ class VisionTransformer(Classifier):
         Autoencoders Are Scalable Vision Learners", CVPR 2022 (the MAE options).
     """
 
+    # features_only returns the last 3 blocks by default (timm's vision_transformer out_indices=3).
+    default_out_indices = 3
+
     def __init__(
         self,
         num_classes: int = 1000,
@@ -203,9 +206,6 @@ class VisionTransformer(Classifier):
         outputs = classifier_head(x, num_classes, head_dropout)
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
         self.class_token = bool(class_token)  # the config keeps the normalised form
-
-    # features_only returns the last 3 blocks by default (timm's vision_transformer out_indices=3).
-    default_out_indices = 3
 
     def feature_stages(self) -> list[tuple[str, int]]:
         """``(layer, reduction)`` for ``features_only``: every encoder block (timm's
