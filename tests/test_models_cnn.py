@@ -425,3 +425,21 @@ def test_vgg_bn_keeps_conv_bias_and_models_accept_other_sizes():
     assert tuple(model(np.zeros((1, 40, 48, 3), "float32")).shape) == (1, 3)
     cifar = CifarResNet(3, (20, 20, 3), depth=8)
     assert tuple(cifar(np.zeros((1, 20, 20, 3), "float32")).shape) == (1, 3)
+
+
+def test_resnet_cifar_stem_keeps_the_resolution():
+    """SimCLR's CIFAR ResNet (Chen et al. 2020, appendix B.9): a 3x3/1 first convolution and no
+    max-pool; only conv1 differs from torchvision's ResNet-50 (3x3 instead of 7x7 kernels)."""
+    from kerasdl import create_model
+    from kerasdl.models.resnet import ResNet
+
+    cifar = create_model("resnet50", num_classes=10, input_shape=(32, 32, 3), stem="cifar")
+    imagenet = create_model("resnet50", num_classes=10, input_shape=(32, 32, 3))
+    assert "maxpool" not in [layer.name for layer in cifar.layers]
+    assert cifar.count_params() == imagenet.count_params() - 64 * 3 * (7 * 7 - 3 * 3)
+    assert cifar.get_layer("layer4_2").output.shape[1:3] == (4, 4)  # 32 / 8
+    assert imagenet.get_layer("layer4_2").output.shape[1:3] == (1, 1)  # 32 / 32
+    assert [r for _, r in cifar.feature_stages()] == [1, 1, 2, 4, 8]
+    assert ResNet.from_config(cifar.get_config()).stem == "cifar"
+    with pytest.raises(ValueError, match="stem must be one of"):
+        create_model("resnet18", stem="tiny")

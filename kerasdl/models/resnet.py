@@ -1,6 +1,8 @@
 """ResNet (v1.5), ResNeXt and Wide ResNet for ImageNet-sized inputs, layer for layer torchvision's.
 
-Stem: 7x7/2 convolution (padding 3), norm, activation, 3x3/2 max-pool (padding 1); four stages of
+Stem: 7x7/2 convolution (padding 3), norm, activation, 3x3/2 max-pool (padding 1), or with
+``stem="cifar"`` a 3x3/1 convolution and no max-pool (SimCLR's CIFAR-10 ResNet-50, Chen et al.
+2020 appendix B.9: 32x32 inputs keep their resolution into stage 1); four stages of
 basic or bottleneck blocks with 64, 128, 256, 512 "planes", the first block of stages 2-4 strided
 (on the 3x3 convolution: v1.5) with a 1x1 projection shortcut; global average pooling (so any input
 size works) and a linear head.
@@ -27,6 +29,7 @@ from kerasdl.registry import register_variants
 
 BLOCKS = {"basic": BasicBlock, "bottleneck": Bottleneck}
 STAGE_PLANES = (64, 128, 256, 512)
+STEMS = {"imagenet": (7, 2), "cifar": (3, 1)}  # stem -> (kernel, stride) of conv1
 
 
 @keras.saving.register_keras_serializable(package="kerasdl")
@@ -45,6 +48,8 @@ class ResNet(Classifier):
         activation: activation choice (``relu``, ``leaky_relu``, ``elu``, ``swish``, ``gelu``, ...).
         dropout: dropout rate before the head (torchvision: none).
         zero_init_residual: zero-initialize the last norm of each block (torchvision option).
+        stem: ``imagenet`` (torchvision's 7x7/2 convolution and 3x3/2 max-pool) or ``cifar``
+            (a 3x3/1 convolution, no max-pool: SimCLR's variant for 32x32 images).
 
     Example:
         >>> model = ResNet(num_classes=10, input_shape=(32, 32, 3), depths=[2, 2, 2, 2])
@@ -66,25 +71,30 @@ class ResNet(Classifier):
         activation: str = "relu",
         dropout: float = 0.0,
         zero_init_residual: bool = False,
+        stem: str = "imagenet",
         **kwargs: Any,
     ) -> None:
         check_num_classes(num_classes)
         if block not in BLOCKS:
             raise ValueError(f"block must be one of {sorted(BLOCKS)}. Received: {block!r}")
+        if stem not in STEMS:
+            raise ValueError(f"stem must be one of {sorted(STEMS)}. Received: {stem!r}")
         block_cls = BLOCKS[block]
+        kernel, stride = STEMS[stem]
         inputs = keras.Input(shape=tuple(input_shape), name="image")
         x = PaddedConv2D(
             64,
-            7,
-            pad=3,
-            strides=2,
+            kernel,
+            pad=kernel // 2,
+            strides=stride,
             use_bias=norm == "none",
             kernel_initializer=he_fan_out(),
             name="conv1",
         )(inputs)
         x = get_norm_layer(norm, name="norm1")(x)
         x = get_activation(activation, name="act1")(x)
-        x = PaddedMaxPooling2D(3, strides=2, padding=1, name="maxpool")(x)
+        if stem == "imagenet":
+            x = PaddedMaxPooling2D(3, strides=2, padding=1, name="maxpool")(x)
         channels = 64
         for stage, (planes, depth) in enumerate(zip(STAGE_PLANES, depths, strict=True)):
             for i in range(depth):
@@ -109,6 +119,8 @@ class ResNet(Classifier):
         """``(layer, reduction)`` at the end of each stage, for ``features_only`` (timm's resnet
         ``feature_info``): the stem's activation, then the last block of each of the 4 stages."""
         ends = [f"layer{s + 1}_{depth - 1}" for s, depth in enumerate(self.depths)]
+        if self.stem == "cifar":  # no stride and no pool in the stem
+            return [("act1", 1), *zip(ends, (1, 2, 4, 8), strict=True)]
         return [("act1", 2), *zip(ends, (4, 8, 16, 32), strict=True)]
 
 
