@@ -56,12 +56,15 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--num-classes must be >= 0. Received: {args.num_classes}")
     if args.input_shape is not None and min(args.input_shape) < 1:
         raise UserError(f"--input-shape must be positive. Received: {args.input_shape}")
-    from kerasdl.registry import get_entry
+    from kerasdl.config.manifest import accepted_arguments
     from kerasdl.weights.readers import check_exists, kind_of
 
     check_exists(args.path)
     kind_of(args.path)
-    get_entry(args.model)  # an unknown name fails before TensorFlow loads
+    try:
+        accepted_arguments(args.model)  # an unknown name fails before TensorFlow loads
+    except ValueError as err:
+        raise UserError(str(err).replace("model.name: ", "--model: ")) from None
     from kerasdl.registry import create_model
     from kerasdl.weights import report_printed, save_converted
 

@@ -17,27 +17,29 @@ References:
     ``src/utils/timm/`` (checkpoint converters).
 """
 
-from kerasdl.weights.loading import (
-    WeightsReport,
-    build_with_weights,
-    checkpoint_preprocessing,
-    embedded_record,
-    load_weights,
-    report_printed,
-    save_converted,
-)
-from kerasdl.weights.readers import read_checkpoint
-from kerasdl.weights.rules import FAMILIES, Preprocessing
+from __future__ import annotations
 
-__all__ = [
-    "FAMILIES",
-    "Preprocessing",
-    "WeightsReport",
-    "build_with_weights",
-    "checkpoint_preprocessing",
-    "embedded_record",
-    "load_weights",
-    "read_checkpoint",
-    "report_printed",
-    "save_converted",
-]
+import importlib
+from typing import Any
+
+# name -> submodule; imported on first use, so that ``kerasdl.weights.readers`` and the
+# ``kerasdl convert`` argument checks do not load Keras (PEP 562)
+_EXPORTS = {
+    "WeightsReport": "loading",
+    "build_with_weights": "loading",
+    "checkpoint_preprocessing": "loading",
+    "embedded_record": "loading",
+    "load_weights": "loading",
+    "report_printed": "loading",
+    "save_converted": "loading",
+    "read_checkpoint": "readers",
+    "FAMILIES": "rules",
+    "Preprocessing": "rules",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'kerasdl.weights' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"kerasdl.weights.{_EXPORTS[name]}"), name)
