@@ -43,8 +43,8 @@ class Case:
         threads: ``[inter_op, intra_op]`` thread-pool sizes (0 = TensorFlow's choice).
         private_threadpool: tf.data private thread-pool size (0 = shared pool; pipeline cases).
         fused_bn: batch norm on TensorFlow's fused kernel (False: the Keras implementation).
-        remat: build the model under ``keras.RematScope(mode=remat)`` (``"full"``,
-            ``"larger_than"``, ``"activations"``; None: no rematerialisation).
+        remat: rematerialise the model's blocks (:func:`kerasdl.layers.remat.remat_blocks`,
+            what ``training.remat: true`` does).
         steps, warmup, repeats: timed steps per repetition, warm-up steps, repetitions.
     """
 
@@ -65,7 +65,7 @@ class Case:
     threads: list[int] | None = None
     private_threadpool: int = 0
     fused_bn: bool = True
-    remat: str | None = None
+    remat: bool = False
     steps: int = 10
     warmup: int = 3
     repeats: int = 3

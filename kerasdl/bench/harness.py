@@ -18,7 +18,6 @@ with ``training=False`` inside a ``tf.function``.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import subprocess
@@ -111,10 +110,13 @@ def build_keras_model(case: Case) -> Any:
     from kerasdl.layers.normalization import configure_batch_norm
     from kerasdl.registry import create_model
 
-    with keras.RematScope(mode=case.remat) if case.remat else contextlib.nullcontext():
-        model = create_model(
-            case.model, num_classes=case.num_classes, input_shape=list(shape), **case.model_kwargs
-        )
+    model = create_model(
+        case.model, num_classes=case.num_classes, input_shape=list(shape), **case.model_kwargs
+    )
+    if case.remat:
+        from kerasdl.layers.remat import remat_blocks
+
+        remat_blocks(model)
     return configure_batch_norm(model, fused=case.fused_bn)
 
 

@@ -46,9 +46,17 @@ def machine_info() -> dict[str, Any]:
 
 
 def run_suite(
-    suite: Suite, *, isolated: bool = True, log: Callable[[str], None] = print
+    suite: Suite,
+    *,
+    isolated: bool = True,
+    log: Callable[[str], None] = print,
+    partial_dir: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Measure every case of ``suite`` (each in a fresh process unless ``isolated=False``)."""
+    """Measure every case of ``suite`` (each in a fresh process unless ``isolated=False``).
+
+    With ``partial_dir`` the report so far is written there after every case (a long run on a
+    busy machine keeps what it measured if it is stopped).
+    """
     t0 = time.perf_counter()
     started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     load_start = [round(v, 2) for v in os.getloadavg()]
@@ -66,6 +74,14 @@ def run_suite(
         results[case.id] = {"case": asdict(case), "result": res}
         status = res.get("error") or _summary(res)
         log(f"[bench] {case.id}: {status} ({time.perf_counter() - t:.0f} s)")
+        if partial_dir is not None:
+            write_report(_report(suite, results, started, load_start, t0), partial_dir)
+    return _report(suite, results, started, load_start, t0)
+
+
+def _report(
+    suite: Suite, results: dict, started: str, load_start: list, t0: float
+) -> dict[str, Any]:
     report = {
         "suite": suite.name,
         "machine": {**machine_info(), "load_average_start": load_start},
@@ -172,6 +188,8 @@ def markdown(report: dict[str, Any]) -> str:
             opts.append(f"threads {case['threads'][0]}x{case['threads'][1]}")
         if not case.get("fused_bn", True):
             opts.append("Keras BN")
+        if case.get("remat"):
+            opts.append("remat")
         if case["private_threadpool"]:
             opts.append(f"tf.data pool {case['private_threadpool']}")
         size = res.get("input_shape", [case["input_size"]] * 2 + [case["channels"]])
@@ -210,13 +228,14 @@ def markdown(report: dict[str, Any]) -> str:
 
 def pairs_table(report: dict[str, Any]) -> list[str]:
     """kerasdl and its PyTorch peer side by side: images/s, ratio, utilisation, peak RSS."""
+    results = report["results"]
+    peers = {results.get(p["peer"], {}).get("case", {}).get("kind") for p in report["pairs"]}
+    vs = "kerasdl / PyTorch" if peers == {"torch"} else "case / peer"
     lines = [
-        "| model | precision | train img/s kerasdl / PyTorch | ratio "
-        "| infer img/s kerasdl / PyTorch | ratio | train util kerasdl / PyTorch "
-        "| train peak RSS MiB kerasdl / PyTorch |",
+        f"| model | precision | train img/s {vs} | ratio | infer img/s {vs} | ratio "
+        f"| train util {vs} | train peak RSS MiB {vs} |",
         "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
-    results = report["results"]
     for p in report["pairs"]:
         a = results.get(p["case"], {}).get("result", {})
         b = results.get(p["peer"], {}).get("result", {})

@@ -20,6 +20,7 @@ process. Writes bench_<suite>.json and bench_<suite>.md to --out and prints the 
   kerasdl bench --suite defaults       measurements behind the fast defaults, ~17 min
   kerasdl bench --suite zoo            every family vs torchvision's model in PyTorch, fp32+bf16
   kerasdl bench --suite zoo --quick    the same cases at a tiny size (a smoke run)
+  kerasdl bench --suite remat          peak training memory with and without training.remat
   kerasdl bench --model resnet18 --input-size 64 --batch-size 32 --precision mixed_bfloat16
 
 Suite times are the ones measured on the project's 2-core CPU (benchmarks/README.md: 6.7 and
@@ -27,7 +28,7 @@ Suite times are the ones measured on the project's 2-core CPU (benchmarks/README
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--suite", help="a named suite: default, defaults, zoo")
+    parser.add_argument("--suite", help="a named suite: default, defaults, zoo, remat")
     parser.add_argument(
         "--quick", action="store_true", help="zoo suite: tiny inputs, one step (a smoke run)"
     )
@@ -37,6 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="a registry model to benchmark (instead of a suite)")
     parser.add_argument("--channels", type=int, default=3, help="input channels (default 3)")
     add_case_arguments(parser, input_size=None, batch_size=32)
+    # None: the suite's own (--model: 10 steps, 3 warm-up; zoo: 2 steps, 1 warm-up)
+    parser.set_defaults(steps=None, warmup=None)
     parser.add_argument("--repeats", type=int, default=3, help="repetitions (median reported)")
     parser.add_argument("--no-peers", action="store_true", help="skip keras.applications/PyTorch")
     parser.add_argument("--no-pipeline", action="store_true", help="synthetic data only")
@@ -49,9 +52,9 @@ def run(args: argparse.Namespace) -> int:
     if bool(args.suite) == bool(args.model):
         raise UserError("give either --suite NAME or --model NAME")
     for key in ("batch_size", "steps", "repeats", "num_classes", "channels"):
-        if getattr(args, key) < 1:
+        if getattr(args, key) is not None and getattr(args, key) < 1:
             raise UserError(f"--{key.replace('_', '-')} must be at least 1")
-    if args.warmup < 0:
+    if args.warmup is not None and args.warmup < 0:
         raise UserError("--warmup must be at least 0")
     from kerasdl.bench import get_suite, markdown, model_suite, run_suite, write_report
 
@@ -59,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
         from kerasdl.bench.suites import zoo_suite
 
         only = [m.strip() for m in args.only.split(",")] if args.only else None
-        suite = zoo_suite(args.repeats, quick=args.quick, models=only)
+        suite = zoo_suite(args.repeats, quick=args.quick, models=only, steps=args.steps or 2)
     elif args.suite:
         if args.quick or args.only:
             raise UserError("--quick and --only apply to --suite zoo")
@@ -77,11 +80,11 @@ def run(args: argparse.Namespace) -> int:
             channels=args.channels,
             pipeline=not args.no_pipeline,
             peers=not args.no_peers,
-            steps=args.steps,
-            warmup=args.warmup,
+            steps=args.steps or 10,
+            warmup=3 if args.warmup is None else args.warmup,
             repeats=args.repeats,
         )
-    report = run_suite(suite)
+    report = run_suite(suite, partial_dir=args.out)
     json_path, md_path = write_report(report, args.out)
     print(markdown(report))
     print(f"Wrote {json_path} and {md_path}")

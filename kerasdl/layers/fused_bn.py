@@ -34,6 +34,8 @@ from typing import Any
 
 import keras
 
+from kerasdl.layers.remat import recomputing
+
 
 @keras.saving.register_keras_serializable(package="kerasdl")
 class FusedBatchNormalization(keras.layers.BatchNormalization):
@@ -77,7 +79,12 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
         return keras.backend.standardize_dtype(inputs.dtype) in ("float32", "float16", "bfloat16")
 
     def call(self, inputs, training=None, mask=None):
+        # Recomputed for a rematerialised block's gradient (kerasdl.layers.remat): the forward
+        # pass already moved the statistics this step.
+        again = bool(training) and self.trainable and recomputing()
         if not self._use_fused(inputs, mask):
+            if again and not self.renorm:
+                return self._batch_stats_only(inputs, mask)
             return super().call(inputs, training=training, mask=mask)
         import tensorflow as tf
 
@@ -94,6 +101,8 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
             n = tf.cast(shape[0] * shape[1] * shape[2], tf.float32)
             # The kernel's variance has Bessel's correction; Keras moves the biased one.
             variance = variance * ((n - 1.0) / tf.maximum(n, 1.0))
+            if again:
+                return tf.cast(outputs, self.compute_dtype)
             momentum = self.momentum
             self.moving_mean.assign(self.moving_mean * momentum + mean * (1.0 - momentum))
             self.moving_variance.assign(
@@ -111,3 +120,20 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
                 is_training=False,
             )
         return tf.cast(outputs, self.compute_dtype)
+
+    def _batch_stats_only(self, inputs, mask):
+        """Keras's training path (batch statistics) without the moving-statistics update."""
+        from keras import ops
+
+        x = ops.cast(inputs, keras.backend.result_type(inputs.dtype, "float32"))
+        mean, variance = self._moments(x, mask)
+        outputs = ops.batch_normalization(
+            x=x,
+            mean=mean,
+            variance=variance,
+            axis=self.axis,
+            offset=ops.cast(self.beta, x.dtype) if self.center else None,
+            scale=ops.cast(self.gamma, x.dtype) if self.scale else None,
+            epsilon=self.epsilon,
+        )
+        return ops.cast(outputs, self.compute_dtype)

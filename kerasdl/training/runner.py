@@ -128,6 +128,7 @@ def train(
         model = task.build(steps_per_epoch, dist.lr_factor)
         if d.sync_batchnorm:  # batch statistics over the global batch of all replicas
             configure_batch_norm(model, synchronized=True)
+    remat = apply_remat(cfg, model)
     rng += cb.seed_generator_states(model)
 
     custom_loop = d.strategy == "multi_worker" or d.custom_loop
@@ -145,6 +146,7 @@ def train(
             "distribution": asdict(dist),
             "loop": "custom" if custom_loop else "keras_fit",
             "deterministic": plan.deterministic,
+            "remat": remat,
         }
         if resuming:
             removed = folder.remove_partial_files() if chief else []
@@ -235,6 +237,26 @@ def train(
     finally:
         if lock is not None:
             lock.release()
+
+
+def apply_remat(cfg: Any, model: keras.Model) -> dict[str, list[str]] | None:
+    """Rematerialise the model's blocks when the recipe asks (``training.remat``); says so.
+
+    Keras's own ``keras.RematScope`` fails on the TensorFlow backend for layers called with
+    ``training=`` and would update batch-norm statistics twice; :mod:`kerasdl.layers.remat`
+    explains and does it faithfully. Returns what was rematerialised (None when off).
+    """
+    if not getattr(getattr(cfg, "training", None), "remat", False):
+        return None
+    from kerasdl.layers.remat import remat_blocks
+
+    done = remat_blocks(model)
+    kept = done["skipped"]
+    print(
+        f"Rematerialisation: {len(done['blocks'])} blocks recompute their activations in the "
+        "backward pass" + (f"; {len(kept)} kept as they are (e.g. {kept[0]})" if kept else "")
+    )
+    return done
 
 
 def _open_run_folder(
