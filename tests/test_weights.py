@@ -99,6 +99,24 @@ def test_pth_gives_the_reference_logits(name: str, fixture_dir: Path) -> None:
     assert_close(logits(model, f.x), f.logits)
 
 
+def test_old_torchvision_densenet_keys_are_remapped(fixture_dir: Path, tmp_path: Path) -> None:
+    """Checkpoints from torchvision < 0.4 name a dense layer's norms ``norm.1`` (torchvision's
+    ``_load_state_dict`` remaps them; so does kerasdl)."""
+    import re
+
+    from safetensors.numpy import load_file, save_file
+
+    f = reference("tv_densenet", fixture_dir)
+    old = {
+        re.sub(r"(denselayer\d+\.(?:norm|conv))([12])\.", r"\1.\2.", k): v
+        for k, v in load_file(str(f.safetensors)).items()
+    }
+    assert "features.denseblock1.denselayer1.norm.1.weight" in old
+    save_file(old, str(tmp_path / "old.safetensors"))
+    model = create_model(f.spec.model, weights=str(tmp_path / "old.safetensors"), **f.kwargs())
+    assert_close(logits(model, f.x), f.logits)
+
+
 def test_googlenet_aux_classifiers_load_when_the_model_has_them(fixture_dir: Path) -> None:
     f = reference("tv_googlenet", fixture_dir)
     model = create_model("googlenet", weights=str(f.safetensors), aux_logits=True, **f.kwargs())

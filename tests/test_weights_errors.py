@@ -202,3 +202,21 @@ def test_keras_weights_h5_must_match_exactly(refs: dict, tmp_path: Path) -> None
     np.testing.assert_allclose(same(f.x), f.logits, rtol=1e-4, atol=1e-5)
     with pytest.raises(UserError, match=r"Keras cannot load it.*must match the model exactly"):
         create_model("vit_ti_16", weights=str(tmp_path / "vit.weights.h5"), num_classes=3, **VIT)
+
+
+def test_older_torchvision_key_names_load(refs: dict, tmp_path: Path) -> None:
+    """torchvision < 0.13 ViT checkpoints name the MLP ``linear_1`` / ``linear_2``."""
+    f = refs["tv_vit"]
+    old = {
+        k.replace(".mlp.0.", ".mlp.linear_1.").replace(".mlp.3.", ".mlp.linear_2."): v
+        for k, v in state_of(f).items()
+    }
+    model = create_model("vit_ti_16", weights=save(old, tmp_path / "old.safetensors"), **VIT)
+    np.testing.assert_allclose(model(f.x), f.logits, rtol=1e-4, atol=1e-5)
+
+
+def test_a_checkpoint_without_classifier_keeps_the_fresh_head(refs: dict, tmp_path: Path) -> None:
+    """timm's ``num_classes=0`` exports and feature checkpoints have no head tensors."""
+    state = {k: v for k, v in state_of(refs["tv_vit"]).items() if not k.startswith("heads.")}
+    model = create_model("vit_ti_16", weights=save(state, tmp_path / "nohead.safetensors"), **VIT)
+    assert model.weights_report.head == "re-initialised: the checkpoint has no classifier"
