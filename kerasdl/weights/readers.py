@@ -11,8 +11,10 @@
 A ``config.json`` beside the checkpoint in timm's Hugging Face layout (``architecture``,
 ``pretrained_cfg``) is read as the checkpoint's preprocessing.
 
-Reference:
-    timm ``models/_helpers.py`` (``load_state_dict``, ``clean_state_dict``).
+References:
+    timm ``models/_helpers.py`` (``load_state_dict``, ``clean_state_dict``); keras-hub
+    ``src/utils/timm/preset_loader.py`` (a timm checkpoint's ``config.json``: ``architecture``,
+    ``pretrained_cfg`` mean / std / interpolation).
 """
 
 from __future__ import annotations
