@@ -163,6 +163,9 @@ class DataConfig(Section):
     std: list[float] = []
     splits: SplitsConfig | None = None
     crop: CropConfig = CropConfig()
+    # the resize filter (antialiased), in training and in the exported serving signature:
+    # bilinear (torchvision's default) or bicubic (timm's DeiT / ViT and EfficientNet transforms)
+    interpolation: Literal["bilinear", "bicubic"] = "bilinear"
     cache: bool | None = None
     shuffle_buffer: PositiveInt = 10_000
     on_corrupt: Literal["skip", "error"] = "skip"

@@ -121,6 +121,7 @@ def load_data(cfg: DataConfig, seed: int = 0) -> DataBundle:
         mean=list(cfg.mean),
         std=list(cfg.std),
         class_names=list(raw.class_names),
+        interpolation=cfg.interpolation,
     )
     if raw.encoded:
         splits = {}
@@ -130,7 +131,7 @@ def load_data(cfg: DataConfig, seed: int = 0) -> DataBundle:
             splits[k] = ds.ignore_errors() if raw.skip_errors else ds
     else:
         # Standardization happens after augmentation in the pipeline, so the splits stay in [0, 1].
-        unit_spec = PreprocessSpec(size, spec.channels, [], [], spec.class_names)
+        unit_spec = spec.unit()
 
         def prep(x: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
             if x.shape.rank == 2:

@@ -121,7 +121,7 @@ def decode_split(
         seed: seed of the random windows.
     """
     channels = int(native_shape[-1])
-    unit = PreprocessSpec(spec.image_size, spec.channels, [], [], spec.class_names)
+    unit = spec.unit()
     size = (int(spec.image_size[0]), int(spec.image_size[1]))
     known = tuple(native_shape[:2]) == size
 

@@ -28,6 +28,8 @@ class PreprocessSpec:
         mean: per-channel mean subtracted after scaling to [0, 1] (empty: no standardization).
         std: per-channel standard deviation divided after subtracting ``mean``.
         class_names: the label names, index = class id.
+        interpolation: the resize filter, ``bilinear`` or ``bicubic`` (both antialiased when
+            shrinking, as PIL's and torchvision's resizes of PIL images).
     """
 
     image_size: tuple[int, int]
@@ -35,6 +37,7 @@ class PreprocessSpec:
     mean: list[float] = field(default_factory=list)
     std: list[float] = field(default_factory=list)
     class_names: list[str] = field(default_factory=list)
+    interpolation: str = "bilinear"
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -55,7 +58,13 @@ class PreprocessSpec:
     def load(cls, path: str | Path) -> PreprocessSpec:
         d = json.loads(Path(path).read_text())
         d["image_size"] = tuple(d["image_size"])
-        return cls(**d)
+        return cls(**d)  # a preprocess.json written before ``interpolation`` reads as bilinear
+
+    def unit(self) -> PreprocessSpec:
+        """This spec without standardization: size, channels and filter only ([0, 1] out)."""
+        return PreprocessSpec(
+            self.image_size, self.channels, [], [], self.class_names, self.interpolation
+        )
 
 
 def to_unit_float(images: tf.Tensor) -> tf.Tensor:
@@ -79,7 +88,7 @@ def preprocess_images(images: tf.Tensor, spec: PreprocessSpec) -> tf.Tensor:
     h, w = int(spec.image_size[0]), int(spec.image_size[1])
     static = x.shape
     if static[-3] != h or static[-2] != w:
-        x = tf.image.resize(x, (h, w), method="bilinear", antialias=True)
+        x = tf.image.resize(x, (h, w), method=spec.interpolation, antialias=True)
         x = tf.clip_by_value(x, 0.0, 1.0)
     c_in = static[-1]
     if c_in != spec.channels:
