@@ -49,7 +49,7 @@ class ExportSource:
 
 def converted_spec(model_path: Path) -> PreprocessSpec | None:
     """The preprocessing a ``kerasdl convert`` output carries inside (its checkpoint's mean/std
-    at the model's input size; no class names), or None."""
+    and resize filter at the model's input size; no class names), or None."""
     import json
     import zipfile
 
@@ -61,11 +61,13 @@ def converted_spec(model_path: Path) -> PreprocessSpec | None:
         try:
             record = json.loads(z.read("kerasdl_weights.json"))
             prep = record["preprocessing"]
+            interpolation = prep.get("interpolation")
             return PreprocessSpec(
                 image_size=tuple(int(v) for v in record["image_size"]),
                 channels=int(record["channels"]),
                 mean=[float(v) for v in prep["mean"]],
                 std=[float(v) for v in prep["std"]],
+                interpolation=interpolation if interpolation == "bicubic" else "bilinear",
             )
         except (ValueError, TypeError, KeyError):
             return None

@@ -91,7 +91,8 @@ def use_checkpoint_preprocessing(cfg: RecipeConfig, bundle: DataBundle) -> None:
     the checkpoint (torchvision's ImageNet statistics, timm's ``pretrained_cfg``, or what a
     ``kerasdl convert`` file recorded), in the recipe (so the run's ``config.yaml`` shows them)
     and in the data's spec (``preprocess.json``, which the export applies). A recipe that sets
-    them keeps its own, with a note when they differ.
+    them keeps its own, with a note when they differ; so does a ``data.interpolation`` other
+    than the source's resize filter (the data are resized as they load, before this runs).
     """
     if not cfg.model.weights:
         return
@@ -101,6 +102,13 @@ def use_checkpoint_preprocessing(cfg: RecipeConfig, bundle: DataBundle) -> None:
     mean, std = [float(v) for v in prep.mean], [float(v) for v in prep.std]
     if bundle.spec.channels != len(mean):
         return  # grayscale data: the checkpoint's first convolution names the mismatch
+    data = cfg.data
+    if prep.interpolation != data.interpolation and prep.interpolation in ("bilinear", "bicubic"):
+        print(  # the data are resized as they load, before the task: a note, not a change
+            f"model.weights: the checkpoint's source resizes with {prep.interpolation} "
+            f"interpolation, this recipe with {data.interpolation} (set data.interpolation: "
+            f"{prep.interpolation} to match)"
+        )
     if cfg.data.mean:
         if list(cfg.data.mean) != mean or list(cfg.data.std) != std:
             print(
