@@ -220,3 +220,15 @@ def test_a_checkpoint_without_classifier_keeps_the_fresh_head(refs: dict, tmp_pa
     state = {k: v for k, v in state_of(refs["tv_vit"]).items() if not k.startswith("heads.")}
     model = create_model("vit_ti_16", weights=save(state, tmp_path / "nohead.safetensors"), **VIT)
     assert model.weights_report.head == "re-initialised: the checkpoint has no classifier"
+
+
+def test_converted_timm_vit_exports_with_its_source_preprocessing(
+    refs: dict, tmp_path: Path
+) -> None:
+    from kerasdl.export.source import resolve_source
+
+    model = create_model("vit_ti_16", weights=str(refs["timm_vit"].safetensors), **VIT)
+    save_converted(model, tmp_path / "vit.keras", model.weights_report)
+    spec = resolve_source(tmp_path / "vit.keras").spec  # what kerasdl export applies
+    assert spec.mean == spec.std == [0.5, 0.5, 0.5]
+    assert spec.interpolation == "bicubic" and spec.input_shape == (32, 32, 3)
