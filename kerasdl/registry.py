@@ -216,7 +216,7 @@ def create_model(
     *,
     weights: str | None = None,
     features_only: bool = False,
-    out_indices: Sequence[int] | None = None,
+    out_indices: int | Sequence[int] | None = None,
     **kwargs: Any,
 ) -> Any:
     """Build the registered model ``name``; ``kwargs`` override the variant's defaults.
@@ -232,7 +232,8 @@ def create_model(
         features_only: return a model whose outputs are the feature maps at the end of each
             stage (timm's convention), with ``model.feature_info``; see
             :mod:`kerasdl.models.features`.
-        out_indices: with ``features_only``, which stages to return (default: all).
+        out_indices: with ``features_only``, which stages to return: indices (negative ones
+            count from the end) or an int n for the last n (default: the family's own).
         **kwargs: the model's constructor arguments.
 
     Raises:
