@@ -138,3 +138,44 @@ def test_shipped_recipe_names_a_checkpoint_and_leaves_standardisation_to_it() ->
     cfg = load_recipe(RECIPE)
     assert cfg.model.weights == "resnet18.safetensors"
     assert cfg.data.mean == [] and cfg.data.std == []
+
+
+def test_feature_extraction_from_model_weights_keeps_the_checkpoints_backbone(
+    refs: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """training.transfer strategies accept model.weights: with feature_extraction only the new
+    head trains, and the run's best.keras holds the checkpoint's backbone unchanged."""
+    import kerasdl
+    from kerasdl.cli import main
+
+    shutil.copy(refs["tv_vit"].safetensors, tmp_path / "vit.safetensors")
+    monkeypatch.chdir(tmp_path)
+    overrides = {
+        "model.name": "vit_ti_16",
+        "model.num_layers": "4",
+        "model.weights": "vit.safetensors",
+        "training.epochs": "1",
+        "training.batch_size": "256",
+        "training.optimizer.backbone_lr_multiplier": "1.0",
+        "training.transfer.strategy": "feature_extraction",
+        "run.output_dir": "runs",
+    }
+    args = ["train", str(RECIPE)]
+    for key, value in overrides.items():
+        args += ["--set", f"{key}={value}"]
+    assert main(args) == 0
+    (best,) = (tmp_path / "runs").rglob("best.keras")
+    trained = keras.saving.load_model(best)
+    start = kerasdl.create_model(
+        "vit_ti_16",
+        num_layers=4,
+        num_classes=10,
+        input_shape=trained.input_shape[1:],
+        weights="vit.safetensors",
+    )
+    moved = [
+        w.path
+        for w, v in zip(trained.weights, start.weights, strict=True)
+        if not np.array_equal(np.asarray(w), np.asarray(v))
+    ]
+    assert moved and all(p.startswith("head/") for p in moved), moved

@@ -311,8 +311,8 @@ class LrScalingConfig(Section):
 
 
 class TransferConfig(Section):
-    """``training.transfer``: how a model started from ``model.init_from`` is trained
-    (see kerasdl.training.transfer)."""
+    """``training.transfer``: how a model started from ``model.init_from`` or ``model.weights``
+    is trained (see kerasdl.training.transfer)."""
 
     strategy: Literal["full", "feature_extraction", "fine_tune", "gradual_unfreeze"] = "full"
     unfreeze_every: PositiveInt = 1
@@ -408,10 +408,10 @@ class RecipeConfig(Section):
     @model_validator(mode="after")
     def _check_transfer(self) -> RecipeConfig:
         strategy = self.training.transfer.strategy
-        if strategy != "full" and not self.model.init_from:
+        if strategy != "full" and not (self.model.init_from or self.model.weights):
             raise ValueError(
-                f"training.transfer.strategy {strategy!r} needs model.init_from "
-                "(a run folder or a .keras file to start from)"
+                f"training.transfer.strategy {strategy!r} needs model.init_from (a run folder or "
+                "a .keras file to start from) or model.weights (a torchvision / timm checkpoint)"
             )
         spe = self.training.steps_per_execution
         if spe != "auto" and spe > 1 and self.distribute.strategy != "none":
