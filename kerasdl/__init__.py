@@ -1,8 +1,9 @@
 """kerasdl: the deep-learning canon as a runnable TensorFlow/Keras 3 suite.
 
-``kerasdl.create_model``, ``list_models`` and ``register_model`` are loaded on first use, so
-that ``import kerasdl.config`` (recipe validation, ``kerasdl --help``) stays free of TensorFlow
-and Keras.
+``kerasdl.create_model``, ``list_models``, ``register_model`` and ``load_model`` (a ``.keras``
+file kerasdl wrote, with every kerasdl class registered first) are loaded on first use, so that
+``import kerasdl.config`` (recipe validation, ``kerasdl --help``) stays free of TensorFlow and
+Keras.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ from kerasdl.errors import UserError
 
 if TYPE_CHECKING:
     from kerasdl.registry import create_model, list_models, register_model
+    from kerasdl.training.evaluation import load_trained_model as load_model
 
-__all__ = ["UserError", "create_model", "list_models", "register_model"]
+__all__ = ["UserError", "create_model", "list_models", "load_model", "register_model"]
 __version__ = "0.1.0"
 
 _REGISTRY_NAMES = ("create_model", "list_models", "register_model")
@@ -25,8 +27,12 @@ def __getattr__(name: str) -> Any:
         from kerasdl import registry
 
         return getattr(registry, name)
+    if name == "load_model":
+        from kerasdl.training.evaluation import load_trained_model
+
+        return load_trained_model
     raise AttributeError(f"module 'kerasdl' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return sorted([*globals(), *_REGISTRY_NAMES])
+    return sorted([*globals(), *_REGISTRY_NAMES, "load_model"])

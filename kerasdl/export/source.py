@@ -38,9 +38,9 @@ class ExportSource:
         """Load the Keras model (kerasdl's registered layers and models are imported first)."""
         import keras
 
-        from kerasdl.registry import ensure_registered
+        from kerasdl.training.evaluation import register_classes
 
-        ensure_registered()
+        register_classes()
         try:
             return keras.saving.load_model(self.model_path, compile=False)
         except Exception as err:  # noqa: BLE001 - any load failure is the user's file

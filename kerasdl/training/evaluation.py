@@ -82,23 +82,37 @@ def plot_confusion(c: np.ndarray, class_names: list[str], path: Path, title: str
     save_figure(fig, path, dpi=100)
 
 
-def load_trained_model(path: str | Path) -> keras.Model:
-    """Load a ``.keras`` file (uncompiled) with a clear error if it is missing or unreadable.
-
-    Every class a kerasdl checkpoint may name is registered first: the model families, the
-    training methods (a saved method model), the optimizer wrapper and the schedules.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"model file not found: {path}")
-    import kerasdl.methods  # noqa: F401  (registers what a checkpoint may name)
+def register_classes() -> None:
+    """Import every module that registers a class a kerasdl ``.keras`` file may name: the model
+    families and their layers, the features model, the training methods (a saved method model),
+    the optimizers (LARS, the per-group wrapper) and the schedules."""
+    import kerasdl.methods  # noqa: F401
+    import kerasdl.models.features  # noqa: F401
     import kerasdl.training.group_optimizer  # noqa: F401
+    import kerasdl.training.lars  # noqa: F401
     import kerasdl.training.schedules  # noqa: F401
     from kerasdl.registry import ensure_registered
 
     ensure_registered()
+
+
+def load_trained_model(path: str | Path, compile: bool = False) -> keras.Model:
+    """Load a ``.keras`` file that kerasdl wrote (a run's ``best.keras``, ``kerasdl convert``'s
+    output, a features model), with a clear error if it is missing or unreadable; also
+    ``kerasdl.load_model``.
+
+    ``keras.saving.load_model`` alone does not know kerasdl's classes until their modules are
+    imported; this registers them all first (:func:`register_classes`).
+
+    Example:
+        >>> model = kerasdl.load_model("resnet50.keras")
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"model file not found: {path}")
+    register_classes()
     try:
-        return keras.models.load_model(path, compile=False)
+        return keras.models.load_model(path, compile=compile)
     except Exception as err:  # corrupt zip, unknown layer, ...: one clear line for the user
         raise UserError(f"cannot load {path}: {type(err).__name__}: {err}") from None
 
