@@ -1,6 +1,8 @@
 """Optimizers by name, built from a recipe's ``training.optimizer`` section.
 
-Every optimizer is Keras's own; this module maps the canon's names to them:
+Every optimizer is Keras's own (``sgd``/``momentum``/``nesterov``: :class:`FusedSGD`, Keras's SGD
+with the same arithmetic in one TensorFlow kernel per variable); this module maps the canon's
+names to them:
 
 =========  ==========================================  =====================================
 name       update                                       reference
@@ -39,20 +41,21 @@ import keras
 
 from kerasdl.config import OptimizerConfig
 from kerasdl.errors import UserError
+from kerasdl.training.fused_sgd import FusedSGD
 from kerasdl.training.lars import LARS
 
 DEFAULT_MOMENTUM = 0.9  # SGD with momentum when training.optimizer.momentum is unset
 
 
 def _sgd(cfg: OptimizerConfig, wd: float | None, common: dict[str, Any]) -> Any:
-    return keras.optimizers.SGD(momentum=0.0, weight_decay=wd, **common)
+    return FusedSGD(momentum=0.0, weight_decay=wd, **common)
 
 
 def _momentum(
     cfg: OptimizerConfig, wd: float | None, common: dict[str, Any], nesterov: bool = False
 ) -> Any:
     momentum = DEFAULT_MOMENTUM if cfg.momentum is None else cfg.momentum
-    return keras.optimizers.SGD(momentum=momentum, nesterov=nesterov, weight_decay=wd, **common)
+    return FusedSGD(momentum=momentum, nesterov=nesterov, weight_decay=wd, **common)
 
 
 def _adagrad(cfg: OptimizerConfig, wd: float | None, common: dict[str, Any]) -> Any:
