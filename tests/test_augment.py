@@ -32,7 +32,7 @@ def run(fn, images, labels, batch=4):
 
 
 def test_names_and_defaults():
-    assert len(AUGMENT_NAMES) == len(set(AUGMENT_NAMES)) == 24
+    assert len(AUGMENT_NAMES) == len(set(AUGMENT_NAMES)) == 25
     specs = validate_augment([{"name": n} for n in AUGMENT_NAMES])
     assert [s["name"] for s in specs] == list(AUGMENT_NAMES)
     by_name = {s["name"]: s for s in specs}

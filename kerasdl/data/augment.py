@@ -54,6 +54,7 @@ from kerasdl.data import augment_ops as ops
 from kerasdl.data import augment_policies as policies
 from kerasdl.data import augment_specs as specs_mod
 from kerasdl.data.augment_specs import AUGMENT_NAMES, validate_augment  # noqa: F401 (re-exported)
+from kerasdl.data.augment_timm import parse_config, timm_randaugment
 from kerasdl.data.augment_trivial import trivial_augment_wide
 from kerasdl.errors import UserError
 
@@ -294,6 +295,10 @@ def gaussian_blur(
     return tf.ensure_shape(out, x.shape)
 
 
+def _fill(value: float | list[float] | tuple[float, ...]) -> float | tuple[float, ...]:
+    return float(value) if isinstance(value, int | float) else tuple(float(v) for v in value)
+
+
 def _mixup(alpha: float, seed: int) -> AugmentFn:
     layer = keras.layers.MixUp(alpha=alpha, seed=seed, dtype="float32")
 
@@ -360,6 +365,11 @@ def _build_one(name: str, p: Any, seed: int, stats: dict | None) -> AugmentFn:
         "randaugment": lambda: (
             lambda x: policies.randaugment(
                 x, gen, p.num_ops, p.magnitude, p.magnitude_sampling == "uniform"
+            )
+        ),
+        "rand_augment_timm": lambda: (
+            lambda x: timm_randaugment(
+                x, gen, parse_config(p.config), _fill(p.fill), p.translate_pct
             )
         ),
         "trivial_augment_wide": lambda: (

@@ -61,6 +61,7 @@ OPS: tuple[str, ...] = (
     "Contrast",
     "Brightness",
     "Sharpness",
+    "SolarizeAdd",  # timm's RandAugment (augment_timm.py), not the papers' vocabularies
 )
 _GEOMETRIC = ("ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate")
 _SIGNED = set(_GEOMETRIC)
@@ -246,6 +247,12 @@ def solarize(x: tf.Tensor, threshold: tf.Tensor) -> tf.Tensor:
     return tf.where(x >= _col(threshold), 1.0 - x, x)
 
 
+def solarize_add(x: tf.Tensor, add: tf.Tensor, threshold: float = 128 / 255) -> tf.Tensor:
+    """Add ``add`` to every pixel below ``threshold``, clipped to 1 (timm's ``solarize_add``,
+    from the TPU EfficientNet AutoAugment code; both in [0, 1])."""
+    return tf.where(x < threshold, tf.minimum(x + _col(add), 1.0), x)
+
+
 def posterize(x: tf.Tensor, bits: tf.Tensor) -> tf.Tensor:
     """Keep the ``bits`` most significant bits of each 8-bit level (PIL ``ImageOps.posterize``)."""
     div = tf.cast(tf.bitwise.left_shift(1, 8 - tf.cast(bits, tf.int32)), tf.int32)
@@ -348,22 +355,22 @@ def apply_values(
     op_index: tf.Tensor,
     value: tf.Tensor,
     used: set[str],
-    fill: float = FILL_VALUE,
+    fill: float | tuple[float, ...] = FILL_VALUE,
     interpolation: str = "BILINEAR",
 ) -> tf.Tensor:
     """Apply to image ``i`` the operation ``OPS[op_index[i]]`` with argument ``value[i]``.
 
     The argument is the operation's own: the signed shear factor (ShearX/Y), translation in
     pixels (TranslateX/Y), rotation in degrees (Rotate), enhancement factor (Color, Contrast,
-    Brightness, Sharpness: 1 = unchanged), threshold in [0, 1] (Solarize), bits kept
-    (Posterize); ignored by the others.
+    Brightness, Sharpness: 1 = unchanged), threshold in [0, 1] (Solarize), amount in [0, 1]
+    added below grey 128 (SolarizeAdd), bits kept (Posterize); ignored by the others.
 
     Args:
         x: ``(B, H, W, C)`` float32 images in [0, 1].
         op_index: ``(B,)`` int32 indices into :data:`OPS` (0 = identity).
         value: ``(B,)`` float32 arguments.
         used: names of the operations that can occur (others are not computed).
-        fill: the value of areas a geometric operation uncovers.
+        fill: the value of areas a geometric operation uncovers (one, or one per channel).
         interpolation: ``"BILINEAR"`` or ``"NEAREST"`` for geometric operations.
     """
     shape = tf.shape(x)
@@ -380,23 +387,30 @@ def apply_values(
     if used & set(_GEOMETRIC):
         is_geo = tf.reduce_any(tf.stack([op_index == OPS.index(n) for n in _GEOMETRIC]), axis=0)
         geo_op = tf.gather_nd(op_index, tf.where(is_geo))
-        subset(
-            is_geo,
-            lambda sub, v: tf.raw_ops.ImageProjectiveTransformV3(
-                images=sub,
+        per_channel = not isinstance(fill, int | float)
+        # a per-channel fill: transform (x - fill) with fill 0 and add it back (interpolation
+        # weights sum to 1, so covered pixels are unchanged)
+        shift = tf.constant(fill if per_channel else 0.0, tf.float32)
+
+        def transform(sub: tf.Tensor, v: tf.Tensor) -> tf.Tensor:
+            out = tf.raw_ops.ImageProjectiveTransformV3(
+                images=sub - shift,
                 transforms=affine_matrices(geo_op, v, h, w),
                 output_shape=tf.stack([h, w]),
-                fill_value=fill,
+                fill_value=0.0 if per_channel else float(fill),
                 interpolation=interpolation,
                 fill_mode="CONSTANT",
-            ),
-        )
+            )
+            return out + shift
+
+        subset(is_geo, transform)
 
     candidates: dict[str, Callable[[tf.Tensor, tf.Tensor], tf.Tensor]] = {
         "AutoContrast": lambda sub, v: autocontrast(sub),
         "Equalize": lambda sub, v: equalize(sub),
         "Invert": lambda sub, v: invert(sub),
         "Solarize": solarize,
+        "SolarizeAdd": solarize_add,
         "Posterize": lambda sub, v: posterize(sub, tf.cast(v, tf.int32)),
         "Color": color,
         "Contrast": contrast,

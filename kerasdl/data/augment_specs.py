@@ -195,6 +195,21 @@ class RandAugment(_Op):
     magnitude_sampling: Literal["fixed", "uniform"] = "fixed"
 
 
+class RandAugmentTimm(_Op):
+    """timm's RandAugment from its config string (augment_timm.py); DeiT's is the default."""
+
+    config: str = "rand-m9-mstd0.5-inc1"
+    fill: float | tuple[float, float, float] = 128 / 255  # timm's default grey; DeiT: the mean
+    translate_pct: float = Field(0.45, ge=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _config(self) -> RandAugmentTimm:
+        from kerasdl.data.timm_config import parse_config
+
+        parse_config(self.config)  # a UserError (a ValueError) names the bad section
+        return self
+
+
 class TrivialAugmentWide(_Op):
     """Müller & Hutter 2021 (torchvision's ``TrivialAugmentWide``); see augment_trivial.py."""
 
@@ -227,6 +242,7 @@ SPECS: dict[str, type[_Op]] = {
     "mixup_or_cutmix": MixUpOrCutMix,
     "autoaugment": AutoAugment,
     "randaugment": RandAugment,
+    "rand_augment_timm": RandAugmentTimm,
     "trivial_augment_wide": TrivialAugmentWide,
 }
 
