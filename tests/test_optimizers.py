@@ -327,3 +327,15 @@ def test_decay_exclude_through_the_recipe_skips_those_variables() -> None:
     for v in model.trainable_variables:
         moved = not np.allclose(v.numpy(), before[v.path])
         assert moved == (v.path == "fc/kernel"), v.path
+
+
+@pytest.mark.parametrize("name", ["sgd", "momentum", "nesterov", "adamw", "rmsprop"])
+def test_every_recipe_optimizer_takes_a_backbone_learning_rate(name: str) -> None:
+    """training.optimizer.backbone_lr_multiplier works whatever optimizer class the recipe's
+    name builds (FusedSGD for the SGD family)."""
+    from kerasdl.training.transfer import transfer_optimizer
+
+    opt = build_optimizer(OptimizerConfig(name=name, learning_rate=LR), LR)
+    grouped = transfer_optimizer(opt, 0.1)
+    assert isinstance(grouped, type(opt)) and grouped.default_multiplier == 0.1
+    assert grouped.get_config()["learning_rate"] == opt.get_config()["learning_rate"]

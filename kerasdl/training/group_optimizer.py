@@ -28,6 +28,8 @@ from typing import Any
 
 import keras
 
+from kerasdl.training.fused_sgd import FusedSGD
+
 
 class GroupLearningRateMixin:
     """Scales the learning rate (and decoupled weight decay) of each variable by its group's
@@ -106,6 +108,7 @@ class GroupLearningRateMixin:
 
 
 _BASES = [
+    FusedSGD,  # the recipes' sgd / momentum / nesterov
     keras.optimizers.SGD,
     keras.optimizers.Adagrad,
     keras.optimizers.RMSprop,
