@@ -57,8 +57,10 @@ def keras_train(model: Any, dataset: Any, case: Case) -> dict[str, float]:
     """
     import keras
 
+    from kerasdl.training.fused_sgd import FusedSGD
+
     model.compile(
-        optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
+        optimizer=FusedSGD(0.01, momentum=0.9),  # kerasdl train's SGD
         loss=keras.losses.CategoricalCrossentropy(from_logits=True),
         steps_per_execution=case.steps_per_execution,
         jit_compile=case.jit_compile,

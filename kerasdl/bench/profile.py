@@ -154,12 +154,14 @@ def profile_keras(case: Case, steps: int, logdir: str | Path) -> dict[str, Any]:
     import keras
     import tensorflow as tf
 
+    from kerasdl.training.fused_sgd import FusedSGD
+
     logdir = Path(logdir)
     keras.utils.set_random_seed(0)
     model = build_keras_model(case)
     x, y = synthetic_batch(case)
     dataset = tf.data.Dataset.from_tensors((x, y)).repeat()
-    optimizer = keras.optimizers.SGD(0.01, momentum=0.9)
+    optimizer = FusedSGD(0.01, momentum=0.9)  # kerasdl train's SGD
     model.compile(
         optimizer=optimizer,
         loss=keras.losses.CategoricalCrossentropy(from_logits=True),
