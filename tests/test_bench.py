@@ -106,7 +106,7 @@ def test_torch_references_match_kerasdl_parameter_counts():
     keras_r20 = create_model("resnet20", num_classes=10, input_shape=[32, 32, 3])
     trainable = sum(int(w.numpy().size) for w in keras_r20.trainable_weights)
     assert count(build_torch_model("resnet20", 10)) == trainable == 269_722
-    assert count(build_torch_model("resnet50", 1000)) == 25_557_032  # torchvision's figure
+    assert count(build_torch_model("resnet50", 1000)) == 25_557_032  # torchvision's own model
     res = run_case(
         Case(
             id="t",
@@ -120,3 +120,48 @@ def test_torch_references_match_kerasdl_parameter_counts():
         )
     )
     assert res["train"]["median"] > 0 and res["infer"]["median"] > 0
+
+
+def test_zoo_suite_alternates_and_covers_every_family():
+    from kerasdl.bench.suites import ZOO, zoo_suite
+    from kerasdl.registry import get_entry
+
+    suite = zoo_suite(quick=True)
+    families = {get_entry(name).family for name, *_ in ZOO}
+    assert len(families) == len(ZOO) - 1  # one per family; ResNeXt is in the resnet family
+    models = [c for c in suite.cases if c.kind != "matmul"]
+    assert [c.kind for c in models[:4]] == ["kerasdl", "torch", "kerasdl", "torch"]
+    assert all(c.precision == "float32" for c in models[: 2 * len(ZOO)])  # fp32 pairs first
+    assert len(suite.pairs) == 2 * len(ZOO) and suite.cases[0].kind == "matmul"
+    with pytest.raises(Exception, match="not in the zoo"):
+        zoo_suite(models=["perceptron"])
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="torch extra not installed")
+def test_zoo_quick_pair_reports_memory(tmp_path):
+    from kerasdl.bench.suites import zoo_suite
+
+    suite = zoo_suite(quick=True, models=["resnet20"], precisions=["float32"])
+    report = run_suite(suite, isolated=False, log=lambda _: None, partial_dir=tmp_path)
+    for cid in ("resnet20_fp32", "torch_resnet20_fp32"):
+        res = report["results"][cid]["result"]
+        assert "error" not in res, res
+        assert res["train_peak_rss_mb"] >= res["rss_before_model_mb"] > 0
+    text = markdown(report)
+    assert "| CIFAR ResNet-20 16 b2 | fp32 |" in text and "train peak RSS MiB" in text
+    assert (tmp_path / "bench_zoo.json").exists()
+
+
+@pytest.mark.slow  # builds every zoo model in Keras and in torchvision (~1 min)
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="torch extra not installed")
+def test_zoo_peers_are_the_same_architectures():
+    from kerasdl.bench.suites import ZOO
+    from kerasdl.bench.torch_models import build_torch_model, is_torchvision
+    from kerasdl.registry import create_model
+
+    for name, _, size, _, classes in ZOO:
+        peer = build_torch_model(name, classes, 3, size)
+        assert is_torchvision(name) == (name not in ("resnet20", "darts_net"))
+        keras_model = create_model(name, num_classes=classes, input_shape=[size, size, 3])
+        trainable = sum(int(w.numpy().size) for w in keras_model.trainable_weights)
+        assert sum(p.numel() for p in peer.parameters()) == trainable, name
