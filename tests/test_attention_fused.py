@@ -1,4 +1,4 @@
-"""``SelfAttention``: Keras's MultiHeadAttention function and weights on a fused GEMM path."""
+"""``_SelfAttention``: Keras's MultiHeadAttention function and weights on a fused GEMM path."""
 
 from __future__ import annotations
 
@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kerasdl.layers.attention import SelfAttention
+from kerasdl.layers.attention import _SelfAttention
 
 
 def _pair(heads: int = 3, dim: int = 12, use_bias: bool = True):
     x = tf.random.stateless_normal((2, 5, dim), seed=(1, 2))
     ref = keras.layers.MultiHeadAttention(heads, dim // heads, use_bias=use_bias, name="attn")
-    fused = SelfAttention(heads, dim // heads, use_bias=use_bias, name="attn")
+    fused = _SelfAttention(heads, dim // heads, use_bias=use_bias, name="attn")
     ref(x, x)
     fused(x, x)
     for a, b in zip(ref.weights, fused.weights, strict=True):

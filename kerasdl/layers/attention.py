@@ -3,7 +3,7 @@
 ``keras.layers.MultiHeadAttention`` projects queries, keys and values with three ``EinsumDense``
 layers (``(B, N, D) x (D, H, d)``) and the output with a fourth; on the TensorFlow backend each
 is an ``Einsum`` kernel forward and more ``Einsum``/``BatchMatMul`` kernels backward, followed by
-separate bias additions. :class:`SelfAttention` keeps exactly those layers and variables (names,
+separate bias additions. :class:`_SelfAttention` keeps exactly those layers and variables (names,
 shapes, initialisers, saved form: a checkpoint of one loads into the other) but, for plain
 self-attention on the TensorFlow backend, computes:
 
@@ -27,18 +27,19 @@ from __future__ import annotations
 import keras
 
 
-@keras.saving.register_keras_serializable(package="kerasdl")
-class SelfAttention(keras.layers.MultiHeadAttention):
+class _SelfAttention(keras.layers.MultiHeadAttention):
     """``keras.layers.MultiHeadAttention`` with a fused path for plain self-attention.
 
-    Same arguments, weights and outputs as ``keras.layers.MultiHeadAttention``.
+    Same arguments, weights and outputs as ``keras.layers.MultiHeadAttention``. Private and not
+    registered for serialization: :class:`~kerasdl.layers.transformer.TransformerEncoderBlock`
+    makes it in ``build``, so a saved model holds its weights, not its class.
 
     Call arguments:
         query: ``(B, N, D)`` tokens; ``value`` (and ``key``) the same tensor for self-attention.
         Others: as ``keras.layers.MultiHeadAttention``.
 
     Example:
-        >>> attn = SelfAttention(num_heads=12, key_dim=64)
+        >>> attn = _SelfAttention(num_heads=12, key_dim=64)
         >>> y = attn(x, x)  # x: (B, N, 768)
     """
 

@@ -27,7 +27,7 @@ from typing import Any
 import keras
 
 from kerasdl.configurable import ConfigurableLayer
-from kerasdl.layers.attention import SelfAttention
+from kerasdl.layers.attention import _SelfAttention
 from kerasdl.layers.dropconnect import DropPath
 
 LN_EPSILON = 1e-6
@@ -186,7 +186,7 @@ class TransformerEncoderBlock(ConfigurableLayer):
         if self.weight_init == "mae":  # xavier_uniform_ of timm's qkv = nn.Linear(D, 3 D)
             limit = math.sqrt(6.0 / (dim + 3 * dim))
             kernel_init = keras.initializers.RandomUniform(-limit, limit)
-        self.attention = SelfAttention(
+        self.attention = _SelfAttention(
             num_heads=self.num_heads,
             key_dim=dim // self.num_heads,
             dropout=self.attention_dropout,
