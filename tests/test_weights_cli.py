@@ -98,11 +98,11 @@ def test_a_failed_save_leaves_no_file(
     assert leftovers(tmp_path) == []
 
 
-def test_recipe_starts_from_model_weights_relative_to_the_current_folder(
-    refs: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+def run_shipped_recipe(
+    refs: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **extra: str
 ) -> None:
-    """The shipped transfer recipe, run as a user would from the checkpoint's folder, with a
-    small ViT checkpoint in place of ResNet-18 (one short epoch)."""
+    """``kerasdl train`` of the shipped transfer recipe from the checkpoint's folder, with a small
+    ViT checkpoint in place of ResNet-18 and one short epoch (``extra``: more overrides)."""
     from kerasdl.cli import main
 
     shutil.copy(refs["tv_vit"].safetensors, tmp_path / "vit.safetensors")
@@ -114,11 +114,20 @@ def test_recipe_starts_from_model_weights_relative_to_the_current_folder(
         "training.epochs": "1",
         "training.batch_size": "256",
         "run.output_dir": "runs",
+        **extra,
     }
     args = ["train", str(RECIPE)]
     for key, value in overrides.items():
         args += ["--set", f"{key}={value}"]
     assert main(args) == 0
+
+
+def test_recipe_starts_from_model_weights_relative_to_the_current_folder(
+    refs: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """The shipped transfer recipe, run as a user would from the checkpoint's folder, with a
+    small ViT checkpoint in place of ResNet-18 (one short epoch)."""
+    run_shipped_recipe(refs, tmp_path, monkeypatch)
     out = capsys.readouterr().out
     assert "model.weights: data.mean/std set from the checkpoint" in out
     assert "vit.safetensors (torchvision layout) -> vit_ti_16" in out
@@ -146,24 +155,16 @@ def test_feature_extraction_from_model_weights_keeps_the_checkpoints_backbone(
     """training.transfer strategies accept model.weights: with feature_extraction only the new
     head trains, and the run's best.keras holds the checkpoint's backbone unchanged."""
     import kerasdl
-    from kerasdl.cli import main
 
-    shutil.copy(refs["tv_vit"].safetensors, tmp_path / "vit.safetensors")
-    monkeypatch.chdir(tmp_path)
-    overrides = {
-        "model.name": "vit_ti_16",
-        "model.num_layers": "4",
-        "model.weights": "vit.safetensors",
-        "training.epochs": "1",
-        "training.batch_size": "256",
-        "training.optimizer.backbone_lr_multiplier": "1.0",
-        "training.transfer.strategy": "feature_extraction",
-        "run.output_dir": "runs",
-    }
-    args = ["train", str(RECIPE)]
-    for key, value in overrides.items():
-        args += ["--set", f"{key}={value}"]
-    assert main(args) == 0
+    run_shipped_recipe(
+        refs,
+        tmp_path,
+        monkeypatch,
+        **{
+            "training.optimizer.backbone_lr_multiplier": "1.0",
+            "training.transfer.strategy": "feature_extraction",
+        },
+    )
     (best,) = (tmp_path / "runs").rglob("best.keras")
     trained = keras.saving.load_model(best)
     start = kerasdl.create_model(
