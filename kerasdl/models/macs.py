@@ -75,6 +75,14 @@ def layer_macs(layer: keras.layers.Layer, in_shapes: list[tuple], out_shape: tup
     return 0
 
 
+def _kind(layer: keras.layers.Layer) -> str:
+    """The counted layer's kind: attention layers (kerasdl's fused self-attention included) as
+    ``MultiHeadAttention``, others by class."""
+    if isinstance(layer, keras.layers.MultiHeadAttention):
+        return "MultiHeadAttention"
+    return type(layer).__name__
+
+
 def _all_layers(model: keras.Model) -> list[keras.layers.Layer]:
     return list(model._flatten_layers(include_self=False, recursive=True))
 
@@ -99,7 +107,7 @@ def macs_by_layer(model: keras.Model) -> list[tuple[str, str, int]]:
             if isinstance(__layer, keras.layers.MultiHeadAttention) and len(shapes) == 1:
                 shapes.append(_shape(kwargs.get("value", tensors[0])))
             records.append(
-                (__layer.path, type(__layer).__name__, layer_macs(__layer, shapes, _shape(main)))
+                (__layer.path, _kind(__layer), layer_macs(__layer, shapes, _shape(main)))
             )
             return out
 
