@@ -11,12 +11,7 @@ uvicorn picks):
   request on a kept-alive connection, the headers must be complete within ``header_timeout``
   seconds; otherwise the server answers 408 and closes the connection;
 * a **connection limit**: a connection opened while ``max_connections`` are open is answered 503
-  and closed at once, before it can hold anything;
-* **larger socket reads**: asyncio reads at most 256 KiB per call (its transports' ``max_size``),
-  so a 2 MB predict body (32 images as JSON) took 8 turns of the event loop, each with uvicorn's
-  per-chunk work (parse, copy, wake the app, pause and resume reading): about 0.3 ms each here.
-  Connections of this protocol read up to :data:`READ_SIZE` per call instead; a read allocates
-  only what arrived, and the body size limit is unchanged.
+  and closed at once, before it can hold anything.
 """
 
 from __future__ import annotations
@@ -26,8 +21,6 @@ import logging
 from typing import Any
 
 log = logging.getLogger("kerasdl.serving")
-
-READ_SIZE = 4 << 20  # bytes per socket read (asyncio's default: 256 KiB)
 
 
 def _raw_response(status: str, message: str) -> bytes:
@@ -58,11 +51,6 @@ class _LimitsMixin:
     _header_cycle: Any = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        if getattr(transport, "max_size", READ_SIZE) < READ_SIZE:
-            try:  # asyncio's selector transport reads max_size bytes per call
-                transport.max_size = READ_SIZE  # type: ignore[attr-defined]
-            except AttributeError:  # another event loop's transport: its own read size
-                pass
         super().connection_made(transport)  # type: ignore[misc]
         if len(self.connections) > self.max_connections:
             log.warning(
