@@ -345,8 +345,9 @@ class TrainingConfig(Section):
     lr_scaling: LrScalingConfig = LrScalingConfig()
     transfer: TransferConfig = TransferConfig()
     log_grad_norm: bool = False
-    # Keras rematerialisation (keras.RematScope): recompute activations in the backward pass
-    # instead of keeping them, trading compute for memory
+    # rematerialisation (kerasdl.layers.remat.remat_blocks; keras.RematScope fails on the TF
+    # backend with fit): recompute block activations in the backward pass instead of keeping them,
+    # trading compute for memory; blocks with an active dropout / drop-path are skipped
     remat: bool = False
 
     def execution_steps(self, distributed: bool = False) -> int:
