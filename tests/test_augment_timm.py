@@ -191,3 +191,10 @@ def test_the_recipe_op_runs_in_a_tf_data_pipeline():
     x, y = next(iter(ds.map(fn)))
     assert x.shape == UINT8.shape and float(tf.reduce_min(x)) >= 0 and float(tf.reduce_max(x)) <= 1
     np.testing.assert_array_equal(y.numpy(), np.eye(3))
+
+
+def test_a_per_channel_fill_must_match_the_channels():
+    specs = validate_augment([{"name": "rand_augment_timm", "fill": [0.5, 0.5, 0.5]}])
+    fn = build_augment(specs, seed=0, num_classes=3)
+    with pytest.raises(UserError, match="fill: 3 values for images of 1 channels"):
+        fn(tf.zeros((2, 8, 8, 1)), tf.eye(3)[:2])

@@ -96,3 +96,8 @@ def test_a_model_trains_with_lars() -> None:
     first = model.evaluate(x, y, verbose=0)
     model.fit(x, y, epochs=30, batch_size=16, verbose=0)
     assert model.evaluate(x, y, verbose=0) < 0.5 * first
+
+
+def test_lars_refuses_a_backbone_learning_rate_with_a_clear_message() -> None:
+    with pytest.raises(ValueError, match="backbone_lr_multiplier: not available with LARS"):
+        OptimizerConfig(name="lars", backbone_lr_multiplier=0.1)

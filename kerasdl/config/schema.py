@@ -264,6 +264,12 @@ class OptimizerConfig(Section):
                 "training.optimizer.decay_exclude: LARS already leaves biases and norms (every "
                 "one-dimensional variable) undecayed and unadapted; remove decay_exclude."
             )
+        if self.name == "lars" and self.backbone_lr_multiplier != 1.0:
+            raise ValueError(
+                "training.optimizer.backbone_lr_multiplier: not available with LARS (its "
+                "per-layer trust ratio already sets each layer's step); use 1.0 or another "
+                "optimizer."
+            )
         return self
 
     @model_validator(mode="after")

@@ -45,6 +45,8 @@ from collections.abc import Callable
 
 import tensorflow as tf
 
+from kerasdl.errors import UserError
+
 OPS: tuple[str, ...] = (
     "Identity",
     "ShearX",
@@ -388,20 +390,25 @@ def apply_values(
         is_geo = tf.reduce_any(tf.stack([op_index == OPS.index(n) for n in _GEOMETRIC]), axis=0)
         geo_op = tf.gather_nd(op_index, tf.where(is_geo))
         per_channel = not isinstance(fill, int | float)
+        if per_channel and len(fill) != x.shape[-1]:
+            raise UserError(
+                f"fill: {len(fill)} values for images of {x.shape[-1]} channels; give one value "
+                "or one per channel"
+            )
         # a per-channel fill: transform (x - fill) with fill 0 and add it back (interpolation
-        # weights sum to 1, so covered pixels are unchanged)
-        shift = tf.constant(fill if per_channel else 0.0, tf.float32)
+        # weights sum to 1, so covered pixels are unchanged); a single fill needs neither
+        shift = tf.constant(fill, tf.float32) if per_channel else None
 
         def transform(sub: tf.Tensor, v: tf.Tensor) -> tf.Tensor:
             out = tf.raw_ops.ImageProjectiveTransformV3(
-                images=sub - shift,
+                images=sub if shift is None else sub - shift,
                 transforms=affine_matrices(geo_op, v, h, w),
                 output_shape=tf.stack([h, w]),
                 fill_value=0.0 if per_channel else float(fill),
                 interpolation=interpolation,
                 fill_mode="CONSTANT",
             )
-            return out + shift
+            return out if shift is None else out + shift
 
         subset(is_geo, transform)
 
