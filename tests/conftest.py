@@ -6,6 +6,9 @@ import os
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# `training.precision: auto` would pick bfloat16 on CPUs with AVX-512 BF16 / AMX: keep the
+# suite's numbers independent of the machine (tests/test_auto.py tests the choice itself)
+os.environ.setdefault("KERASDL_AUTO_PRECISION", "float32")
 
 import pytest  # noqa: E402
 import yaml  # noqa: E402

@@ -384,11 +384,62 @@ def remat_suite(repeats: int = 3) -> Suite:
     return Suite("remat", cases, [], pairs)
 
 
+def threads_suite(repeats: int = 3, *, models: list[str] | None = None, steps: int = 2) -> Suite:
+    """Training throughput with one inter-op thread against TensorFlow's default, per family.
+
+    The measurement behind ``training.inter_op_threads: auto``
+    (:mod:`kerasdl.training.auto`): the quickstart recipe (steps_per_execution 16, as ``auto``
+    runs it) and every zoo representative at its zoo size, float32, alternating the two settings
+    per model in fresh processes.
+    """
+    quick = ("quickstart", "Quickstart MLP (recipe, spe 16)")
+    chosen = [quick] + [(z[0], z[1]) for z in ZOO]
+    if models is not None:
+        known = {c[0] for c in chosen}
+        unknown = sorted(set(models) - known)
+        if unknown:
+            raise UserError(f"not in the threads suite: {', '.join(unknown)}")
+        chosen = [c for c in chosen if c[0] in models]
+    sizes = {z[0]: z[2:] for z in ZOO}
+    cases: list[Case] = []
+    cmp: list[Comparison] = []
+    for name, label in chosen:
+        if name == "quickstart":
+            common: dict = dict(
+                recipe=str(QUICKSTART),
+                data="pipeline",
+                batch_size=64,
+                steps_per_execution=16,
+                steps=96,
+                warmup=32,
+            )
+        else:
+            size, batch, classes = sizes[name]
+            common = dict(
+                model=name,
+                input_size=size,
+                batch_size=batch,
+                num_classes=classes,
+                steps=steps,
+                warmup=1,
+            )
+        common.update(modes=["train"], repeats=repeats)
+        cases += [
+            Case(id=f"{name}_interop1", threads=[1, 0], **common),
+            Case(id=f"{name}_tf", **common),
+        ]
+        cmp.append(
+            Comparison(f"{label}: inter_op 1 / TF default", f"{name}_interop1", f"{name}_tf")
+        )
+    return Suite("threads", cases, cmp)
+
+
 SUITES = {
     "default": default_suite,
     "defaults": defaults_suite,
     "zoo": zoo_suite,
     "remat": remat_suite,
+    "threads": threads_suite,
 }
 
 

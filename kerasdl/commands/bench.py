@@ -21,6 +21,7 @@ process. Writes bench_<suite>.json and bench_<suite>.md to --out and prints the 
   kerasdl bench --suite zoo            every family vs torchvision's model in PyTorch, fp32+bf16
   kerasdl bench --suite zoo --quick    the same cases at a tiny size (a smoke run)
   kerasdl bench --suite remat          peak training memory with and without training.remat
+  kerasdl bench --suite threads        one inter-op thread / TF's default, per family (train)
   kerasdl bench --model resnet18 --input-size 64 --batch-size 32 --precision mixed_bfloat16
 
 Suite times are the ones measured on the project's 2-core CPU (benchmarks/README.md: 6.7 and
@@ -28,12 +29,12 @@ Suite times are the ones measured on the project's 2-core CPU (benchmarks/README
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--suite", help="a named suite: default, defaults, zoo, remat")
+    parser.add_argument("--suite", help="a named suite: default, defaults, zoo, remat, threads")
     parser.add_argument(
         "--quick", action="store_true", help="zoo suite: tiny inputs, one step (a smoke run)"
     )
     parser.add_argument(
-        "--only", help="zoo suite: comma-separated registry names to keep (e.g. vit_b_32)"
+        "--only", help="zoo and threads suites: comma-separated names to keep (e.g. vit_b_32)"
     )
     parser.add_argument("--model", help="a registry model to benchmark (instead of a suite)")
     parser.add_argument("--channels", type=int, default=3, help="input channels (default 3)")
@@ -63,6 +64,13 @@ def run(args: argparse.Namespace) -> int:
 
         only = [m.strip() for m in args.only.split(",")] if args.only else None
         suite = zoo_suite(args.repeats, quick=args.quick, models=only, steps=args.steps or 2)
+    elif args.suite == "threads":
+        from kerasdl.bench.suites import threads_suite
+
+        if args.quick:
+            raise UserError("--quick applies to --suite zoo")
+        only = [m.strip() for m in args.only.split(",")] if args.only else None
+        suite = threads_suite(args.repeats, models=only, steps=args.steps or 2)
     elif args.suite:
         if args.quick or args.only:
             raise UserError("--quick and --only apply to --suite zoo")

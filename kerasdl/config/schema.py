@@ -340,10 +340,16 @@ class TrainingConfig(Section):
     metrics: list[Literal["accuracy", "top5"]] = ["accuracy"]
     monitor: str = "auto"
     early_stopping_patience: Annotated[int, Field(ge=0)] = 0
-    precision: Literal["float32", "mixed_float16", "mixed_bfloat16", "auto"] = "float32"
+    # auto (kerasdl.training.auto, printed at the start of a run): mixed_bfloat16 on CPUs with
+    # AVX-512 BF16 / AMX and GPUs of compute capability 8+ (float16 on 7.x), float32 otherwise
+    # and for the perceptron / MLP
+    precision: Literal["float32", "mixed_float16", "mixed_bfloat16", "auto"] = "auto"
     # auto: 16 training steps per call of the compiled function (2.7x the quickstart model's
     # training throughput, benchmarks/README.md); 1 with log_grad_norm or tf.distribute
     steps_per_execution: PositiveInt | Literal["auto"] = "auto"
+    # TensorFlow's inter-op pool (0: its default, one thread per core); auto: 1 for the families
+    # measured faster with it (kerasdl bench --suite threads), else 0
+    inter_op_threads: Annotated[int, Field(ge=0)] | Literal["auto"] = "auto"
     jit_compile: bool = False
     l1: Annotated[float, Field(ge=0)] = 0.0
     l2: Annotated[float, Field(ge=0)] = 0.0

@@ -51,10 +51,10 @@ from kerasdl.runfolder import (  # noqa: F401  (trim_history: re-exported)
     write_json_atomic,
 )
 from kerasdl.training import callbacks as cb
+from kerasdl.training.auto import AutoChoice, describe, resolve_run
 from kerasdl.training.custom_loop import fit_distributed
 from kerasdl.training.distribute import describe_distribution, make_strategy
 from kerasdl.training.grad_tools import GradNormLogger
-from kerasdl.training.precision import resolve_precision
 from kerasdl.training.tasks import (  # noqa: F401  (the supervised pieces: re-exported)
     RunPlan,
     SupervisedTask,
@@ -108,9 +108,10 @@ def train(
     d = plan.distribute
     if plan.deterministic:
         check_deterministic(task_cls)
+    # first: TensorFlow sizes its thread pools when it starts (kerasdl.training.auto)
+    precision, auto_choices = resolve_run(plan.precision, plan.inter_op_threads, plan.model_name)
     strategy = make_strategy(d.strategy, d.devices, d.logical_cpus)
     keras.utils.set_random_seed(plan.seed)
-    precision = resolve_precision(plan.precision)
     keras.mixed_precision.set_global_policy(precision)
     bundle = load_data(cfg.data, plan.seed)
     task = task_cls(cfg, bundle)
@@ -129,6 +130,11 @@ def train(
         if d.sync_batchnorm:  # batch statistics over the global batch of all replicas
             configure_batch_norm(model, synchronized=True)
     remat = apply_remat(cfg, model)
+    training = getattr(cfg, "training", None)
+    if training is not None and training.steps_per_execution == "auto":
+        spe = getattr(model, "steps_per_execution", 1)
+        why = "multi-step loop" if spe > 1 else "per-step logging or tf.distribute"
+        auto_choices.append(AutoChoice("steps_per_execution", spe, why))
     rng += cb.seed_generator_states(model)
 
     custom_loop = d.strategy == "multi_worker" or d.custom_loop
@@ -147,6 +153,7 @@ def train(
             "loop": "custom" if custom_loop else "keras_fit",
             "deterministic": plan.deterministic,
             "remat": remat,
+            "auto": {c.setting: {"value": c.value, "why": c.why} for c in auto_choices},
         }
         if resuming:
             removed = folder.remove_partial_files() if chief else []
@@ -169,6 +176,8 @@ def train(
             where = f"epoch {initial_epoch} ({restored})" if restored else "the start (no backup)"
             print(f"Resuming {run_dir} from {where}")
         print(dist.describe())
+        if auto_choices and chief:
+            print(describe(auto_choices))
         scratch = None
         if chief:
             run_dir.mkdir(parents=True, exist_ok=True)

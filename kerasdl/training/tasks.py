@@ -197,6 +197,8 @@ class RunPlan:
     batch_size: int
     seed: int = 0
     precision: str = "float32"
+    inter_op_threads: int | str = 0
+    model_name: str | None = None
     deterministic: bool = False
     distribute: DistributeConfig = field(default_factory=DistributeConfig)
     lr_scaling: str = "none"
@@ -235,6 +237,8 @@ class SupervisedTask:
             batch_size=t.batch_size,
             seed=cfg.run.seed,
             precision=t.precision,
+            inter_op_threads=t.inter_op_threads,
+            model_name=cfg.model.name,
             deterministic=cfg.run.deterministic,
             distribute=cfg.distribute,
             lr_scaling=t.lr_scaling.rule,
