@@ -109,7 +109,7 @@ def test_a_run_prints_and_records_what_auto_picked(tmp_path, model):
     assert "steps per execution 16" in line
     family = auto.family_of(model)
     want = 1 if family in auto.INTER_OP_ONE else 0
-    assert f"inter op threads {want} (" in line
+    assert f"inter-op threads {want} (" in line
     assert "already running" not in line  # applied: the CLI starts TensorFlow after choosing
     (run_info,) = (tmp_path / "runs").rglob("run_info.json")
     recorded = json.loads(run_info.read_text())["auto"]

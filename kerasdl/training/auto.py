@@ -38,6 +38,7 @@ INTER_OP_ONE: dict[str, str] = {}
 FLOAT32_FAMILIES = ("foundations",)
 
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+LABELS = {"inter_op_threads": "inter-op threads", "steps_per_execution": "steps per execution"}
 
 
 @dataclass(frozen=True)
@@ -84,7 +85,7 @@ def choose_inter_op_threads(family: str) -> AutoChoice:
     """``training.inter_op_threads: auto``: 1 for the measured families, else TF's default (0)."""
     if family in INTER_OP_ONE:
         return AutoChoice("inter_op_threads", 1, f"{family}: {INTER_OP_ONE[family]}")
-    return AutoChoice("inter_op_threads", 0, "TensorFlow's default (one per core)")
+    return AutoChoice("inter_op_threads", 0, "TensorFlow's default, one per core")
 
 
 def apply_inter_op_threads(threads: int) -> str:
@@ -131,5 +132,5 @@ def resolve_run(
 
 def describe(choices: list[AutoChoice]) -> str:
     """One line: ``auto: precision float32 (why), inter-op threads 1 (why), ...``."""
-    parts = [f"{c.setting.replace('_', ' ')} {c.value} ({c.why})" for c in choices]
+    parts = [f"{LABELS.get(c.setting, c.setting)} {c.value} ({c.why})" for c in choices]
     return "auto: " + "; ".join(parts)
