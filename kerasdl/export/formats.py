@@ -188,10 +188,11 @@ def _register_erfc() -> None:
 
 @contextlib.contextmanager
 def _grouped_conv_without_xla() -> Iterator[None]:
-    """Keras's TensorFlow backend runs a grouped convolution (ResNeXt) inside an XLA-compiled
-    ``tf.function`` (TensorFlow has no grouped CPU kernel); tf2onnx cannot look inside it. While
-    tracing for ONNX the convolution is emitted as a plain grouped ``Conv2D`` op (never run by
-    TensorFlow), which tf2onnx converts to an ONNX ``Conv`` with ``group``."""
+    """Keras's TensorFlow backend runs a grouped ``keras.layers.Conv2D`` inside an XLA-compiled
+    ``tf.function``; tf2onnx cannot look inside it. While tracing for ONNX the convolution is
+    emitted as a plain grouped ``Conv2D`` op, which tf2onnx converts to an ONNX ``Conv`` with
+    ``group``. (kerasdl's own models emit that op anyway, :class:`~kerasdl.layers.torch_compat.
+    GroupedConv2D`; this covers a ``keras.layers.Conv2D(groups>1)`` in any other model.)"""
     import tensorflow as tf
     from keras.src.backend.tensorflow import nn as tf_nn
 
