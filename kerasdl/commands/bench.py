@@ -39,8 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="a registry model to benchmark (instead of a suite)")
     parser.add_argument("--channels", type=int, default=3, help="input channels (default 3)")
     add_case_arguments(parser, input_size=None, batch_size=32)
-    # None: the suite's own (--model: 10 steps, 3 warm-up; zoo: 2 steps, 1 warm-up)
-    parser.set_defaults(steps=None, warmup=None)
+    # None: the suite's own (--model: 10 steps, 3 warm-up; zoo: 2 steps, 1 warm-up; zoo: float32
+    # and bfloat16, or only --precision when given)
+    parser.set_defaults(steps=None, warmup=None, precision=None)
     parser.add_argument("--repeats", type=int, default=3, help="repetitions (median reported)")
     parser.add_argument("--no-peers", action="store_true", help="skip keras.applications/PyTorch")
     parser.add_argument("--no-pipeline", action="store_true", help="synthetic data only")
@@ -63,7 +64,13 @@ def run(args: argparse.Namespace) -> int:
         from kerasdl.bench.suites import zoo_suite
 
         only = [m.strip() for m in args.only.split(",")] if args.only else None
-        suite = zoo_suite(args.repeats, quick=args.quick, models=only, steps=args.steps or 2)
+        suite = zoo_suite(
+            args.repeats,
+            quick=args.quick,
+            models=only,
+            steps=args.steps or 2,
+            precisions=[args.precision] if args.precision else None,
+        )
     elif args.suite == "threads":
         from kerasdl.bench.suites import threads_suite
 
@@ -83,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
             args.model,
             size,
             args.batch_size,
-            args.precision,
+            args.precision or "float32",
             num_classes=args.num_classes,
             channels=args.channels,
             pipeline=not args.no_pipeline,
