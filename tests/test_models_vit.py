@@ -326,3 +326,58 @@ def test_mae_weight_init_is_the_reference_init():
     default = _tiny_vit(32, hidden_dim=d, num_heads=4, mlp_dim=m).blocks[0].mlp.fc1.bias
     assert 0 < np.abs(keras.ops.convert_to_numpy(default)).max() < 1e-5
     assert block.get_config()["weight_init"] == "mae"
+
+
+def _outputs_and_grads(fn, x, variables):
+    import tensorflow as tf
+
+    w = tf.random.stateless_normal(fn(x).shape, seed=(7, 8))
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        loss = tf.reduce_sum(fn(x) * w)
+    return fn(x), tape.gradient(loss, [x, *variables])
+
+
+def test_mlp_fused_path_is_keras_dense_gelu_dense():
+    import tensorflow as tf
+
+    from kerasdl.layers.transformer import TransformerMLP
+
+    x = tf.random.stateless_normal((2, 5, 8), seed=(1, 2)) * 2.0
+    mlp = TransformerMLP(16, name="mlp")
+    mlp(x)
+    for v in mlp.weights:  # non-trivial biases
+        v.assign(np.random.default_rng(0).normal(0, 0.5, v.shape))
+    assert mlp._fused_ok(x, training=True)
+
+    def keras_path(x):
+        return mlp.fc2(mlp.act(mlp.fc1(x)))
+
+    y0, g0 = _outputs_and_grads(keras_path, x, mlp.trainable_variables)
+    y1, g1 = _outputs_and_grads(lambda x: mlp(x, training=True), x, mlp.trainable_variables)
+    np.testing.assert_allclose(y1, y0, rtol=1e-5, atol=1e-5)
+    for a, b in zip(g0, g1, strict=True):
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5)
+    # Dropout in training, or another activation, runs Keras's layers.
+    assert not TransformerMLP(16, dropout=0.1, name="m")._fused_ok(x, training=True)
+    assert not TransformerMLP(16, activation="relu", name="m")._fused_ok(x, training=True)
+
+
+def test_patch_embedding_gemm_path_is_the_convolution():
+    import tensorflow as tf
+
+    layer = PatchEmbedding(6, 4, name="pe")
+    img = tf.random.stateless_normal((2, 8, 12, 3), seed=(3, 4))
+    layer(img)
+    layer.proj.bias.assign(np.random.default_rng(2).normal(size=6))
+    assert layer._gemm_ok(img)
+    variables = layer.proj.trainable_variables
+
+    def conv_path(x):
+        return tf.reshape(layer.proj(x), (2, 6, 6))
+
+    y0, g0 = _outputs_and_grads(conv_path, img, variables)
+    y1, g1 = _outputs_and_grads(layer._project_patches, img, variables)
+    np.testing.assert_allclose(y1, y0, rtol=1e-5, atol=1e-5)
+    for a, b in zip(g0, g1, strict=True):
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5)

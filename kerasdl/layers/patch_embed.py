@@ -261,11 +261,41 @@ class PatchEmbedding(ConfigurableLayer):
 
     def patch_tokens(self, images):
         """Projected patches plus their position embeddings, ``(B, N, D)``."""
-        x = self.proj(images)  # (B, H/p, W/p, D)
-        x = ops.reshape(x, (ops.shape(x)[0], self.num_patches, self.hidden_dim))  # (B, N, D)
+        if self._gemm_ok(images):
+            x = self._project_patches(images)  # (B, N, D)
+        else:
+            x = self.proj(images)  # (B, H/p, W/p, D)
+            x = ops.reshape(x, (ops.shape(x)[0], self.num_patches, self.hidden_dim))  # (B, N, D)
         if self.pos_embedding is not None:
             x = x + ops.cast(self.pos_embedding[:, self.num_prefix_tokens :], x.dtype)
         return x
+
+    def _gemm_ok(self, images) -> bool:
+        if keras.backend.backend() != "tensorflow" or "call" in vars(self.proj):
+            return False  # other backends, or an instrumented projection (MAC counting)
+        if len(images.shape) != 4 or self.proj.data_format != "channels_last":
+            return False
+        h, w = images.shape[1], images.shape[2]
+        return (h, w) == (self.grid_size[0] * self.patch_size, self.grid_size[1] * self.patch_size)
+
+    def _project_patches(self, images):
+        """The ``p x p`` stride-``p`` convolution as what it is, one GEMM over the patches:
+        ``(B N, p p C) x (p p C, D)`` with the kernel reshaped in its own ``(p, p, C)`` order
+        (the same products and sums; oneDNN's strided convolution ran at a fraction of the
+        GEMM's speed for ViT-B/32, and its backward computes no image gradient here either)."""
+        import tensorflow as tf
+
+        p, d = self.patch_size, self.hidden_dim
+        (gh, gw), c = self.grid_size, images.shape[-1]
+        dtype = self.proj.compute_dtype
+        x = tf.cast(images, dtype)
+        b = tf.shape(x)[0]
+        x = tf.reshape(x, (b, gh, p, gw, p, c))
+        x = tf.reshape(tf.transpose(x, (0, 1, 3, 2, 4, 5)), (-1, p * p * c))  # (B N, p p C)
+        y = tf.matmul(x, tf.reshape(tf.cast(self.proj.kernel, dtype), (p * p * c, d)))
+        if self.proj.use_bias:
+            y = tf.nn.bias_add(y, tf.cast(self.proj.bias, dtype))
+        return tf.reshape(y, (b, gh * gw, d))  # (B, N, D)
 
     def prefix_tokens(self, batch_size, dtype="float32"):
         """The class token plus its position embedding, broadcast to ``(B, 1, D)``."""

@@ -31,6 +31,7 @@ from kerasdl.layers.attention import _SelfAttention
 from kerasdl.layers.dropconnect import DropPath
 
 LN_EPSILON = 1e-6
+_SQRT_HALF = 0.7071067811865476  # 1 / sqrt(2)
 #: initialisations: torchvision's ViT (the default) and the MAE reference code's
 WEIGHT_INITS = ("torchvision", "mae")
 
@@ -101,10 +102,42 @@ class TransformerMLP(ConfigurableLayer):
         self.fc2.build((*input_shape[:-1], self.mlp_dim))
 
     def call(self, inputs, training=None):
+        if self._fused_ok(inputs, training):
+            return self._fused_call(inputs)
         x = self.fc1(inputs)  # (B, N, mlp_dim)
         x = self.drop1(self.act(x), training=training)
         x = self.fc2(x)  # (B, N, D)
         return self.drop2(x, training=training)
+
+    def _fused_ok(self, inputs, training) -> bool:
+        if keras.backend.backend() != "tensorflow" or self.activation != "gelu":
+            return False
+        if self.dropout > 0.0 and training:
+            return False
+        if len(inputs.shape) < 2 or getattr(inputs, "_keras_mask", None) is not None:
+            return False
+        for dense in (self.fc1, self.fc2):
+            if "call" in vars(dense) or dense.lora_enabled or dense.quantization_mode:
+                return False  # instrumented (MAC counting), LoRA or quantized: Keras's own path
+        return True
+
+    def _fused_call(self, inputs):
+        """The same function as two 2-D GEMMs with ``BiasAdd`` and the exact GELU written as
+        ``h * ((erf(h / sqrt 2) + 1) / 2)``: the pattern TensorFlow's oneDNN remapper fuses
+        into one ``_FusedMatMul`` (bias and GeluExact) in inference, and one ``_FusedMatMul``
+        (bias) for the second GEMM; Keras's ``Dense`` on a 3-D input adds the bias as a
+        broadcast ``AddV2`` after a reshape, which no remapper pattern matches."""
+        import tensorflow as tf
+
+        dtype = self.compute_dtype
+        shape = tf.shape(inputs)
+        x = tf.reshape(inputs, (-1, inputs.shape[-1]))  # (B N, D)
+        h = tf.matmul(x, tf.cast(self.fc1.kernel, dtype))  # (B N, mlp_dim)
+        h = tf.nn.bias_add(h, tf.cast(self.fc1.bias, dtype))
+        h = h * ((tf.math.erf(h * tf.cast(_SQRT_HALF, dtype)) + 1.0) * 0.5)  # exact GELU
+        y = tf.matmul(h, tf.cast(self.fc2.kernel, dtype))  # (B N, D)
+        y = tf.nn.bias_add(y, tf.cast(self.fc2.bias, dtype))
+        return tf.reshape(y, tf.concat([shape[:-1], [y.shape[-1]]], 0))  # (B, N, D)
 
     def compute_output_shape(self, input_shape):
         return input_shape
