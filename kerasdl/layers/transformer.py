@@ -29,6 +29,7 @@ import keras
 from kerasdl.configurable import ConfigurableLayer
 from kerasdl.layers.attention import _SelfAttention
 from kerasdl.layers.dropconnect import DropPath
+from kerasdl.layers.layer_norm import _LayerNorm
 
 LN_EPSILON = 1e-6
 _SQRT_HALF = 0.7071067811865476  # 1 / sqrt(2)
@@ -200,8 +201,8 @@ class TransformerEncoderBlock(ConfigurableLayer):
         self.drop_path = float(drop_path)
         self.layer_norm_epsilon = float(layer_norm_epsilon)
         self.qkv_bias = bool(qkv_bias)
-        self.ln_1 = keras.layers.LayerNormalization(epsilon=self.layer_norm_epsilon, name="ln_1")
-        self.ln_2 = keras.layers.LayerNormalization(epsilon=self.layer_norm_epsilon, name="ln_2")
+        self.ln_1 = _LayerNorm(epsilon=self.layer_norm_epsilon, name="ln_1")
+        self.ln_2 = _LayerNorm(epsilon=self.layer_norm_epsilon, name="ln_2")
         self.attention = None  # key_dim depends on the token width, known at build time
         self.attn_drop = keras.layers.Dropout(self.dropout, name="attn_out_dropout")
         self.mlp = TransformerMLP(self.mlp_dim, self.dropout, activation, weight_init, name="mlp")
