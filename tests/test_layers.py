@@ -86,6 +86,13 @@ CASES: list[tuple[str, dict[str, Any], tuple[int, ...], dict[str, Any]]] = [
     ),
     ("PreActBlock", {"filters": 6, "kernel_initializer": "glorot_uniform"}, IMAGE, {}),
     ("PaddedConv2D", {"filters": 4, "kernel_size": 4, "pad": 1, "strides": 2}, IMAGE, {}),
+    ("GroupedConv2D", {"filters": 6, "kernel_size": 3, "groups": 3, "padding": "same"}, IMAGE, {}),
+    (
+        "PaddedConv2D",
+        {"filters": 6, "kernel_size": 3, "pad": 1, "strides": 2, "groups": 3},
+        IMAGE,
+        {},
+    ),
     (
         "PaddedMaxPooling2D",
         {"pool_size": 3, "strides": 2, "padding": 1, "ceil_mode": True},
