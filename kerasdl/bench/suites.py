@@ -392,7 +392,7 @@ def threads_suite(repeats: int = 3, *, models: list[str] | None = None, steps: i
     runs it) and every zoo representative at its zoo size, float32, alternating the two settings
     per model in fresh processes.
     """
-    quick = ("quickstart", "Quickstart MLP (recipe, spe 16)")
+    quick = ("quickstart", "Quickstart SimpleCNN (recipe, spe 16)")
     chosen = [quick] + [(z[0], z[1]) for z in ZOO]
     if models is not None:
         known = {c[0] for c in chosen}

@@ -11,10 +11,13 @@ and why (one line, also recorded as ``auto`` in ``run_info.json``):
   DESIGN.md). ``KERASDL_AUTO_PRECISION`` overrides the hardware check (the test suite pins
   ``float32`` with it so that its numbers do not depend on the machine).
 * ``training.inter_op_threads``: TensorFlow runs independent ops of a step concurrently on an
-  inter-op pool (default: one thread per core). One thread is faster for the families listed in
-  :data:`INTER_OP_ONE`, measured by ``kerasdl bench --suite threads`` (benchmarks/README.md):
-  small ops leave the intra-op pool idle anyway and two concurrent ops fight for the two cores'
-  caches; large models gain from overlapping a layer's weight- and data-gradient kernels.
+  inter-op pool (default: one thread per core). ``auto`` gives one thread to the families listed
+  in :data:`INTER_OP_ONE`, measured by ``kerasdl bench --suite threads`` (benchmarks/README.md),
+  and TensorFlow's default to the others. On the project's 2-core CPU (2026-11-27, quiet, float32
+  training) one thread was slower or equal for every family measured (GoogLeNet 0.90x,
+  EfficientNet-B0 0.88x, DARTS 0.66x, ResNet-20 0.95x, DenseNet-121 0.98x, the quickstart
+  0.99x; ViT-B/32 1.08x in one run and 0.81x in the next), so the table is empty there: the
+  default is the fast choice. A number sets the pool for a run (``0``: TensorFlow's default).
   TensorFlow fixes its pools when it starts, so the choice applies only when ``kerasdl train``
   starts TensorFlow (not inside a process that already ran TensorFlow ops; the run says so).
 * ``training.steps_per_execution``: 16 training steps per call of the compiled function (2.7x
@@ -31,7 +34,8 @@ from typing import Any
 from kerasdl.errors import UserError
 
 # Families whose training measured faster with one inter-op thread than with TensorFlow's default
-# (``kerasdl bench --suite threads``, float32, 2-core Xeon; ratios in benchmarks/README.md).
+# (``kerasdl bench --suite threads``, float32, 2-core Xeon; ratios in benchmarks/README.md), as
+# family -> the measurement. None did on 2026-11-27 (see the module docstring).
 INTER_OP_ONE: dict[str, str] = {}
 
 # Families kept in float32 by ``precision: auto`` even on bfloat16 hardware.
