@@ -201,3 +201,30 @@ def run_layer_test(
         assert not missing, f"{name}: no gradient for {missing}"
         assert all(np.all(np.isfinite(_numpy(g))) for g in grads), f"{name}: non-finite gradient"
     return layer
+
+
+def assert_same_outputs_and_gradients(
+    ref: keras.layers.Layer,
+    new: keras.layers.Layer,
+    x: tf.Tensor,
+    forward: Any,
+    loss: Any = None,
+) -> None:
+    """Two layers holding the same weights compute the same function: ``forward(layer, x)``'s
+    outputs agree to 1e-5 and the gradients of ``loss(y)`` (default: the sum of squares) with
+    respect to the input and every trainable weight to 1e-4."""
+    loss = loss or (lambda y: tf.reduce_sum(y**2))
+
+    @tf.function
+    def run(layer, x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = forward(layer, x)
+            value = loss(y)
+        return y, tape.gradient(value, [x, *layer.trainable_variables])
+
+    y0, g0 = run(ref, x)
+    y1, g1 = run(new, x)
+    np.testing.assert_allclose(y1.numpy(), y0.numpy(), rtol=1e-5, atol=1e-5)
+    for a, b in zip(g0, g1, strict=True):
+        np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=1e-4, atol=1e-5)

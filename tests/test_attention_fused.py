@@ -6,6 +6,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from layer_testing import assert_same_outputs_and_gradients
 
 from kerasdl.layers.attention import _SelfAttention
 
@@ -26,20 +27,7 @@ def _pair(heads: int = 3, dim: int = 12, use_bias: bool = True):
 @pytest.mark.parametrize("use_bias", [True, False])
 def test_same_outputs_and_gradients_as_keras(use_bias: bool) -> None:
     x, ref, fused = _pair(use_bias=use_bias)
-
-    @tf.function
-    def run(layer, x):
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            y = layer(x, x, training=True)
-            loss = tf.reduce_sum(y**2)
-        return y, tape.gradient(loss, [x, *layer.trainable_variables])
-
-    y0, g0 = run(ref, x)
-    y1, g1 = run(fused, x)
-    np.testing.assert_allclose(y1.numpy(), y0.numpy(), rtol=1e-5, atol=1e-5)
-    for a, b in zip(g0, g1, strict=True):
-        np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=1e-4, atol=1e-5)
+    assert_same_outputs_and_gradients(ref, fused, x, lambda layer, x: layer(x, x, training=True))
 
 
 def test_other_uses_fall_back_to_keras() -> None:

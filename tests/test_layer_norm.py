@@ -6,6 +6,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from layer_testing import assert_same_outputs_and_gradients
 
 from kerasdl.layers.layer_norm import _LayerNorm
 
@@ -28,20 +29,9 @@ def _pair(shape=(2, 7, 16), epsilon=1e-6, **kwargs):
 def test_same_outputs_and_gradients_as_keras(training: bool) -> None:
     x, ref, fused = _pair()
     w = tf.random.stateless_normal(x.shape, seed=(5, 6))
-
-    @tf.function
-    def run(layer, x):
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            y = layer(x, training=training)
-            loss = tf.reduce_sum(y * w)
-        return y, tape.gradient(loss, [x, *layer.trainable_variables])
-
-    y0, g0 = run(ref, x)
-    y1, g1 = run(fused, x)
-    np.testing.assert_allclose(y1.numpy(), y0.numpy(), rtol=1e-5, atol=1e-5)
-    for a, b in zip(g0, g1, strict=True):
-        np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=1e-4, atol=1e-5)
+    assert_same_outputs_and_gradients(
+        ref, fused, x, lambda layer, x: layer(x, training=training), lambda y: tf.reduce_sum(y * w)
+    )
 
 
 @pytest.mark.parametrize("training", [True, False])
