@@ -116,3 +116,16 @@ def test_a_run_prints_and_records_what_auto_picked(tmp_path, model):
     assert recorded["precision"]["value"] == "float32"
     assert recorded["inter_op_threads"]["value"] == want
     assert recorded["steps_per_execution"]["value"] == 16
+
+
+def test_an_explicit_thread_count_is_applied_or_the_run_says_why(capsys):
+    """``training.inter_op_threads: N`` goes to TensorFlow; once it runs, one line says so."""
+    import tensorflow as tf
+
+    tf.constant(1.0) + 1.0
+    current = tf.config.threading.get_inter_op_parallelism_threads()
+    precision, choices = auto.resolve_run("float32", current + 2, "resnet20")
+    assert (precision, choices) == ("float32", [])  # explicit settings are not "auto" choices
+    assert "training.inter_op_threads" in capsys.readouterr().out
+    auto.resolve_run("float32", current, "resnet20")
+    assert capsys.readouterr().out == ""
