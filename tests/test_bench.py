@@ -165,3 +165,34 @@ def test_zoo_peers_are_the_same_architectures():
         keras_model = create_model(name, num_classes=classes, input_shape=[size, size, 3])
         trainable = sum(int(w.numpy().size) for w in keras_model.trainable_weights)
         assert sum(p.numel() for p in peer.parameters()) == trainable, name
+
+
+def test_threads_suite_pairs_one_inter_op_thread_with_the_default():
+    from kerasdl.bench.suites import threads_suite
+    from kerasdl.errors import UserError
+
+    suite = threads_suite(2, models=["quickstart", "resnet20"], steps=3)
+    by_id = {c.id: c for c in suite.cases}
+    assert set(by_id) == {
+        "quickstart_interop1",
+        "quickstart_tf",
+        "resnet20_interop1",
+        "resnet20_tf",
+    }
+    assert by_id["resnet20_interop1"].threads == [1, 0] and by_id["resnet20_tf"].threads is None
+    assert by_id["resnet20_tf"].input_size == 32 and by_id["resnet20_tf"].steps == 3
+    assert by_id["quickstart_tf"].steps_per_execution == 16  # as `auto` runs the quickstart
+    assert all(c.modes == ["train"] and c.repeats == 2 for c in suite.cases)
+    assert [(c.case, c.peer) for c in suite.comparisons] == [
+        ("quickstart_interop1", "quickstart_tf"),
+        ("resnet20_interop1", "resnet20_tf"),
+    ]
+    with pytest.raises(UserError, match="not in the threads suite: nope"):
+        threads_suite(models=["nope"])
+
+
+def test_zoo_suite_runs_one_precision_when_asked():
+    from kerasdl.bench.suites import zoo_suite
+
+    suite = zoo_suite(models=["resnet20"], precisions=["float32"])
+    assert {c.precision for c in suite.cases if c.kind != "matmul"} == {"float32"}
