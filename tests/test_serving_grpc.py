@@ -3,17 +3,16 @@
 Every test talks to a real server over a real channel: REST (uvicorn) and gRPC in one process,
 wired as ``kerasdl serve --grpc-port`` wires them (the gRPC server attached to the repository that
 the REST app starts and stops), plus one ``kerasdl serve`` subprocess stopped with SIGTERM.
+Versions, labels, status and config reloads are in ``test_serving_grpc_versions.py``.
 """
 
 from __future__ import annotations
 
-import functools
 import shutil
 import signal
 import socket
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -28,7 +27,6 @@ from conftest_serving import (
     png_bytes,
     start_serve,
     tiny,
-    wait_until,
 )
 
 grpc = pytest.importorskip("grpc")
@@ -43,39 +41,15 @@ from grpc_helpers import (  # noqa: E402
     digits_and_examples_servers,
     rpc_error,
 )
+from grpc_requests import predict_request  # noqa: E402
 from tensorflow_serving.apis import (  # noqa: E402
     get_model_metadata_pb2,
-    get_model_status_pb2,
-    model_management_pb2,
     predict_pb2,
     prediction_service_pb2_grpc,
 )
-from tensorflow_serving.config import model_server_config_pb2  # noqa: E402
 
 from kerasdl.serving.app import ServerConfig  # noqa: E402
 from kerasdl.serving.repository import ModelRepository  # noqa: E402
-
-
-def _predict_request(name: str = "digits", **inputs: np.ndarray) -> predict_pb2.PredictRequest:
-    request = predict_pb2.PredictRequest()
-    request.model_spec.name = name
-    for key, value in inputs.items():
-        request.inputs[key].CopyFrom(tf.make_tensor_proto(value))
-    return request
-
-
-def _status(servers: Servers, name: str, version: int | None = None) -> dict[int, str]:
-    request = get_model_status_pb2.GetModelStatusRequest()
-    request.model_spec.name = name
-    if version is not None:
-        request.model_spec.version.value = version
-    response = servers.models.GetModelStatus(request, timeout=30)
-    state = get_model_status_pb2.ModelVersionStatus.State
-    return {s.version: state.Name(s.state) for s in response.model_version_status}
-
-
-wait_until = functools.partial(wait_until, poll=0.05)
-
 
 # --- models -----------------------------------------------------------------------------------
 
@@ -91,7 +65,7 @@ def servers():
 def test_predict_gives_the_numbers_of_rest_and_of_the_in_process_call(servers):
     x, _ = digits_data()
     batch = x[:5]
-    response = servers.predictions.Predict(_predict_request(images=batch), timeout=30)
+    response = servers.predictions.Predict(predict_request(images=batch), timeout=30)
     assert response.model_spec.name == "digits"
     assert response.model_spec.version.value == 1
     assert response.model_spec.signature_name == "serving_default"
@@ -122,7 +96,7 @@ def test_predict_gives_the_numbers_of_rest_and_of_the_in_process_call(servers):
 
 def test_predict_one_example_typed_fields_and_bytes_signature(servers):
     x, _ = digits_data()
-    one = servers.predictions.Predict(_predict_request(images=x[3:4]), timeout=30)
+    one = servers.predictions.Predict(predict_request(images=x[3:4]), timeout=30)
     assert [d.size for d in one.outputs["probabilities"].tensor_shape.dim] == [1, 10]
     # A client that fills float_val itself (no tensor_content) is read the same way.
     request = predict_pb2.PredictRequest()
@@ -138,7 +112,7 @@ def test_predict_one_example_typed_fields_and_bytes_signature(servers):
     )
     # serving_bytes takes encoded images as DT_STRING.
     png = png_bytes(digits_uint8([3])[0])
-    request = _predict_request(image_bytes=np.array([png], dtype=object))
+    request = predict_request(image_bytes=np.array([png], dtype=object))
     request.model_spec.signature_name = "serving_bytes"
     by_bytes = servers.predictions.Predict(request, timeout=30)
     assert by_bytes.model_spec.signature_name == "serving_bytes"
@@ -157,7 +131,7 @@ def _png_header(width: int, height: int) -> bytes:
 
 def test_image_pixel_limit_applies_over_grpc_too(servers):
     pytest.importorskip("kerasdl.serving.images")
-    request = _predict_request(image_bytes=np.array([_png_header(20000, 20000)], dtype=object))
+    request = predict_request(image_bytes=np.array([_png_header(20000, 20000)], dtype=object))
     request.model_spec.signature_name = "serving_bytes"
     started = time.monotonic()
     code, message = rpc_error(servers.predictions.Predict, request)
@@ -167,7 +141,7 @@ def test_image_pixel_limit_applies_over_grpc_too(servers):
 
 def test_predict_output_filter(servers):
     x, _ = digits_data()
-    request = _predict_request(images=x[:2])
+    request = predict_request(images=x[:2])
     request.output_filter.extend(["class_id"])
     response = servers.predictions.Predict(request, timeout=30)
     assert list(response.outputs) == ["class_id"]
@@ -189,50 +163,50 @@ def test_predict_errors_are_tf_servings(servers):
     x, _ = digits_data()
     predict = servers.predictions.Predict
     assert rpc_error(predict, predict_pb2.PredictRequest()) == (INVALID, "Missing ModelSpec")
-    request = _predict_request("", images=x[:1])
+    request = predict_request("", images=x[:1])
     assert rpc_error(predict, request) == (INVALID, "ModelSpec has no name specified.")
-    request = _predict_request("nope", images=x[:1])
+    request = predict_request("nope", images=x[:1])
     assert rpc_error(predict, request) == (
         grpc.StatusCode.NOT_FOUND,
         "Servable not found for request: Latest(nope)",
     )
-    request = _predict_request(images=x[:1])
+    request = predict_request(images=x[:1])
     request.model_spec.version.value = 7
     assert rpc_error(predict, request) == (
         grpc.StatusCode.NOT_FOUND,
         "Servable not found for request: Specific(digits, 7)",
     )
-    request = _predict_request(images=x[:1])
+    request = predict_request(images=x[:1])
     request.model_spec.version_label = "stable"
     assert rpc_error(predict, request) == (INVALID, "Unrecognized servable version label: stable")
-    request = _predict_request(images=x[:1])
+    request = predict_request(images=x[:1])
     request.model_spec.signature_name = "nope"
     code, message = rpc_error(predict, request)
     assert code == grpc.StatusCode.FAILED_PRECONDITION
     assert message.startswith('Serving signature key "nope" not found')
     # Inputs: missing, extra, renamed, wrong dtype, wrong shape, unparsable, too big.
-    assert rpc_error(predict, _predict_request()) == (
+    assert rpc_error(predict, predict_request()) == (
         INVALID,
         "input size does not match signature: 0!=1 len({}) != len({images}). Sent extra: {}. "
         "Missing but required: {images}.",
     )
-    code, message = rpc_error(predict, _predict_request(images=x[:1], extra=x[:1]))
+    code, message = rpc_error(predict, predict_request(images=x[:1], extra=x[:1]))
     assert code == INVALID and "Sent extra: {extra}" in message
-    assert rpc_error(predict, _predict_request(pixels=x[:1])) == (
+    assert rpc_error(predict, predict_request(pixels=x[:1])) == (
         INVALID,
         "Signature input alias: images(feed name: serving_default_images:0) not found in "
         "request and no default value provided. Inputs expected to be in the request {pixels}, "
         "or default input alias set: ",
     )
-    code, message = rpc_error(predict, _predict_request(images=x[:1].astype("float64")))
+    code, message = rpc_error(predict, predict_request(images=x[:1].astype("float64")))
     assert code == INVALID and "DT_FLOAT" in message and "DT_DOUBLE" in message
-    code, message = rpc_error(predict, _predict_request(images=x[:1, :4]))
+    code, message = rpc_error(predict, predict_request(images=x[:1, :4]))
     assert code == INVALID and "[1, 4, 8, 1]" in message and "[-1, 8, 8, 1]" in message
-    request = _predict_request(images=x[:2])
+    request = predict_request(images=x[:2])
     request.inputs["images"].tensor_content = request.inputs["images"].tensor_content[:-4]
     code, message = rpc_error(predict, request)
     assert code == INVALID and message.startswith("tensor parsing error: images")
-    request = _predict_request(images=x[:1])
+    request = predict_request(images=x[:1])
     request.inputs["images"].tensor_shape.dim[0].size = 10**12  # a tiny message, a huge tensor
     request.inputs["images"].ClearField("tensor_content")
     request.inputs["images"].float_val.append(0.5)
@@ -240,22 +214,22 @@ def test_predict_errors_are_tf_servings(servers):
     code, message = rpc_error(predict, request)
     assert code == INVALID and "tensor parsing error: images" in message
     assert time.monotonic() - started < 5
-    code, message = rpc_error(predict, _predict_request(images=x[: MAX_BATCH + 1]))
+    code, message = rpc_error(predict, predict_request(images=x[: MAX_BATCH + 1]))
     assert code == INVALID and "--max-batch" in message
 
 
 def test_oversized_message_is_resource_exhausted(servers):
     big = np.zeros((MAX_BATCH, 64, 64, 1), np.float32)  # 256 KiB + framing > MAX_MESSAGE
-    code, message = rpc_error(servers.predictions.Predict, _predict_request(images=big))
+    code, message = rpc_error(servers.predictions.Predict, predict_request(images=big))
     assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "larger than max" in message
     # The server keeps answering.
     x, _ = digits_data()
-    servers.predictions.Predict(_predict_request(images=x[:1]), timeout=30)
+    servers.predictions.Predict(predict_request(images=x[:1]), timeout=30)
 
 
 def test_long_error_messages_are_cut_as_tf_serving_cuts_them(servers):
-    request = _predict_request(
+    request = predict_request(
         **{f"input_{'x' * 40}_{i}": np.zeros(1, np.float32) for i in range(40)}
     )
     code, message = rpc_error(servers.predictions.Predict, request)
@@ -310,111 +284,7 @@ def test_get_model_metadata_is_the_saved_models_signature_defs(servers):
     assert rpc_error(metadata, _metadata_request("nope"))[0] == grpc.StatusCode.NOT_FOUND
 
 
-# --- versions, labels, status, config reload ---------------------------------------------------
-
-
-def _version_answer(servers: Servers, name: str = "m", **spec) -> tuple[float, int]:
-    request = _predict_request(name, x=np.ones((1, 2), np.float32))
-    for key, value in spec.items():
-        if key == "version":
-            request.model_spec.version.value = value
-        else:
-            setattr(request.model_spec, key, value)
-    response = servers.predictions.Predict(request, timeout=30)
-    return response.outputs["version"].float_val[0], response.model_spec.version.value
-
-
-def _write_config(path: Path, body: str) -> Path:
-    path.write_text(f"model_config_list {{ {body} }}\n")
-    return path
-
-
-def test_versions_labels_and_status_across_a_version_change():
-    base = fresh_dir("grpc-versions")
-    for v in (1, 2):
-        shutil.copytree(tiny(v), base / "m" / str(v))
-    conf = _write_config(
-        base / "models.config",
-        "config { name: 'm' base_path: 'm' model_version_policy { specific { versions: 1 "
-        "versions: 2 } } version_labels { key: 'stable' value: 1 } "
-        "version_labels { key: 'canary' value: 2 } }",
-    )
-    repo = ModelRepository(model_config_file=conf, poll_interval=0.1)
-    with Servers(repo, config_root=base) as srv:
-        assert _version_answer(srv) == (2.0, 2)  # latest
-        assert _version_answer(srv, version=1) == (1.0, 1)
-        assert _version_answer(srv, version_label="stable") == (1.0, 1)
-        assert _version_answer(srv, version_label="canary") == (2.0, 2)
-        assert _status(srv, "m") == {2: "AVAILABLE", 1: "AVAILABLE"}
-        assert _status(srv, "m", 1) == {1: "AVAILABLE"}
-        code, message = rpc_error(srv.models.GetModelStatus, _status_request("m", 9))
-        assert (code, message) == (grpc.StatusCode.NOT_FOUND, "Could not find version 9 of model m")
-        code, message = rpc_error(srv.models.GetModelStatus, _status_request("nope"))
-        assert (code, message) == (
-            grpc.StatusCode.NOT_FOUND,
-            "Could not find any versions of model nope",
-        )
-        assert rpc_error(
-            srv.models.GetModelStatus, get_model_status_pb2.GetModelStatusRequest()
-        ) == (
-            INVALID,
-            "Missing ModelSpec",
-        )
-
-        # A new version under "latest 1", sent as a config reload: 3 serves, 1 and 2 end.
-        shutil.copytree(tiny(3), base / "m" / "3")
-        reload = model_management_pb2.ReloadConfigRequest()
-        reload.config.model_config_list.config.add(name="m", base_path=str(base / "m"))
-        response = srv.models.HandleReloadConfigRequest(reload, timeout=60)
-        assert response.status.error_code == 0
-        wait_until(lambda: _status(srv, "m") == {3: "AVAILABLE", 2: "END", 1: "END"}, "v3 only")
-        assert _version_answer(srv) == (3.0, 3)
-        assert rpc_error(srv.predictions.Predict, _label_request("stable")) == (
-            INVALID,
-            "Unrecognized servable version label: stable",
-        )
-        # A second model: the reload answers once it is loaded.
-        shutil.copytree(tiny(5), base / "n" / "5")
-        reload.config.model_config_list.config.add(name="n", base_path="n")  # relative: to conf
-        srv.models.HandleReloadConfigRequest(reload, timeout=60)
-        assert _version_answer(srv, "n") == (5.0, 5)
-        # TF Serving's errors: only a model_config_list; a model that never loads.
-        bad = model_management_pb2.ReloadConfigRequest()
-        bad.config.custom_model_config.Pack(model_server_config_pb2.ModelServerConfig())
-        code, message = rpc_error(srv.models.HandleReloadConfigRequest, bad)
-        assert code == INVALID and "Only ModelConfigList is currently supported" in message
-        reload.config.model_config_list.config.add(name="gone", base_path=str(base / "gone"))
-        code, message = rpc_error(srv.models.HandleReloadConfigRequest, reload)
-        assert code == grpc.StatusCode.UNKNOWN
-        assert message.startswith("1 model(s) did not become available: {{name: gone")
-        assert _version_answer(srv) == (3.0, 3)  # the others keep serving
-
-
-def _status_request(name: str, version: int | None = None):
-    request = get_model_status_pb2.GetModelStatusRequest()
-    request.model_spec.name = name
-    if version is not None:
-        request.model_spec.version.value = version
-    return request
-
-
-def _label_request(label: str):
-    request = _predict_request("m", x=np.ones((1, 2), np.float32))
-    request.model_spec.version_label = label
-    return request
-
-
-def test_status_follows_a_new_version_folder_and_a_rollback():
-    base = fresh_dir("grpc-folder")
-    shutil.copytree(tiny(1), base / "m" / "1")
-    with Servers(ModelRepository(base, poll_interval=0.1)) as srv:
-        assert _status(srv, "m") == {1: "AVAILABLE"}
-        shutil.copytree(tiny(2), base / "m" / "2")
-        wait_until(lambda: _status(srv, "m") == {2: "AVAILABLE", 1: "END"}, "v2 served")
-        assert _version_answer(srv) == (2.0, 2)
-        shutil.rmtree(base / "m" / "2")
-        wait_until(lambda: _status(srv, "m") == {2: "END", 1: "AVAILABLE"}, "v1 served again")
-        assert _version_answer(srv) == (1.0, 1)
+# --- batching ---------------------------------------------------------------------------------
 
 
 def test_batching_serves_grpc_calls_in_merged_batches():
@@ -428,7 +298,7 @@ def test_batching_serves_grpc_calls_in_merged_batches():
         def client(i: int) -> None:
             x = np.full((2, 2), i, np.float32)
             together.wait(timeout=30)
-            response = srv.predictions.Predict(_predict_request("m", x=x), timeout=30)
+            response = srv.predictions.Predict(predict_request("m", x=x), timeout=30)
             results.append(list(response.outputs["version"].float_val))
 
         threads = [threading.Thread(target=client, args=(i,)) for i in range(8)]
@@ -472,7 +342,7 @@ def test_cli_serves_rest_and_grpc_in_one_process_and_sigterm_stops_both():
     channel = grpc.insecure_channel(f"127.0.0.1:{grpc_port}")
     try:
         stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
-        request = _predict_request(images=x[:4])
+        request = predict_request(images=x[:4])
         # wait_for_ready: the port is taken at once but answers once the models are loaded.
         response = stub.Predict(request, timeout=120, wait_for_ready=True)
         code, body = call(port, "POST", "/v1/models/digits:predict", {"inputs": x[:4].tolist()})
