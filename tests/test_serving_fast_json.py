@@ -199,3 +199,83 @@ def test_an_image_batch_is_exact_and_float32():
     arr = req.inputs["images"]
     assert arr.dtype == np.float32 and req.batch_size == MAX_BATCH
     np.testing.assert_array_equal(arr, x)  # Python's repr of a float32 round-trips exactly
+
+
+# --- the body fed piece by piece, as it arrives -----------------------------------------------
+
+
+def _streamed(body: bytes, sizes: np.ndarray):
+    """``body`` fed to a StreamDecoder in pieces of ``sizes`` (cycled) bytes, then finished."""
+    decoder = fast_json.StreamDecoder(_signature, MAX_BATCH)
+    at, i = 0, 0
+    while at < len(body):
+        step = int(sizes[i % len(sizes)])
+        decoder.feed(body[at : at + step])
+        at, i = at + step, i + 1
+    parts = len(decoder._parts)
+    fast = decoder.finish()
+    return (None if fast is None else _summary(*fast)), parts
+
+
+def _whole(body: bytes):
+    fast = fast_json.fast_decode(body, _signature, MAX_BATCH)
+    return None if fast is None else _summary(*fast)
+
+
+def _chunkings(n: int, rng: np.random.Generator):
+    yield np.array([1])  # a byte at a time: every possible split point is tried
+    yield np.array([n])  # all at once
+    yield rng.integers(1, 40, size=16)
+
+
+@pytest.fixture
+def _parse_every_piece(monkeypatch):
+    """Parse whatever is complete after every piece (the server waits for 64 KiB)."""
+    monkeypatch.setattr(fast_json.StreamDecoder, "PART_BYTES", 1)
+
+
+@pytest.mark.usefixtures("_parse_every_piece")
+@pytest.mark.parametrize("body", [*TAKEN.values(), *DECLINED.values()], ids=[*TAKEN, *DECLINED])
+def test_streaming_answers_what_the_whole_body_answers(body):
+    rng = np.random.default_rng(3)
+    whole = _whole(body.encode())
+    for sizes in _chunkings(len(body), rng):
+        assert _streamed(body.encode(), sizes)[0] == whole, sizes
+
+
+@pytest.mark.usefixtures("_parse_every_piece")
+def test_streaming_random_edits_agree_with_the_general_path():
+    rng = np.random.default_rng(4)
+    answered = 0
+    for shape in [(4, 2, 3), (3, 1, 1), (5, 3)]:
+        x = np.round(rng.standard_normal(shape), 2)
+        name = "serving_default" if shape[1:] == (2, 3) else "free"
+        name = "any_rank" if len(shape) == 2 else name
+        base = json.dumps({"signature_name": name, "instances": x.tolist()})
+        for body in _mutations(base, rng, 120):
+            streamed, _ = _streamed(body.encode(), rng.integers(1, 30, size=8))
+            assert streamed == _whole(body.encode()), body
+            if streamed is not None:
+                answered += 1
+                assert streamed == _general(body.encode()), body
+    assert answered > 20
+
+
+@pytest.mark.usefixtures("_parse_every_piece")
+def test_streaming_parses_the_examples_that_have_arrived():
+    """The point of feeding pieces: examples are parsed before the body is complete."""
+    x = RNG.random((MAX_BATCH, 2, 3), dtype=np.float32)
+    for separators in [(",", ":"), (", ", ": ")]:  # compact, and json.dumps's default
+        body = json.dumps({"instances": x.tolist()}, separators=separators).encode()
+        streamed, parts = _streamed(body, np.array([7]))
+        assert parts >= MAX_BATCH - 2  # all but the last example, a part at a time
+        assert streamed == _general(body)
+        np.testing.assert_array_equal(np.frombuffer(streamed[-1], np.float32).reshape(x.shape), x)
+
+
+def test_a_split_inside_an_irregular_array_is_declined(_parse_every_piece):
+    """A run of closing brackets and a comma that is not between examples (the array is
+    irregular) makes a part that fails its checks: the general path decides."""
+    body = b'{"signature_name": "any_rank", "instances": [[1, 2], [[3, 4]], [5, 6]]}'
+    assert _streamed(body, np.array([1]))[0] is None
+    assert _general(body)[0] == "error"
