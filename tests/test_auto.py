@@ -88,12 +88,16 @@ def test_family_of():
 
 @pytest.mark.parametrize("model", ["simple_cnn", "resnet20"])
 def test_a_run_prints_and_records_what_auto_picked(tmp_path, model):
-    """`kerasdl train` as a user runs it: a fresh process, so the thread choice takes effect."""
+    """`kerasdl train` as a user runs it: a fresh process, so the thread choice takes effect.
+    The ResNet-20 run sets ``training.inter_op_threads: 1`` itself: it is applied and recorded,
+    and is not an ``auto`` choice."""
     path = write_recipe(tmp_path / "r.yaml", tmp_path / "runs", training={"epochs": 1})
-    if model == "resnet20":
+    explicit = model == "resnet20"
+    if explicit:
         recipe = yaml.safe_load(path.read_text())
         recipe["model"] = {"name": "resnet20", "filters": [4, 8, 8]}
         recipe["data"]["image_size"] = 16
+        recipe["training"]["inter_op_threads"] = 1
         path.write_text(yaml.safe_dump(recipe))
     done = subprocess.run(
         [sys.executable, "-m", "kerasdl", "train", "r.yaml"],
@@ -108,14 +112,19 @@ def test_a_run_prints_and_records_what_auto_picked(tmp_path, model):
     assert "precision float32 (KERASDL_AUTO_PRECISION)" in line
     assert "steps per execution 16" in line
     family = auto.family_of(model)
-    want = 1 if family in auto.INTER_OP_ONE else 0
-    assert f"inter-op threads {want} (" in line
-    assert "already running" not in line  # applied: the CLI starts TensorFlow after choosing
+    want = 1 if explicit or family in auto.INTER_OP_ONE else 0
+    assert ("inter-op threads" not in line) if explicit else (f"inter-op threads {want} (" in line)
+    assert "training.inter_op_threads" not in done.stdout  # applied: TF starts after choosing
     (run_info,) = (tmp_path / "runs").rglob("run_info.json")
-    recorded = json.loads(run_info.read_text())["auto"]
+    info = json.loads(run_info.read_text())
+    assert info["inter_op_threads"] == want  # read back from TensorFlow inside the run
+    recorded = info["auto"]
     assert recorded["precision"]["value"] == "float32"
-    assert recorded["inter_op_threads"]["value"] == want
     assert recorded["steps_per_execution"]["value"] == 16
+    if explicit:
+        assert "inter_op_threads" not in recorded
+    else:
+        assert recorded["inter_op_threads"]["value"] == want
 
 
 def test_an_explicit_thread_count_is_applied_or_the_run_says_why(capsys):

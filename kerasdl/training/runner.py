@@ -154,6 +154,8 @@ def train(
             "deterministic": plan.deterministic,
             "remat": remat,
             "auto": {c.setting: {"value": c.value, "why": c.why} for c in auto_choices},
+            # the pool in effect, explicit or auto (0: TensorFlow's default, one per core)
+            "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
         }
         if resuming:
             removed = folder.remove_partial_files() if chief else []
