@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import http.client
 import importlib.util
-import json
 import os
 import signal
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -39,7 +36,7 @@ pytest.importorskip("uvicorn")
 from kerasdl.serving.app import ServerConfig  # noqa: E402
 from kerasdl.serving.batcher import Batcher  # noqa: E402
 from kerasdl.serving.codec import COLUMNAR, ROW, encode_predict  # noqa: E402
-from kerasdl.serving.fast_json import StreamDecoder  # noqa: E402
+from kerasdl.serving.fast_json import fast_decode  # noqa: E402
 from kerasdl.serving.repository import ModelRepository  # noqa: E402
 
 MAX_BODY = 64 * 1024
@@ -124,50 +121,24 @@ def test_predict_row_and_columnar_match_the_model(server):
     assert call(server.port, "POST", "/v1/models/digits:predict", {"instances": rows})[0] == 200
 
 
-def _post_in_pieces(port: int, data: bytes, pieces: int) -> tuple[int, Any]:
-    """A predict request whose body is sent in ``pieces`` writes, 50 ms apart."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-    try:
-        conn.putrequest("POST", "/v1/models/digits:predict")
-        conn.putheader("Content-Type", "application/json")
-        conn.putheader("Content-Length", str(len(data)))
-        conn.endheaders()
-        step = -(-len(data) // pieces)
-        for at in range(0, len(data), step):
-            conn.send(data[at : at + step])
-            time.sleep(0.05)
-        resp = conn.getresponse()
-        return resp.status, json.loads(resp.read())
-    finally:
-        conn.close()
-
-
 def test_a_large_float_batch_takes_the_fast_path_with_the_same_answer(server, monkeypatch):
-    """A float batch is parsed by the fast path, in parts while its body arrives (the parts are
-    64 KiB+ in the server; 2 KiB here so that this 20 KB body makes several)."""
     import tensorflow as tf
 
-    taken, parts = [], []
-    finish, take = StreamDecoder.finish, StreamDecoder._take
+    from kerasdl.serving import app as app_module
 
-    def spy_finish(self):
-        taken.append(finish(self))
+    taken = []
+
+    def spy(*args):
+        taken.append(fast_decode(*args))
         return taken[-1]
 
-    def spy_take(self, end):
-        parts.append(end)
-        return take(self, end)
-
-    monkeypatch.setattr(StreamDecoder, "finish", spy_finish)
-    monkeypatch.setattr(StreamDecoder, "_take", spy_take)
-    monkeypatch.setattr(StreamDecoder, "PART_BYTES", 2048)
+    monkeypatch.setattr(app_module, "fast_decode", spy)
     x, _ = digits_data()
     loaded = tf.saved_model.load(str(exported()))
     want = loaded.signatures["serving_default"](images=tf.constant(x[:MAX_BATCH]))
     body = {"instances": _images(MAX_BATCH)}
-    status, answer = _post_in_pieces(server.port, json.dumps(body).encode(), pieces=5)
+    status, answer = call(server.port, "POST", "/v1/models/digits:predict", body)
     assert status == 200 and taken and taken[-1] is not None  # ~20 KB of numbers
-    assert len(parts) >= 3  # parts parsed as the pieces arrived, the last one at the end
     got = np.array([row["probabilities"] for row in answer["predictions"]])
     np.testing.assert_allclose(got, want["probabilities"].numpy(), atol=1e-6)
     body["instances"][3][2][1] = []  # ragged: the general path answers, with its 400

@@ -24,7 +24,6 @@ import logging
 import os
 import re
 import weakref
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -50,7 +49,7 @@ from kerasdl.serving.codec import (
     signature_name,
 )
 from kerasdl.serving.errors import ServingError, invalid, not_found
-from kerasdl.serving.fast_json import StreamDecoder, fast_decode
+from kerasdl.serving.fast_json import fast_decode
 from kerasdl.serving.images import check_image_inputs, model_input_hw
 from kerasdl.serving.limits import Limits, image_pixel_limit
 from kerasdl.serving.metadata import model_metadata
@@ -112,12 +111,7 @@ class ClientGone(Exception):
     """The client closed its connection before its request body was complete."""
 
 
-async def _read_body(
-    request: Request,
-    limit: int,
-    timeout: float,
-    on_chunk: Callable[[bytes], None] | None = None,
-) -> bytes:
+async def _read_body(request: Request, limit: int, timeout: float) -> bytes:
     length = request.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > limit:
         raise ServingError(
@@ -137,8 +131,6 @@ async def _read_body(
                     f"Request body exceeds the limit of {limit} bytes (--max-body-bytes).",
                 )
             chunks.append(chunk)
-            if on_chunk is not None:  # e.g. parse the examples that have arrived
-                on_chunk(chunk)
 
     try:
         await asyncio.wait_for(read(), timeout)
@@ -261,20 +253,14 @@ class ModelServer:
             check_image_inputs(req.inputs, strings, self._pixel_limit(servable))
         return req
 
-    def _parse(
-        self, body: bytes, servable: Any, decoder: StreamDecoder | None = None
-    ) -> tuple[Any, PredictRequest]:
+    def _parse(self, body: bytes, servable: Any) -> tuple[Any, PredictRequest]:
         """The signature and the decoded inputs, with garbage collection paused meanwhile.
 
-        ``decoder`` is the fast path fed ``body`` while it arrived (else it runs here).
-        (The general path's lists, ~33,000 for 32 32x32x3 images, are all alive until the
+        (The parsed JSON's lists, ~33,000 for 32 32x32x3 images, are all alive until the
         arrays are made and freed by reference counting on return: collections in between
         walk them for nothing; they took a third of the parse's CPU time.)
         """
-        if decoder is not None:
-            fast = decoder.finish()
-        else:
-            fast = fast_decode(body, servable.signature, self.config.max_batch)
+        fast = fast_decode(body, servable.signature, self.config.max_batch)
         if fast is not None:  # one float input as a JSON array: no Python objects per number
             return fast
         with heap.paused():
@@ -284,19 +270,17 @@ class ModelServer:
             del doc
         return sig, req
 
-    def _predict(self, body: bytes, servable: Any, decoder: StreamDecoder) -> bytes:
+    def _predict(self, body: bytes, servable: Any) -> bytes:
         """Parse, run and encode in one worker thread (one hand-off per request)."""
-        return self._run_encode(*self._parse(body, servable, decoder))
+        return self._run_encode(*self._parse(body, servable))
 
-    def _parse_or_run(
-        self, body: bytes, servable: Any, decoder: StreamDecoder
-    ) -> tuple[Any, PredictRequest] | bytes:
+    def _parse_or_run(self, body: bytes, servable: Any) -> tuple[Any, PredictRequest] | bytes:
         """With batching: the parsed request, or the answer of one that is a full batch itself.
 
         (A request of ``--batch-size`` examples or more has nothing to wait for: it runs here,
         as without batching, instead of through the batcher's extra thread hand-offs.)
         """
-        sig, req = self._parse(body, servable, decoder)
+        sig, req = self._parse(body, servable)
         if req.batch_size < self.config.batch_size:
             return sig, req
         return self._run_encode(sig, req)
@@ -308,26 +292,18 @@ class ModelServer:
     async def predict(self, request: Request, name: str, version: int | None) -> Response:
         servable = self.repo.get(name, version)
         limits = self.config.limits
-        # The fast path parses the examples of a large body while the rest is arriving.
-        decoder = StreamDecoder(servable.signature, self.config.max_batch)
         try:
-            body = await _read_body(
-                request, self.config.max_body_bytes, limits.body_timeout, decoder.feed
-            )
+            body = await _read_body(request, self.config.max_body_bytes, limits.body_timeout)
         except ClientGone:
             return Response(b"", status_code=400)  # nobody reads it; uvicorn drops it
         loop = asyncio.get_running_loop()
         if self.batcher is None:
-            answer = await loop.run_in_executor(
-                self.executor, self._predict, body, servable, decoder
-            )
+            answer = await loop.run_in_executor(self.executor, self._predict, body, servable)
             return Response(answer, media_type="application/json")
         if len(body) > _INLINE_JSON_BYTES:
-            parsed = await loop.run_in_executor(
-                self.executor, self._parse_or_run, body, servable, decoder
-            )
+            parsed = await loop.run_in_executor(self.executor, self._parse_or_run, body, servable)
         else:
-            parsed = self._parse(body, servable, decoder)
+            parsed = self._parse(body, servable)
             if parsed[1].batch_size >= self.config.batch_size:
                 parsed = await loop.run_in_executor(self.executor, self._run_encode, *parsed)
         if isinstance(parsed, bytes):
