@@ -76,10 +76,12 @@ def _python(code: str, timeout: int = 240) -> str:
     return done.stdout
 
 
-def test_mirrored_step_equals_single_device_step() -> None:
-    out = _python(
-        TWO_CPUS
-        + """
+# The three one-step comparisons below share one subprocess (one TensorFlow start instead of
+# three, ~15 s less) and one MirroredStrategy over the two logical CPUs (a second instance in the
+# same process breaks the first's collectives); each runs in a function of its own, with its own
+# generator and seeds, and reports its numbers or its traceback under its own name for its own
+# test.
+MIRRORED = """
         x = rng.random((32, 8, 8, 1), dtype=np.float32)
         y = keras.utils.to_categorical(rng.integers(0, 10, 32), 10)
 
@@ -91,23 +93,15 @@ def test_mirrored_step_equals_single_device_step() -> None:
             m.fit(tf.data.Dataset.from_tensor_slices((x, y)).batch(32), epochs=1, verbose=0)
             return m.get_weights()
 
-        mirrored = tf.distribute.MirroredStrategy(devices)
         assert mirrored.num_replicas_in_sync == 2
         a = one_step(tf.distribute.get_strategy())
         b = one_step(mirrored)
         diff = max(float(np.abs(p - q).max()) for p, q in zip(a, b))
         moved = max(float(np.abs(p).max()) for p in a)
         print("DIFF", diff, moved)
-    """
-    )
-    diff, moved = map(float, re.search(r"DIFF (\S+) (\S+)", out).groups())
-    assert diff < 1e-5 and moved > 0.0
+"""
 
-
-def test_sync_batchnorm_mirrored_step_equals_single_device_step() -> None:
-    out = _python(
-        TWO_CPUS
-        + """
+SYNC_BATCHNORM = """
         from kerasdl.layers.normalization import configure_batch_norm
         x = rng.random((32, 8, 8, 1), dtype=np.float32)
         x[16:] *= 3.0  # the two replicas' halves have different statistics
@@ -122,22 +116,14 @@ def test_sync_batchnorm_mirrored_step_equals_single_device_step() -> None:
             m.fit(tf.data.Dataset.from_tensor_slices((x, y)).batch(32), epochs=1, verbose=0)
             return m.get_weights()
 
-        mirrored = tf.distribute.MirroredStrategy(devices)
         single = one_step(tf.distribute.get_strategy(), False)
         synced = one_step(mirrored, True)
         local = one_step(mirrored, False)
         print("SYNC", max(float(np.abs(p - q).max()) for p, q in zip(single, synced)))
         print("LOCAL", max(float(np.abs(p - q).max()) for p, q in zip(single, local)))
-    """
-    )
-    assert float(re.search(r"SYNC (\S+)", out).group(1)) < 1e-5
-    assert float(re.search(r"LOCAL (\S+)", out).group(1)) > 1e-3  # per-replica stats differ
+"""
 
-
-def test_fixmatch_mirrored_step_equals_single_device_step() -> None:
-    out = _python(
-        TWO_CPUS
-        + """
+FIXMATCH = """
         from kerasdl.data import ssl
         from kerasdl.methods import FixMatch
         x = rng.random((80, 8, 8, 1), dtype=np.float32)
@@ -157,12 +143,67 @@ def test_fixmatch_mirrored_step_equals_single_device_step() -> None:
             return net.get_weights()
 
         a = one_step(tf.distribute.get_strategy())
-        b = one_step(tf.distribute.MirroredStrategy(devices))
+        b = one_step(mirrored)
         print("DIFF", max(float(np.abs(p - q).max()) for p, q in zip(a, b)))
         init = tiny_net(4).get_weights()
         print("MOVED", max(float(np.abs(p - q).max()) for p, q in zip(a, init)))
-    """
-    )
+"""
+
+STEP_CHECKS = {"mirrored": MIRRORED, "sync_batchnorm": SYNC_BATCHNORM, "fixmatch": FIXMATCH}
+
+
+@pytest.fixture(scope="module")
+def step_checks() -> dict[str, str]:
+    """``{name: what the check printed}`` of every STEP_CHECKS script, run in one process;
+    a check that raised gives its traceback instead (its test fails with it)."""
+    script = TWO_CPUS + "\n        import contextlib, io, traceback\n"
+    script += "        mirrored = tf.distribute.MirroredStrategy(devices)\n"
+    for name, body in STEP_CHECKS.items():
+        script += f"\n        def check_{name}():\n"
+        script += "            rng = np.random.default_rng(0)\n"
+        script += textwrap.indent(textwrap.dedent(body), " " * 12)
+        script += textwrap.indent(
+            textwrap.dedent(
+                f"""
+                out = io.StringIO()
+                try:
+                    with contextlib.redirect_stdout(out):
+                        check_{name}()
+                except Exception:
+                    out.write("FAILED\\n" + traceback.format_exc())
+                print("=== {name}\\n" + out.getvalue() + "=== end")
+                """
+            ),
+            " " * 8,
+        )
+    stdout = _python(script, timeout=400)
+    found = dict(re.findall(r"=== (\w+)\n(.*?)=== end", stdout, flags=re.S))
+    assert set(found) == set(STEP_CHECKS), stdout[-3000:]
+    return found
+
+
+def _step_check(step_checks: dict[str, str], name: str) -> str:
+    out = step_checks[name]
+    assert not out.startswith("FAILED"), out[-3000:]
+    return out
+
+
+def test_mirrored_step_equals_single_device_step(step_checks: dict[str, str]) -> None:
+    out = _step_check(step_checks, "mirrored")
+    diff, moved = map(float, re.search(r"DIFF (\S+) (\S+)", out).groups())
+    assert diff < 1e-5 and moved > 0.0
+
+
+def test_sync_batchnorm_mirrored_step_equals_single_device_step(
+    step_checks: dict[str, str],
+) -> None:
+    out = _step_check(step_checks, "sync_batchnorm")
+    assert float(re.search(r"SYNC (\S+)", out).group(1)) < 1e-5
+    assert float(re.search(r"LOCAL (\S+)", out).group(1)) > 1e-3  # per-replica stats differ
+
+
+def test_fixmatch_mirrored_step_equals_single_device_step(step_checks: dict[str, str]) -> None:
+    out = _step_check(step_checks, "fixmatch")
     assert float(re.search(r"DIFF (\S+)", out).group(1)) < 1e-5
     assert float(re.search(r"MOVED (\S+)", out).group(1)) > 1e-4  # the step did change them
 
