@@ -7,7 +7,7 @@ for a couple of steps. The runs shrink the recipe only through ``--set`` overrid
 batch, model width and depth, epochs): the YAML files themselves are what a user runs.
 
 Every recipe runs end to end in the default suite (issue 20: all are smoke-tested in CI), the
-MAE pre-training and its linear probe one after the other: about 9 minutes of one CPU on an idle
+MAE pre-training and its linear probe one after the other: about 8 minutes of one CPU on an idle
 2-core machine (GoogLeNet at 96x96 ~55 s, the DARTS search ~35 s, most others 7-30 s).
 The streamed probes of the self-supervised recipes are also checked by a fast test in
 tests/test_data.py.
