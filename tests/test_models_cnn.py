@@ -292,6 +292,44 @@ def test_padded_max_pooling_matches_pytorch(size, k, s, p, ceil_mode):
     assert tuple(layer.compute_output_shape(x.shape)) == ref.shape
 
 
+@pytest.mark.parametrize(
+    "size,k,s,p,ceil_mode,same",
+    [
+        (112, 3, 2, 0, True, True),
+        (28, 3, 2, 0, True, True),
+        (9, 3, 2, 1, False, True),
+        (112, 3, 2, 1, False, False),
+        (8, 2, 2, 1, False, False),
+    ],
+)
+def test_padded_max_pooling_same_shortcut_has_the_padded_gradient(size, k, s, p, ceil_mode, same):
+    """Where TF's "same" padding gives the PyTorch windows (GoogLeNet's ceil-mode pools on even
+    sizes) no Pad op runs, and values and gradients equal the explicit -inf pad's."""
+    import tensorflow as tf
+
+    layer = PaddedMaxPooling2D(k, strides=s, padding=p, ceil_mode=ceil_mode)
+    x = tf.constant(np.random.default_rng(size).normal(size=(2, size, size, 4)), tf.float32)
+    (top, bottom), (left, right) = layer._pads(size), layer._pads(size)
+
+    def explicit(v):
+        v = tf.pad(v, [[0, 0], [top, bottom], [left, right], [0, 0]], constant_values=-np.inf)
+        return tf.nn.max_pool2d(v, k, s, "VALID")
+
+    w = tf.constant(np.random.default_rng(1).normal(size=explicit(x).shape), tf.float32)
+    grads = []
+    for f in (layer, explicit):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = f(x)
+            loss = tf.reduce_sum(y * w)
+        grads.append((y.numpy(), tape.gradient(loss, x).numpy()))
+    np.testing.assert_array_equal(grads[0][0], grads[1][0])
+    np.testing.assert_array_equal(grads[0][1], grads[1][1])
+    graph = tf.function(layer).get_concrete_function(x).graph
+    ops_run = {op.type for op in graph.get_operations()}
+    assert ("PadV2" not in ops_run) == same, ops_run
+
+
 def test_padded_conv_is_symmetric_zero_padding():
     x = np.random.default_rng(0).normal(size=(1, 10, 10, 3)).astype("float32")
     conv = PaddedConv2D(4, 3, pad=1, strides=2)

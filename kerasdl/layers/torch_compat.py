@@ -145,6 +145,8 @@ class PaddedMaxPooling2D(ConfigurableLayer):
 
     The input is padded with ``-inf`` (padding never wins the max), ``padding`` cells on each
     side, plus the extra cells at the end that ``ceil_mode`` needs; then a valid max-pool runs.
+    Where those pads are the ones TF's ``"same"`` padding would use, a ``"same"`` max-pool runs on
+    the input itself: the same windows, without the padded copy.
 
     Args:
         pool_size: square window side.
@@ -188,9 +190,23 @@ class PaddedMaxPooling2D(ConfigurableLayer):
         end = (out - 1) * self.strides + self.pool_size - size - self.padding
         return self.padding, max(end, 0)
 
+    def _same_pads(self, size: int) -> tuple[int, int] | None:
+        """TF's ``"same"`` padding along an axis of ``size``, if it gives this layer's output."""
+        out = -(-size // self.strides)
+        if out != pooled_size(size, self.pool_size, self.strides, self.padding, self.ceil_mode):
+            return None
+        total = max((out - 1) * self.strides + self.pool_size - size, 0)
+        return total // 2, total - total // 2
+
     def call(self, inputs):
         h, w = ops.shape(inputs)[1], ops.shape(inputs)[2]
         (top, bottom), (left, right) = self._pads(h), self._pads(w)
+        if (top or bottom or left or right) and (
+            self._same_pads(h) == (top, bottom) and self._same_pads(w) == (left, right)
+        ):
+            # The same windows: TF's "same" max-pool skips its padding cells, as -inf never wins,
+            # and saves the padded copy and its gradient (GoogLeNet's ceil-mode pools, even sizes).
+            return ops.max_pool(inputs, self.pool_size, self.strides, padding="same")
         x = inputs
         if top or bottom or left or right:
             x = ops.pad(
