@@ -55,16 +55,7 @@ def keras_train(model: Any, dataset: Any, case: Case) -> dict[str, float]:
     once per epoch in real training, so it is reported separately (``fit_outside_steps_s``)
     instead of being charged to every 10-step repetition.
     """
-    import keras
-
-    from kerasdl.training.fused_sgd import FusedSGD
-
-    model.compile(
-        optimizer=FusedSGD(0.01, momentum=0.9),  # kerasdl train's SGD
-        loss=keras.losses.CategoricalCrossentropy(from_logits=True),
-        steps_per_execution=case.steps_per_execution,
-        jit_compile=case.jit_compile,
-    )
+    compile_for_bench(model, case)
     spe = case.steps_per_execution
     warm, steps = round_steps(case.warmup, spe), round_steps(case.steps, spe)
     clock = step_clock()
@@ -83,6 +74,21 @@ def keras_train(model: Any, dataset: Any, case: Case) -> dict[str, float]:
     result = throughput(times, steps * case.batch_size)
     result["fit_outside_steps_s"] = wall - (clock.stamps[-1] - clock.stamps[0])
     return result
+
+
+def compile_for_bench(model: Any, case: Case) -> None:
+    """Compile ``model`` as ``kerasdl train`` trains: its SGD with momentum, cross-entropy on
+    logits and one-hot labels, the case's steps per execution and XLA setting."""
+    import keras
+
+    from kerasdl.training.fused_sgd import FusedSGD
+
+    model.compile(
+        optimizer=FusedSGD(0.01, momentum=0.9),  # kerasdl train's SGD
+        loss=keras.losses.CategoricalCrossentropy(from_logits=True),
+        steps_per_execution=case.steps_per_execution,
+        jit_compile=case.jit_compile,
+    )
 
 
 def keras_infer(model: Any, images: Any, case: Case) -> dict[str, float]:

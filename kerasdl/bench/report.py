@@ -15,6 +15,7 @@ from kerasdl.bench.case import Case
 from kerasdl.bench.flops import MATMUL_DTYPES, infer_flops_per_image, train_flops_per_image
 from kerasdl.bench.flops import utilization as util_pct
 from kerasdl.bench.harness import run_case, run_isolated
+from kerasdl.bench.paired import run_paired
 from kerasdl.bench.suites import SHORT, Suite
 from kerasdl.io import write_text
 
@@ -61,9 +62,23 @@ def run_suite(
     started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     load_start = [round(v, 2) for v in os.getloadavg()]
     results: dict[str, Any] = {}
+    by_id = {c.id: c for c in suite.cases}
+    peer_of = {p.case: by_id[p.peer] for p in suite.pairs if p.peer in by_id}
     for case in suite.cases:
-        log(f"[bench] {case.id} ...")
+        if case.id in results:
+            continue  # measured with its pair
         t = time.perf_counter()
+        if suite.paired and isolated and case.id in peer_of:
+            peer = peer_of[case.id]
+            log(f"[bench] {case.id} and {peer.id}, alternating rounds ...")
+            for c, res in zip((case, peer), run_paired(case, peer, log=log), strict=True):
+                results[c.id] = {"case": asdict(c), "result": res}
+                status = res.get("error") or _summary(res)
+                log(f"[bench] {c.id}: {status} ({time.perf_counter() - t:.0f} s)")
+            if partial_dir is not None:
+                write_report(_report(suite, results, started, load_start, t0), partial_dir)
+            continue
+        log(f"[bench] {case.id} ...")
         if isolated:
             res = run_isolated(case)
         else:
@@ -136,12 +151,34 @@ def add_derived(report: dict[str, Any], suite: Suite) -> None:
                 res[f"{metric}_utilization_pct"] = util_pct(ips, per_image(macs), peak)
     rows = []
     for c in suite.comparisons:
-        a = _median(results.get(c.case, {}).get("result", {}), c.metric)
+        res = results.get(c.case, {}).get("result", {})
+        a = _median(res, c.metric)
         b = _median(results.get(c.peer, {}).get("result", {}), c.peer_metric or c.metric)
         ratio = a / b if a and b else None
+        rounds = _rounds(res, c.peer, c.metric) if c.peer_metric in (None, c.metric) else None
+        if rounds and ratio is not None:
+            ratio = rounds["median"]
         met = None if c.target is None or ratio is None else ratio >= c.target
-        rows.append({**asdict(c), "value": a, "peer_value": b, "ratio": ratio, "met": met})
+        row = {**asdict(c), "value": a, "peer_value": b, "ratio": ratio, "met": met}
+        if rounds:
+            row["ratio_range"] = [rounds["min"], rounds["max"]]
+        rows.append(row)
     report["comparisons"] = rows
+
+
+def _rounds(res: dict[str, Any], peer: str, metric: str) -> dict[str, Any] | None:
+    """The round ratios of ``res`` against ``peer`` on ``metric``, if they were measured paired."""
+    paired = res.get("paired") or {}
+    return paired.get(metric) if paired.get("peer") == peer else None
+
+
+def _ratio(ratio: float | None, rounds: dict[str, Any] | list[float] | None) -> str:
+    """``1.23x``, or ``1.23x (1.10-1.31)`` with the range of the round ratios."""
+    if ratio is None:
+        return "-"
+    if isinstance(rounds, dict):
+        rounds = [rounds["min"], rounds["max"]]
+    return f"{ratio:.2f}x" + (f" ({rounds[0]:.2f}-{rounds[1]:.2f})" if rounds else "")
 
 
 def _fmt(v: float | None, digits: int = 1) -> str:
@@ -221,7 +258,7 @@ def markdown(report: dict[str, Any]) -> str:
             met = {None: "-", True: "yes", False: "**NO**"}[c["met"]]
             lines.append(
                 f"| {c['label']} | {_fmt(c['value'])} | {_fmt(c['peer_value'])} "
-                f"| {_fmt(c['ratio'], 2)}x | {target} | {met} |"
+                f"| {_ratio(c['ratio'], c.get('ratio_range'))} | {target} | {met} |"
             )
     return "\n".join(lines) + "\n"
 
@@ -243,8 +280,10 @@ def pairs_table(report: dict[str, Any]) -> list[str]:
         cells = [p["label"], prec]
         for metric in ("train", "infer"):
             va, vb = _median(a, metric), _median(b, metric)
+            rounds = _rounds(a, p["peer"], metric)
             cells.append(f"{_fmt(va)} / {_fmt(vb)}")
-            cells.append(f"{va / vb:.2f}x" if va and vb else "-")
+            ratio = (rounds["median"] if rounds else va / vb) if va and vb else None
+            cells.append(_ratio(ratio, rounds))
         cells.append(
             f"{_pct(a.get('train_utilization_pct'))} / {_pct(b.get('train_utilization_pct'))}"
         )

@@ -44,10 +44,18 @@ class Pair:
 
 @dataclass
 class Suite:
+    """Cases to measure, the comparisons with targets, and the side-by-side pairs.
+
+    ``paired``: measure each pair's two cases together in alternating rounds
+    (:func:`kerasdl.bench.paired.run_paired`) instead of one after the other; their ratios are
+    then the median of the round ratios.
+    """
+
     name: str
     cases: list[Case]
     comparisons: list[Comparison] = field(default_factory=list)
     pairs: list[Pair] = field(default_factory=list)
+    paired: bool = False
 
 
 def peak_cases(precisions: list[str]) -> list[Case]:
@@ -304,21 +312,23 @@ ZOO_TARGETS = {
 
 
 def zoo_suite(
-    repeats: int = 3,
+    repeats: int = 6,
     *,
     quick: bool = False,
     models: list[str] | None = None,
     precisions: list[str] | None = None,
-    steps: int = 2,
+    steps: int = 1,
 ) -> Suite:
     """Every family's representative next to the same architecture in PyTorch, fp32 and bf16.
 
-    Cases alternate kerasdl / PyTorch per model and precision (each in a fresh process when run
-    by :func:`~kerasdl.bench.report.run_suite`), so slow drifts of a shared machine's load hit
-    both sides of a ratio alike; every float32 pair runs before the bfloat16 ones. Timing: one
-    warm-up step, then ``repeats`` x ``steps`` timed steps (sized to fit the suite in about 20
-    minutes on 2 idle cores). ``quick`` is a smoke setting: 64x64 (16x16 for the CIFAR models),
-    batch 2, one step, one repetition.
+    Each kerasdl / PyTorch pair runs as two live processes timed in ``repeats`` alternating
+    rounds of ``steps`` steps (:func:`kerasdl.bench.paired.run_paired`, when run by
+    :func:`~kerasdl.bench.report.run_suite`): every round's ratio compares two measurements
+    seconds apart, and the pair's ratio is their median, so the drifts of a shared machine's
+    speed hit both sides alike. Every float32 pair runs before the bfloat16 ones. Timing: one
+    warm-up step, then 6 rounds of 1 step by default (sized to fit the suite in about 20 minutes
+    on 2 idle cores). ``quick`` is a smoke setting: 64x64 (16x16 for the CIFAR models), batch 2,
+    one step, one repetition.
     """
     precisions = precisions or ["float32", "mixed_bfloat16"]
     chosen = [z for z in ZOO if models is None or z[0] in models]
@@ -361,7 +371,7 @@ def zoo_suite(
     if quick:
         for c in peaks:
             c.input_size, c.steps, c.repeats = 256, 2, 1
-    return Suite("zoo", peaks + cases, cmp, pairs)
+    return Suite("zoo", peaks + cases, cmp, pairs, paired=True)
 
 
 def remat_suite(repeats: int = 3) -> Suite:
@@ -443,11 +453,12 @@ SUITES = {
 }
 
 
-def get_suite(name: str, repeats: int = 3, quick: bool = False) -> Suite:
+def get_suite(name: str, repeats: int | None = None, quick: bool = False) -> Suite:
+    """The named suite with ``repeats`` repetitions (rounds for the zoo; None: the default)."""
     if name not in SUITES:
         raise UserError(f"Unknown suite {name!r}. Expected one of: {', '.join(SUITES)}.")
     if name == "zoo":
-        return zoo_suite(repeats, quick=quick)
+        return zoo_suite(repeats or 6, quick=quick)
     if quick:
         raise UserError("--quick applies to --suite zoo only")
-    return SUITES[name](repeats)
+    return SUITES[name](repeats or 3)

@@ -14,7 +14,9 @@ DESCRIPTION = """Measure training and inference throughput (images/s; median of 
 repetitions after warm-up) of kerasdl models next to the same architecture from keras.applications
 and a PyTorch CPU reference (if the 'torch' extra is installed), the achieved share of the
 machine's measured matrix-multiply peak, and the input pipeline alone. Every case runs in a fresh
-process. Writes bench_<suite>.json and bench_<suite>.md to --out and prints the tables.
+process; the zoo's pairs run as two live processes timed in alternating rounds (--repeats rounds
+of --steps steps each, A B then B A, ...), and each ratio is the median of the round ratios,
+shown with their range. Writes bench_<suite>.json and bench_<suite>.md to --out and prints the tables.
 
   kerasdl bench --suite default        the issue's suite (ResNet-50, ResNet-20, pipeline), ~7 min
   kerasdl bench --suite defaults       measurements behind the fast defaults, ~17 min
@@ -39,10 +41,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="a registry model to benchmark (instead of a suite)")
     parser.add_argument("--channels", type=int, default=3, help="input channels (default 3)")
     add_case_arguments(parser, input_size=None, batch_size=32)
-    # None: the suite's own (--model: 10 steps, 3 warm-up; zoo: 2 steps, 1 warm-up; zoo: float32
-    # and bfloat16, or only --precision when given)
+    # None: the suite's own (--model: 10 steps, 3 warm-up; zoo: 1 step per round, 1 warm-up;
+    # zoo: float32 and bfloat16, or only --precision when given)
     parser.set_defaults(steps=None, warmup=None, precision=None)
-    parser.add_argument("--repeats", type=int, default=3, help="repetitions (median reported)")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=None,
+        help="repetitions, median reported (default 3; zoo: alternating rounds, default 6)",
+    )
     parser.add_argument("--no-peers", action="store_true", help="skip keras.applications/PyTorch")
     parser.add_argument("--no-pipeline", action="store_true", help="synthetic data only")
     parser.add_argument("--out", default="benchmarks/results", help="output folder")
@@ -65,10 +72,10 @@ def run(args: argparse.Namespace) -> int:
 
         only = [m.strip() for m in args.only.split(",")] if args.only else None
         suite = zoo_suite(
-            args.repeats,
+            args.repeats or 6,
             quick=args.quick,
             models=only,
-            steps=args.steps or 2,
+            steps=args.steps or 1,
             precisions=[args.precision] if args.precision else None,
         )
     elif args.suite == "threads":
@@ -77,11 +84,11 @@ def run(args: argparse.Namespace) -> int:
         if args.quick:
             raise UserError("--quick applies to --suite zoo")
         only = [m.strip() for m in args.only.split(",")] if args.only else None
-        suite = threads_suite(args.repeats, models=only, steps=args.steps or 2)
+        suite = threads_suite(args.repeats or 3, models=only, steps=args.steps or 2)
     elif args.suite:
         if args.quick or args.only:
             raise UserError("--quick and --only apply to --suite zoo")
-        suite = get_suite(args.suite, args.repeats)
+        suite = get_suite(args.suite, args.repeats or 3)
     else:
         from kerasdl.registry import get_entry
 
@@ -97,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
             peers=not args.no_peers,
             steps=args.steps or 10,
             warmup=3 if args.warmup is None else args.warmup,
-            repeats=args.repeats,
+            repeats=args.repeats or 3,
         )
     report = run_suite(suite, partial_dir=args.out)
     json_path, md_path = write_report(report, args.out)
