@@ -127,8 +127,12 @@ class KerasSteps:
     def train(self, n: int) -> float:
         return self._fit.run(n)
 
+    def close(self) -> None:
+        """End the paused ``fit`` (training is over)."""
+        self._fit.close()
+
     def infer(self, n: int) -> float:
-        self._fit.close()  # training is over once inference starts
+        self.close()  # training is over once inference starts
         t0 = time.perf_counter()
         for _ in range(n):
             out = self._infer(self._images)
@@ -177,7 +181,7 @@ def serve(case: Case, commands: IO[str] = sys.stdin, out: IO[str] = sys.stdout) 
             reply({"error": f"{type(err).__name__}: {err}"})
             return 1
     if isinstance(steps, KerasSteps):
-        steps._fit.close()
+        steps.close()
     return 0
 
 
