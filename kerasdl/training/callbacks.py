@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import shutil
@@ -67,6 +68,16 @@ def seed_generator_states(model: keras.Model) -> list:
 def weights_fingerprint(model: keras.Model) -> float:
     """Sum of absolute values of all model weights (to check a restore really happened)."""
     return float(sum(np.abs(np.asarray(w, dtype=np.float64)).sum() for w in model.get_weights()))
+
+
+def weights_digest(model: keras.Model) -> str:
+    """SHA-256 of every weight of ``model``: its path, dtype, shape and exact bytes."""
+    digest = hashlib.sha256()
+    for w in model.weights:
+        value = np.ascontiguousarray(np.asarray(w))
+        digest.update(f"{w.path}|{value.dtype}|{value.shape}|".encode())
+        digest.update(value.tobytes())
+    return digest.hexdigest()
 
 
 class BackupMismatch(UserError):
@@ -270,6 +281,9 @@ class BestCheckpoint(keras.callbacks.Callback):
         self.monitor = monitor
         self.state = state or TrainingState("min" if monitor.endswith("loss") else "max")
         self.target = target
+        #: :func:`weights_digest` of the trained model as this process last saved it (None: not
+        #: saved by this process, or a ``target`` was saved)
+        self.saved_digest: str | None = None
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         logs = logs or {}
@@ -282,6 +296,17 @@ class BestCheckpoint(keras.callbacks.Callback):
         if self.state.improved(value) or not self.path.exists():
             self.state.best.assign(value)
             save_model_atomic(self.target() if self.target else self.model, self.path)
+            self.saved_digest = None if self.target else weights_digest(self.model)
+
+    def holds(self, model: keras.Model) -> bool:
+        """Whether the file holds exactly ``model``'s current weights: this process saved the
+        trained model itself, and not one weight has changed since (same digest)."""
+        return (
+            self.target is None
+            and self.saved_digest is not None
+            and model is self.model
+            and weights_digest(model) == self.saved_digest
+        )
 
 
 def save_model_atomic(model: keras.Model, path: str | Path) -> None:

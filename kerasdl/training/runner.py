@@ -239,6 +239,13 @@ def train(
         if not chief:
             shutil.rmtree(scratch, ignore_errors=True)
             return RunResult(run_dir, {}, initial_epoch, fingerprint)
+        task.best_in_memory = _best_in_memory(
+            callbacks,
+            model,
+            single=d.strategy == "none" and not custom_loop and not remat,
+            precision=precision,
+            sync_batchnorm=d.sync_batchnorm,
+        )
         results = task.results(folder, model, elapsed, bool(verbose))
         info["final_weights_fingerprint"] = fingerprint
         write_json_atomic(folder.run_info, info)
@@ -325,6 +332,22 @@ def check_deterministic(task_cls: type) -> None:
             "the backup"
         )
     tf.config.experimental.enable_op_determinism()
+
+
+def _best_in_memory(
+    callbacks: list, model: keras.Model, single: bool, precision: str, sync_batchnorm: bool
+) -> keras.Model | None:
+    """The trained model when it holds exactly the weights ``best.keras`` holds, else None.
+
+    ``metrics.json`` then evaluates it instead of reloading ``best.keras`` (the same
+    architecture and, by :meth:`BestCheckpoint.holds`, the same bytes of every weight). Only on
+    one device, in float32, with Keras's ``fit`` and no rematerialisation or synchronised batch
+    norm: the cases where the trained model and a fresh load of the file are the same graph.
+    """
+    if not single or sync_batchnorm or precision != "float32":
+        return None
+    best = next((c for c in callbacks if isinstance(c, cb.BestCheckpoint)), None)
+    return model if best is not None and best.holds(model) else None
 
 
 def _chief_callbacks(

@@ -227,6 +227,8 @@ class SupervisedTask:
         self.classifier: keras.Model | None = None
         #: callbacks every worker runs (gradual unfreezing), set by :meth:`build`
         self.worker_callbacks: list[keras.callbacks.Callback] = []
+        #: the trained model when it holds exactly best.keras's weights (set by the runner)
+        self.best_in_memory: keras.Model | None = None
 
     @staticmethod
     def plan(cfg: RecipeConfig) -> RunPlan:
@@ -320,10 +322,16 @@ class SupervisedTask:
     def results(
         self, folder: RunFolder, model: keras.Model, elapsed: float, verbose: bool = True
     ) -> dict[str, Any]:
-        """``metrics.json``'s content: the test metrics of ``best.keras``."""
-        from kerasdl.methods import METHODS  # noqa: F401  (registers the classes a .keras names)
+        """``metrics.json``'s content: the test metrics of ``best.keras``.
 
-        best = keras.models.load_model(folder.best, compile=False)
+        The trained model itself when the runner found it holds exactly ``best.keras``'s weights
+        (``best_in_memory``), else the file reloaded.
+        """
+        best = self.best_in_memory
+        if best is None:
+            from kerasdl.methods import METHODS  # noqa: F401  (registers what a .keras names)
+
+            best = keras.models.load_model(folder.best, compile=False)
         return {"split": self.eval_split, **self.final_metrics(best)}
 
     def classifier_metrics(self, kept: keras.Model) -> dict[str, float]:
