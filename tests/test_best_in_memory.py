@@ -79,3 +79,28 @@ def test_a_weight_changed_after_the_save_makes_the_run_reload_best_keras(
     task = SupervisedTask(cfg, load_data(cfg.data, cfg.run.seed))
     perturbed = task.classifier_metrics(perturb.model)  # what skipping the reload would give
     assert not np.isclose(perturbed["loss"], saved["loss"])
+
+
+def test_test_metrics_build_only_the_evaluated_split(tmp_path: Path, monkeypatch) -> None:
+    """The test metrics evaluate the split exactly as ``make_datasets`` builds it, without
+    building the training pipeline (its augmentation, pca_color's statistics)."""
+    import kerasdl.data.augment as augment
+    from kerasdl.config import load_recipe
+    from kerasdl.data import load_data
+    from kerasdl.data.datasets import make_datasets
+    from kerasdl.training.tasks import SupervisedTask, build_model, compile_model, evaluate_model
+
+    data = {"augment": [{"name": "flip"}, {"name": "pca_color"}]}
+    cfg = load_recipe(write_recipe(tmp_path / "r.yaml", tmp_path / "runs", data=data))
+    keras.utils.set_random_seed(cfg.run.seed)
+    bundle = load_data(cfg.data, cfg.run.seed)
+    task = SupervisedTask(cfg, bundle)
+    model = build_model(cfg, bundle)
+    compile_model(model, cfg, steps_per_epoch=1)
+    before = evaluate_model(model, make_datasets(cfg, bundle)[task.eval_split])
+
+    built = []
+    for name in ("build_augment", "compute_pca_stats"):
+        monkeypatch.setattr(augment, name, lambda *a, _n=name, **k: built.append(_n))
+    assert task.classifier_metrics(model) == before
+    assert built == []

@@ -35,7 +35,7 @@ import keras
 
 from kerasdl.config import DistributeConfig, RecipeConfig
 from kerasdl.data import DataBundle
-from kerasdl.data.datasets import make_datasets
+from kerasdl.data.datasets import eval_dataset, make_datasets
 from kerasdl.errors import UserError
 from kerasdl.models.base import HEAD
 from kerasdl.registry import create_model
@@ -335,10 +335,15 @@ class SupervisedTask:
         return {"split": self.eval_split, **self.final_metrics(best)}
 
     def classifier_metrics(self, kept: keras.Model) -> dict[str, float]:
-        """Loss and the recipe's metrics of a classifier on the test split (val if none)."""
-        tests = make_datasets(self.cfg, self.bundle)
+        """Loss and the recipe's metrics of a classifier on the test split (val if none).
+
+        Only that split's pipeline is built (as :func:`make_datasets` builds it): not the
+        training one, whose augmentation (and ``pca_color``'s statistics) it does not use.
+        """
+        split = self.eval_split
+        cache = self.bundle.cacheable(split, self.cfg.data.cache)
         compile_model(kept, self.cfg, steps_per_epoch=1)
-        return evaluate_model(kept, tests[self.eval_split])
+        return evaluate_model(kept, eval_dataset(self.cfg, self.bundle, split, cache=cache))
 
     @property
     def eval_split(self) -> str:
