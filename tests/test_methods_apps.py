@@ -11,6 +11,7 @@ from pathlib import Path
 import keras
 import pytest
 import yaml
+from test_cli_polish import TF_CHATTER  # pytest puts tests/ on the path
 
 import kerasdl
 from kerasdl.cli import main
@@ -19,7 +20,17 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def test_fixmatch_and_simclr_apps_smoke():
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    """Both apps run; the FixMatch one, with the user's environment (no TF_CPP_MIN_LOG_LEVEL or
+    KERASDL_TF_LOGS), also starts quietly: TensorFlow imported quietly
+    (kerasdl.cli.quiet_tensorflow, the mechanism the ``kerasdl`` command defers to the first
+    import), no TensorFlow chatter or Keras warnings on stderr."""
+    user_env = {
+        k: v for k, v in os.environ.items() if k not in ("KERASDL_TF_LOGS", "TF_CPP_MIN_LOG_LEVEL")
+    }
+    envs = {
+        "fixmatch_digits.py": user_env,
+        "simclr_digits.py": {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    }
     procs = {
         app: subprocess.Popen(
             [sys.executable, str(REPO / "apps" / app), "--smoke"],
@@ -28,13 +39,16 @@ def test_fixmatch_and_simclr_apps_smoke():
             text=True,
             env=env,
         )
-        for app in ("fixmatch_digits.py", "simclr_digits.py")
+        for app, env in envs.items()
     }  # both at once: their start-up (TensorFlow import, tracing) overlaps
     out = {app: p.communicate(timeout=600) for app, p in procs.items()}
     for app, p in procs.items():
         assert p.returncode == 0, out[app][1][-3000:]
     assert "FixMatch test accuracy:" in out["fixmatch_digits.py"][0]
     assert "linear probe (10 labels per class):" in out["simclr_digits.py"][0]
+    stderr = out["fixmatch_digits.py"][1]
+    for noise in (*TF_CHATTER, "Warning", "retracing"):
+        assert noise not in stderr, stderr
 
 
 @pytest.fixture
