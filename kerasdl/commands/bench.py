@@ -16,7 +16,8 @@ and a PyTorch CPU reference (if the 'torch' extra is installed), the achieved sh
 machine's measured matrix-multiply peak, and the input pipeline alone. Every case runs in a fresh
 process; the zoo's pairs run as two live processes timed in alternating rounds (--repeats rounds
 of --steps steps each, A B then B A, ...), and each ratio is the median of the round ratios,
-shown with their range. Writes bench_<suite>.json and bench_<suite>.md to --out and prints the tables.
+shown with their range. Writes bench_<suite>.json and bench_<suite>.md to --out and prints the
+tables.
 
   kerasdl bench --suite default        the issue's suite (ResNet-50, ResNet-20, pipeline), ~7 min
   kerasdl bench --suite defaults       measurements behind the fast defaults, ~17 min
