@@ -11,20 +11,13 @@ import shutil
 from pathlib import Path
 
 import pytest
+import test_paper_recipes
 from test_paper_recipes import END_TO_END, REPO, _check_run, _run
 
 IMAGENET = [p for p in END_TO_END if p.id.startswith("imagenet/")]
 
-
-@pytest.fixture(scope="module")
-def mock_tfds(tmp_path_factory):
-    """``tfds.testing.mock_data``: every split of every dataset yields generated examples."""
-    from test_paper_recipes import MOCK_EXAMPLES
-
-    tfds = pytest.importorskip("tensorflow_datasets")
-    folder = tmp_path_factory.mktemp("tfds")
-    with tfds.testing.mock_data(num_examples=MOCK_EXAMPLES, data_dir=str(folder)):
-        yield folder
+# the same module-scoped fixture, one instance per module: tfds.testing.mock_data's folder
+mock_tfds = test_paper_recipes.mock_tfds
 
 
 @pytest.mark.parametrize("path", IMAGENET)
