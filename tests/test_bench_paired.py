@@ -70,6 +70,36 @@ def test_rounds_alternate_and_the_ratio_is_the_median_of_round_ratios(fake_worke
     assert fake_workers.calls[-2:] == [("a", "close"), ("b", "close")]
 
 
+class TimedWorker(FakeWorker):
+    """Seconds proportional to the steps: ``per_step[case id]`` each."""
+
+    per_step: dict[str, float] = {}
+
+    def call(self, command: str, timeout: float) -> dict:
+        FakeWorker.calls.append((self.case.id, command))
+        words = command.split()
+        if words[0] == "stats":
+            return {"peak_rss_mb": 1.0}
+        return {"seconds": int(words[2]) * TimedWorker.per_step[self.case.id]}
+
+
+def test_round_seconds_sets_the_steps_of_a_round_by_the_slower_side(monkeypatch):
+    monkeypatch.setattr(paired_mod, "_Worker", TimedWorker)
+    FakeWorker.calls, FakeWorker.fail = [], None
+    TimedWorker.per_step = {"a": 0.3, "b": 0.4}  # b is slower: 2 s need 5 steps of it
+    a = Case(id="a", batch_size=4, steps=1, warmup=1, repeats=2, steps_per_execution=1)
+    b = Case(id="b", kind="torch", batch_size=4, steps=1, warmup=1, repeats=2)
+    ra, _ = run_paired(a, b, round_seconds=2.0)
+    train = [cmd for _, cmd in FakeWorker.calls if cmd.startswith("run train")]
+    assert train == ["run train 1", "run train 1"] + ["run train 5"] * 4  # one step each, then
+    assert ra["paired"]["train"]["steps_per_round"] == 5
+    assert ra["paired"]["train"]["median"] == pytest.approx(0.4 / 0.3)
+    assert ra["train"]["median"] == pytest.approx(4 / 0.3)  # images per second
+    FakeWorker.calls = []
+    ra, _ = run_paired(a, b)  # no round_seconds: the case's steps, no timing step
+    assert [c for _, c in FakeWorker.calls if c.startswith("run train")] == ["run train 1"] * 4
+
+
 def test_one_side_failing_fails_both_and_stops_both(fake_workers):
     fake_workers.seconds = {"a": [1.0], "b": [1.0]}
     fake_workers.fail = "b"

@@ -19,6 +19,7 @@ stdout (:func:`serve`): ``warm MODE``, ``run MODE N`` (the seconds of ``N`` step
 from __future__ import annotations
 
 import json
+import math
 import os
 import queue
 import statistics
@@ -260,18 +261,23 @@ def run_paired(
     b: Case,
     *,
     rounds: int | None = None,
+    round_seconds: float = 0.0,
     timeout: float = 1800.0,
     log: Callable[[str], None] = lambda _: None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Measure ``a`` and ``b`` in alternating rounds; each one's result, as ``run_isolated``'s.
 
     ``a``'s result also holds ``paired``: for each mode, the median and range of the round
-    ratios (``a``'s images/s over ``b``'s). Both take ``a``'s ``steps`` (rounded down to whole
-    executions of its ``steps_per_execution``), ``warmup`` and modes;
-    ``rounds`` defaults to ``a.repeats``. A failure of either side fails both.
+    ratios (``a``'s images/s over ``b``'s) and the steps per round. Both take ``a``'s ``steps``
+    (rounded down to whole executions of its ``steps_per_execution``), ``warmup`` and modes;
+    ``rounds`` defaults to ``a.repeats``. With ``round_seconds``, a round runs as many more
+    steps as the slower side needs to take that long (timed on one step of each after the
+    warm-up): a one-step round of a small model lasts a fraction of a second, and its ratio is
+    then mostly noise. A failure of either side fails both.
     """
     rounds = rounds or a.repeats
-    steps = round_steps(a.steps, a.steps_per_execution)  # both sides run the same steps
+    spe = a.steps_per_execution
+    base_steps = round_steps(a.steps, spe)  # both sides run the same steps
     t0 = time.perf_counter()
     workers = [_Worker(a), _Worker(b)]
     try:
@@ -283,6 +289,10 @@ def run_paired(
         for mode in [m for m in a.modes if m in b.modes]:
             for w in workers:
                 w.call(f"warm {mode} {a.warmup}", timeout)
+            steps = base_steps
+            if round_seconds > 0:
+                step = max(w.call(f"run {mode} {spe}", timeout)["seconds"] / spe for w in workers)
+                steps = max(steps, round_steps(math.ceil(round_seconds / max(step, 1e-6)), spe))
             seconds: list[list[float]] = [[], []]
             for r in range(rounds):
                 for i in (0, 1) if r % 2 == 0 else (1, 0):
@@ -291,7 +301,7 @@ def run_paired(
                 res[mode] = throughput(times, steps * w.case.batch_size)
                 if mode == "train":
                     res["train_peak_rss_mb"] = w.call("stats", timeout)["peak_rss_mb"]
-            paired[mode] = round_ratios(*seconds)
+            paired[mode] = {**round_ratios(*seconds), "steps_per_round": steps}
             log(f"[bench] {a.id} / {b.id} {mode}: {paired[mode]['median']:.2f}x per round")
     except (RuntimeError, OSError) as err:
         return {"error": str(err)}, {"error": str(err)}

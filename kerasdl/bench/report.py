@@ -71,7 +71,8 @@ def run_suite(
         if suite.paired and isolated and case.id in peer_of:
             peer = peer_of[case.id]
             log(f"[bench] {case.id} and {peer.id}, alternating rounds ...")
-            for c, res in zip((case, peer), run_paired(case, peer, log=log), strict=True):
+            measured = run_paired(case, peer, round_seconds=suite.round_seconds, log=log)
+            for c, res in zip((case, peer), measured, strict=True):
                 results[c.id] = {"case": asdict(c), "result": res}
                 status = res.get("error") or _summary(res)
                 log(f"[bench] {c.id}: {status} ({time.perf_counter() - t:.0f} s)")

@@ -48,7 +48,8 @@ class Suite:
 
     ``paired``: measure each pair's two cases together in alternating rounds
     (:func:`kerasdl.bench.paired.run_paired`) instead of one after the other; their ratios are
-    then the median of the round ratios.
+    then the median of the round ratios; ``round_seconds``: the least time of a round (more
+    steps per round for the fast models).
     """
 
     name: str
@@ -56,6 +57,7 @@ class Suite:
     comparisons: list[Comparison] = field(default_factory=list)
     pairs: list[Pair] = field(default_factory=list)
     paired: bool = False
+    round_seconds: float = 0.0
 
 
 def peak_cases(precisions: list[str]) -> list[Case]:
@@ -326,9 +328,9 @@ def zoo_suite(
     :func:`~kerasdl.bench.report.run_suite`): every round's ratio compares two measurements
     seconds apart, and the pair's ratio is their median, so the drifts of a shared machine's
     speed hit both sides alike. Every float32 pair runs before the bfloat16 ones. Timing: one
-    warm-up step, then 6 rounds of 1 step by default (sized to fit the suite in about 20 minutes
-    on 2 idle cores). ``quick`` is a smoke setting: 64x64 (16x16 for the CIFAR models), batch 2,
-    one step, one repetition.
+    warm-up step, then 6 rounds of at least 1 step and 2 seconds (the slower side's) by
+    default (sized to fit the suite in about 20 minutes on 2 idle cores). ``quick`` is a smoke
+    setting: 64x64 (16x16 for the CIFAR models), batch 2, one step, one repetition.
     """
     precisions = precisions or ["float32", "mixed_bfloat16"]
     chosen = [z for z in ZOO if models is None or z[0] in models]
@@ -371,7 +373,7 @@ def zoo_suite(
     if quick:
         for c in peaks:
             c.input_size, c.steps, c.repeats = 256, 2, 1
-    return Suite("zoo", peaks + cases, cmp, pairs, paired=True)
+    return Suite("zoo", peaks + cases, cmp, pairs, paired=True, round_seconds=0 if quick else 2.0)
 
 
 def remat_suite(repeats: int = 3) -> Suite:

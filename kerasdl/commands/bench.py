@@ -15,9 +15,9 @@ repetitions after warm-up) of kerasdl models next to the same architecture from 
 and a PyTorch CPU reference (if the 'torch' extra is installed), the achieved share of the
 machine's measured matrix-multiply peak, and the input pipeline alone. Every case runs in a fresh
 process; the zoo's pairs run as two live processes timed in alternating rounds (--repeats rounds
-of --steps steps each, A B then B A, ...), and each ratio is the median of the round ratios,
-shown with their range. Writes bench_<suite>.json and bench_<suite>.md to --out and prints the
-tables.
+of --steps steps each, at least 2 s, A B then B A, ...), and each ratio is the median of the
+round ratios, shown with their range. Writes bench_<suite>.json and bench_<suite>.md to --out
+and prints the tables.
 
   kerasdl bench --suite default        the issue's suite (ResNet-50, ResNet-20, pipeline), ~7 min
   kerasdl bench --suite defaults       measurements behind the fast defaults, ~17 min
