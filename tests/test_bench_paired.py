@@ -176,3 +176,26 @@ def test_zoo_pair_runs_as_two_live_workers(tmp_path):
     assert t["params"] == 269_722 and k["params"] >= t["params"]  # + batch-norm statistics
     assert k["train_peak_rss_mb"] > 0 and t["train_peak_rss_mb"] > 0
     assert {c["ratio_range"] is not None for c in report["comparisons"]} == {True}
+
+
+def test_without_torch_the_kerasdl_side_is_measured_alone(fake_workers, monkeypatch):
+    """No torch extra: the pair is not started together; each case runs on its own, so
+    kerasdl's figures survive and the peer fails with its one line."""
+    import kerasdl.bench.report as report_mod
+
+    monkeypatch.setattr(report_mod, "find_spec", lambda name: None)
+    ran = []
+
+    def isolated(case):
+        ran.append(case.id)
+        if case.kind == "torch":
+            return {"error": "exit 1: ModuleNotFoundError: No module named 'torch'"}
+        return {"train": {"median": 5.0}}
+
+    monkeypatch.setattr(report_mod, "run_isolated", isolated)
+    cases = [Case(id="k", model="m"), Case(id="t", kind="torch", model="m")]
+    suite = Suite("pairs", cases, [], [Pair("M", "k", "t")], paired=True)
+    report = run_suite(suite, log=lambda _: None)
+    assert ran == ["k", "t"] and fake_workers.calls == []
+    assert report["results"]["k"]["result"]["train"]["median"] == 5.0
+    assert "No module named" in report["results"]["t"]["result"]["error"]
