@@ -48,6 +48,7 @@ INCEPTION = dict(ch1x1=4, ch3x3red=3, ch3x3=4, ch5x5red=2, ch5x5=4, pool_proj=4)
 CASES: list[tuple[str, dict[str, Any], tuple[int, ...], dict[str, Any]]] = [
     ("Swish", {}, IMAGE, {}),
     ("Swish", {"beta": 1.5, "trainable_beta": True}, IMAGE, {}),
+    ("SiLU", {}, IMAGE, {}),
     ("ReLUConvBN", {"channels": 8}, IMAGE, {"expected_output_shape": (2, 8, 8, 8)}),
     ("ReLUConvBN", {"channels": 8, "kernel_size": 3, "stride": 2, "affine": False}, IMAGE, {}),
     ("DilConv", {"channels": 6}, IMAGE, {"expected_output_shape": IMAGE}),
@@ -86,6 +87,13 @@ CASES: list[tuple[str, dict[str, Any], tuple[int, ...], dict[str, Any]]] = [
     ),
     ("PreActBlock", {"filters": 6, "kernel_initializer": "glorot_uniform"}, IMAGE, {}),
     ("PaddedConv2D", {"filters": 4, "kernel_size": 4, "pad": 1, "strides": 2}, IMAGE, {}),
+    ("PaddedDepthwiseConv2D", {"kernel_size": 3, "pad": 1, "strides": 2}, IMAGE, {}),
+    (
+        "PaddedDepthwiseConv2D",
+        {"kernel_size": 5, "pad": 2, "depth_multiplier": 2, "use_bias": True, "activation": "relu"},
+        IMAGE,
+        {},
+    ),
     ("GroupedConv2D", {"filters": 6, "kernel_size": 3, "groups": 3, "padding": "same"}, IMAGE, {}),
     (
         "PaddedConv2D",

