@@ -13,7 +13,7 @@ import tensorflow as tf
 
 from kerasdl.bench.profile import _trace_ops
 from kerasdl.layers.activations import get_activation
-from kerasdl.layers.fused_grads import SiLU, silu
+from kerasdl.layers.fused_grads import SiLU, gelu, silu
 from kerasdl.layers.normalization import get_norm_layer
 from kerasdl.layers.torch_compat import PaddedDepthwiseConv2D
 
@@ -25,38 +25,45 @@ def _grad(fn, x, dy):
     return y, tape.gradient(y, x, output_gradients=dy)
 
 
+def _exact_gelu(x):
+    return keras.activations.gelu(x, approximate=False)
+
+
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16"])
 @pytest.mark.parametrize("training", [True, False])
-def test_silu_equals_keras_in_value_and_gradient(dtype: str, training: bool) -> None:
+@pytest.mark.parametrize(("fn", "keras_fn"), [(silu, keras.activations.silu), (gelu, _exact_gelu)])
+def test_activation_equals_keras_in_value_and_gradient(fn, keras_fn, dtype, training) -> None:
     rng = np.random.default_rng(0)
     x = tf.cast(rng.normal(scale=4.0, size=(4, 9, 9, 5)).astype("float32"), dtype)
     dy = tf.cast(rng.normal(size=x.shape).astype("float32"), dtype)
-    ref_y, ref_g = tf.function(lambda a, b: _grad(keras.activations.silu, a, b))(x, dy)
-    y, g = tf.function(lambda a, b: _grad(lambda v: silu(v, training=training), a, b))(x, dy)
+    ref_y, ref_g = tf.function(lambda a, b: _grad(keras_fn, a, b))(x, dy)
+    y, g = tf.function(lambda a, b: _grad(lambda v: fn(v, training=training), a, b))(x, dy)
     assert y.dtype == g.dtype == x.dtype
     tol = {"float32": 2e-6, "bfloat16": 3e-2, "float16": 3e-3}[dtype]
     np.testing.assert_allclose(tf.cast(y, "float32"), tf.cast(ref_y, "float32"), rtol=tol, atol=tol)
     np.testing.assert_allclose(tf.cast(g, "float32"), tf.cast(ref_g, "float32"), rtol=tol, atol=tol)
 
 
-def test_silu_gradient_is_one_xla_function_in_training_only() -> None:
+@pytest.mark.parametrize(("fn", "tf_grad_op"), [(silu, "SigmoidGrad"), (gelu, "Erf")])
+def test_gradient_is_one_xla_function_in_training_only(fn, tf_grad_op) -> None:
     def gradient_graph(training: bool):
         @tf.function(autograph=False)
         def g(x):
-            return _grad(lambda v: silu(v, training=training), x, tf.ones_like(x))[1]
+            return _grad(lambda v: fn(v, training=training), x, tf.ones_like(x))[1]
 
         return g.get_concrete_function(tf.TensorSpec((2, 3))).graph
 
     graph = gradient_graph(True)
     jit = [op for op in graph.get_operations() if op.node_def.attr["_XlaMustCompile"].b]
     assert len(jit) == 1  # the whole gradient in one compiled call
-    # TensorFlow's own gradient of x * sigmoid(x) runs op by op (no compiled call).
+    # TensorFlow's own gradient runs op by op (no compiled call).
     graph = gradient_graph(False)
     assert not any(op.node_def.attr["_XlaMustCompile"].b for op in graph.get_operations())
-    assert "SigmoidGrad" in {op.type for op in graph.get_operations()}
+    assert tf_grad_op in {op.type for op in graph.get_operations()}
 
 
-def test_silu_second_derivative_is_keras() -> None:
+@pytest.mark.parametrize(("fn", "keras_fn"), [(silu, keras.activations.silu), (gelu, _exact_gelu)])
+def test_second_derivative_is_keras(fn, keras_fn) -> None:
     x = tf.constant(np.linspace(-6.0, 6.0, 25, dtype="float32"))
 
     def second(fn):
@@ -68,7 +75,7 @@ def test_silu_second_derivative_is_keras() -> None:
             g = inner.gradient(y, x)
         return outer.gradient(g, x)
 
-    np.testing.assert_allclose(second(silu), second(keras.activations.silu), atol=1e-6)
+    np.testing.assert_allclose(second(fn), second(keras_fn), atol=1e-6)
 
 
 def test_silu_is_the_registry_activation_and_round_trips(tmp_path: Path) -> None:
@@ -111,6 +118,23 @@ def test_inference_silu_folds_into_the_convolution() -> None:
     ops = _kernel_ops(fn, tf.ones((2, 16, 16, 8)))
     assert not {"_MklSwish", "Sigmoid", "Mul"} & ops, ops
     assert any("FusedConv2D" in op for op in ops), ops
+
+
+def test_inference_vit_mlp_is_two_fused_gemms() -> None:
+    """In inference the MLP's GELU stays the form oneDNN fuses into the first ``MatMul``: no
+    separate ``Erf`` kernel runs."""
+    from tensorflow.python.util import _pywrap_util_port
+
+    from kerasdl.layers.transformer import TransformerMLP
+
+    if not _pywrap_util_port.IsMklEnabled():
+        pytest.skip("TensorFlow built without oneDNN")
+    mlp = TransformerMLP(64, name="mlp")
+    x = tf.random.stateless_normal((2, 5, 16), seed=(1, 2))
+    mlp(x)
+    ops = _kernel_ops(tf.function(lambda a: mlp(a, training=False)), x)
+    assert "Erf" not in ops, ops
+    assert sum("FusedMatMul" in op for op in ops) >= 1, ops
 
 
 @pytest.mark.parametrize(

@@ -29,10 +29,10 @@ import keras
 from kerasdl.configurable import ConfigurableLayer
 from kerasdl.layers.attention import _SelfAttention
 from kerasdl.layers.dropconnect import DropPath
+from kerasdl.layers.fused_grads import gelu
 from kerasdl.layers.layer_norm import _LayerNorm
 
 LN_EPSILON = 1e-6
-_SQRT_HALF = 0.7071067811865476  # 1 / sqrt(2)
 #: initialisations: torchvision's ViT (the default) and the MAE reference code's
 WEIGHT_INITS = ("torchvision", "mae")
 
@@ -104,7 +104,7 @@ class TransformerMLP(ConfigurableLayer):
 
     def call(self, inputs, training=None):
         if self._fused_ok(inputs, training):
-            return self._fused_call(inputs)
+            return self._fused_call(inputs, bool(training))
         x = self.fc1(inputs)  # (B, N, mlp_dim)
         x = self.drop1(self.act(x), training=training)
         x = self.fc2(x)  # (B, N, D)
@@ -122,7 +122,7 @@ class TransformerMLP(ConfigurableLayer):
                 return False  # instrumented (MAC counting), LoRA or quantized: Keras's own path
         return True
 
-    def _fused_call(self, inputs):
+    def _fused_call(self, inputs, training: bool = False):
         """The same function as two 2-D GEMMs with ``BiasAdd`` and the exact GELU written as
         ``h * ((erf(h / sqrt 2) + 1) / 2)``: the pattern TensorFlow's oneDNN remapper fuses
         into one ``_FusedMatMul`` (bias and GeluExact) in inference, and one ``_FusedMatMul``
@@ -135,7 +135,7 @@ class TransformerMLP(ConfigurableLayer):
         x = tf.reshape(inputs, (-1, inputs.shape[-1]))  # (B N, D)
         h = tf.matmul(x, tf.cast(self.fc1.kernel, dtype))  # (B N, mlp_dim)
         h = tf.nn.bias_add(h, tf.cast(self.fc1.bias, dtype))
-        h = h * ((tf.math.erf(h * tf.cast(_SQRT_HALF, dtype)) + 1.0) * 0.5)  # exact GELU
+        h = gelu(h, training=training)  # exact GELU; one-kernel XLA gradient in training
         y = tf.matmul(h, tf.cast(self.fc2.kernel, dtype))  # (B N, D)
         y = tf.nn.bias_add(y, tf.cast(self.fc2.bias, dtype))
         return tf.reshape(y, tf.concat([shape[:-1], [y.shape[-1]]], 0))  # (B, N, D)
