@@ -15,7 +15,9 @@ Keras's. Other cases (other axes, ``rms_scaling``, float64, other backends) run 
 Tried and not kept (ViT-B/32, 2-core CPU): ``FusedBatchNormV3`` in training mode on a
 ``(1, M, D, 1)`` NCHW view (``tf.keras`` 2's lowering; the raw op honours epsilon 1e-6): one
 kernel forward and one backward, but oneDNN's kernel on that layout made the step slower; a
-hand-written gradient (``tf.custom_gradient``): no faster than TensorFlow's own; the oneDNN
+hand-written gradient (``tf.custom_gradient``): no faster than TensorFlow's own, and 1.01x
+(within noise) with the whole gradient compiled by XLA as one function (2026-11-27; XLA does pay
+off for the GELU and SiLU gradients, ``fused_grads.py``); the oneDNN
 remapper's ``_MklLayerNorm`` pattern did not trigger on this form or on the variants tried.
 
 Reference:
