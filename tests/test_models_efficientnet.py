@@ -123,3 +123,55 @@ def test_compound_scaling():
     assert model.input_shape_ == (r, r, 3) and (model.width_mult, model.depth_mult) == (w, d)
     assert _trainable(model) == efficientnet_param_count(**model.get_config())
     assert model(np.zeros((1, r, r, 3), "float32")).shape == (1, 5)
+
+
+@pytest.mark.parametrize(("stride", "kernel"), [(1, 3), (2, 5)])
+def test_mbconv_inference_folds_the_depthwise_batch_norm(stride: int, kernel: int) -> None:
+    """In inference the stride-1 depthwise conv runs with its batch norm folded into kernel and
+    bias: the same outputs as the conv followed by the batch norm, and no batch-norm op."""
+    import tensorflow as tf
+
+    from kerasdl.layers.mbconv import MBConv
+
+    block = MBConv(16, 24, expand_ratio=6, kernel_size=kernel, stride=stride, name="b")
+    x = tf.random.stateless_normal((2, 14, 14, 16), seed=(1, 2))
+    block(x)
+    rng = np.random.default_rng(0)
+    bn = block.depthwise_bn
+    for v, draw in (
+        (bn.moving_mean, lambda s: rng.normal(size=s)),
+        (bn.moving_variance, lambda s: rng.uniform(0.2, 3.0, size=s)),
+        (bn.gamma, lambda s: rng.normal(size=s)),
+        (bn.beta, lambda s: rng.normal(size=s)),
+    ):
+        v.assign(draw(v.shape))
+    infer = tf.function(lambda a: block(a, training=False))
+    graph = infer.get_concrete_function(tf.TensorSpec(x.shape)).graph
+    bn_ops = [op for op in graph.get_operations() if op.type.startswith("FusedBatchNorm")]
+    # the 1x1 expand and project convs keep theirs (oneDNN folds those itself)
+    assert len(bn_ops) == (2 if stride == 1 else 3)
+    folded = infer(x)
+    object.__setattr__(block, "_fold_ok", lambda training: False)
+    unfolded = tf.function(lambda a: block(a, training=False))(x)
+    np.testing.assert_allclose(folded, unfolded, rtol=1e-5, atol=1e-5)
+    assert float(tf.reduce_max(tf.abs(unfolded))) > 0.5  # the statistics matter
+
+
+def test_padded_depthwise_with_bias_in_a_graph_does_not_abort() -> None:
+    """TensorFlow 2.21 aborts the process (a CHECK failure in shape inference) when an
+    explicitly padded depthwise conv is followed by a bias add in a graph; the layer pads with
+    ``ops.pad`` when it has a bias. Run in a child process: an abort would kill pytest."""
+    import subprocess
+    import sys
+
+    code = (
+        "import numpy as np, tensorflow as tf\n"
+        "from kerasdl.layers.torch_compat import PaddedDepthwiseConv2D\n"
+        "layer = PaddedDepthwiseConv2D(5, pad=2, strides=2, use_bias=True)\n"
+        "x = np.ones((2, 16, 16, 8), 'float32')\n"
+        "f = tf.function(lambda a: tf.nn.relu(layer(a)), autograph=False)\n"
+        "print(f(x).shape)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "(2, 8, 8, 8)" in proc.stdout

@@ -121,6 +121,23 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
             )
         return tf.cast(outputs, self.compute_dtype)
 
+    def inference_scale_shift(self) -> tuple[Any, Any]:
+        """``(scale, shift)``, float32 ``(C,)``, with ``y = x * scale + shift`` this layer's
+        inference function: ``scale = gamma / sqrt(moving_variance + epsilon)``, ``shift = beta
+        - moving_mean * scale``. A convolution without bias before the layer can take ``scale``
+        into its kernel and ``shift`` as its bias (batch-norm folding, as inference engines do).
+        """
+        import tensorflow as tf
+
+        var = tf.cast(self.moving_variance, tf.float32)
+        scale = tf.math.rsqrt(var + self.epsilon)
+        if self.scale:
+            scale = scale * tf.cast(self.gamma, tf.float32)
+        shift = -tf.cast(self.moving_mean, tf.float32) * scale
+        if self.center:
+            shift = shift + tf.cast(self.beta, tf.float32)
+        return scale, shift
+
     def _batch_stats_only(self, inputs, mask):
         """Keras's training path (batch statistics) without the moving-statistics update."""
         from keras import ops

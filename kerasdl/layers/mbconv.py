@@ -21,6 +21,7 @@ import keras
 from kerasdl.configurable import ConfigurableLayer
 from kerasdl.layers.activations import get_activation
 from kerasdl.layers.dropconnect import DropPath
+from kerasdl.layers.fused_bn import FusedBatchNormalization
 from kerasdl.layers.normalization import BN_EPSILON, BN_MOMENTUM, get_norm_layer
 from kerasdl.layers.squeeze_excite import SqueezeExcitation
 from kerasdl.layers.torch_compat import PaddedDepthwiseConv2D
@@ -166,13 +167,44 @@ class MBConv(ConfigurableLayer):
         x = inputs
         if self.expand is not None:
             x = self.expand_act(self.expand_bn(self.expand(x), training=training))
-        x = self.depthwise_act(self.depthwise_bn(self.depthwise(x), training=training))
+        if self._fold_ok(training):
+            x = self.depthwise_act(self._folded_depthwise(x))
+        else:
+            x = self.depthwise_act(self.depthwise_bn(self.depthwise(x), training=training))
         if self.se is not None:
             x = self.se(x)
         x = self.project_bn(self.project(x), training=training)
         if self.use_residual:
             x = inputs + self.drop(x, training=training)
         return x
+
+    def _fold_ok(self, training) -> bool:
+        """Inference on TensorFlow with kerasdl's fused batch norm after the depthwise conv."""
+        return (
+            not training
+            and keras.backend.backend() == "tensorflow"
+            and isinstance(self.depthwise_bn, FusedBatchNormalization)
+            and self.depthwise_bn.use_fused_kernel
+            and self.depthwise_bn.axis in (-1, 3)
+            # Not the stride-2 convs, which pad inside the kernel: TensorFlow 2.21 aborts on an
+            # explicitly padded depthwise conv followed by a bias add (PaddedDepthwiseConv2D).
+            and not getattr(self.depthwise, "pad", 0)
+            and "call" not in vars(self.depthwise)  # instrumented (MAC counting): call it
+        )
+
+    def _folded_depthwise(self, x):
+        """Depthwise conv and batch norm (inference) as one depthwise conv with the batch norm
+        folded into its kernel and bias: the same function to float rounding, which oneDNN runs
+        as one fused kernel (``_FusedDepthwiseConv2dNative`` with ``BiasAdd``) instead of a
+        convolution and a separate batch-norm pass (EfficientNet-B0 inference: 12 of its 16
+        depthwise convs, the stride-1 ones)."""
+        import tensorflow as tf
+
+        scale, shift = self.depthwise_bn.inference_scale_shift()  # (C,) float32
+        dw = self.depthwise  # stride 1, "same"
+        kernel = tf.cast(tf.cast(dw.kernel, tf.float32) * scale[:, None], x.dtype)
+        y = tf.nn.depthwise_conv2d(x, kernel, [1, 1, 1, 1], "SAME")
+        return tf.nn.bias_add(y, tf.cast(shift, y.dtype))
 
     def compute_output_shape(self, input_shape):
         b, h, w, _ = input_shape

@@ -120,7 +120,9 @@ class PaddedDepthwiseConv2D(Configurable, keras.layers.DepthwiseConv2D):
     ``DepthwiseConv2D`` exactly (the filter gradient to float rounding, the summation order
     differs); measured forward + backward at batch 16 on the 2-core CPU: 92 -> 84 ms for
     EfficientNet-B0's stride-2 3x3 layer at 112x112x96, 54 -> 49 ms for its 5x5 at 56x56x144.
-    Other backends, dilations and layouts pad with ``ops.pad``.
+    With a bias, and on other backends, dilations and layouts, the input is padded with
+    ``ops.pad`` (TensorFlow 2.21 aborts on an explicitly padded depthwise conv followed by a bias
+    add in a graph, see ``_explicit_ok``). Do not add a bias to this layer's output yourself.
 
     Args:
         kernel_size: kernel side.
@@ -147,10 +149,14 @@ class PaddedDepthwiseConv2D(Configurable, keras.layers.DepthwiseConv2D):
         self.pad = int(pad)
 
     def _explicit_ok(self) -> bool:
+        # No bias: TensorFlow 2.21's remapper fuses an EXPLICIT-padded depthwise conv with a
+        # following bias add (BiasAdd or AddV2) into a fused op without the paddings, and its
+        # shape inference then aborts the process (a CHECK failure, tests/test_fused_grads.py).
         return (
             keras.backend.backend() == "tensorflow"
             and self.data_format == "channels_last"
             and tuple(self.dilation_rate) == (1, 1)
+            and not self.use_bias
         )
 
     def call(self, inputs):
@@ -167,8 +173,6 @@ class PaddedDepthwiseConv2D(Configurable, keras.layers.DepthwiseConv2D):
             strides=[1, *self.strides, 1],
             padding=[[0, 0], [p, p], [p, p], [0, 0]],
         )
-        if self.use_bias:
-            outputs = tf.nn.bias_add(outputs, tf.cast(self.bias, outputs.dtype))
         if self.activation is not None:
             outputs = self.activation(outputs)
         return outputs
