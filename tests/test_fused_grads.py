@@ -3,7 +3,6 @@ the same function and gradients as Keras's, and the graph they were made for."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import keras
@@ -89,21 +88,17 @@ def test_silu_is_the_registry_activation_and_round_trips(tmp_path: Path) -> None
     np.testing.assert_allclose(loaded(x), model(x), atol=1e-6)
 
 
-def _kernel_ops(fn, x) -> set[str]:
-    logdir = Path("/tmp") / f"kerasdl_fused_grads_{id(fn)}"
-    shutil.rmtree(logdir, ignore_errors=True)
+def _kernel_ops(fn, x, logdir: Path) -> set[str]:
     fn(x)
     tf.profiler.experimental.start(str(logdir))
     try:
         fn(x).numpy()
     finally:
         tf.profiler.experimental.stop()
-    ops = {op for _, op, _ in _trace_ops(logdir)}
-    shutil.rmtree(logdir, ignore_errors=True)
-    return ops
+    return {op for _, op, _ in _trace_ops(logdir)}
 
 
-def test_inference_silu_folds_into_the_convolution() -> None:
+def test_inference_silu_folds_into_the_convolution(tmp_path: Path) -> None:
     """Conv - batch norm - SiLU in inference runs as one oneDNN convolution: no separate swish
     or sigmoid kernel (with ``tf.nn.silu``'s form a separate ``_MklSwish`` remains)."""
     from tensorflow.python.util import _pywrap_util_port
@@ -115,12 +110,12 @@ def test_inference_silu_folds_into_the_convolution() -> None:
     x = get_norm_layer("batch")(x)  # kerasdl's fused batch norm, as every model has it
     model = keras.Model(inputs, SiLU()(x))
     fn = tf.function(lambda a: model(a, training=False))
-    ops = _kernel_ops(fn, tf.ones((2, 16, 16, 8)))
+    ops = _kernel_ops(fn, tf.ones((2, 16, 16, 8)), tmp_path)
     assert not {"_MklSwish", "Sigmoid", "Mul"} & ops, ops
     assert any("FusedConv2D" in op for op in ops), ops
 
 
-def test_inference_vit_mlp_is_two_fused_gemms() -> None:
+def test_inference_vit_mlp_is_two_fused_gemms(tmp_path: Path) -> None:
     """In inference the MLP's GELU stays the form oneDNN fuses into the first ``MatMul``: no
     separate ``Erf`` kernel runs."""
     from tensorflow.python.util import _pywrap_util_port
@@ -132,7 +127,7 @@ def test_inference_vit_mlp_is_two_fused_gemms() -> None:
     mlp = TransformerMLP(64, name="mlp")
     x = tf.random.stateless_normal((2, 5, 16), seed=(1, 2))
     mlp(x)
-    ops = _kernel_ops(tf.function(lambda a: mlp(a, training=False)), x)
+    ops = _kernel_ops(tf.function(lambda a: mlp(a, training=False)), x, tmp_path)
     assert "Erf" not in ops, ops
     assert sum("FusedMatMul" in op for op in ops) >= 1, ops
 
