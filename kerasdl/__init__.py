@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from kerasdl import onednn
 from kerasdl.errors import UserError
 
 if TYPE_CHECKING:
@@ -18,6 +19,9 @@ if TYPE_CHECKING:
 
 __all__ = ["UserError", "create_model", "list_models", "load_model", "register_model"]
 __version__ = "0.1.0"
+
+# before anything imports TensorFlow, which reads TF_ENABLE_ONEDNN_OPTS once (kerasdl.onednn)
+onednn.request()
 
 _REGISTRY_NAMES = ("create_model", "list_models", "register_model")
 

@@ -13,6 +13,10 @@ os.environ.setdefault("KERASDL_AUTO_PRECISION", "float32")
 import pytest  # noqa: E402
 import yaml  # noqa: E402
 
+# first, as a user's script would: `import kerasdl` asks for TensorFlow's oneDNN kernels before
+# any test module loads TensorFlow (kerasdl.onednn; TensorFlow reads the request once)
+import kerasdl  # noqa: E402, F401
+
 REPO = Path(__file__).resolve().parent.parent
 
 TINY_RECIPE = {

@@ -111,6 +111,7 @@ def test_a_run_prints_and_records_what_auto_picked(tmp_path, model):
     line = next(ln for ln in done.stdout.splitlines() if ln.startswith("auto: "))
     assert "precision float32 (KERASDL_AUTO_PRECISION)" in line
     assert "steps per execution 16" in line
+    assert "oneDNN on (" in line or "oneDNN off (" in line
     family = auto.family_of(model)
     want = 1 if explicit or family in auto.INTER_OP_ONE else 0
     assert ("inter-op threads" not in line) if explicit else (f"inter-op threads {want} (" in line)
@@ -121,6 +122,7 @@ def test_a_run_prints_and_records_what_auto_picked(tmp_path, model):
     recorded = info["auto"]
     assert recorded["precision"]["value"] == "float32"
     assert recorded["steps_per_execution"]["value"] == 16
+    assert recorded["onednn"]["value"] in ("on", "off") and recorded["onednn"]["why"]
     if explicit:
         assert "inter_op_threads" not in recorded
     else:

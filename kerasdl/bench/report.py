@@ -23,18 +23,36 @@ from kerasdl.io import write_text
 PEER_NAMES = {"kerasdl": "kerasdl", "keras_app": "keras.applications", "torch": "PyTorch"}
 
 
+# the widest vector extension a CPU has, as /proc/cpuinfo flags; it decides TensorFlow's and
+# PyTorch's kernels (and whether bfloat16 is native): best first
+ISA = (
+    ("amx_bf16", "AMX"),
+    ("avx512_bf16", "AVX-512 BF16"),
+    ("avx512_vnni", "AVX-512 VNNI"),
+    ("avx512f", "AVX-512"),
+    ("avx2", "AVX2"),
+)
+
+
 def machine_info() -> dict[str, Any]:
-    """CPU model, core count, load, library versions."""
+    """CPU model and its widest vector extension, core count, load, library versions, and
+    whether TensorFlow's oneDNN kernels run (:mod:`kerasdl.onednn`)."""
+    from kerasdl import onednn
+
     cpu = platform.processor()
+    flags: set[str] = set()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
+            if line.startswith("model name") and cpu == platform.processor():
                 cpu = line.split(":", 1)[1].strip()
-                break
+            elif line.startswith("flags") and not flags:
+                flags = set(line.split(":", 1)[1].split())
     except OSError:
         pass
     info: dict[str, Any] = {
         "cpu": cpu,
+        "isa": next((name for flag, name in ISA if flag in flags), ""),
+        "onednn": "on" if onednn.enabled() else "off",
         "cores": os.cpu_count(),
         "load_average": [round(v, 2) for v in os.getloadavg()],
         "python": platform.python_version(),
@@ -199,10 +217,14 @@ def markdown(report: dict[str, Any]) -> str:
     lines = [
         f"Suite `{report['suite']}`, started {report['started']}, "
         f"{report['seconds'] / 60:.1f} min. "
-        f"Machine: {m.get('cpu')}, {m.get('cores')} cores, load "
+        f"Machine: {m.get('cpu')}"
+        + (f" ({m['isa']})" if m.get("isa") else "")
+        + f", {m.get('cores')} cores, load "
         + (f"at the start {m['load_average_start']}, " if "load_average_start" in m else "")
         + f"at the end {m.get('load_average')}; Python {m.get('python')}, "
-        f"TensorFlow {m.get('tensorflow')}, "
+        f"TensorFlow {m.get('tensorflow')}"
+        + (f" (oneDNN {m['onednn']})" if "onednn" in m else "")
+        + ", "
         f"Keras {m.get('keras')}" + (f", PyTorch {m['torch']}" if "torch" in m else "") + ".",
         "",
         "| case | implementation | model | input | batch | precision | data | options "

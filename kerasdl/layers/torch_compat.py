@@ -29,7 +29,13 @@ from kerasdl.configurable import Configurable, ConfigurableLayer
 
 
 def _native_grouped(layer: keras.layers.Conv2D) -> bool:
-    return layer.groups > 1 and keras.backend.backend() == "tensorflow"
+    """TensorFlow's grouped kernel: on the TF backend with oneDNN, which has the CPU gradients
+    (Eigen has no CPU kernel for a grouped convolution's filter gradient)."""
+    if layer.groups == 1 or keras.backend.backend() != "tensorflow":
+        return False
+    from kerasdl import onednn
+
+    return onednn.enabled()
 
 
 @keras.saving.register_keras_serializable(package="kerasdl")
@@ -42,7 +48,9 @@ class GroupedConv2D(keras.layers.Conv2D):
     and both gradients, and agrees with the per-group convolutions to float rounding
     (tests/test_grouped_conv.py); it is 1.2x PyTorch's ``nn.Conv2d(groups=32)`` on ResNeXt-50's
     first-stage 3x3 convolution, forward and backward, where the XLA path took over a minute per
-    step of the whole network. Other backends and ``groups=1`` keep Keras's own path.
+    step of the whole network. Other backends, ``groups=1`` and TensorFlow without oneDNN (whose
+    Eigen kernels have no grouped filter gradient; ``import kerasdl`` turns oneDNN on, see
+    :mod:`kerasdl.onednn`) keep Keras's own path.
 
     Example:
         >>> conv = GroupedConv2D(128, 3, padding="same", groups=32)

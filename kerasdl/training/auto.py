@@ -20,6 +20,9 @@ and why (one line, also recorded as ``auto`` in ``run_info.json``):
   default is the fast choice. A number sets the pool for a run (``0``: TensorFlow's default).
   TensorFlow fixes its pools when it starts, so the choice applies only when ``kerasdl train``
   starts TensorFlow (not inside a process that already ran TensorFlow ops; the run says so).
+* TensorFlow's oneDNN kernels (not a recipe setting): ``import kerasdl`` turns them on for every
+  x86-64 CPU, where TensorFlow alone does so only with AVX-512 VNNI/BF16 or AMX
+  (:mod:`kerasdl.onednn`); the ``auto:`` line says whether they run and why.
 * ``training.steps_per_execution``: 16 training steps per call of the compiled function (2.7x
   the quickstart's throughput), 1 with ``log_grad_norm`` or a distribution strategy
   (:meth:`kerasdl.config.schema.TrainingConfig.execution_steps`).
@@ -42,7 +45,11 @@ INTER_OP_ONE: dict[str, str] = {}
 FLOAT32_FAMILIES = ("foundations",)
 
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
-LABELS = {"inter_op_threads": "inter-op threads", "steps_per_execution": "steps per execution"}
+LABELS = {
+    "inter_op_threads": "inter-op threads",
+    "steps_per_execution": "steps per execution",
+    "onednn": "oneDNN",
+}
 
 
 @dataclass(frozen=True)
@@ -132,6 +139,14 @@ def resolve_run(
         if note:
             print(f"training.inter_op_threads {inter_op_threads}: {note}")
     return precision, choices
+
+
+def onednn_choice() -> AutoChoice:
+    """Whether TensorFlow runs its oneDNN kernels in this run, and why (:mod:`kerasdl.onednn`)."""
+    from kerasdl import onednn
+
+    on, why = onednn.status()
+    return AutoChoice("onednn", "on" if on else "off", why)
 
 
 def describe(choices: list[AutoChoice]) -> str:

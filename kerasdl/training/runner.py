@@ -51,7 +51,7 @@ from kerasdl.runfolder import (  # noqa: F401  (trim_history: re-exported)
     write_json_atomic,
 )
 from kerasdl.training import callbacks as cb
-from kerasdl.training.auto import AutoChoice, describe, resolve_run
+from kerasdl.training.auto import AutoChoice, describe, onednn_choice, resolve_run
 from kerasdl.training.custom_loop import fit_distributed
 from kerasdl.training.distribute import describe_distribution, make_strategy
 from kerasdl.training.grad_tools import GradNormLogger
@@ -135,6 +135,7 @@ def train(
         spe = getattr(model, "steps_per_execution", 1)
         why = "multi-step loop" if spe > 1 else "per-step logging or tf.distribute"
         auto_choices.append(AutoChoice("steps_per_execution", spe, why))
+    auto_choices.append(onednn_choice())
     rng += cb.seed_generator_states(model)
 
     custom_loop = d.strategy == "multi_worker" or d.custom_loop

@@ -1,0 +1,102 @@
+"""`import kerasdl` turns TensorFlow's oneDNN kernels on (x86-64), and grouped convolutions train
+either way. Each case runs in a fresh process: TensorFlow reads TF_ENABLE_ONEDNN_OPTS once."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+
+import pytest
+
+X86 = platform.machine().lower() in ("x86_64", "amd64")
+
+REPORT = """
+import json
+{first}
+from kerasdl import onednn
+on, why = onednn.status()
+print(json.dumps({{"on": on, "why": why}}))
+"""
+
+
+def _run(code: str, env_value: str | None) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
+    if env_value is not None:
+        env["TF_ENABLE_ONEDNN_OPTS"] = env_value
+    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def _status(first: str, env_value: str | None) -> dict:
+    out = _run(REPORT.format(first=first), env_value).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+@pytest.mark.skipif(not X86, reason="kerasdl asks for oneDNN on x86-64 only")
+def test_import_kerasdl_turns_onednn_on():
+    got = _status("import kerasdl", None)
+    assert got == {"on": True, "why": "kerasdl's default on x86-64"}
+
+
+def test_the_users_setting_wins():
+    got = _status("import kerasdl", "0")
+    assert got == {"on": False, "why": "TF_ENABLE_ONEDNN_OPTS=0"}
+
+
+def test_tensorflow_loaded_first_keeps_its_default_and_says_so():
+    got = _status("import tensorflow\nimport kerasdl", None)
+    assert "loaded before kerasdl" in got["why"]
+
+
+GROUPED = """
+import json
+import numpy as np
+import tensorflow as tf
+from kerasdl import onednn
+from kerasdl.layers.torch_compat import GroupedConv2D
+
+conv = GroupedConv2D(8, 3, padding="same", groups=4)
+x = tf.constant(np.random.default_rng(0).normal(size=(2, 9, 9, 8)), tf.float32)
+conv.build(x.shape)
+
+@tf.function
+def step(x):
+    with tf.GradientTape() as tape:
+        y = conv(x)
+        loss = tf.reduce_sum(y * y)
+    return y, tape.gradient(loss, [conv.kernel, conv.bias])
+
+y, (dk, db) = step(x)
+# the same function as 4 separate convolutions of 2 channels each
+with tf.GradientTape() as tape:
+    tape.watch(conv.kernel.value)
+    parts = [
+        tf.nn.conv2d(xs, ks, 1, "SAME")
+        for xs, ks in zip(tf.split(x, 4, -1), tf.split(conv.kernel.value, 4, -1))
+    ]
+    want = tf.concat(parts, -1) + conv.bias.value
+    loss = tf.reduce_sum(want * want)
+want_dk = tape.gradient(loss, conv.kernel.value)
+print(json.dumps({
+    "onednn": onednn.enabled(),
+    "y": float(np.abs(y - want).max()),
+    "dk": float(np.abs(dk - want_dk).max()),
+}))
+"""
+
+
+@pytest.mark.parametrize("setting", ["0", "1"])
+def test_grouped_convolution_trains_with_and_without_onednn(setting):
+    """Without oneDNN TensorFlow has no CPU kernel for the grouped filter gradient: the layer
+    then takes Keras's own path instead of failing (ResNeXt trains on every CPU)."""
+    out = json.loads(_run(GROUPED, setting).stdout.strip().splitlines()[-1])
+    if X86:
+        assert out["onednn"] is (setting == "1")
+    assert out["y"] < 1e-4 and out["dk"] < 1e-3
