@@ -85,6 +85,34 @@ def test_markdown_flags_missed_targets():
     assert "| a vs b | 1.0 | 2.0 | 0.50x | >= 1.0x | **NO** |" in markdown(report)
 
 
+def test_a_failed_case_is_one_table_line_naming_the_error():
+    """A TensorFlow graph error puts the op's Python traceback before its message: the table
+    shows the message (here the CPU's missing grouped filter gradient), on one line."""
+    error = (
+        "r50: InvalidArgumentError: Graph execution error:\n\nDetected at node grad/Conv2D"
+        "BackpropFilter defined at (most recent call last):\n  File \"a.py\", line 1, in f\n\n"
+        "filter_size does not have enough elements, requested 9437184, got 294912\n"
+        "\t [[{{node grad/Conv2DBackpropFilter}}]] [Op:__inference_step_1]"
+    )
+    report = {
+        "suite": "x",
+        "machine": {"cpu": "cpu", "cores": 2, "isa": "AVX2", "onednn": "off"},
+        "started": "now",
+        "seconds": 60.0,
+        "results": {
+            "r50": {"case": {"kind": "kerasdl", "model": "resnet50"}, "result": {"error": error}}
+        },
+        "comparisons": [],
+    }
+    text = markdown(report)
+    row = next(ln for ln in text.splitlines() if ln.startswith("| r50 |"))
+    assert row.startswith(
+        "| r50 | kerasdl | resnet50 | failed: r50: InvalidArgumentError: Graph execution error: "
+        "filter_size does not have enough elements, requested 9437184, got 294912 |"
+    )
+    assert "Machine: cpu (AVX2), 2 cores" in text and "(oneDNN off)" in text
+
+
 def test_bad_case_and_cli_errors():
     with pytest.raises(ValueError, match="precision"):
         run_case(Case(id="x", model="simple_cnn", precision="int8"))

@@ -242,7 +242,7 @@ def markdown(report: dict[str, Any]) -> str:
             continue
         if "error" in res:
             lines.append(
-                f"| {cid} | {case['kind']} | {case['model']} | failed: {res['error']} "
+                f"| {cid} | {case['kind']} | {case['model']} | failed: {_one_line(res['error'])} "
                 "| | | | | | | | |"
             )
             continue
@@ -320,9 +320,22 @@ def pairs_table(report: dict[str, Any]) -> list[str]:
         rss = [_fmt(r.get("train_peak_rss_mb"), 0) for r in (a, b)]
         cells.append(f"{rss[0]} / {rss[1]}")
         if "error" in a or "error" in b:
-            cells[0] += " (failed: " + (a.get("error") or b.get("error")) + ")"
+            cells[0] += " (failed: " + _one_line(a.get("error") or b.get("error")) + ")"
         lines.append("| " + " | ".join(cells) + " |")
     return lines
+
+
+def _one_line(error: str, limit: int = 300) -> str:
+    """A failure as one table cell: TensorFlow's error's last line that names it (a graph error
+    puts the op's Python traceback first), cut at ``limit`` characters; the JSON keeps all of it."""
+    lines = [ln.strip() for ln in error.splitlines() if ln.strip()]
+    if not lines:
+        return "unknown error"
+    head = lines[0]
+    named = [ln for ln in lines[1:] if not ln.startswith(("File ", "Detected at node", "[["))]
+    text = f"{head} {named[-1]}" if named and named[-1] != head else head
+    text = text.replace("|", "/")
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _pct(v: float | None) -> str:
