@@ -90,7 +90,7 @@ def test_a_failed_case_is_one_table_line_naming_the_error():
     shows the message (here the CPU's missing grouped filter gradient), on one line."""
     error = (
         "r50: InvalidArgumentError: Graph execution error:\n\nDetected at node grad/Conv2D"
-        "BackpropFilter defined at (most recent call last):\n  File \"a.py\", line 1, in f\n\n"
+        'BackpropFilter defined at (most recent call last):\n  File "a.py", line 1, in f\n\n'
         "filter_size does not have enough elements, requested 9437184, got 294912\n"
         "\t [[{{node grad/Conv2DBackpropFilter}}]] [Op:__inference_step_1]"
     )
