@@ -5,8 +5,9 @@ AVX-512 BF16 or AMX ("oneDNN custom operations are on" at start-up). On other x8
 as an AVX2-only AMD EPYC, it runs Eigen's convolutions, pooling and batch norm, and it has no CPU
 kernel at all for the gradient of a grouped convolution (``Conv2DBackpropFilter`` with a kernel
 of ``C_in / groups`` channels: ResNeXt does not train). Measured on such a CPU (2 cores, float32,
-batch 16; benchmarks/README.md, "oneDNN on CPUs without AVX-512"), turning oneDNN on made
-training 1.3-2.1x faster, and ResNeXt-50 trainable.
+batch 16; benchmarks/README.md, "oneDNN on a CPU without AVX-512"), turning oneDNN on made
+training 1.1-2.1x faster against PyTorch in the same runs (0.54-1.12x PyTorch before, 1.03-1.47x
+after), and ResNeXt-50's grouped convolutions trainable on TensorFlow's own kernel.
 
 :func:`request` (run by ``import kerasdl``) sets ``TF_ENABLE_ONEDNN_OPTS=1`` on x86-64 unless
 the user set the variable, which always wins (``TF_ENABLE_ONEDNN_OPTS=0`` turns oneDNN off).
