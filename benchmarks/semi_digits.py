@@ -33,11 +33,13 @@ import sys
 import time
 from pathlib import Path
 
+import kerasdl  # first: it asks for TensorFlow's oneDNN kernels (kerasdl.onednn)
+
+# isort: split
 import keras
 import numpy as np
 import tensorflow as tf
 
-import kerasdl
 from kerasdl.data import ssl
 from kerasdl.methods import build_method, method_datasets
 from kerasdl.methods.fixmatch import FixMatchCosine

@@ -39,11 +39,13 @@ import argparse
 import sys
 import time
 
+import kerasdl  # first: it asks for TensorFlow's oneDNN kernels (kerasdl.onednn)
+
+# isort: split
 import keras
 import numpy as np
 import tensorflow as tf
 
-import kerasdl
 from kerasdl.data import ssl
 from kerasdl.methods import MAE, MoCo, SimCLR, method_datasets
 from kerasdl.methods.probes import run_probes
