@@ -14,6 +14,14 @@ the user set the variable, which always wins (``TF_ENABLE_ONEDNN_OPTS=0`` turns 
 TensorFlow reads the variable once, when it loads: in a process that imported TensorFlow before
 kerasdl, TensorFlow's own default stays, and :func:`status` says so. ``kerasdl train`` prints the
 state on its ``auto:`` line and records it in ``run_info.json``.
+
+One difference found on the AVX2 CPU with oneDNN on: in eager mode, after some other
+convolutions had run, the filter gradient of DARTS's 1x1 stride-2 convolutions (4 -> 2 channels,
+8x8) came out wrong and different from call to call (tests/test_darts.py and
+tests/test_regularizers.py caught it; both pass with oneDNN off, and on AVX-512 CPUs where
+TensorFlow turns oneDNN on itself). ``FactorizedReduce`` now runs stride-1 1x1 convolutions on the
+subsampled input (the same products) and those tests pass; the strided kernel's fault itself was
+not isolated (a lone 1x1 stride-2 convolution did not reproduce it).
 """
 
 from __future__ import annotations

@@ -82,6 +82,23 @@ def test_strided_ops_match_pytorch_padding():
     assert SepConv(2, 5, stride=2)(x).shape == (2, 3, 3, 2)
 
 
+@pytest.mark.parametrize("size", [7, 8])
+def test_factorized_reduce_is_two_offset_stride2_pointwise_convolutions(size):
+    """Both phases of the reference's ``conv_1(x)`` and ``conv_2(x[:, :, 1:, 1:])`` (stride 2),
+    the shifted one zero-padded at the bottom/right for odd sizes; computed here in NumPy (the
+    layer runs stride-1 convolutions on the subsampled input)."""
+    fr = FactorizedReduce(4, affine=False)
+    x = tf.random.stateless_normal((2, size, size, 3), seed=(3, 4))
+    got = fr(x, training=False).numpy()
+    r = np.maximum(x.numpy(), 0.0)
+    shifted = np.pad(r[:, 1:, 1:], [(0, 0), (0, 1), (0, 1), (0, 0)])
+    k1, k2 = fr.conv_1.kernel.numpy()[0, 0], fr.conv_2.kernel.numpy()[0, 0]
+    want = np.concatenate([r[:, ::2, ::2] @ k1, shifted[:, ::2, ::2] @ k2], axis=-1)
+    want = want / np.sqrt(1.0 + 1e-5)  # inference BN with fresh statistics (DARTS eps 1e-5)
+    assert got.shape == (2, (size + 1) // 2, (size + 1) // 2, 4)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
 # --- bilevel optimization ---------------------------------------------------------------------
 
 

@@ -237,12 +237,11 @@ class FactorizedReduce(ConfigurableLayer):
         if channels % 2:
             raise ValueError(f"FactorizedReduce needs an even channel count. Received: {channels}")
         self.relu = keras.layers.ReLU(name="relu")
-        self.conv_1 = keras.layers.Conv2D(
-            channels // 2, 1, strides=2, use_bias=False, name="conv_1"
-        )
-        self.conv_2 = keras.layers.Conv2D(
-            channels // 2, 1, strides=2, use_bias=False, name="conv_2"
-        )
+        # 1x1 convolutions on the subsampled input: the same products as a stride-2 1x1
+        # convolution, without TensorFlow's strided kernel (whose filter gradient came out
+        # wrong in eager mode with oneDNN on an AVX2 CPU, tests/test_darts.py)
+        self.conv_1 = keras.layers.Conv2D(channels // 2, 1, use_bias=False, name="conv_1")
+        self.conv_2 = keras.layers.Conv2D(channels // 2, 1, use_bias=False, name="conv_2")
         self.bn = _bn(affine, "bn")
 
     def build(self, input_shape):
@@ -253,7 +252,8 @@ class FactorizedReduce(ConfigurableLayer):
     def call(self, x, training=None):
         x = self.relu(x)
         shifted = ops.pad(x[:, 1:, 1:, :], [[0, 0], [0, 1], [0, 1], [0, 0]])
-        out = ops.concatenate([self.conv_1(x), self.conv_2(shifted)], axis=-1)
+        phases = [x[:, ::2, ::2, :], shifted[:, ::2, ::2, :]]  # the pixels a stride 2 reads
+        out = ops.concatenate([self.conv_1(phases[0]), self.conv_2(phases[1])], axis=-1)
         return self.bn(out, training=training)
 
     def compute_output_shape(self, input_shape):
