@@ -15,13 +15,13 @@ TensorFlow reads the variable once, when it loads: in a process that imported Te
 kerasdl, TensorFlow's own default stays, and :func:`status` says so. ``kerasdl train`` prints the
 state on its ``auto:`` line and records it in ``run_info.json``.
 
-One difference found on the AVX2 CPU with oneDNN on: in eager mode, after some other
-convolutions had run, the filter gradient of DARTS's 1x1 stride-2 convolutions (4 -> 2 channels,
-8x8) came out wrong and different from call to call (tests/test_darts.py and
-tests/test_regularizers.py caught it; both pass with oneDNN off, and on AVX-512 CPUs where
-TensorFlow turns oneDNN on itself). ``FactorizedReduce`` now runs stride-1 1x1 convolutions on the
-subsampled input (the same products) and those tests pass; the strided kernel's fault itself was
-not isolated (a lone 1x1 stride-2 convolution did not reproduce it).
+One fault found on an AVX2 CPU (no AVX-512) with oneDNN on: the filter gradient of a strided 1x1
+convolution with fewer than 8 input channels comes out wrong (and with 512 output channels the
+process crashes); larger kernels, stride 1 and 8 or more input channels are right. kerasdl's
+strided 1x1 convolutions (projection shortcuts, DARTS's ``FactorizedReduce``) are
+:class:`kerasdl.layers.pointwise_conv.PointwiseConv2D`, which runs the stride-1 form in that
+case; a plain ``keras.layers.Conv2D(f, 1, strides=2)`` on 1-7 channels in a user's own model
+is not covered (``TF_ENABLE_ONEDNN_OPTS=0`` avoids it there).
 """
 
 from __future__ import annotations

@@ -96,6 +96,13 @@ CASES: list[tuple[str, dict[str, Any], tuple[int, ...], dict[str, Any]]] = [
     ),
     ("GroupedConv2D", {"filters": 6, "kernel_size": 3, "groups": 3, "padding": "same"}, IMAGE, {}),
     (
+        "PointwiseConv2D",
+        {"filters": 4, "strides": 2},
+        IMAGE,
+        {"expected_output_shape": (2, 4, 4, 4)},
+    ),
+    ("PointwiseConv2D", {"filters": 4, "strides": 2, "padding": "same"}, (2, 7, 7, 9), {}),
+    (
         "PaddedConv2D",
         {"filters": 6, "kernel_size": 3, "pad": 1, "strides": 2, "groups": 3},
         IMAGE,

@@ -30,6 +30,7 @@ from keras import ops
 from kerasdl.configurable import ConfigurableLayer
 from kerasdl.layers.base import build_chain
 from kerasdl.layers.normalization import get_norm_layer
+from kerasdl.layers.pointwise_conv import PointwiseConv2D
 from kerasdl.layers.torch_compat import PaddedDepthwiseConv2D
 
 PRIMITIVES = (
@@ -237,11 +238,11 @@ class FactorizedReduce(ConfigurableLayer):
         if channels % 2:
             raise ValueError(f"FactorizedReduce needs an even channel count. Received: {channels}")
         self.relu = keras.layers.ReLU(name="relu")
-        # 1x1 convolutions on the subsampled input: the same products as a stride-2 1x1
-        # convolution, without TensorFlow's strided kernel (whose filter gradient came out
-        # wrong in eager mode with oneDNN on an AVX2 CPU, tests/test_darts.py)
-        self.conv_1 = keras.layers.Conv2D(channels // 2, 1, use_bias=False, name="conv_1")
-        self.conv_2 = keras.layers.Conv2D(channels // 2, 1, use_bias=False, name="conv_2")
+        # PointwiseConv2D: a stride-2 1x1 convolution whose filter gradient stays right with
+        # fewer than 8 input channels on an AVX2 CPU (kerasdl/layers/pointwise_conv.py)
+        conv = dict(strides=2, use_bias=False)
+        self.conv_1 = PointwiseConv2D(channels // 2, 1, name="conv_1", **conv)
+        self.conv_2 = PointwiseConv2D(channels // 2, 1, name="conv_2", **conv)
         self.bn = _bn(affine, "bn")
 
     def build(self, input_shape):
@@ -252,8 +253,7 @@ class FactorizedReduce(ConfigurableLayer):
     def call(self, x, training=None):
         x = self.relu(x)
         shifted = ops.pad(x[:, 1:, 1:, :], [[0, 0], [0, 1], [0, 1], [0, 0]])
-        phases = [x[:, ::2, ::2, :], shifted[:, ::2, ::2, :]]  # the pixels a stride 2 reads
-        out = ops.concatenate([self.conv_1(phases[0]), self.conv_2(phases[1])], axis=-1)
+        out = ops.concatenate([self.conv_1(x), self.conv_2(shifted)], axis=-1)
         return self.bn(out, training=training)
 
     def compute_output_shape(self, input_shape):

@@ -22,6 +22,7 @@ from kerasdl.configurable import ConfigurableLayer
 from kerasdl.layers.activations import get_activation
 from kerasdl.layers.base import build_chain
 from kerasdl.layers.normalization import get_norm_layer
+from kerasdl.layers.pointwise_conv import PointwiseConv2D
 from kerasdl.layers.torch_compat import torch_conv
 
 SHORTCUTS = ("identity", "projection", "zero_pad")
@@ -89,7 +90,7 @@ class _ResidualBase(ConfigurableLayer):
         self.kernel_initializer = keras.initializers.get(kernel_initializer or he_fan_out())
         self.out_channels = self.filters * self.expansion
         if shortcut == "projection":
-            self.downsample_conv = keras.layers.Conv2D(
+            self.downsample_conv = PointwiseConv2D(
                 self.out_channels,
                 1,
                 strides=self.strides,
@@ -312,7 +313,7 @@ class PreActBlock(ConfigurableLayer):
         self.conv2 = torch_conv(filters, 3, 1, name="conv2", **conv)
         self.shortcut_conv = None
         if projection:
-            self.shortcut_conv = keras.layers.Conv2D(
+            self.shortcut_conv = PointwiseConv2D(
                 filters, 1, strides=strides, name="shortcut_conv", **conv
             )
 
