@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from kerasdl.layers.pointwise_conv import PointwiseConv2D
 from kerasdl.registry import create_model, get_entry, list_models
 
 # Thinner variants of the same architecture (depth and block structure unchanged), applied only
@@ -102,6 +103,16 @@ def test_model_smoke(name, tmp_path):
     model = create_model(name, **kwargs)
     side = kwargs["input_shape"][0]
     x = np.random.default_rng(0).normal(size=(2, side, side, 3)).astype("float32")
+
+    # a strided 1x1 convolution is a PointwiseConv2D (right filter gradients on AVX2 + oneDNN)
+    strided_1x1 = [
+        layer
+        for layer in model._flatten_layers(include_self=False, recursive=True)
+        if isinstance(layer, keras.layers.Conv2D)
+        and tuple(layer.kernel_size) == (1, 1)
+        and tuple(layer.strides) != (1, 1)
+    ]
+    assert all(isinstance(layer, PointwiseConv2D) for layer in strided_1x1), strided_1x1
 
     y = keras.ops.convert_to_numpy(model(x, training=False))
     assert y.shape == (2, 3)
