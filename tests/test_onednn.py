@@ -9,6 +9,7 @@ import platform
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 X86 = platform.machine().lower() in ("x86_64", "amd64")
@@ -100,3 +101,28 @@ def test_grouped_convolution_trains_with_and_without_onednn(setting):
     if X86:
         assert out["onednn"] is (setting == "1")
     assert out["y"] < 1e-4 and out["dk"] < 1e-3
+
+
+RUN_MAIN = "runpy.run_path(sys.argv[0], run_name='__main__')"
+
+
+@pytest.mark.skipif(not X86, reason="kerasdl asks for oneDNN on x86-64 only")
+def test_onednn_kernels_agree_with_eigens_on_this_cpu(tmp_path):
+    """kerasdl turns oneDNN on where TensorFlow would not: on the CPU the tests run on, its
+    values and gradients (convolutions, pooling, batch norm, matmul, ...) equal Eigen's."""
+    script = os.path.join(os.path.dirname(__file__), "onednn_ops.py")
+    runs = {}
+    for value in ("0", "1"):
+        path = tmp_path / f"ops{value}.npz"
+        argv = [script, str(path)]
+        _run(f"import runpy, sys\nsys.argv = {argv!r}\n" + RUN_MAIN, value)
+        runs[value] = np.load(path)
+    eigen, onednn = runs["0"], runs["1"]
+    assert eigen.files == onednn.files and len(eigen.files) > 300
+    differ = {}
+    for key in eigen.files:
+        a, b = eigen[key], onednn[key]
+        scale = float(np.abs(a).max()) + 1e-6
+        if a.shape != b.shape or float(np.abs(a - b).max()) > 1e-4 * scale:
+            differ[key] = float(np.abs(a - b).max()) / scale if a.shape == b.shape else "shape"
+    assert not differ, differ
