@@ -72,6 +72,25 @@ def test_profile_keras_trace_has_the_model_ops(tmp_path):
     assert "| conv forward |" in text and "simple_cnn 8x8 batch 4 float32" in text
 
 
+def test_profile_keras_inference_has_only_forward_ops(tmp_path):
+    summary = profile_case(Case(id="p", modes=["infer"], **TINY), steps=2, logdir=tmp_path)
+    cats = {r["category"] for r in summary["ops"]}
+    conv_fwd = [r for r in summary["ops"] if r["category"] == "conv forward"]
+    assert conv_fwd and sum(r["count_per_step"] for r in conv_fwd) == 1
+    assert "conv backward" not in cats and "optimizer update" not in cats
+    assert summary["mode"] == "infer" and "float32 infer:" in markdown(summary)
+
+
+def test_profile_cli_mode_infer(tmp_path, capsys):
+    from kerasdl.bench.profile import main
+
+    args = ["--model", "simple_cnn", "--input-size", "8", "--batch-size", "2", "--steps", "1"]
+    assert main([*args, "--warmup", "1", "--mode", "infer", "--logdir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "simple_cnn 8x8 batch 2 float32 infer:" in out
+    assert "| conv forward |" in out and "conv backward" not in out
+
+
 @pytest.mark.slow  # imports PyTorch (~13 s on a loaded 2-core machine)
 @pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="torch extra not installed")
 def test_profile_torch_peer(tmp_path):
@@ -82,6 +101,21 @@ def test_profile_torch_peer(tmp_path):
     conv = next(r for r in summary["ops"] if r["op"] == "aten::mkldnn_convolution")
     assert conv["count_per_step"] == 19  # ResNet-20: 19 convolutions
     assert (tmp_path / "torch_trace.json").exists()
+    infer = profile_case(
+        Case(
+            id="t",
+            kind="torch",
+            model="resnet20",
+            input_size=8,
+            batch_size=2,
+            warmup=1,
+            modes=["infer"],
+        ),
+        steps=1,
+        logdir=tmp_path / "infer",
+    )
+    cats = {c["category"] for c in infer["categories"]}
+    assert "conv forward" in cats and "conv backward" not in cats
 
 
 def test_profile_rejects_other_kinds(tmp_path):

@@ -1,4 +1,4 @@
-"""Where a training step spends its time: per-op tables for kerasdl models and their PyTorch peers.
+"""Where a step spends its time: per-op tables for kerasdl models and their PyTorch peers.
 
 ``kerasdl profile --model resnet20 --input-size 32 --batch-size 128 --precision
 mixed_bfloat16 --torch`` trains the model with Keras ``fit`` (the benchmark's loss and optimizer)
@@ -13,6 +13,10 @@ there.
 Op time is the wall time of each kernel on its executor thread, summed: with TensorFlow's two
 inter-op threads two kernels can run at once, so the sum can exceed the step's wall time (the
 ``parallel`` column of the summary). PyTorch's figure is each operator's self CPU time.
+
+A case whose ``modes`` are ``["infer"]`` (``--mode infer``) profiles forward passes instead:
+``model(x, training=False)`` in a ``tf.function`` (as the benchmark times inference) and the
+PyTorch peer in eval mode under ``torch.inference_mode``.
 """
 
 from __future__ import annotations
@@ -149,8 +153,14 @@ def category_table(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
+def _infers(case: Case) -> bool:
+    """True for a case that profiles forward passes (``modes == ["infer"]``)."""
+    return "train" not in case.modes
+
+
 def profile_keras(case: Case, steps: int, logdir: str | Path) -> dict[str, Any]:
-    """Profile ``steps`` training steps of a ``kerasdl``/``keras_app`` case with Keras ``fit``."""
+    """Profile ``steps`` training steps of a ``kerasdl``/``keras_app`` case with Keras ``fit``
+    (forward passes for an inference case)."""
     import keras
     import tensorflow as tf
 
@@ -167,23 +177,39 @@ def profile_keras(case: Case, steps: int, logdir: str | Path) -> dict[str, Any]:
         loss=keras.losses.CategoricalCrossentropy(from_logits=True),
         jit_compile=case.jit_compile,
     )
-    model.fit(dataset, epochs=1, steps_per_epoch=max(case.warmup, 1), verbose=0)
-    clock = step_clock()
-    cpu0 = time.process_time()
-    tf.profiler.experimental.start(str(logdir))
-    try:
-        model.fit(dataset, epochs=1, steps_per_epoch=steps, verbose=0, callbacks=[clock])
-    finally:
-        tf.profiler.experimental.stop()
+    if _infers(case):
+        forward = tf.function(lambda v: model(v, training=False), jit_compile=case.jit_compile)
+        images = tf.constant(x)
+        for _ in range(max(case.warmup, 1)):
+            forward(images).numpy()
+        cpu0, t0 = time.process_time(), time.perf_counter()
+        tf.profiler.experimental.start(str(logdir))
+        try:
+            for _ in range(steps):
+                out = forward(images)
+            out.numpy()
+        finally:
+            tf.profiler.experimental.stop()
+        wall = time.perf_counter() - t0
+    else:
+        model.fit(dataset, epochs=1, steps_per_epoch=max(case.warmup, 1), verbose=0)
+        clock = step_clock()
+        cpu0 = time.process_time()
+        tf.profiler.experimental.start(str(logdir))
+        try:
+            model.fit(dataset, epochs=1, steps_per_epoch=steps, verbose=0, callbacks=[clock])
+        finally:
+            tf.profiler.experimental.stop()
+        wall = clock.stamps[-1] - clock.stamps[0]
     cpu = time.process_time() - cpu0
     keras.mixed_precision.set_global_policy("float32")
-    wall = clock.stamps[-1] - clock.stamps[0]
     rows = op_table(_trace_ops(logdir), steps, optimizer_scope=optimizer.name)
     return _summary("TensorFlow", case, steps, wall, cpu, rows, str(logdir))
 
 
 def profile_torch(case: Case, steps: int, logdir: str | Path) -> dict[str, Any]:
-    """Profile ``steps`` training steps of the PyTorch peer (self CPU time per operator)."""
+    """Profile ``steps`` training steps (or forward passes) of the PyTorch peer (self CPU time
+    per operator)."""
     import torch
     import torch.nn.functional as F
     from torch.profiler import ProfilerActivity, profile
@@ -192,19 +218,25 @@ def profile_torch(case: Case, steps: int, logdir: str | Path) -> dict[str, Any]:
 
     torch.manual_seed(0)
     model = build_torch_model(case.model, case.num_classes, case.channels, case.input_size)
-    model = model.to(memory_format=torch.channels_last).train()
+    model = model.to(memory_format=torch.channels_last).train(not _infers(case))
     dtype = {"mixed_bfloat16": torch.bfloat16, "mixed_float16": torch.float16}.get(case.precision)
     x = torch.randn(case.batch_size, case.channels, case.input_size, case.input_size)
     x = x.contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, case.num_classes, (case.batch_size,))
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
 
-    def step() -> None:
+    def train_step() -> None:
         opt.zero_grad(set_to_none=True)
         with torch.autocast("cpu", dtype=dtype, enabled=dtype is not None):
             out = model(x)
         F.cross_entropy(out.float(), y).backward()
         opt.step()
+
+    def infer_step() -> None:
+        with torch.inference_mode(), torch.autocast("cpu", dtype=dtype, enabled=dtype is not None):
+            model(x)
+
+    step = infer_step if _infers(case) else train_step
 
     for _ in range(max(case.warmup, 1)):
         step()
@@ -235,6 +267,7 @@ def _summary(
         "input_size": case.input_size,
         "batch_size": case.batch_size,
         "precision": case.precision,
+        "mode": "infer" if _infers(case) else "train",
         "steps": steps,
         "wall_ms_per_step": 1000.0 * wall / steps,
         "cpu_ms_per_step": 1000.0 * cpu / steps,
@@ -252,7 +285,8 @@ def markdown(summary: dict[str, Any], top: int = 15) -> str:
     parallel = s["op_ms_per_step"] / s["wall_ms_per_step"] if s["wall_ms_per_step"] else 0.0
     lines = [
         f"**{s['implementation']}** {s['model']} {s['input_size']}x{s['input_size']} batch "
-        f"{s['batch_size']} {s['precision']}: {s['wall_ms_per_step']:.1f} ms/step wall "
+        f"{s['batch_size']} {s['precision']} {s.get('mode', 'train')}: "
+        f"{s['wall_ms_per_step']:.1f} ms/step wall "
         f"({s['images_per_s']:.1f} img/s), {s['cpu_ms_per_step']:.1f} ms/step CPU, op time "
         f"{s['op_ms_per_step']:.1f} ms/step (parallel {parallel:.2f}), {s['steps']} steps",
         "",

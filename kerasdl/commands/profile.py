@@ -7,22 +7,31 @@ import argparse
 from kerasdl.commands._args import add_case_arguments
 
 COMMAND = "profile"
-HELP = "per-op time of a training step, for a zoo model and its keras.applications/PyTorch peers"
+HELP = "per-op time of a training or inference step, for a zoo model and its peers"
 DESCRIPTION = """Train a registry model with Keras fit (the benchmark's loss and optimizer) under
 the TensorFlow profiler and print one table per implementation: time per step by op type, its
 share, the op count per step and a coarse category (convolution forward/backward, batch norm,
 element-wise, data movement, optimizer update, ...), with the step's wall and CPU time. The trace
 stays in --logdir (TensorBoard's profile plugin opens it). Each implementation runs in a fresh
-process. `python -m kerasdl.bench.profile` is the same command.
+process. With --mode infer the step is a forward pass (training=False; PyTorch under
+torch.inference_mode), as the benchmark times inference. `python -m kerasdl.bench.profile` is the
+same command.
 
 Example:
   kerasdl profile --model resnet20 --precision mixed_bfloat16 --torch
+  kerasdl profile --model densenet121 --input-size 224 --batch-size 16 --mode infer --torch
 """
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="resnet20", help="registry model (default resnet20)")
     add_case_arguments(parser, input_size=32, batch_size=128)
+    parser.add_argument(
+        "--mode",
+        choices=["train", "infer"],
+        default="train",
+        help="profile a training step (default) or a forward pass",
+    )
     parser.add_argument("--keras-app", action="store_true", help="also keras.applications")
     parser.add_argument("--torch", action="store_true", help="also the PyTorch peer")
     parser.add_argument("--top", type=int, default=15, help="op rows per table")
@@ -56,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
         num_classes=args.num_classes,
         precision=args.precision,
         warmup=args.warmup,
+        modes=[args.mode],
     )
     cases = [Case(id="kerasdl", **base)]
     if args.keras_app:
