@@ -90,6 +90,8 @@ def test_same_function_weights_and_config_as_keras_conv2d(padding, tmp_path):
 def test_rejects_a_kernel_other_than_1x1():
     with pytest.raises(ValueError, match="1x1 kernel"):
         PointwiseConv2D(4, 3, strides=2)
+    with pytest.raises(ValueError, match="dilation_rate 1"):
+        PointwiseConv2D(4, 1, dilation_rate=2)
 
 
 def test_the_projection_shortcuts_and_factorized_reduce_use_it():

@@ -2,7 +2,7 @@
 
 A 1x1 convolution with stride ``s`` reads only the pixels ``x[:, ::s, ::s]`` (its output has
 ``ceil(H / s)`` rows with ``"valid"`` and ``"same"`` padding alike), so it equals a stride-1 1x1
-convolution of that subsampled input: the same products, summed in the same order.
+convolution of that subsampled input: the same products.
 
 Why a layer for it: TensorFlow 2.21 with oneDNN on an AVX2 CPU (no AVX-512) computes the
 *filter gradient* of a strided 1x1 convolution wrongly when it has fewer than 8 input channels
@@ -46,7 +46,10 @@ class PointwiseConv2D(keras.layers.Conv2D):
         if tuple(self.kernel_size) != (1, 1):
             raise ValueError(f"PointwiseConv2D needs a 1x1 kernel. Received: {self.kernel_size}")
         if tuple(self.dilation_rate) != (1, 1):
-            raise ValueError("PointwiseConv2D with a stride has no use for a dilation rate.")
+            raise ValueError(
+                f"PointwiseConv2D needs dilation_rate 1 (a 1x1 kernel has nothing to dilate). "
+                f"Received: {self.dilation_rate}"
+            )
 
     def _subsamples(self, in_channels: int) -> bool:
         return tuple(self.strides) != (1, 1) and in_channels < SAFE_CHANNELS
