@@ -9,7 +9,7 @@ import tensorflow as tf
 
 from kerasdl import create_model
 from kerasdl.layers.darts_ops import FactorizedReduce
-from kerasdl.layers.pointwise_conv import SAFE_CHANNELS, PointwiseConv2D
+from kerasdl.layers.pointwise_conv import SAFE_CHANNELS, PointwiseConv2D, strided_pointwise_convs
 from kerasdl.layers.residual import BasicBlock, Bottleneck, PreActBlock
 
 
@@ -103,11 +103,14 @@ def test_the_projection_shortcuts_and_factorized_reduce_use_it():
     for layer in [*convs, reduce_.conv_1, reduce_.conv_2]:
         assert type(layer) is PointwiseConv2D and tuple(layer.strides) == (2, 2)
     model = create_model("resnet50", num_classes=3, input_shape=(32, 32, 3))
-    shortcuts = [
-        layer
-        for layer in model._flatten_layers(include_self=False, recursive=True)
-        if isinstance(layer, keras.layers.Conv2D)
-        and tuple(layer.kernel_size) == (1, 1)
-        and tuple(layer.strides) != (1, 1)
-    ]
+    shortcuts = strided_pointwise_convs(model)
     assert len(shortcuts) == 3 and all(type(s) is PointwiseConv2D for s in shortcuts)
+
+
+def test_strided_pointwise_convs_finds_them_in_a_users_model():
+    inputs = keras.Input((8, 8, 3))
+    plain = keras.layers.Conv2D(4, 1, strides=2, name="plain")(inputs)
+    ours = PointwiseConv2D(4, 1, strides=2, name="ours")(plain)
+    out = keras.layers.Conv2D(4, 3, strides=2, padding="same")(keras.layers.Conv2D(4, 1)(ours))
+    model = keras.Model(inputs, out)
+    assert [layer.name for layer in strided_pointwise_convs(model)] == ["plain", "ours"]

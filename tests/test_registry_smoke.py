@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kerasdl.layers.pointwise_conv import PointwiseConv2D
+from kerasdl.layers.pointwise_conv import PointwiseConv2D, strided_pointwise_convs
 from kerasdl.registry import create_model, get_entry, list_models
 
 # Thinner variants of the same architecture (depth and block structure unchanged), applied only
@@ -105,13 +105,7 @@ def test_model_smoke(name, tmp_path):
     x = np.random.default_rng(0).normal(size=(2, side, side, 3)).astype("float32")
 
     # a strided 1x1 convolution is a PointwiseConv2D (right filter gradients on AVX2 + oneDNN)
-    strided_1x1 = [
-        layer
-        for layer in model._flatten_layers(include_self=False, recursive=True)
-        if isinstance(layer, keras.layers.Conv2D)
-        and tuple(layer.kernel_size) == (1, 1)
-        and tuple(layer.strides) != (1, 1)
-    ]
+    strided_1x1 = strided_pointwise_convs(model)
     assert all(isinstance(layer, PointwiseConv2D) for layer in strided_1x1), strided_1x1
 
     y = keras.ops.convert_to_numpy(model(x, training=False))

@@ -21,6 +21,8 @@ between the two freely.
 
 from __future__ import annotations
 
+from typing import Any
+
 import keras
 
 # below this many input channels a strided 1x1 filter gradient runs the stride-1 form
@@ -65,3 +67,19 @@ class PointwiseConv2D(keras.layers.Conv2D):
         return keras.ops.conv(
             inputs, kernel, strides=1, padding="valid", data_format=self.data_format
         )
+
+
+def strided_pointwise_convs(model: keras.layers.Layer) -> list[keras.layers.Conv2D]:
+    """Every ``Conv2D`` in ``model`` (nested layers included) with a 1x1 kernel and a stride
+    above 1: in kerasdl's models each is a :class:`PointwiseConv2D` (the registry smoke test
+    checks it); in your own model, one of these that is not, on fewer than 8 channels, meets the
+    fault above on an AVX2 CPU with oneDNN on."""
+    found: list[Any] = []
+    for layer in model._flatten_layers(include_self=True, recursive=True):
+        if (
+            isinstance(layer, keras.layers.Conv2D)
+            and tuple(layer.kernel_size) == (1, 1)
+            and tuple(layer.strides) != (1, 1)
+        ):
+            found.append(layer)
+    return found
