@@ -16,22 +16,28 @@ kerasdl, TensorFlow's own default stays, and :func:`status` says so. ``kerasdl t
 state on its ``auto:`` line and records it in ``run_info.json``.
 
 One fault found on an AVX2 CPU (no AVX-512) with oneDNN on: the filter gradient of a strided 1x1
-convolution with fewer than 8 input channels comes out wrong (and with 512 output channels the
-process crashes); larger kernels, stride 1 and 8 or more input channels are right. kerasdl's
-strided 1x1 convolutions (projection shortcuts, DARTS's ``FactorizedReduce``) are
-:class:`kerasdl.layers.pointwise_conv.PointwiseConv2D`, which runs the stride-1 form in that
-case; a plain ``keras.layers.Conv2D(f, 1, strides=2)`` on 1-7 channels in a user's own model
-is not covered (``TF_ENABLE_ONEDNN_OPTS=0`` avoids it there).
+convolution with fewer than 8 input channels (and of a strided 1x1 transposed convolution with
+fewer than 8 output channels) comes out wrong, and with many filters the process crashes. Since
+kerasdl turns oneDNN on, it also makes these cases right for every Keras layer in the process:
+:func:`request` arranges for :func:`kerasdl.layers.exact_conv.install` to wrap Keras's
+TensorFlow-backend ``conv`` and ``conv_transpose`` as soon as that module loads (at once if it
+already has), and the wrappers compute the same products another way in exactly those cases.
 """
 
 from __future__ import annotations
 
 import functools
+import importlib.abc
 import os
 import platform
 import sys
+from collections.abc import Callable
+from typing import Any
 
 ENV = "TF_ENABLE_ONEDNN_OPTS"
+
+# Keras's TensorFlow-backend module whose conv and conv_transpose kerasdl.layers.exact_conv wraps
+KERAS_TF_NN = "keras.src.backend.tensorflow.nn"
 
 # what request() found: the user's own value of ENV, whether TensorFlow had loaded, the CPU
 _found: dict[str, object] = {}
@@ -48,6 +54,48 @@ def request() -> None:
     )
     if _found["x86"]:
         os.environ.setdefault(ENV, "1")
+    _after_import(KERAS_TF_NN, _guard_keras_convs)
+
+
+def _guard_keras_convs(module: Any) -> None:
+    from kerasdl.layers import exact_conv
+
+    exact_conv.install(module)
+
+
+class _AfterImport(importlib.abc.MetaPathFinder):
+    """Runs ``then(module)`` right after the module ``name`` is first executed (once)."""
+
+    def __init__(self, name: str, then: Callable[[Any], None]) -> None:
+        self.name, self.then = name, then
+
+    def find_spec(self, fullname: str, path: Any, target: Any = None) -> Any:
+        if fullname != self.name:
+            return None
+        sys.meta_path.remove(self)
+        for finder in sys.meta_path:
+            spec = finder.find_spec(fullname, path, target)
+            if spec is not None:
+                break
+        else:
+            return None
+        loader, then = spec.loader, self.then
+        exec_module = loader.exec_module
+
+        def exec_then(module: Any) -> None:
+            exec_module(module)
+            then(module)
+
+        loader.exec_module = exec_then
+        return spec
+
+
+def _after_import(name: str, then: Callable[[Any], None]) -> None:
+    """``then(module)`` now if ``name`` is imported, else right after it is."""
+    if name in sys.modules:
+        then(sys.modules[name])
+    elif not any(isinstance(f, _AfterImport) and f.name == name for f in sys.meta_path):
+        sys.meta_path.insert(0, _AfterImport(name, then))
 
 
 @functools.lru_cache(maxsize=1)

@@ -2,9 +2,10 @@
 
 ``python tests/onednn_ops.py OUT.npz`` run once with ``TF_ENABLE_ONEDNN_OPTS=0`` (Eigen's kernels)
 and once with ``1`` (oneDNN's) gives two files that must agree to float rounding
-(tests/test_onednn.py). The one known disagreement, TensorFlow's filter gradient of a strided 1x1
-convolution on fewer than 8 channels with oneDNN on an AVX2 CPU, is run through kerasdl's
-``PointwiseConv2D``, which avoids it (kerasdl/layers/pointwise_conv.py).
+(tests/test_onednn.py). The known disagreements, TensorFlow's filter gradients of a strided 1x1
+convolution on fewer than 8 input channels and of a strided 1x1 transposed convolution with fewer
+than 8 output channels with oneDNN on an AVX2 CPU, run through Keras's ``conv`` and
+``conv_transpose`` as kerasdl wraps them, which avoid it (kerasdl/layers/exact_conv.py).
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ import sys
 import kerasdl  # noqa: F401  (first: it asks for oneDNN before TensorFlow loads)
 
 # isort: split
+import keras
 import numpy as np
 import tensorflow as tf
 
-from kerasdl.layers.pointwise_conv import SAFE_CHANNELS, PointwiseConv2D
+from kerasdl.layers.exact_conv import SAFE_CHANNELS
 from kerasdl.layers.torch_compat import GroupedConv2D
 
 
@@ -39,15 +41,6 @@ def main(path: str) -> None:
         for i, g in enumerate(tape.gradient(loss, tensors)):
             out[f"{name}:grad{i}"] = g.numpy()
 
-    def pointwise(c: int, co: int, s: int):
-        layer = PointwiseConv2D(co, 1, strides=s, use_bias=False)
-        layer.build((None, None, None, c))
-
-        def fn(x, w):
-            return layer.convolution_op(x, w)
-
-        return fn
-
     for c, h, s in itertools.product([1, 3, 8, 16], [7, 8], [1, 2]):
         x = normal(2, h, h, c)
         for pad in ("VALID", "SAME"):
@@ -60,7 +53,12 @@ def main(path: str) -> None:
         for co, k in itertools.product([4, 16], [1, 3, 7]):
             w = normal(k, k, c, co)
             if k == 1 and s > 1 and c < SAFE_CHANNELS:
-                record(f"pointwise {c} {co} {h} {s}", pointwise(c, co, s), x, w)
+                record(
+                    f"pointwise {c} {co} {h} {s}",
+                    lambda x, w, s=s: keras.ops.conv(x, w, s, "same"),
+                    x,
+                    w,
+                )
             else:
                 record(
                     f"conv {c} {co} {h} {k} {s}",
@@ -83,6 +81,14 @@ def main(path: str) -> None:
         )
         record(f"lrn {c} {h}", lambda x: tf.nn.local_response_normalization(x, 2), x)
         record(f"concat {c} {h}", lambda x: tf.concat([x, 2 * x, x[..., :1]], -1), x)
+    for co, h, s, k in itertools.product([1, 3, 8, 16], [7, 8], [1, 2], [1, 3]):
+        for pad in ("valid", "same"):
+            record(
+                f"transpose {co} {h} {s} {k} {pad}",
+                lambda x, w, s=s, pad=pad: keras.ops.conv_transpose(x, w, s, pad),
+                normal(2, h, h, 16),
+                normal(k, k, co, 16),
+            )
     for groups, s in itertools.product([2, 4], [1, 2]):
         layer = GroupedConv2D(8, 3, strides=s, padding="same", groups=groups, use_bias=False)
         layer.build((None, 8, 8, 8))

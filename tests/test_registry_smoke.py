@@ -104,7 +104,8 @@ def test_model_smoke(name, tmp_path):
     side = kwargs["input_shape"][0]
     x = np.random.default_rng(0).normal(size=(2, side, side, 3)).astype("float32")
 
-    # a strided 1x1 convolution is a PointwiseConv2D (right filter gradients on AVX2 + oneDNN)
+    # the zoo names its strided 1x1 convolutions PointwiseConv2D (layers/exact_conv.py keeps
+    # their filter gradients right on AVX2 + oneDNN)
     strided_1x1 = strided_pointwise_convs(model)
     assert all(isinstance(layer, PointwiseConv2D) for layer in strided_1x1), strided_1x1
 

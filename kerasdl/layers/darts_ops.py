@@ -238,8 +238,8 @@ class FactorizedReduce(ConfigurableLayer):
         if channels % 2:
             raise ValueError(f"FactorizedReduce needs an even channel count. Received: {channels}")
         self.relu = keras.layers.ReLU(name="relu")
-        # PointwiseConv2D: a stride-2 1x1 convolution whose filter gradient stays right with
-        # fewer than 8 input channels on an AVX2 CPU (kerasdl/layers/pointwise_conv.py)
+        # stride-2 1x1 convolutions: on fewer than 8 input channels their filter gradient is
+        # right on an AVX2 CPU with oneDNN only in kerasdl/layers/exact_conv.py's form
         conv = dict(strides=2, use_bias=False)
         self.conv_1 = PointwiseConv2D(channels // 2, 1, name="conv_1", **conv)
         self.conv_2 = PointwiseConv2D(channels // 2, 1, name="conv_2", **conv)
