@@ -102,6 +102,8 @@ CASES: list[tuple[str, dict[str, Any], tuple[int, ...], dict[str, Any]]] = [
         {"expected_output_shape": (2, 4, 4, 4)},
     ),
     ("PointwiseConv2D", {"filters": 4, "strides": 2, "padding": "same"}, (2, 7, 7, 9), {}),
+    ("MaxPooling2D", {"pool_size": 3, "strides": 2}, IMAGE, {}),
+    ("MaxPooling2D", {"pool_size": 2, "padding": "same"}, (2, 7, 7, 3), {}),
     (
         "PaddedConv2D",
         {"filters": 6, "kernel_size": 3, "pad": 1, "strides": 2, "groups": 3},

@@ -31,6 +31,7 @@ from kerasdl.configurable import ConfigurableLayer
 from kerasdl.layers.base import build_chain
 from kerasdl.layers.normalization import get_norm_layer
 from kerasdl.layers.pointwise_conv import PointwiseConv2D
+from kerasdl.layers.pooling import max_pool
 from kerasdl.layers.torch_compat import PaddedDepthwiseConv2D
 
 PRIMITIVES = (
@@ -288,14 +289,15 @@ class Pool3x3(ConfigurableLayer):
         if mode not in ("max", "avg"):
             raise ValueError(f"mode must be 'max' or 'avg'. Received: {mode!r}")
 
-    def call(self, x):
+    def call(self, x, training=None):
         if self.stride == 1:  # "same" at stride 1 is symmetric and already excludes the padding
-            pool = ops.max_pool if self.mode == "max" else ops.average_pool
-            return pool(x, 3, 1, padding="same")
+            if self.mode == "max":
+                return max_pool(x, 3, 1, "same", training=training)
+            return ops.average_pool(x, 3, 1, padding="same")
         pads = [[0, 0], [1, 1], [1, 1], [0, 0]]
         if self.mode == "max":
             padded = ops.pad(x, pads, constant_values=float("-inf"))
-            return ops.max_pool(padded, 3, self.stride, "valid")
+            return max_pool(padded, 3, self.stride, "valid", training=training)
         total = ops.average_pool(ops.pad(x, pads), 3, self.stride, "valid")
         count = ops.average_pool(ops.pad(ops.ones_like(x[..., :1]), pads), 3, self.stride, "valid")
         return total / count

@@ -17,6 +17,7 @@ from kerasdl.configurable import ConfigurableLayer
 from kerasdl.layers.activations import get_activation
 from kerasdl.layers.base import build_chain
 from kerasdl.layers.normalization import get_norm_layer
+from kerasdl.layers.pooling import MaxPooling2D
 from kerasdl.layers.torch_compat import AdaptiveAveragePooling2D, torch_conv
 
 INCEPTION_EPSILON = 1e-3  # torchvision's BasicConv2d uses BatchNorm2d(eps=0.001)
@@ -143,7 +144,7 @@ class InceptionModule(ConfigurableLayer):
             unit(ch5x5red, 1, "branch3_reduce"),
             unit(ch5x5, self.branch3_kernel, "branch3_conv"),
         ]
-        self.pool = keras.layers.MaxPooling2D(3, strides=1, padding="same", name="branch4_pool")
+        self.pool = MaxPooling2D(3, strides=1, padding="same", name="branch4_pool")
         self.branch4 = unit(pool_proj, 1, "branch4_proj")
 
     def build(self, input_shape):

@@ -26,6 +26,7 @@ import keras
 from keras import ops
 
 from kerasdl.configurable import Configurable, ConfigurableLayer
+from kerasdl.layers.pooling import max_pool
 
 
 def _native_grouped(layer: keras.layers.Conv2D) -> bool:
@@ -284,7 +285,7 @@ class PaddedMaxPooling2D(ConfigurableLayer):
         total = max((out - 1) * self.strides + self.pool_size - size, 0)
         return total // 2, total - total // 2
 
-    def call(self, inputs):
+    def call(self, inputs, training=None):
         h, w = ops.shape(inputs)[1], ops.shape(inputs)[2]
         (top, bottom), (left, right) = self._pads(h), self._pads(w)
         if (top or bottom or left or right) and (
@@ -292,13 +293,13 @@ class PaddedMaxPooling2D(ConfigurableLayer):
         ):
             # The same windows: TF's "same" max-pool skips its padding cells, as -inf never wins,
             # and saves the padded copy and its gradient (GoogLeNet's ceil-mode pools, even sizes).
-            return ops.max_pool(inputs, self.pool_size, self.strides, padding="same")
+            return max_pool(inputs, self.pool_size, self.strides, "same", training=training)
         x = inputs
         if top or bottom or left or right:
             x = ops.pad(
                 x, [[0, 0], [top, bottom], [left, right], [0, 0]], constant_values=float("-inf")
             )
-        return ops.max_pool(x, self.pool_size, self.strides, padding="valid")
+        return max_pool(x, self.pool_size, self.strides, "valid", training=training)
 
     def compute_output_shape(self, input_shape):
         b, h, w, c = input_shape

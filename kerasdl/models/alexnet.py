@@ -29,6 +29,7 @@ from keras import ops
 
 from kerasdl.configurable import ConfigurableLayer
 from kerasdl.layers.activations import get_activation
+from kerasdl.layers.pooling import MaxPooling2D
 from kerasdl.layers.torch_compat import AdaptiveAveragePooling2D, GroupedConv2D, PaddedConv2D
 from kerasdl.models.base import Classifier, check_num_classes, classifier_head
 from kerasdl.registry import register_variants
@@ -135,18 +136,18 @@ class AlexNet(Classifier):
         x = get_activation(activation, name="act1")(x)
         if lrn:
             x = LocalResponseNormalization(name="lrn1")(x)
-        x = keras.layers.MaxPooling2D(3, strides=2, name="pool1")(x)
+        x = MaxPooling2D(3, strides=2, name="pool1")(x)
         conv = GroupedConv2D if groups > 1 else keras.layers.Conv2D
         x = conv(filters[1], 5, padding="same", groups=groups, name="conv2")(x)
         x = get_activation(activation, name="act2")(x)
         if lrn:
             x = LocalResponseNormalization(name="lrn2")(x)
-        x = keras.layers.MaxPooling2D(3, strides=2, name="pool2")(x)
+        x = MaxPooling2D(3, strides=2, name="pool2")(x)
         for i in (2, 3, 4):
             g = 1 if i == 2 else groups  # conv3 sees both towers in the paper
             x = conv(filters[i], 3, padding="same", groups=g, name=f"conv{i + 1}")(x)
             x = get_activation(activation, name=f"act{i + 1}")(x)
-        x = keras.layers.MaxPooling2D(3, strides=2, name="pool5")(x)
+        x = MaxPooling2D(3, strides=2, name="pool5")(x)
         x = AdaptiveAveragePooling2D(6, name="avg_pool")(x)
         x = keras.layers.Flatten(name="flatten")(x)
         for i in (6, 7):

@@ -19,6 +19,7 @@ import keras
 
 from kerasdl.layers.activations import get_activation
 from kerasdl.layers.normalization import get_norm_layer
+from kerasdl.layers.pooling import MaxPooling2D
 from kerasdl.layers.residual import he_fan_out
 from kerasdl.layers.torch_compat import AdaptiveAveragePooling2D
 from kerasdl.models.base import Classifier, check_num_classes, classifier_head
@@ -93,7 +94,7 @@ class VGG(Classifier):
                 if norm != "none":
                     x = get_norm_layer(norm, name=f"stage{s + 1}_norm{c + 1}")(x)
                 x = get_activation(activation, name=f"stage{s + 1}_act{c + 1}")(x)
-            x = keras.layers.MaxPooling2D(2, strides=2, name=f"stage{s + 1}_pool")(x)
+            x = MaxPooling2D(2, strides=2, name=f"stage{s + 1}_pool")(x)
         x = AdaptiveAveragePooling2D(7, name="avg_pool")(x)
         x = keras.layers.Flatten(name="flatten")(x)
         dense_init = keras.initializers.RandomNormal(stddev=0.01)
