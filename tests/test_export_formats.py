@@ -187,3 +187,22 @@ def test_onnx_converts_grouped_convolution_and_exact_gelu():
         "resnext50_32x4d": True,
         "vit_ti_16": True,
     }, table
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "litert"])
+def test_kerasdl_max_pooling_exports_as_the_standard_op(fmt):
+    """kerasdl's max pools infer with MaxPoolV2 (no TFLite builtin): the converters get MaxPool,
+    and the file matches the Keras model."""
+    from kerasdl.layers.pooling import MaxPooling2D
+    from kerasdl.layers.torch_compat import PaddedMaxPooling2D
+
+    _needs(fmt)
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.Conv2D(4, 3, padding="same")(inputs)
+    x = PaddedMaxPooling2D(3, strides=2, padding=1)(MaxPooling2D(3, 1, padding="same")(x))
+    model = keras.Model(inputs, keras.layers.Dense(10)(keras.layers.Flatten()(x)))
+    version = export_portable(model, _spec(), fmt, fresh_dir(f"maxpool-{fmt}"), "digits")
+    batch = digits_data()[0][:5]
+    got = load_exported(version / FILES[fmt])(batch)["logits"]
+    want = keras.ops.convert_to_numpy(model(preprocess_images(batch, _spec())))
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)

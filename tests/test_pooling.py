@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 
 from kerasdl import create_model
-from kerasdl.layers.pooling import MaxPooling2D, max_pool
+from kerasdl.layers.pooling import MaxPooling2D, max_pool, standard_max_pool
 from kerasdl.layers.torch_compat import PaddedMaxPooling2D
 
 
@@ -83,3 +83,10 @@ def test_zoo_models_infer_with_maxpoolv2_and_train_with_maxpool(name):
     train = _pool_ops(lambda x: model(x, training=True), shape)
     assert infer and set(infer) == {"MaxPoolV2"}
     assert len(train) == len(infer) and set(train) == {"MaxPool"}
+
+
+def test_standard_max_pool_traces_maxpool_in_inference_too():
+    pool = MaxPooling2D(3, strides=2)
+    with standard_max_pool():
+        assert _pool_ops(lambda x: pool(x, training=False), (2, 9, 9, 4)) == ["MaxPool"]
+    assert _pool_ops(lambda x: pool(x, training=False), (2, 9, 9, 4)) == ["MaxPoolV2"]

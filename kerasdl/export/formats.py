@@ -375,8 +375,11 @@ def export_file(model: Any, spec: PreprocessSpec, fmt: str, path: str | Path) ->
 
     if keras.backend.backend() != "tensorflow":
         raise UserError("kerasdl export needs the TensorFlow backend (KERAS_BACKEND=tensorflow).")
+    from kerasdl.layers.pooling import standard_max_pool
+
     reference = inference_model(model, spec)
-    (_export_onnx if fmt == "onnx" else _export_litert)(reference, spec, Path(path))
+    with standard_max_pool():  # MaxPool, not MaxPoolV2: no TFLite builtin
+        (_export_onnx if fmt == "onnx" else _export_litert)(reference, spec, Path(path))
     return reference
 
 

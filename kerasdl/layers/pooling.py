@@ -9,14 +9,34 @@ long as Eigen's. ``MaxPoolV2`` (the same op with its window and strides as input
 rewritten, so it runs Eigen's kernel. :func:`max_pool` runs ``MaxPoolV2`` when the layer is not
 training and Keras's ``max_pool`` (oneDNN's kernel) when it is. Both compute the same maxima over
 the same windows: values and gradients are equal.
+
+Converters know ``MaxPool`` better: ``MaxPoolV2`` is no TFLite builtin. ``kerasdl export
+--format litert|onnx`` traces inside :func:`standard_max_pool`, which emits ``MaxPool`` in every
+phase; a SavedModel (TensorFlow Serving, ``kerasdl serve``) keeps ``MaxPoolV2``, a core op.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import keras
 from keras import ops
+
+_standard_depth = 0  # > 0 inside standard_max_pool()
+
+
+@contextlib.contextmanager
+def standard_max_pool() -> Iterator[None]:
+    """While open, :func:`max_pool` traces TensorFlow's plain ``MaxPool`` op in every phase (for
+    converters: ``MaxPoolV2`` is no TFLite builtin)."""
+    global _standard_depth
+    _standard_depth += 1
+    try:
+        yield
+    finally:
+        _standard_depth -= 1
 
 
 def _inference(training: Any) -> bool:
@@ -34,7 +54,7 @@ def max_pool(
     """``keras.ops.max_pool`` of a channels-last ``(B, H, W, C)`` tensor; outside training on
     the TensorFlow backend it runs ``MaxPoolV2`` (Eigen's kernel; the module docstring says
     why)."""
-    if not _inference(training) or keras.backend.backend() != "tensorflow":
+    if not _inference(training) or _standard_depth or keras.backend.backend() != "tensorflow":
         return ops.max_pool(inputs, pool_size, strides, padding=padding)
     import tensorflow as tf
 
