@@ -79,12 +79,19 @@ class _AfterImport(importlib.abc.MetaPathFinder):
                 break
         else:
             return None
-        loader, then = spec.loader, self.then
+        loader, name, then = spec.loader, self.name, self.then
         exec_module = loader.exec_module
+        own = "exec_module" in vars(loader)
 
         def exec_then(module: Any) -> None:
+            # one call only: a loader may serve other modules too (a zip archive's does)
+            if own:
+                loader.exec_module = exec_module
+            else:
+                del loader.exec_module
             exec_module(module)
-            then(module)
+            if module.__name__ == name:
+                then(module)
 
         loader.exec_module = exec_then
         return spec

@@ -126,3 +126,27 @@ def test_onednn_kernels_agree_with_eigens_on_this_cpu(tmp_path):
         if a.shape != b.shape or float(np.abs(a - b).max()) > 1e-4 * scale:
             differ[key] = float(np.abs(a - b).max()) / scale if a.shape == b.shape else "shape"
     assert not differ, differ
+
+
+def test_after_import_runs_once_for_its_module_and_restores_the_loader(tmp_path, monkeypatch):
+    """kerasdl.onednn installs the convolution wrappers through this hook
+    (kerasdl/layers/exact_conv.py); it must fire once, for its module only."""
+    from kerasdl.onednn import _after_import
+
+    package = tmp_path / "hooked_pkg"
+    package.mkdir()
+    for name in ("__init__", "target", "other"):
+        (package / f"{name}.py").write_text(f"NAME = {name!r}\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    seen = []
+    _after_import("hooked_pkg.target", seen.append)
+    _after_import("hooked_pkg.target", seen.append)  # registered once
+    import hooked_pkg.other  # noqa: F401
+    import hooked_pkg.target
+
+    assert [m.NAME for m in seen] == ["target"]
+    assert "exec_module" not in vars(hooked_pkg.target.__spec__.loader)
+    _after_import("hooked_pkg.target", seen.append)  # already imported: at once
+    assert [m.NAME for m in seen] == ["target", "target"]
+    for name in ("hooked_pkg", "hooked_pkg.target", "hooked_pkg.other"):
+        sys.modules.pop(name, None)
