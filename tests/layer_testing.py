@@ -228,3 +228,19 @@ def assert_same_outputs_and_gradients(
     np.testing.assert_allclose(y1.numpy(), y0.numpy(), rtol=1e-5, atol=1e-5)
     for a, b in zip(g0, g1, strict=True):
         np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=1e-4, atol=1e-5)
+
+
+def keras_file_round_trip(
+    layer: keras.layers.Layer, input_shape: tuple[int, ...], directory: Path, base: type
+) -> tuple[keras.Model, keras.Model]:
+    """A subclass of Keras layer ``base`` keeps ``base``'s config, and survives a ``.keras`` file
+    as its own class: ``layer``'s config rebuilds a ``base`` with the same config, and a
+    ``keras.Sequential([Input(input_shape), layer])`` saved in ``directory`` loads back with a
+    layer of ``type(layer)``. Returns the model and the loaded one, to compare their outputs."""
+    config = layer.get_config()
+    assert base.from_config(config).get_config() == config
+    model = keras.Sequential([keras.Input(input_shape), layer])
+    model.save(Path(directory) / "m.keras")
+    again = keras.saving.load_model(Path(directory) / "m.keras")
+    assert type(again.layers[0]) is type(layer)
+    return model, again

@@ -6,6 +6,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from layer_testing import keras_file_round_trip
 
 from kerasdl import create_model
 from kerasdl.layers.darts_ops import FactorizedReduce
@@ -78,12 +79,7 @@ def test_same_function_weights_and_config_as_keras_conv2d(padding, tmp_path):
     ref.set_weights(ours.get_weights())
     np.testing.assert_allclose(ours(x), ref(x), rtol=1e-6, atol=1e-6)
     assert ours.compute_output_shape(x.shape) == ref(x).shape == (2, 5, 5, 6)
-    config = ours.get_config()
-    assert keras.layers.Conv2D.from_config(config).get_config() == config
-    model = keras.Sequential([keras.Input((9, 9, 3)), ours])
-    model.save(tmp_path / "m.keras")
-    again = keras.saving.load_model(tmp_path / "m.keras")
-    assert type(again.layers[0]) is PointwiseConv2D
+    _, again = keras_file_round_trip(ours, (9, 9, 3), tmp_path, keras.layers.Conv2D)
     np.testing.assert_allclose(again(x), ref(x), rtol=1e-6, atol=1e-6)
 
 

@@ -7,6 +7,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from layer_testing import keras_file_round_trip
 
 from kerasdl import create_model
 from kerasdl.layers.pooling import MaxPooling2D, max_pool, standard_max_pool
@@ -54,12 +55,7 @@ def test_inference_runs_maxpoolv2_and_training_maxpool():
 
 def test_config_and_keras_file_round_trip(tmp_path):
     pool = MaxPooling2D(3, strides=2, padding="same", name="p")
-    config = pool.get_config()
-    assert keras.layers.MaxPooling2D.from_config(config).get_config() == config
-    model = keras.Sequential([keras.Input((8, 8, 3)), pool])
-    model.save(tmp_path / "m.keras")
-    again = keras.saving.load_model(tmp_path / "m.keras")
-    assert type(again.layers[0]) is MaxPooling2D
+    model, again = keras_file_round_trip(pool, (8, 8, 3), tmp_path, keras.layers.MaxPooling2D)
     x = np.random.default_rng(0).normal(size=(1, 8, 8, 3)).astype("float32")
     np.testing.assert_array_equal(again(x), model(x))
 
