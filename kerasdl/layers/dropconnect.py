@@ -110,6 +110,9 @@ class DropPath(ConfigurableLayer):
         super().__init__(**kwargs)
         self.rate = _check_rate(rate)
         self.seed_generator = keras.random.SeedGenerator(seed)
+        # no weights: built now, as Keras's own Dropout is (a model of these is then built
+        # whole, and its optimizer can be created before the first trace)
+        self._build_at_init()
 
     def call(self, inputs, training=None):
         if not training or self.rate == 0.0:

@@ -151,6 +151,7 @@ class SiLU(keras.layers.Layer):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.supports_masking = True
+        self._build_at_init()  # no weights: built now, as Keras's own Activation is
 
     def call(self, inputs, training=None):
         if keras.backend.backend() != "tensorflow":

@@ -125,7 +125,12 @@ class DartsSearch(keras.Model):
     def call(self, x, training=None):
         return self.network(x, training=training)
 
-    def _ensure_optimizers(self) -> None:
+    def build_optimizers(self) -> None:
+        """Create both optimizers' variables (weights and alphas apart), if not yet created.
+
+        Called before ``fit`` traces the step (:func:`kerasdl.training.optimizers.
+        create_optimizer_variables`) and again, as a no-op, by the step itself.
+        """
         if not self.optimizer.built:
             self.optimizer.build(self.network.weight_variables)
         if not self.arch_optimizer.built:
@@ -222,7 +227,7 @@ class DartsSearch(keras.Model):
 
     def train_step(self, data):
         train_batch, val_batch = data
-        self._ensure_optimizers()
+        self.build_optimizers()
         a_grads, a_loss, a_logits = self.arch_gradients(train_batch, val_batch)
         self.arch_optimizer.apply_gradients(zip(a_grads, self.network.arch_variables, strict=True))
         w_grads, loss, logits = self.weight_gradients(train_batch)

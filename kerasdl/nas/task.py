@@ -149,7 +149,7 @@ class SearchTask:
             steps_per_epoch * s.epochs, s.learning_rate, s.learning_rate_min, s.momentum
         )
         search.compile(optimizer=optimizer, jit_compile=s.jit_compile)
-        search._ensure_optimizers()
+        search.build_optimizers()
         return search
 
     def fit_steps(self, steps_per_epoch: int) -> int | None:

@@ -55,6 +55,7 @@ from kerasdl.training.auto import AutoChoice, describe, onednn_choice, resolve_r
 from kerasdl.training.custom_loop import fit_distributed
 from kerasdl.training.distribute import describe_distribution, make_strategy
 from kerasdl.training.grad_tools import GradNormLogger
+from kerasdl.training.optimizers import create_optimizer_variables
 from kerasdl.training.tasks import (  # noqa: F401  (the supervised pieces: re-exported)
     RunPlan,
     SupervisedTask,
@@ -129,6 +130,7 @@ def train(
         model = task.build(steps_per_epoch, dist.lr_factor)
         if d.sync_batchnorm:  # batch statistics over the global batch of all replicas
             configure_batch_norm(model, synchronized=True)
+        create_optimizer_variables(model)  # one trace of the train step, not two
     remat = apply_remat(cfg, model)
     training = getattr(cfg, "training", None)
     if training is not None and training.steps_per_execution == "auto":

@@ -1,0 +1,111 @@
+"""A run traces its train step once: the optimizer's variables exist before ``fit`` traces it.
+
+Keras's TensorFlow trainer builds the optimizer inside the first trace of the train step when
+``compile`` ran outside a ``tf.distribute`` scope; a ``tf.function`` that creates variables is
+then traced twice (:func:`kerasdl.training.optimizers.create_optimizer_variables`). These tests
+count the traces of the step ``kerasdl train`` runs, for a classifier, a ViT method (its DropPath
+layers have no weights and must count as built) and the DARTS search (two optimizers).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+import pytest
+from conftest import write_recipe
+from keras.src.backend.tensorflow.trainer import TensorFlowTrainer
+
+from kerasdl.config import load_recipe
+from kerasdl.registry import create_model
+from kerasdl.training.optimizers import create_optimizer_variables
+from kerasdl.training.runner import train
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _count_traces(monkeypatch: pytest.MonkeyPatch, cls: type) -> list[int]:
+    """Count the calls of ``cls.train_step`` (Python runs it once per trace)."""
+    calls = [0]
+    step = cls.train_step
+
+    def counted(self, data):
+        calls[0] += 1
+        return step(self, data)
+
+    monkeypatch.setattr(cls, "train_step", counted)
+    return calls
+
+
+def test_a_classifier_run_traces_its_train_step_once_with_the_same_result(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import kerasdl.training.runner as runner
+
+    calls = _count_traces(monkeypatch, TensorFlowTrainer)
+    recipe = write_recipe(tmp_path / "r.yaml", tmp_path / "runs", training={"epochs": 3})
+    once = train(load_recipe(recipe), verbose=0)
+    assert calls[0] == 1
+    # the optimizer left to Keras, as before: two traces, and the very same training
+    monkeypatch.setattr(runner, "create_optimizer_variables", lambda model: False)
+    again = write_recipe(tmp_path / "r2.yaml", tmp_path / "runs2", training={"epochs": 3})
+    twice = train(load_recipe(again), verbose=0)
+    assert calls[0] == 1 + 2
+    assert once.weights_fingerprint == twice.weights_fingerprint
+    assert once.metrics == twice.metrics
+
+
+def test_a_vit_method_run_traces_its_train_step_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kerasdl.methods.mae import MAE
+
+    calls = _count_traces(monkeypatch, MAE)
+    cfg = load_recipe(
+        REPO / "configs" / "ssl" / "mae_digits.yaml",
+        overrides=[
+            "training.epochs=1",
+            f"run.output_dir={tmp_path / 'runs'}",
+            "method.probe_labels_per_class=1",
+        ],
+    )
+    train(cfg, verbose=0)
+    assert calls[0] == 1
+
+
+def test_the_darts_search_builds_both_optimizers_before_its_step() -> None:
+    from kerasdl.data import load_data
+    from kerasdl.nas.config import load_search_recipe
+    from kerasdl.nas.task import SearchTask
+
+    cfg = load_search_recipe(REPO / "configs" / "darts_search_digits.yaml")
+    search = SearchTask(cfg, load_data(cfg.data, 0)).build(steps_per_epoch=2, lr_factor=1.0)
+    assert search.optimizer.built and search.arch_optimizer.built
+    assert create_optimizer_variables(search)  # through its own build_optimizers: a no-op now
+    # weights and alphas apart, not one optimizer over every trainable variable
+    alphas = [v.name for v in search.network.arch_variables]
+    assert alphas and len(alphas) < len(search.network.trainable_variables)
+    weight_slots = " ".join(v.path for v in search.optimizer.variables)
+    assert not any(a in weight_slots for a in alphas), alphas
+    arch_slots = " ".join(v.path for v in search.arch_optimizer.variables)
+    assert all(a in arch_slots for a in alphas)
+
+
+@pytest.mark.parametrize(
+    "name, kwargs",
+    [
+        ("efficientnet_b0", {"width_mult": 0.25}),  # SiLU layers: weightless, built at init
+        ("vit_ti_16", {"num_layers": 1}),  # DropPath layers
+        ("resnet20", {}),
+    ],
+)
+def test_a_new_model_is_built_whole_so_its_optimizer_can_be_created(
+    name: str, kwargs: dict
+) -> None:
+    model = create_model(name, num_classes=3, **kwargs)
+    model.compile(optimizer=keras.optimizers.Adam(), loss="categorical_crossentropy")
+    assert create_optimizer_variables(model)
+    optimizer = model.optimizer
+    assert optimizer.built
+    assert len(optimizer.variables) > 2 * len(model.trainable_variables)  # both Adam moments
+    assert not create_optimizer_variables(model)  # already built: nothing more
