@@ -73,15 +73,23 @@ def test_a_vit_method_run_traces_its_train_step_once(
     assert calls[0] == 1
 
 
-def test_the_darts_search_builds_both_optimizers_before_its_step() -> None:
+def test_the_darts_search_builds_both_optimizers_before_its_step(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     from kerasdl.data import load_data
     from kerasdl.nas.config import load_search_recipe
+    from kerasdl.nas.search import DartsSearch
     from kerasdl.nas.task import SearchTask
 
     cfg = load_search_recipe(REPO / "configs" / "darts_search_digits.yaml")
-    search = SearchTask(cfg, load_data(cfg.data, 0)).build(steps_per_epoch=2, lr_factor=1.0)
+    own = DartsSearch.build_optimizers
+    with monkeypatch.context() as m:  # the task builds them too: start from unbuilt ones here
+        m.setattr(DartsSearch, "build_optimizers", lambda self: None)
+        search = SearchTask(cfg, load_data(cfg.data, 0)).build(steps_per_epoch=2, lr_factor=1.0)
+    assert DartsSearch.build_optimizers is own
+    assert not search.optimizer.built and not search.arch_optimizer.built
+    assert create_optimizer_variables(search)  # through the search's own build_optimizers
     assert search.optimizer.built and search.arch_optimizer.built
-    assert create_optimizer_variables(search)  # through its own build_optimizers: a no-op now
     # weights and alphas apart, not one optimizer over every trainable variable
     alphas = [v.name for v in search.network.arch_variables]
     assert alphas and len(alphas) < len(search.network.trainable_variables)
