@@ -1,10 +1,11 @@
 """A run traces its train step once: the optimizer's variables exist before ``fit`` traces it.
 
-Keras's TensorFlow trainer builds the optimizer inside the first trace of the train step when
-``compile`` ran outside a ``tf.distribute`` scope; a ``tf.function`` that creates variables is
-then traced twice (:func:`kerasdl.training.optimizers.create_optimizer_variables`). These tests
-count the traces of the step ``kerasdl train`` runs, for a classifier, a ViT method (its DropPath
-layers have no weights and must count as built) and the DARTS search (two optimizers).
+Keras's TensorFlow trainer builds the optimizer (and a string metric's variables) inside the
+first trace of the train step when ``compile`` ran outside a ``tf.distribute`` scope; a
+``tf.function`` that creates variables is then traced twice (:mod:`kerasdl.training.single_trace`).
+These tests count the traces of the step ``kerasdl train`` runs, for a classifier, a ViT method
+(its DropPath layers have no weights and must count as built) and the DARTS search (two
+optimizers), and of a user's own ``fit`` and ``evaluate`` on a kerasdl model.
 """
 
 from __future__ import annotations
@@ -12,42 +13,54 @@ from __future__ import annotations
 from pathlib import Path
 
 import keras
+import numpy as np
 import pytest
+import tensorflow as tf
 from conftest import write_recipe
 from keras.src.backend.tensorflow.trainer import TensorFlowTrainer
 
 from kerasdl.config import load_recipe
 from kerasdl.registry import create_model
-from kerasdl.training.optimizers import create_optimizer_variables
 from kerasdl.training.runner import train
+from kerasdl.training.single_trace import TracesOnce, create_optimizer_variables
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-def _count_traces(monkeypatch: pytest.MonkeyPatch, cls: type) -> list[int]:
+def _count_traces(
+    monkeypatch: pytest.MonkeyPatch, cls: type, step: str = "train_step"
+) -> list[int]:
     """Count the calls of ``cls.train_step`` (Python runs it once per trace)."""
     calls = [0]
-    step = cls.train_step
+    original = getattr(cls, step)
 
     def counted(self, data):
         calls[0] += 1
-        return step(self, data)
+        return original(self, data)
 
-    monkeypatch.setattr(cls, "train_step", counted)
+    monkeypatch.setattr(cls, step, counted)
     return calls
+
+
+def _keras_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Leave the building to Keras, as without kerasdl's change."""
+    import kerasdl.training.runner as runner
+
+    monkeypatch.setattr(runner, "create_optimizer_variables", lambda model: False)
+    monkeypatch.setattr(
+        TracesOnce, "_maybe_symbolic_build", TensorFlowTrainer._maybe_symbolic_build
+    )
 
 
 def test_a_classifier_run_traces_its_train_step_once_with_the_same_result(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import kerasdl.training.runner as runner
-
     calls = _count_traces(monkeypatch, TensorFlowTrainer)
     recipe = write_recipe(tmp_path / "r.yaml", tmp_path / "runs", training={"epochs": 3})
     once = train(load_recipe(recipe), verbose=0)
     assert calls[0] == 1
     # the optimizer left to Keras, as before: two traces, and the very same training
-    monkeypatch.setattr(runner, "create_optimizer_variables", lambda model: False)
+    _keras_default(monkeypatch)
     again = write_recipe(tmp_path / "r2.yaml", tmp_path / "runs2", training={"epochs": 3})
     twice = train(load_recipe(again), verbose=0)
     assert calls[0] == 1 + 2
@@ -66,6 +79,8 @@ def test_a_vit_method_run_traces_its_train_step_once(
         overrides=[
             "training.epochs=1",
             f"run.output_dir={tmp_path / 'runs'}",
+            "model.num_layers=1",
+            "method.decoder_depth=1",
             "method.probe_labels_per_class=1",
         ],
     )
@@ -117,3 +132,44 @@ def test_a_new_model_is_built_whole_so_its_optimizer_can_be_created(
     assert optimizer.built
     assert len(optimizer.variables) > 2 * len(model.trainable_variables)  # both Adam moments
     assert not create_optimizer_variables(model)  # already built: nothing more
+
+
+def _user_script(kind: str) -> tuple[list, dict, list[np.ndarray]]:
+    """What a user's own script does with a kerasdl model: compile with string metrics, then
+    ``fit`` (arrays, or a shuffled ``tf.data`` pipeline) or ``evaluate``."""
+    rng = np.random.default_rng(0)
+    x = rng.random((48, 16, 16, 3), dtype=np.float32)
+    y = rng.integers(0, 4, 48)
+    keras.utils.set_random_seed(0)
+    model = create_model("resnet20", num_classes=4, input_shape=(16, 16, 3))
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.1, momentum=0.9),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    if kind == "evaluate":
+        return [], model.evaluate(x, y, verbose=0, return_dict=True), model.get_weights()
+    if kind == "tf.data":
+        data = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(48, seed=1).batch(16)
+        history = model.fit(data, epochs=2, verbose=0).history
+    else:
+        history = model.fit(x, y, batch_size=16, epochs=2, verbose=0).history
+    return model.optimizer.variables, history, model.get_weights()
+
+
+@pytest.mark.parametrize("kind", ["arrays", "tf.data", "evaluate"])
+def test_a_users_own_fit_and_evaluate_trace_once_with_the_same_result(
+    kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    step = "test_step" if kind == "evaluate" else "train_step"
+    calls = _count_traces(monkeypatch, TensorFlowTrainer, step)
+    slots, once, weights = _user_script(kind)
+    assert calls[0] == 1
+    _keras_default(monkeypatch)
+    _, twice, keras_weights = _user_script(kind)
+    assert calls[0] == 1 + 2  # Keras alone: the optimizer and "accuracy" built in the trace
+    # the same training: no batch drawn from the data (the shuffle order is unchanged)
+    assert once == twice
+    assert all(np.array_equal(a, b) for a, b in zip(weights, keras_weights, strict=True))
+    if kind != "evaluate":
+        assert len(slots) > 2  # momentum: the optimizer was built

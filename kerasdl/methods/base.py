@@ -24,6 +24,7 @@ import tensorflow as tf
 
 from kerasdl.configurable import Configurable
 from kerasdl.methods.losses import hard_cross_entropy, soft_cross_entropy
+from kerasdl.training.single_trace import TracesOnce
 
 
 def num_replicas() -> int:
@@ -77,7 +78,7 @@ def deserialize(obj: Any) -> Any:
     return keras.saving.deserialize_keras_object(obj)
 
 
-class MethodModel(Configurable, keras.Model):
+class MethodModel(Configurable, TracesOnce, keras.Model):
     """Base class of the training methods: a wrapped backbone plus named loss trackers.
 
     Subclasses set ``self._tracker_names`` before calling :meth:`_make_trackers`, implement

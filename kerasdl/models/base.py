@@ -23,12 +23,13 @@ import keras
 
 from kerasdl.configurable import Configurable
 from kerasdl.registry import check_model_kwargs
+from kerasdl.training.single_trace import TracesOnce
 
 PRE_LOGITS = "pre_logits"
 HEAD = "head"
 
 
-class Classifier(Configurable, keras.Model):
+class Classifier(Configurable, TracesOnce, keras.Model):
     """Base of the kerasdl classifiers: the constructor's arguments are the model's config.
 
     A subclass takes its hyper-parameters as named arguments (YAML-friendly values) plus

@@ -32,6 +32,7 @@ import keras
 import tensorflow as tf
 
 from kerasdl.nas.search_model import SearchNetwork
+from kerasdl.training.single_trace import TracesOnce
 
 
 def default_weight_optimizer(
@@ -47,7 +48,7 @@ def default_weight_optimizer(
     return keras.optimizers.SGD(schedule, momentum=momentum)
 
 
-class DartsSearch(keras.Model):
+class DartsSearch(TracesOnce, keras.Model):
     """First- or second-order DARTS search over a :class:`SearchNetwork`.
 
     Args:
@@ -128,7 +129,7 @@ class DartsSearch(keras.Model):
     def build_optimizers(self) -> None:
         """Create both optimizers' variables (weights and alphas apart), if not yet created.
 
-        Called before ``fit`` traces the step (:func:`kerasdl.training.optimizers.
+        Called before ``fit`` traces the step (:func:`kerasdl.training.single_trace.
         create_optimizer_variables`) and again, as a no-op, by the step itself.
         """
         if not self.optimizer.built:

@@ -20,6 +20,7 @@ import numpy as np
 from keras import ops
 
 from kerasdl.configurable import ConfigurableLayer
+from kerasdl.layers.base import build_chain
 from kerasdl.layers.darts_ops import PRIMITIVES, FactorizedReduce, ReLUConvBN, make_op
 from kerasdl.layers.normalization import get_norm_layer
 from kerasdl.models.darts import reduction_indices
@@ -65,6 +66,16 @@ class MixedOp(ConfigurableLayer):
             if "pool" in p:  # the reference follows pooling with a non-affine batch norm
                 chain.append(get_norm_layer("batch", name=f"{p}_bn", center=False, scale=False))
             self.candidates.append(chain)
+
+    def build(self, input_shape):
+        for chain in self.candidates:  # in call order: the same initial weights as a call gives
+            build_chain(chain, input_shape)
+
+    def compute_output_shape(self, input_shape):
+        shape = tuple(input_shape)
+        for layer in self.candidates[0]:  # every candidate gives the same shape
+            shape = tuple(layer.compute_output_shape(shape))
+        return shape
 
     def candidate_outputs(self, x, training=None) -> list:
         """Each candidate's output on ``x`` (what the mixed op weights)."""
@@ -137,6 +148,28 @@ class SearchCell(ConfigurableLayer):
             for j in range(i + 2):
                 stride = 2 if reduction and j < 2 else 1
                 self.edges.append(MixedOp(channels, stride, primitives, name=f"edge_{j}_{i + 2}"))
+
+    def build(self, input_shape):
+        self._node_shapes(input_shape, build=True)
+
+    def compute_output_shape(self, input_shape):
+        *_, last = self._node_shapes(input_shape)
+        return (*last[:-1], self.multiplier * self.channels)
+
+    def _node_shapes(self, input_shape, build: bool = False) -> list[tuple]:
+        """The shapes of the cell's states (inputs preprocessed, then the nodes), in the order
+        ``call`` computes them; with ``build``, each sub-layer is built on its input's shape."""
+
+        def apply(layer: keras.layers.Layer, shape: tuple) -> tuple:
+            return build_chain([layer], shape) if build else layer.compute_output_shape(shape)
+
+        states = [apply(self.preprocess0, input_shape[0]), apply(self.preprocess1, input_shape[1])]
+        offset = 0
+        for _ in range(self.steps):
+            node = [apply(self.edges[offset + j], h) for j, h in enumerate(states)][-1]
+            offset += len(states)
+            states.append(tuple(node))
+        return states
 
     def call(self, inputs, weights, training=None):
         s0 = self.preprocess0(inputs[0], training=training)
@@ -229,6 +262,14 @@ class SearchNetwork(keras.Model):
         shape = (num_edges(self.steps), len(PRIMITIVES))
         self.alphas_normal = self.add_weight(shape=shape, initializer=init, name="alphas_normal")
         self.alphas_reduce = self.add_weight(shape=shape, initializer=init, name="alphas_reduce")
+        # every sub-layer built on its input's shape, in call order (DESIGN.md convention 3):
+        # no symbolic run of the whole network, which took twice as long as building this way
+        s0 = s1 = build_chain([self.stem_conv, self.stem_bn], input_shape)
+        for cell in self.cells:
+            if not cell.built:
+                cell.build([s0, s1])
+            s0, s1 = s1, tuple(cell.compute_output_shape([s0, s1]))
+        build_chain([self.global_pool, self.classifier], s1)
         self.built = True
 
     @property

@@ -175,37 +175,3 @@ def build_optimizer(
         "gradient_accumulation_steps": cfg.gradient_accumulation_steps,
     }
     return OPTIMIZERS[cfg.name](cfg, cfg.weight_decay or None, common)
-
-
-def create_optimizer_variables(model: keras.Model) -> bool:
-    """Create the compiled optimizer's variables now, before ``fit`` traces the train step.
-
-    Keras's TensorFlow trainer, when ``compile`` ran outside a ``tf.distribute`` scope (the
-    default), leaves the optimizer unbuilt until the first trace of the train step, where
-    ``optimizer.apply`` builds it. A ``tf.function`` whose first trace creates variables is
-    traced a second time (TensorFlow lifts the variable creation out, then traces again), so
-    every run paid for two traces of its train step: 18 s of 60 for GoogLeNet's recipe on this
-    project's 2-core CI machine. Building here makes it one; the variables are the same ones
-    (over ``model.trainable_variables``, as Keras's ``train_step``, kerasdl's methods and
-    :func:`kerasdl.training.callbacks.restore_backup` build them) and start at the same values.
-
-    A model that builds its optimizers its own way (the DARTS search: weights and alphas apart)
-    defines ``build_optimizers()``, which is called instead. Nothing happens when the optimizer
-    is already built, or when a layer is still unbuilt (its variables would be missing from the
-    list; the step then builds the optimizer as before). Call under the strategy's scope.
-
-    Returns:
-        Whether the variables were created here.
-    """
-    own = getattr(model, "build_optimizers", None)
-    if callable(own):
-        own()
-        return True
-    optimizer = getattr(model, "optimizer", None)
-    if optimizer is None or optimizer.built:
-        return False
-    # Keras's own check before it builds an optimizer (Trainer._symbolic_build)
-    if not all(layer.built for layer in model._flatten_layers()):
-        return False
-    optimizer.build(model.trainable_variables)
-    return True

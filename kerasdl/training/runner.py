@@ -55,7 +55,7 @@ from kerasdl.training.auto import AutoChoice, describe, onednn_choice, resolve_r
 from kerasdl.training.custom_loop import fit_distributed
 from kerasdl.training.distribute import describe_distribution, make_strategy
 from kerasdl.training.grad_tools import GradNormLogger
-from kerasdl.training.optimizers import create_optimizer_variables
+from kerasdl.training.single_trace import create_optimizer_variables
 from kerasdl.training.tasks import (  # noqa: F401  (the supervised pieces: re-exported)
     RunPlan,
     SupervisedTask,
