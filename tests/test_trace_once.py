@@ -173,3 +173,14 @@ def test_a_users_own_fit_and_evaluate_trace_once_with_the_same_result(
     assert all(np.array_equal(a, b) for a, b in zip(weights, keras_weights, strict=True))
     if kind != "evaluate":
         assert len(slots) > 2  # momentum: the optimizer was built
+
+
+def test_the_fine_tune_probe_traces_its_step_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    from kerasdl.methods.probes import fine_tune
+
+    calls = _count_traces(monkeypatch, TensorFlowTrainer)
+    backbone = create_model("resnet20", num_classes=0, input_shape=(8, 8, 1))
+    rng = np.random.default_rng(0)
+    data = (rng.random((32, 8, 8, 1), dtype=np.float32), rng.integers(0, 3, 32))
+    assert 0.0 <= fine_tune(backbone, 3, data, data, epochs=2, batch_size=16) <= 1.0
+    assert calls[0] == 1

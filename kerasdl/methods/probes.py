@@ -23,6 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from kerasdl.models.base import PRE_LOGITS, feature_extractor
+from kerasdl.training.single_trace import create_optimizer_variables
 
 
 def encoder_of(model: keras.Model) -> keras.Model:
@@ -134,8 +135,9 @@ def fine_tune(
     clf.compile(
         keras.optimizers.Adam(learning_rate),
         keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
+        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
     )
+    create_optimizer_variables(clf)  # with the metric's variables made: one trace of the step
     keras.utils.set_random_seed(seed)
     clf.fit(*train, batch_size=batch_size, epochs=epochs, verbose=0, shuffle=True)
     return float(clf.evaluate(*test, batch_size=256, verbose=0, return_dict=True)["accuracy"])
