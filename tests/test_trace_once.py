@@ -134,9 +134,9 @@ def test_a_new_model_is_built_whole_so_its_optimizer_can_be_created(
     assert not create_optimizer_variables(model)  # already built: nothing more
 
 
-def _user_script(kind: str) -> tuple[list, dict, list[np.ndarray]]:
-    """What a user's own script does with a kerasdl model: compile with string metrics, then
-    ``fit`` (arrays, or a shuffled ``tf.data`` pipeline) or ``evaluate``."""
+def _user_script(kind: str) -> tuple[keras.Model, list]:
+    """What a user's own script does with a kerasdl model: compile with a string metric, then
+    ``fit`` (arrays, or a shuffled ``tf.data`` pipeline), ``train_on_batch`` or ``evaluate``."""
     rng = np.random.default_rng(0)
     x = rng.random((48, 16, 16, 3), dtype=np.float32)
     y = rng.integers(0, 4, 48)
@@ -148,31 +148,50 @@ def _user_script(kind: str) -> tuple[list, dict, list[np.ndarray]]:
         metrics=["accuracy"],
     )
     if kind == "evaluate":
-        return [], model.evaluate(x, y, verbose=0, return_dict=True), model.get_weights()
+        return model, [model.evaluate(x, y, verbose=0, return_dict=True)]
+    if kind == "train_on_batch":
+        logs = [model.train_on_batch(x[i : i + 16], y[i : i + 16]) for i in (0, 16, 32)]
+        return model, logs
     if kind == "tf.data":
         data = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(48, seed=1).batch(16)
-        history = model.fit(data, epochs=2, verbose=0).history
-    else:
-        history = model.fit(x, y, batch_size=16, epochs=2, verbose=0).history
-    return model.optimizer.variables, history, model.get_weights()
+        return model, [model.fit(data, epochs=2, verbose=0).history]
+    return model, [model.fit(x, y, batch_size=16, epochs=2, verbose=0).history]
 
 
-@pytest.mark.parametrize("kind", ["arrays", "tf.data", "evaluate"])
-def test_a_users_own_fit_and_evaluate_trace_once_with_the_same_result(
+def _same_weights(a: keras.Model, b: keras.Model) -> bool:
+    pairs = zip(a.get_weights(), b.get_weights(), strict=True)
+    return all(np.array_equal(u, v) for u, v in pairs)
+
+
+@pytest.mark.parametrize("kind", ["arrays", "tf.data", "train_on_batch"])
+def test_a_users_own_fit_traces_once_with_the_same_result(
     kind: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    step = "test_step" if kind == "evaluate" else "train_step"
-    calls = _count_traces(monkeypatch, TensorFlowTrainer, step)
-    slots, once, weights = _user_script(kind)
+    calls = _count_traces(monkeypatch, TensorFlowTrainer)
+    model, once = _user_script(kind)
     assert calls[0] == 1
+    assert len(model.optimizer.variables) > 2  # momentum: built before the trace
     _keras_default(monkeypatch)
-    _, twice, keras_weights = _user_script(kind)
+    keras_model, twice = _user_script(kind)
     assert calls[0] == 1 + 2  # Keras alone: the optimizer and "accuracy" built in the trace
     # the same training: no batch drawn from the data (the shuffle order is unchanged)
     assert once == twice
-    assert all(np.array_equal(a, b) for a, b in zip(weights, keras_weights, strict=True))
-    if kind != "evaluate":
-        assert len(slots) > 2  # momentum: the optimizer was built
+    assert _same_weights(model, keras_model)
+
+
+def test_evaluate_before_fit_creates_no_optimizer_variables(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Left to Keras (a string metric then traces the test step twice), so that evaluating a
+    compiled model allocates no optimizer slots the size of the model."""
+    calls = _count_traces(monkeypatch, TensorFlowTrainer, "test_step")
+    model, results = _user_script("evaluate")
+    assert not model.optimizer.built
+    assert calls[0] == 2
+    _keras_default(monkeypatch)
+    keras_model, keras_results = _user_script("evaluate")
+    assert results == keras_results
+    assert _same_weights(model, keras_model)
 
 
 def test_the_fine_tune_probe_traces_its_step_once(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -9,13 +9,15 @@ on this project's 2-core CI machine.
 
 * :func:`create_optimizer_variables` builds the optimizer first; ``kerasdl train`` calls it
   under the strategy's scope right after the model is built.
-* :class:`TracesOnce` makes ``model.fit``, ``evaluate`` and ``train_on_batch`` build the
-  optimizer, compiled loss and metrics before they trace: every kerasdl classifier, method and
-  the DARTS search gets one trace in a user's own script too.
+* :class:`TracesOnce` makes ``model.fit`` and ``train_on_batch`` build the optimizer, compiled
+  loss and metrics before they trace: every kerasdl classifier, method and the DARTS search
+  gets one trace in a user's own script too.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import keras
@@ -51,7 +53,7 @@ def create_optimizer_variables(model: keras.Model) -> bool:
 
 
 class TracesOnce:
-    """``keras.Model`` mixin: ``fit`` and ``evaluate`` trace their step once, not twice.
+    """``keras.Model`` mixin: ``fit`` traces the train step once, not twice.
 
     Keras's TensorFlow trainer builds the model's training state (optimizer, compiled loss and
     metrics) from a symbolic batch before tracing only under a ``tf.distribute`` strategy; its
@@ -61,6 +63,11 @@ class TracesOnce:
     Keras's own ``_symbolic_build``, from the input's ``element_spec``, so that no batch is
     drawn from the data (a ``tf.data`` shuffle would move on by one order). A model with a
     layer not yet built is left to the trace, as Keras leaves it.
+
+    ``evaluate`` gets the same when it creates no optimizer variables (after ``fit``, or with no
+    optimizer or a built one); before any ``fit`` it is left to Keras, so that evaluating a
+    model compiled with an optimizer (Keras's default is RMSprop) does not allocate slots the
+    size of the model.
 
     Every kerasdl classifier, method and the DARTS search has it in front of ``keras.Model``
     (``class Classifier(Configurable, TracesOnce, keras.Model)``).
@@ -72,10 +79,22 @@ class TracesOnce:
         >>> model.fit(x, y)  # everything built first: one trace of the train step
     """
 
+    def fit(self, *args: Any, **kwargs: Any) -> Any:
+        with _training(self):
+            return super().fit(*args, **kwargs)
+
+    def train_on_batch(self, *args: Any, **kwargs: Any) -> Any:
+        with _training(self):
+            return super().train_on_batch(*args, **kwargs)
+
     def _maybe_symbolic_build(self, iterator: Any = None, data_batch: Any = None) -> None:
         if getattr(self, "_distribute_strategy", None) is not None:  # Keras builds it all
             super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
             return
+        optimizer = getattr(self, "optimizer", None)
+        training = getattr(self, "_traces_once_training", False)
+        if not training and optimizer is not None and not optimizer.built:
+            return  # evaluate before fit: no optimizer variables only to evaluate
         with self.distribute_strategy.scope():
             create_optimizer_variables(self)
             if not _built_whole(self):
@@ -84,6 +103,17 @@ class TracesOnce:
                 data_batch = _element_spec(iterator)
             if data_batch is not None:
                 self._symbolic_build(data_batch=data_batch)
+
+
+@contextlib.contextmanager
+def _training(model: keras.Model) -> Iterator[None]:
+    """Mark ``model`` as in ``fit`` or ``train_on_batch`` (its optimizer is about to be used)."""
+    outer = getattr(model, "_traces_once_training", False)
+    model._traces_once_training = True
+    try:
+        yield
+    finally:
+        model._traces_once_training = outer
 
 
 def _built_whole(model: keras.Model) -> bool:
