@@ -17,6 +17,7 @@ on this project's 2-core CI machine.
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Iterator
 from typing import Any
 
@@ -79,10 +80,12 @@ class TracesOnce:
         >>> model.fit(x, y)  # everything built first: one trace of the train step
     """
 
+    @functools.wraps(keras.Model.fit)  # Keras's signature and docstring
     def fit(self, *args: Any, **kwargs: Any) -> Any:
         with _training(self):
             return super().fit(*args, **kwargs)
 
+    @functools.wraps(keras.Model.train_on_batch)
     def train_on_batch(self, *args: Any, **kwargs: Any) -> Any:
         with _training(self):
             return super().train_on_batch(*args, **kwargs)
