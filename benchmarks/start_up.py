@@ -16,6 +16,7 @@ second ``fit``. ``darts`` times making ``DartsSearch`` over the paper's CIFAR-10
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
 import keras
@@ -73,7 +74,7 @@ def darts_build(symbolic: bool) -> str:
     return f"DARTS search, CIFAR-10 network, built {side}: {seconds:.1f} s, {weights} weights"
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="what", required=True)
     fit = sub.add_parser("fit", help="a user's first fit")
@@ -83,11 +84,18 @@ def main() -> None:
     darts = sub.add_parser("darts", help="making the DARTS search")
     darts.add_argument("--symbolic", action="store_true", help="the old build")
     args = parser.parse_args()
-    if args.what == "fit":
-        print(first_fit(args.model, args.size, args.keras))
-    else:
-        print(darts_build(args.symbolic))
+    from kerasdl.errors import UserError
+
+    try:
+        if args.what == "fit":
+            print(first_fit(args.model, args.size, args.keras))
+        else:
+            print(darts_build(args.symbolic))
+    except UserError as err:  # e.g. an unknown model name: one line, exit status 2
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
