@@ -120,6 +120,35 @@ def test_bad_case_and_cli_errors():
 
     assert main(["bench"]) == 2
     assert main(["bench", "--suite", "nope"]) == 2
+    assert main(["bench", "--suite", "default", "--steps-per-execution", "4"]) == 2
+    assert main(["bench", "--suite", "zoo", "--steps-per-execution", "0"]) == 2
+
+
+def test_zoo_runs_fit_as_kerasdl_train_runs_each_familys_recipe():
+    """Each zoo row's steps per execution is what ``kerasdl train`` resolves for its family's
+    recipe (or 1, never more), and kerasdl's side of the pair runs with it."""
+    from pathlib import Path
+
+    from kerasdl.bench.suites import ZOO, zoo_suite
+    from kerasdl.config import load_recipe
+    from kerasdl.registry import get_entry
+
+    configs = Path(__file__).resolve().parent.parent / "configs"
+    resolved = {}
+    for row in ZOO:
+        cfg = load_recipe(configs / row.recipe)
+        assert get_entry(cfg.model.name).family == get_entry(row.name).family, row
+        resolved[row.name] = cfg.training.execution_steps(cfg.distribute.strategy != "none")
+        assert row.steps_per_execution in (1, resolved[row.name]), row
+    assert resolved["resnet20"] == resolved["darts_net"] == 16  # CIFAR recipes: no strategy
+    assert resolved["resnet50"] == 1  # the ImageNet recipes train under `mirrored`
+    suite = zoo_suite(quick=True, models=["resnet20", "resnet50"], precisions=["float32"])
+    spe = {c.id: c.steps_per_execution for c in suite.cases}
+    assert spe["resnet20_fp32"] == 16 and spe["resnet50_fp32"] == 1
+    suite = zoo_suite(
+        quick=True, models=["resnet20"], precisions=["float32"], steps_per_execution=2
+    )
+    assert {c.steps_per_execution for c in suite.cases if c.kind == "kerasdl"} == {2}
 
 
 @pytest.mark.slow  # imports PyTorch and builds ResNet-50 (~30 s on a loaded 2-core machine)
@@ -176,7 +205,7 @@ def test_zoo_quick_pair_reports_memory(tmp_path):
         assert "error" not in res, res
         assert res["train_peak_rss_mb"] >= res["rss_before_model_mb"] > 0
     text = markdown(report)
-    assert "| CIFAR ResNet-20 16 b2 | fp32 |" in text and "train peak RSS MiB" in text
+    assert "| CIFAR ResNet-20 16 b2 (spe 16) | fp32 |" in text and "train peak RSS MiB" in text
     assert (tmp_path / "bench_zoo.json").exists()
 
 

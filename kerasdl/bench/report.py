@@ -306,8 +306,10 @@ def pairs_table(report: dict[str, Any]) -> list[str]:
     for p in report["pairs"]:
         a = results.get(p["case"], {}).get("result", {})
         b = results.get(p["peer"], {}).get("result", {})
-        prec = SHORT[results.get(p["case"], {}).get("case", {}).get("precision", "float32")]
-        cells = [p["label"], prec]
+        case = results.get(p["case"], {}).get("case", {})
+        prec = SHORT[case.get("precision", "float32")]
+        spe = case.get("steps_per_execution", 1)  # the kerasdl side's fit, when above 1
+        cells = [p["label"] + (f" (spe {spe})" if spe > 1 else ""), prec]
         for metric in ("train", "infer"):
             va, vb = _median(a, metric), _median(b, metric)
             rounds = _rounds(a, p["peer"], metric)

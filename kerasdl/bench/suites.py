@@ -13,6 +13,7 @@ from __future__ import annotations
 import itertools
 import os
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from kerasdl.bench.case import Case
 from kerasdl.config import QUICKSTART
@@ -289,21 +290,42 @@ def model_suite(
     return Suite(f"model:{model}", cases, cmp)
 
 
-# One representative per family: (registry name, label, input side, batch, classes). The 224
-# models run at the issue's batch 16 with 1000 classes; the CIFAR-scale ones at 32x32.
-# ``alexnet_owt`` is torchvision's ``alexnet`` (kerasdl's ``alexnet`` is the 2012 paper's net).
-# Ordered so that the families the issue found below target come first.
+class ZooModel(NamedTuple):
+    """One row of the zoo: a family's representative, and the recipe its ``kerasdl train`` run
+    stands for."""
+
+    name: str  # registry name
+    label: str
+    size: int  # input side
+    batch: int
+    classes: int
+    recipe: str  # configs/<recipe>: the family's recipe (a source checkout's configs/ folder)
+    # kerasdl's side runs Keras ``fit`` with the steps per execution ``kerasdl train`` resolves
+    # for that recipe (``training.steps_per_execution: auto``: 16, or 1 under a distribution
+    # strategy, as the ImageNet recipes' ``mirrored``); tests/test_bench.py checks each row
+    # against its recipe.
+    steps_per_execution: int
+
+
+# One representative per family. The 224 models run at the issue's batch 16 with 1000 classes;
+# the CIFAR-scale ones at 32x32. ``alexnet_owt`` is torchvision's ``alexnet`` (kerasdl's
+# ``alexnet`` is the 2012 paper's net). Ordered so that the families the issue found below
+# target come first. The DARTS network's recipe resolves 16 steps per execution too, but it runs
+# 1 here: a round of 16 of its 3-second steps would take 50 s a side, and what 16 steps per
+# execution saves (Keras's per-step overhead, a few ms) is under 1% of such a step.
 ZOO = [
-    ("vit_b_32", "ViT-B/32", 224, 16, 1000),
-    ("vgg11_bn", "VGG-11-BN", 224, 16, 1000),
-    ("resnet50", "ResNet-50", 224, 16, 1000),
-    ("googlenet", "GoogLeNet", 224, 16, 1000),
-    ("efficientnet_b0", "EfficientNet-B0", 224, 16, 1000),
-    ("densenet121", "DenseNet-121", 224, 16, 1000),
-    ("resnext50_32x4d", "ResNeXt-50 32x4d", 224, 16, 1000),
-    ("alexnet_owt", "AlexNet (torchvision)", 224, 16, 1000),
-    ("resnet20", "CIFAR ResNet-20", 32, 128, 10),
-    ("darts_net", "DARTS (V2, 20 cells)", 32, 32, 10),
+    ZooModel("vit_b_32", "ViT-B/32", 224, 16, 1000, "imagenet/deit_s.yaml", 1),
+    ZooModel("vgg11_bn", "VGG-11-BN", 224, 16, 1000, "imagenet/vgg16_bn.yaml", 1),
+    ZooModel("resnet50", "ResNet-50", 224, 16, 1000, "imagenet/resnet50.yaml", 1),
+    ZooModel("googlenet", "GoogLeNet", 224, 16, 1000, "imagenet/googlenet.yaml", 1),
+    ZooModel(
+        "efficientnet_b0", "EfficientNet-B0", 224, 16, 1000, "imagenet/efficientnet_b0.yaml", 1
+    ),
+    ZooModel("densenet121", "DenseNet-121", 224, 16, 1000, "imagenet/densenet121.yaml", 1),
+    ZooModel("resnext50_32x4d", "ResNeXt-50 32x4d", 224, 16, 1000, "imagenet/resnet50.yaml", 1),
+    ZooModel("alexnet_owt", "AlexNet (torchvision)", 224, 16, 1000, "imagenet/alexnet.yaml", 1),
+    ZooModel("resnet20", "CIFAR ResNet-20", 32, 128, 10, "cifar10/resnet20.yaml", 16),
+    ZooModel("darts_net", "DARTS (V2, 20 cells)", 32, 32, 10, "cifar10/darts_train.yaml", 1),
 ]
 # The issue's targets: training >= 1.2x PyTorch (float32 and bfloat16), inference >= 1.0x.
 ZOO_TARGETS = {
@@ -320,6 +342,7 @@ def zoo_suite(
     models: list[str] | None = None,
     precisions: list[str] | None = None,
     steps: int = 1,
+    steps_per_execution: int | None = None,
 ) -> Suite:
     """Every family's representative next to the same architecture in PyTorch, fp32 and bf16.
 
@@ -331,16 +354,20 @@ def zoo_suite(
     warm-up step, then 6 rounds of at least 1 step and 2 seconds (the slower side's) by
     default (sized to fit the suite in about 20 minutes on 2 idle cores). ``quick`` is a smoke
     setting: 64x64 (16x16 for the CIFAR models), batch 2, one step, one repetition.
+
+    kerasdl's side runs ``fit`` with each row's ``steps_per_execution`` (:class:`ZooModel`: what
+    ``kerasdl train`` runs the family's recipe with), or ``steps_per_execution`` for every row
+    when given; a round is then whole executions, the same number of steps on both sides.
     """
     precisions = precisions or ["float32", "mixed_bfloat16"]
-    chosen = [z for z in ZOO if models is None or z[0] in models]
+    chosen = [z for z in ZOO if models is None or z.name in models]
     if models is not None and len(chosen) != len(set(models)):
-        unknown = sorted(set(models) - {z[0] for z in ZOO})
+        unknown = sorted(set(models) - {z.name for z in ZOO})
         raise UserError(f"not in the zoo suite: {', '.join(unknown)}")
     cases: list[Case] = []
     pairs: list[Pair] = []
     cmp: list[Comparison] = []
-    for p, (name, label, size, batch, classes) in itertools.product(precisions, chosen):
+    for p, (name, label, size, batch, classes, _, spe) in itertools.product(precisions, chosen):
         if quick:
             size, batch = (64 if size > 32 else 16), 2
         timing = dict(steps=1, warmup=1, repeats=1) if quick else dict(steps=steps, warmup=1)
@@ -353,7 +380,7 @@ def zoo_suite(
             precision=p,
             **timing,
         )
-        cases.append(Case(id=tag, **common))
+        cases.append(Case(id=tag, steps_per_execution=steps_per_execution or spe, **common))
         cases.append(Case(id=f"torch_{tag}", kind="torch", **common))
         pairs.append(Pair(f"{label} {size} b{batch}", tag, f"torch_{tag}"))
         for metric in ("train", "infer"):
@@ -405,14 +432,14 @@ def threads_suite(repeats: int = 3, *, models: list[str] | None = None, steps: i
     per model in fresh processes.
     """
     quick = ("quickstart", "Quickstart SimpleCNN (recipe, spe 16)")
-    chosen = [quick] + [(z[0], z[1]) for z in ZOO]
+    chosen = [quick] + [(z.name, z.label) for z in ZOO]
     if models is not None:
         known = {c[0] for c in chosen}
         unknown = sorted(set(models) - known)
         if unknown:
             raise UserError(f"not in the threads suite: {', '.join(unknown)}")
         chosen = [c for c in chosen if c[0] in models]
-    sizes = {z[0]: z[2:] for z in ZOO}
+    sizes = {z.name: (z.size, z.batch, z.classes) for z in ZOO}
     cases: list[Case] = []
     cmp: list[Comparison] = []
     for name, label in chosen:

@@ -51,6 +51,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="repetitions, median reported (default 3; zoo: alternating rounds, default 6)",
     )
+    parser.add_argument(
+        "--steps-per-execution",
+        type=int,
+        default=None,
+        help="zoo suite: kerasdl's Keras steps_per_execution for every model (default: each "
+        "model's, what `kerasdl train` runs its family's recipe with)",
+    )
     parser.add_argument("--no-peers", action="store_true", help="skip keras.applications/PyTorch")
     parser.add_argument("--no-pipeline", action="store_true", help="synthetic data only")
     parser.add_argument("--out", default="benchmarks/results", help="output folder")
@@ -61,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
 
     if bool(args.suite) == bool(args.model):
         raise UserError("give either --suite NAME or --model NAME")
-    for key in ("batch_size", "steps", "repeats", "num_classes", "channels"):
+    for key in ("batch_size", "steps", "repeats", "num_classes", "channels", "steps_per_execution"):
         if getattr(args, key) is not None and getattr(args, key) < 1:
             raise UserError(f"--{key.replace('_', '-')} must be at least 1")
     if args.warmup is not None and args.warmup < 0:
@@ -78,7 +85,10 @@ def run(args: argparse.Namespace) -> int:
             models=only,
             steps=args.steps or 1,
             precisions=[args.precision] if args.precision else None,
+            steps_per_execution=args.steps_per_execution,
         )
+    elif args.steps_per_execution is not None:
+        raise UserError("--steps-per-execution applies to --suite zoo")
     elif args.suite == "threads":
         from kerasdl.bench.suites import threads_suite
 
