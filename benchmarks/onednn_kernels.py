@@ -46,10 +46,11 @@ def one_step(kind: str, model: str, size: int, batch: int, classes: int) -> None
     os._exit(0)  # the paused fit's thread would wait for its next grant
 
 
-def kernels(log: str) -> tuple[dict[tuple[str, str, str], list[float]], float]:
+def kernels(log: str, errors: str = "") -> tuple[dict[tuple[str, str, str], list[float]], float]:
     """``{(kind, implementation, propagation): [count, ms]}`` of the marked step, and its s."""
     if MARK not in log or END not in log:
-        raise SystemExit(f"error: the step did not finish:\n{log[-2000:]}")
+        last = (errors.strip().splitlines() or ["no output"])[-1]
+        raise SystemExit(f"error: the step did not finish: {last}")
     step, tail = log.split(MARK, 1)[1].split(END, 1)
     table: dict[tuple[str, str, str], list[float]] = collections.defaultdict(lambda: [0, 0.0])
     for line in step.splitlines():
@@ -71,13 +72,21 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.child:
         one_step(args.child, args.model, args.size, args.batch, args.classes)
+    from kerasdl.errors import UserError
+    from kerasdl.registry import get_entry
+
+    try:
+        get_entry(args.model)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     env = {**os.environ, "ONEDNN_VERBOSE": "1"}
     sides = {}
     for kind in ("kerasdl", "torch"):
         cmd = [sys.executable, __file__, *map(str, (args.model, args.size, args.batch))]
         cmd += [str(args.classes), "--child", kind]
         run = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
-        sides[kind] = kernels(run.stdout)
+        sides[kind] = kernels(run.stdout, run.stderr)
     (k, k_step), (t, t_step) = sides["kerasdl"], sides["torch"]
     print(f"{args.model} {args.size}x{args.size} batch {args.batch}: one training step")
     print(f"step wall time: kerasdl {k_step:.3f} s, PyTorch {t_step:.3f} s\n")
