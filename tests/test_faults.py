@@ -386,3 +386,52 @@ def test_deterministic_method_recipe_is_rejected_before_tensorflow(tmp_path: Pat
     )
     assert done.returncode == 2 and "run.deterministic" in done.stderr
     assert done.stderr.count("\n") == 1 and not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_a_non_chief_workers_scratch_backup_is_removed_however_the_run_ends(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fails: bool
+) -> None:
+    """A worker other than the chief saves its part of the backup into a temporary folder; it
+    is removed when the run ends, also when the run ends in an error (it piled up before)."""
+    import dataclasses
+    import tempfile
+
+    import keras
+    from conftest import write_recipe
+
+    from kerasdl.config import load_recipe
+    from kerasdl.training import runner
+
+    def second_worker(*args, **kwargs):
+        info = describe(*args, **kwargs)
+        return dataclasses.replace(info, task={"type": "worker", "index": 1})
+
+    class Fail(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            if fails and epoch == 1:
+                raise RuntimeError("the chief went away")
+
+    describe = runner.describe_distribution
+    monkeypatch.setattr(runner, "describe_distribution", second_worker)
+    scratch_root = tmp_path / "tmp"
+    scratch_root.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch_root))
+    seen: list[list[str]] = []
+
+    def ours() -> list[str]:  # (TensorFlow's autograph writes its own files there too)
+        return sorted(p.name for p in scratch_root.glob("kerasdl-worker-*"))
+
+    class Look(keras.callbacks.Callback):  # the scratch backup exists while the run trains
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            seen.append(ours())
+
+    cfg = load_recipe(write_recipe(tmp_path / "tiny.yaml", tmp_path / "runs"))
+    if fails:
+        with pytest.raises(RuntimeError, match="the chief went away"):
+            runner.train(cfg, verbose=0, callbacks=[Look(), Fail()])
+    else:
+        runner.train(cfg, verbose=0, callbacks=[Look()])
+    assert seen and all(len(names) == 1 for names in seen)
+    assert ours() == []
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("*.json"))

@@ -144,6 +144,7 @@ def train(
     chief = dist.is_chief
     folder, resuming, lock = _open_run_folder(cfg, fresh, resume_dir, chief)
     run_dir = folder.path
+    scratch: Path | None = None  # a non-chief worker's backup folder, removed however it ends
     try:
         initial_epoch = 0
         info: dict[str, Any] = {
@@ -183,7 +184,6 @@ def train(
         print(dist.describe())
         if auto_choices and chief:
             print(describe(auto_choices))
-        scratch = None
         if chief:
             run_dir.mkdir(parents=True, exist_ok=True)
             if not folder.config.exists():  # written once: a resume never rewrites the recipe
@@ -240,7 +240,6 @@ def train(
         )
         keras.mixed_precision.set_global_policy("float32")
         if not chief:
-            shutil.rmtree(scratch, ignore_errors=True)
             return RunResult(run_dir, {}, initial_epoch, fingerprint)
         task.best_in_memory = _best_in_memory(
             callbacks,
@@ -256,6 +255,8 @@ def train(
         metrics = {k: v for k, v in results.items() if k != "split"}
         return RunResult(run_dir, metrics, initial_epoch, fingerprint)
     finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
         if lock is not None:
             lock.release()
 
