@@ -132,3 +132,57 @@ def test_the_check_sees_a_wrong_call() -> None:
         run("x", "import kerasdl\nkerasdl.create_model('resnet18', widht=2)\n")
     with pytest.raises(SyntaxError):
         run("x", "a = 1  b = 2\n")
+
+
+def commands() -> list[tuple[str, str]]:
+    """(where, command) for every ``kerasdl ...`` line of the docs' shell blocks.
+
+    Notation is read as a reader reads it: ``[--opt X]`` is the option given, ``--opt N`` a
+    number, ``...`` and a trailing ``&`` are dropped, ``\\`` continues a line, and a line such
+    as ``kerasdl predict: error: ...`` is output.
+    """
+    out = []
+    for doc in [*DOCS, REPO / "benchmarks" / "README.md"]:
+        lang, lineno, lines = None, 0, doc.read_text().splitlines()
+        for lineno, line in enumerate(lines, 1):
+            while line.endswith("\\") and lineno < len(lines):  # a continued line
+                line = line[:-1] + lines[lineno]
+                lines[lineno] = ""
+            if line.startswith("```"):
+                lang = line[3:].strip() if lang is None else None
+                continue
+            if lang not in ("bash", "sh", "console", ""):
+                continue
+            for part in re.split(r"&&|\|\||;|\|", line.strip().removeprefix("$ ")):
+                part = re.sub(r"^(\w+=\S+\s+)+", "", part.strip())  # VAR=value before it
+                if re.match(r"kerasdl [\w-]+(\s|$)", part):
+                    part = re.sub(r"\[([^\]]*)\]", r"\1", part.split(" #")[0])
+                    part = part.replace("...", "").strip().removesuffix("&").strip()
+                    part = re.sub(r"(--\S+) N\b", r"\1 1", part)  # a number's placeholder
+                    out.append((f"{doc.relative_to(REPO)}:{lineno}", part))
+    return out
+
+
+def test_the_docs_show_many_commands() -> None:
+    assert len(commands()) >= 90  # the parser below reads them all (a broken reader reads few)
+
+
+@pytest.mark.parametrize("where,command", commands(), ids=[w for w, _ in commands()])
+def test_doc_command_parses(where: str, command: str, capsys: pytest.CaptureFixture) -> None:
+    """Every documented ``kerasdl`` command line is accepted by the command's own parser."""
+    import shlex
+
+    from kerasdl.cli import build_parser
+
+    try:
+        build_parser().parse_args(shlex.split(command)[1:])
+    except SystemExit as e:
+        if e.code:
+            pytest.fail(f"{where}: {command}\n{capsys.readouterr().err.strip()}")
+
+
+def test_a_wrong_documented_command_fails(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(pytest.fail.Exception, match="unrecognized arguments: --originalz"):
+        test_doc_command_parses("x", "kerasdl augment-preview r.yaml --originalz", capsys)
+    found = dict((c, w) for w, c in commands())
+    assert any(c.endswith("--originals") and "--set" in c for c in found)  # a continued line
