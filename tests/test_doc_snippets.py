@@ -183,6 +183,8 @@ def test_doc_command_parses(where: str, command: str, capsys: pytest.CaptureFixt
 
 def test_a_wrong_documented_command_fails(capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(pytest.fail.Exception, match="unrecognized arguments: --originalz"):
-        test_doc_command_parses("x", "kerasdl augment-preview r.yaml --originalz", capsys)
+        test_doc_command_parses(
+            "x", "kerasdl augment-preview r.yaml --out g.png --originalz", capsys
+        )
     found = dict((c, w) for w, c in commands())
     assert any(c.endswith("--originals") and "--set" in c for c in found)  # a continued line
