@@ -26,6 +26,7 @@ from conftest_serving import (  # pytest puts tests/ on the path, as for conftes
 
 from kerasdl.cli import main
 from kerasdl.data.preprocess import PreprocessSpec, preprocess_images
+from kerasdl.errors import UserError
 from kerasdl.export import layout
 from kerasdl.export.saved_model import export_saved_model
 
@@ -171,6 +172,50 @@ def test_export_cli_versions_names_and_errors(capsys):
     assert "preprocess.json" in capsys.readouterr().err
     assert main(["export", str(lonely / "missing"), "--out", str(out)]) == 2
     assert layout.list_versions(out / "digits") == [1, 2]
+
+
+def test_an_exported_version_has_the_umasks_permissions() -> None:
+    """A version is staged in a hidden folder and renamed; it must not stay private (0700, as
+    ``tempfile.mkdtemp`` makes it) or a server running as another user cannot read it."""
+    out = fresh_dir("mode")
+    old = os.umask(0o022)
+    try:
+        assert main(["export", str(digits_run()), "--out", str(out), "--name", "digits"]) == 0
+        os.umask(0o027)
+        with layout.atomic_version_dir(out / "digits", 2) as tmp:
+            (tmp / "f").write_text("x")
+    finally:
+        os.umask(old)
+    assert (out / "digits" / "1").stat().st_mode & 0o777 == 0o755
+    assert (out / "digits" / "2").stat().st_mode & 0o777 == 0o750
+
+
+def test_versions_are_numbers_as_tf_serving_reads_them() -> None:
+    """``0006`` is version 6 (for export, predict and serve alike); a half-copied newest version
+    is passed over by ``kerasdl predict``."""
+    base = fresh_dir("numbers") / "digits"
+    for name in ("0006", "2", ".tmp-7-abc", "x1", "\u00b2", str(2**63)):
+        (base / name).mkdir(parents=True)
+    assert layout.list_versions(base) == [2, 6]
+    assert layout.version_folders(base)[6] == base / "0006"
+    assert layout.next_version(base) == 7
+    with pytest.raises(UserError, match="Version 6 already exists: .*0006"):
+        layout.free_version(base, 6)
+    with pytest.raises(UserError, match="Version 6 already exists"):
+        with layout.atomic_version_dir(base, 6):
+            pass
+    (base / "6").mkdir()
+    assert layout.version_folders(base)[6] == base / "6"  # the one spelt as the number
+
+    from kerasdl.export.predictor import resolve_version_dir
+
+    model = fresh_dir("predict_half") / "digits"
+    (model / "3").mkdir(parents=True)
+    (model / "3" / "saved_model.pb").write_bytes(b"complete")
+    (model / "0010").mkdir()  # still being copied in: no saved_model.pb yet
+    assert resolve_version_dir(model) == model / "3"
+    (model / "0010" / "saved_model.pb").write_bytes(b"complete")
+    assert resolve_version_dir(model) == model / "0010"
 
 
 def test_predict_cli_top_k_and_corrupt_image(capsys):

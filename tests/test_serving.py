@@ -253,9 +253,19 @@ def test_a_rejected_input_is_answered_without_the_graph_dump(server) -> None:
     got, body = call(server.port, "POST", "/v1/models/digits:predict", raw=raw)
     assert got == 400
     message = body["error"]
-    for dump in ("Detected at node", "most recent call last", 'File "', "[[{{node", "[Op:"):
+    dumps = ("Detected at node", "most recent call last", 'File "', "[[{{node", "[Op:", "<stack")
+    for dump in dumps:
         assert dump not in message, message
     assert len(message) < 400 and "\n" not in message, message
+    assert "rejected the input: Unknown image file format" in message, message
+
+
+@pytest.mark.parametrize("verb", ["classify", "regress"])
+def test_classify_and_regress_on_an_unknown_model_or_version_are_404(server, verb: str) -> None:
+    """As TF Serving: the servable is looked up first (NOT_FOUND), the verb refused after."""
+    for path in (f"/v1/models/nope:{verb}", f"/v1/models/digits/versions/999:{verb}"):
+        got, body = call(server.port, "POST", path, raw=b'{"examples": [{"x": 1}]}')
+        assert got == 404 and "Servable not found" in body["error"], (path, body)
 
 
 def test_tensorflow_message_keeps_the_ops_message() -> None:

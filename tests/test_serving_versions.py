@@ -358,3 +358,20 @@ def test_digits_model_rollback_and_delete_under_eight_clients():
             t.join(timeout=60)
     assert errors == []
     assert served[-1] != "zero" and "zero" in served
+
+
+def test_a_version_folder_with_leading_zeros_serves_as_its_number() -> None:
+    """TF Serving reads a version folder's name as a number and loads from the folder itself:
+    ``0006`` serves as version 6 (kerasdl rebuilt the path as ``6`` and never loaded it)."""
+    base = fresh_dir("zeros")
+    put(base, "m", 1)
+    shutil.copytree(tiny(6), base / "m" / "0006")
+    repo = new_repo(base)
+    with Server(repo) as srv:
+        wait_until(
+            lambda: http_status(srv.port, "/v1/models/m").get(6, ("",))[0] == "AVAILABLE",
+            "version 6 available",
+        )
+        code, body = call(srv.port, "POST", "/v1/models/m/versions/6:predict", {"instances": X})
+        assert code == 200 and body["predictions"] == [6.0], body
+        assert http_status(srv.port, "/v1/models/m")[6] == ("AVAILABLE", "OK", "")

@@ -8,18 +8,23 @@ from pathlib import Path
 import numpy as np
 
 from kerasdl.errors import UserError
-from kerasdl.export.layout import list_versions
+from kerasdl.export.layout import version_folders
 from kerasdl.export.saved_model import BYTES_INPUT, BYTES_SIGNATURE, CLASS_NAMES_ASSET
 
 
 def resolve_version_dir(path: str | Path) -> Path:
-    """A version folder as given, or a model folder's highest version."""
+    """A version folder as given, or a model folder's highest complete version.
+
+    A version folder without ``saved_model.pb`` (one still being copied in) is passed over, as
+    ``kerasdl serve`` passes it over.
+    """
     path = Path(path)
     if (path / "saved_model.pb").is_file():
         return path
-    versions = list_versions(path)
-    if versions and (path / str(versions[-1]) / "saved_model.pb").is_file():
-        return path / str(versions[-1])
+    folders = version_folders(path)
+    for version in sorted(folders, reverse=True):
+        if (folders[version] / "saved_model.pb").is_file():
+            return folders[version]
     raise UserError(f"No SavedModel in {path}: expected saved_models/<name>[/<version>].")
 
 

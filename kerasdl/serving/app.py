@@ -226,6 +226,7 @@ class ModelServer:
         if last == "predict":
             return await self.predict(request, name, version)
         if last in ("classify", "regress"):
+            self.repo.get(name, version)  # an unknown model or version: 404, as for :predict
             raise invalid(
                 f"':{last}' needs a {last} signature (method tensorflow/serving/{last}); "
                 "kerasdl exports predict signatures: use ':predict'."

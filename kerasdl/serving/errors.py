@@ -71,6 +71,7 @@ def tensorflow_message(message: str) -> str:
         if not ln.startswith((" ", "\t")) and not ln.startswith("Detected at node")
     ]
     text = " ".join(kept) if kept else message.strip()
+    text = text.replace("<stack traces unavailable>", "")  # TensorFlow's, when it has none
     text = re.sub(r"\s*\[\[\{\{node [^}]*\}\}\]\]", "", text)
     text = re.sub(r"\s*\[Op:[^\]]*\]", "", text)
     return re.sub(r"\s+", " ", text).strip()[:1000] or "the signature rejected the input"

@@ -49,6 +49,6 @@ class ModelRecord:
     available: dict[int, Servable] = field(default_factory=dict)  # replaced, never mutated
     labels: dict[str, int] = field(default_factory=dict)
     pending_labels: dict[str, int] = field(default_factory=dict)
-    on_disk: set[int] = field(default_factory=set)  # complete version folders at the last scan
+    on_disk: dict[int, Path] = field(default_factory=dict)  # complete versions at the last scan
     wanted: bool = False  # some version is aspired (for readiness)
     missing: bool = False  # the base path was not found at the last scan

@@ -36,6 +36,7 @@ import threading
 import time
 from pathlib import Path
 
+from kerasdl.export.layout import version_number
 from kerasdl.serving import heap
 from kerasdl.serving.harness import Harness, ModelRecord
 from kerasdl.serving.model_config import ModelConfigError, ModelSpec, load_model_config
@@ -133,9 +134,9 @@ class ModelRepository(RepositoryViews):
             children = [p for p in self.base.iterdir() if p.is_dir() and not p.name.startswith(".")]
         except OSError:
             return {}
-        if children and all(p.name.isdigit() for p in children):
+        if children and all(version_number(p.name) is not None for p in children):
             return {self.base.resolve().name: self.base}
-        return {p.name: p for p in children if not p.name.isdigit()}
+        return {p.name: p for p in children if version_number(p.name) is None}
 
     def _specs(self) -> dict[str, ModelSpec]:
         if self._config_specs is not None:
@@ -264,9 +265,9 @@ class ModelRepository(RepositoryViews):
                         log.warning("model %s: base path %s not found", name, spec.base_path)
                     model.missing = True
                     continue
-                on_disk = []
+                on_disk = {}
             model.missing = False
-            model.on_disk = set(on_disk)
+            model.on_disk = on_disk
             self._retry_changed(model)
             self._reaspire(model)
 
@@ -300,7 +301,7 @@ class ModelRepository(RepositoryViews):
             if h.state == END:
                 del model.harnesses[version]  # gone from the manager, kept in the status
         for version in sorted(aspired - set(model.harnesses)):
-            h = Harness(version, model.spec.base_path / str(version))
+            h = Harness(version, model.on_disk.get(version, model.spec.base_path / str(version)))
             model.harnesses[version] = h
             self._record(model, h, START)
             log.info(

@@ -9,19 +9,24 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from kerasdl.export.layout import version_folders
 
-def complete_versions(model_dir: Path) -> list[int] | None:
-    """The version folders holding a ``saved_model.pb``; None when ``model_dir`` is missing."""
+
+def complete_versions(model_dir: Path) -> dict[int, Path] | None:
+    """Version -> folder, for the version folders holding a ``saved_model.pb``.
+
+    A folder's version is read as TF Serving reads it (``0006`` is version 6, loaded from
+    ``0006``; :func:`kerasdl.export.layout.version_number`). None when ``model_dir`` is missing.
+    """
     try:
-        children = list(model_dir.iterdir())
-    except OSError:
+        os.listdir(model_dir)
+    except OSError:  # missing, or not readable: the same to a server
         return None
-    out = []
-    for p in children:
-        if p.name.isdigit() and p.is_dir():
-            if (p / "saved_model.pb").is_file() or (p / "saved_model.pbtxt").is_file():
-                out.append(int(p.name))
-    return sorted(out)
+    out = {}
+    for version, p in version_folders(model_dir).items():
+        if (p / "saved_model.pb").is_file() or (p / "saved_model.pbtxt").is_file():
+            out[version] = p
+    return out
 
 
 def fingerprint(path: Path) -> tuple:
