@@ -233,6 +233,13 @@ BAD_REQUESTS = [
         "rejected the input",
     ),
     ("unknown input name", ":predict", b'{"inputs": {"pixels": [1]}}', 400, "Unknown input names"),
+    (
+        "unknown input name in a row",
+        ":predict",
+        b'{"instances": [{"pixels": [1]}]}',
+        400,
+        "Instance 0: unknown inputs ['pixels']; the signature takes ['images']",
+    ),
     ("classify verb", ":classify", b'{"examples": []}', 400, "use ':predict'"),
 ]
 

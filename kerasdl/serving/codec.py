@@ -237,7 +237,17 @@ def decode_predict(doc: dict[str, Any], sig: Signature, max_batch: int) -> Predi
 def _columns_from_rows(rows: list[Any], names: list[str]) -> dict[str, list[Any]]:
     if len(names) == 1:
         (name,) = names
-        return {name: [r[name] if isinstance(r, dict) and set(r) == {name} else r for r in rows]}
+        column = []
+        for i, r in enumerate(rows):
+            if isinstance(r, dict) and set(r) != {"b64"}:  # {input_name: value}
+                if set(r) != {name}:
+                    unknown = sorted(set(r) - {name})
+                    raise invalid(
+                        f"Instance {i}: unknown inputs {unknown}; the signature takes {names}."
+                    )
+                r = r[name]
+            column.append(r)
+        return {name: column}
     columns: dict[str, list[Any]] = {n: [] for n in names}
     for i, row in enumerate(rows):
         if not isinstance(row, dict):
