@@ -310,7 +310,7 @@ class ModelServer:
         if isinstance(parsed, bytes):
             return Response(parsed, media_type="application/json")
         sig, req = parsed
-        outputs = await self.batcher.submit((id(servable), sig.name), sig, req.inputs)
+        outputs = await self.batcher.submit((servable, sig.name), sig, req.inputs)
         return Response(
             await loop.run_in_executor(self.executor, encode_predict, outputs, req.format)
             if req.batch_size > 64

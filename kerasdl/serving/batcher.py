@@ -64,8 +64,10 @@ class Batcher:
     async def submit(self, key: Any, fn: RunFn, inputs: dict[str, np.ndarray]) -> dict[str, Any]:
         """Queue one request (``inputs`` batch first) and wait for its slice of a batch's outputs.
 
-        ``key`` identifies requests that may share a batch (same servable and signature); the
-        example shape is added to it, so only same-shaped requests are concatenated.
+        ``key`` identifies requests that may share a batch (same servable and signature: the
+        servable object itself, not its ``id()``, which a later version could reuse once the
+        first is freed while its queue still runs); the example shape is added to it, so only
+        same-shaped requests are concatenated.
         """
         rows = next(iter(inputs.values())).shape[0]
         if rows >= self.max_batch_size:  # already a full batch: no point waiting

@@ -235,7 +235,7 @@ class GrpcServer:
         if first is not None and first.ndim and first.shape[0] >= self.config.batch_size:
             with self._direct:
                 return sig(inputs)
-        call = self._batcher.submit((id(servable), sig.name), sig, inputs)
+        call = self._batcher.submit((servable, sig.name), sig, inputs)
         return asyncio.run_coroutine_threadsafe(call, self._loop).result()
 
     def _pixel_limit(self, servable: Servable) -> int:
