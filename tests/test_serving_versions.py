@@ -375,3 +375,19 @@ def test_a_version_folder_with_leading_zeros_serves_as_its_number() -> None:
         code, body = call(srv.port, "POST", "/v1/models/m/versions/6:predict", {"instances": X})
         assert code == 200 and body["predictions"] == [6.0], body
         assert http_status(srv.port, "/v1/models/m")[6] == ("AVAILABLE", "OK", "")
+
+
+def test_metadata_of_a_version_deleted_while_served_is_still_the_graphs() -> None:
+    """TF Serving keeps a loaded version's signature defs in memory; kerasdl reads them at load
+    time, so a version whose folder is deleted while it is still served (until the next one is
+    up) answers its metadata with the graph's own tensor names, not a made-up description."""
+    from kerasdl.serving.metadata import model_metadata, signature_defs
+    from kerasdl.serving.servable import Servable
+
+    folder = put(fresh_dir("meta"), "m", 3)
+    on_disk = signature_defs(folder)
+    servable = Servable("m", 3, folder)
+    shutil.rmtree(folder)
+    body = model_metadata(servable)
+    assert body["metadata"]["signature_def"]["signature_def"] == on_disk
+    assert body["model_spec"] == {"name": "m", "signature_name": "", "version": "3"}

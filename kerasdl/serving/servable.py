@@ -126,6 +126,9 @@ class Servable:
         if not self.signatures:
             raise ValueError(f"{self.path} has no serving signatures")
         self.warm_up()
+        from kerasdl.serving.metadata import model_metadata
+
+        model_metadata(self)  # read now, as TF Serving keeps it: the folder may be deleted later
 
     def warm_up(self) -> None:
         """Run every signature whose inputs are all fixed-size numbers once on zeros.
