@@ -51,6 +51,38 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
+def check_output_file(path: str | Path, option: str = "--out", make_parents: bool = False) -> Path:
+    """The file a command will write, checked before its work: not itself a folder, and in an
+    existing folder, or (``make_parents``) in one the command makes, under no file (else
+    :class:`~kerasdl.errors.UserError` naming ``option``)."""
+    from kerasdl.errors import UserError
+
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{option} {path}: is a folder; expected a file name")
+    if make_parents:
+        check_output_dir(path.parent, option)
+    elif not path.parent.is_dir():
+        what = "is a file, not a folder" if path.parent.exists() else "does not exist"
+        raise UserError(f"{option} {path}: folder {path.parent} {what}")
+    return path
+
+
+def check_output_dir(path: str | Path, option: str = "--out") -> Path:
+    """The folder a command will write into (made if missing), checked before its work: neither
+    it nor a folder above it may be an existing file (else :class:`~kerasdl.errors.UserError`)."""
+    from kerasdl.errors import UserError
+
+    path = Path(path)
+    for p in (path, *path.parents):
+        if p.exists():
+            if not p.is_dir():
+                where = "is a file" if p == path else f"is under {p}, which is a file"
+                raise UserError(f"{option} {path}: {where}; expected a folder")
+            break
+    return path
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path beside ``path``; write it, and it replaces ``path`` on success.
@@ -67,6 +99,10 @@ def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
         ...     np.savez(tmp, x=x)
     """
     path = Path(path)
+    if path.is_dir():  # os.replace cannot put a file there: say so before the write
+        from kerasdl.errors import UserError
+
+        raise UserError(f"Cannot write {path}: it is a folder")
     tmp = temporary_name(path, suffix)
     try:
         yield tmp

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from kerasdl.errors import UserError
-from kerasdl.io import save_figure
+from kerasdl.io import check_output_file, save_figure
 
 IMAGE_FORMATS = (".png", ".svg", ".pdf", ".jpg", ".jpeg")
 
@@ -26,9 +26,7 @@ def check_output_image(arg: str) -> Path:
     out = Path(arg)
     if out.suffix.lower() not in IMAGE_FORMATS:
         raise UserError(f"--out {arg}: expected one of {', '.join(sorted(IMAGE_FORMATS))}")
-    if not out.parent.is_dir():
-        raise UserError(f"--out {arg}: folder {out.parent} does not exist")
-    return out
+    return check_output_file(out)
 
 
 def save_figure_atomic(fig: Any, path: str | Path, dpi: int = 110) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from kerasdl.commands._args import add_case_arguments
+from kerasdl.io import check_output_dir
 
 COMMAND = "bench"
 HELP = (
@@ -117,6 +118,7 @@ def run(args: argparse.Namespace) -> int:
             warmup=3 if args.warmup is None else args.warmup,
             repeats=args.repeats or 3,
         )
+    check_output_dir(args.out)
     report = run_suite(suite, partial_dir=args.out)
     json_path, md_path = write_report(report, args.out)
     print(markdown(report))

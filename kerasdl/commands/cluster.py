@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from kerasdl.commands._args import add_recipe_arguments
+from kerasdl.io import check_output_dir
 
 COMMAND = "cluster"
 HELP = "write the manifests that train a recipe on several machines (Kubernetes)"
@@ -60,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
         volume_size=args.volume_size,
         storage_class=args.storage_class,
     )
-    out = args.out or f"k8s/{spec.name}"
+    out = str(check_output_dir(args.out or f"k8s/{spec.name}"))
     paths = write_manifests(cfg, spec, out)
     print(f"Wrote {', '.join(str(p) for p in paths)}")
     print(f"Start:  kubectl apply -f {out}/")

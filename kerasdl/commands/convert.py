@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from kerasdl.io import check_output_file
+
 COMMAND = "convert"
 HELP = "convert a torchvision / timm checkpoint (.safetensors, .pth) to a .keras zoo model"
 DESCRIPTION = """Build the zoo model NAME, load the checkpoint PATH into it and save it as a
@@ -50,8 +52,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.suffix != ".keras":
         raise UserError(f"--out must end in .keras. Received: {args.out}")
-    if not out.parent.is_dir():
-        raise UserError(f"--out: no such folder: {out.parent}")
+    check_output_file(out)
     if args.num_classes is not None and args.num_classes < 0:
         raise UserError(f"--num-classes must be >= 0. Received: {args.num_classes}")
     if args.input_shape is not None and min(args.input_shape) < 1:

@@ -42,6 +42,8 @@ def run(args: argparse.Namespace) -> int:
     target = Path(args.target)
     if not target.exists():
         raise UserError(f"not found: {target} (expected a run folder or a .keras file)")
+    if args.batch_size is not None and args.batch_size < 1:
+        raise UserError(f"--batch-size must be >= 1. Received: {args.batch_size}")
     overrides, split, label = list(args.overrides), args.split, None
     if args.data:
         data = Path(args.data)

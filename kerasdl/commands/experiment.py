@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from kerasdl.errors import UserError
+from kerasdl.io import check_output_dir
 
 COMMAND = "experiment"
 HELP = "reproduce a claim of the deep-learning canon: arms, a table and a plot"
@@ -38,6 +39,7 @@ def run(args: argparse.Namespace) -> int:
     from kerasdl.experiments import get_experiment, run_experiment
 
     get_experiment(args.name)  # an unknown name fails before TensorFlow loads
+    check_output_dir(args.out)
     if args.seeds is not None and args.seeds < 1:
         raise UserError(f"--seeds: expected at least 1. Received: {args.seeds}")
     results, written = run_experiment(args.name, args.out, args.quick, args.seeds)

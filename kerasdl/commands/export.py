@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from kerasdl.io import check_output_dir
+
 COMMAND = "export"
 HELP = "export a trained run as a SavedModel (TF Serving), an ONNX or a LiteRT file"
 DESCRIPTION = """Export a run folder (best.keras + preprocess.json) or a .keras file with a
@@ -61,6 +63,9 @@ def run(args: argparse.Namespace) -> int:
     fmt = check_format(args.format)  # before TensorFlow loads
     if not Path(args.source).exists():
         raise UserError(f"No such run folder or .keras file: {args.source}")
+    from kerasdl.export.formats import DEFAULT_OUT
+
+    check_output_dir(args.out or DEFAULT_OUT[fmt])
     if args.version is not None and args.version < 1:
         raise UserError(f"--version must be a positive integer. Received: {args.version}")
     from kerasdl.export.formats import export

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from kerasdl.commands._args import add_recipe_arguments, load_recipe_arguments
 from kerasdl.errors import UserError
+from kerasdl.io import check_output_dir
 
 COMMAND = "lr-find"
 HELP = "learning-rate range test: sweep the rate, plot the loss, suggest a rate"
@@ -37,8 +38,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--steps: expected at least 5. Received: {args.steps}")
     cfg = load_recipe_arguments(args)
     out = Path(args.out) if args.out else Path(cfg.run.output_dir) / cfg.run.name / "lr_find"
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out}: exists and is not a folder")
+    check_output_dir(out)
 
     from kerasdl.training.lr_finder import find_recipe_lr
 

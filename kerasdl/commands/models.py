@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from kerasdl.io import check_output_file
+
 COMMAND = "models"
 HELP = "list the registered models (family, paper, parameters, GMACs) or show one's layers"
 DESCRIPTION = """List every registered model with its family, paper and year, trainable parameters,
@@ -264,9 +266,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if len(words) > 1:
         raise UserError(f"Expected at most one PATTERN. Received: {' '.join(words)}")
-    out = Path(args.out) if args.out else None
-    if out is not None and not out.parent.is_dir():
-        raise UserError(f"--out {args.out}: folder {out.parent} does not exist")
+    out = check_output_file(args.out) if args.out else None
     rows = model_rows(words[0] if words else "*", refresh=args.refresh, out=out)
     print(format_rows(rows, markdown=args.markdown))
     if out is not None:

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from kerasdl.errors import UserError
+from kerasdl.io import check_output_file
 
 COMMAND = "probe"
 HELP = "evaluate a (self-supervised) backbone: linear probe, k-NN, fine-tuning"
@@ -94,6 +95,12 @@ def run(args: argparse.Namespace) -> int:
     model_path = _model_path(target)
     if args.labels_per_class is not None and args.labels_per_class < 1:
         raise UserError(f"--labels-per-class must be >= 1. Received: {args.labels_per_class}")
+    if "finetune" in args.protocol and args.finetune_epochs < 1:
+        raise UserError(f"--finetune-epochs must be >= 1. Received: {args.finetune_epochs}")
+    if not 0 <= args.seed < 2**32:
+        raise UserError(f"--seed must be an integer from 0 to 2**32 - 1. Received: {args.seed}")
+    if args.out:
+        check_output_file(args.out, make_parents=True)
 
     from kerasdl.config import load_run_recipe
 

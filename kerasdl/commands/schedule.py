@@ -67,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = load_recipe_arguments(args)
     from kerasdl.data import load_data
+    from kerasdl.training.distribute import lr_factor
     from kerasdl.training.schedules import build_schedule
 
     t = cfg.training
@@ -76,13 +77,21 @@ def run(args: argparse.Namespace) -> int:
     )
     steps_per_epoch = max(math.ceil(train_size / t.batch_size), 1)
     total = steps_per_epoch * t.epochs
-    schedule = build_schedule(t.schedule, t.optimizer.learning_rate, steps_per_epoch, t.epochs)
+    # as `kerasdl train` scales it for the global batch (training.lr_scaling)
+    factor = lr_factor(t.lr_scaling.rule, t.batch_size, t.lr_scaling.base_batch_size)
+    peak = t.optimizer.learning_rate * factor
+    schedule = build_schedule(t.schedule, peak, steps_per_epoch, t.epochs)
     values = schedule_values(schedule, total)
     warmup = int(round(t.schedule.warmup_epochs * steps_per_epoch))
     title = (
         f"{cfg.run.name}: {t.schedule.name}"
         + (f" with {warmup_phrase(t.schedule.warmup_epochs)}" if warmup else "")
-        + f", peak {t.optimizer.learning_rate:g}"
+        + f", peak {peak:g}"
+        + (
+            f" ({t.optimizer.learning_rate:g} x{factor:g}, {t.lr_scaling.rule} scaling)"
+            if factor != 1
+            else ""
+        )
     )
     plot_schedule(values, steps_per_epoch, out, title, warmup)
     print(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from kerasdl.commands._args import add_recipe_arguments
+from kerasdl.io import check_output_dir
 
 COMMAND = "tune"
 HELP = "search a recipe's hyper-parameters with Optuna (several tuners can share one study)"
@@ -80,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     space = load_space(args.space)
     check_space(space, base, where=f"--space {args.space}")
     study_name = args.study or cfg.run.name
-    out = Path(args.out or Path(cfg.run.output_dir) / "tune" / study_name)
+    out = check_output_dir(args.out or Path(cfg.run.output_dir) / "tune" / study_name)
     if args.storage is None:
         out.mkdir(parents=True, exist_ok=True)
     storage = args.storage or f"sqlite:///{out / 'study.db'}"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import keras
 import numpy as np
@@ -117,6 +118,26 @@ def load_trained_model(path: str | Path, compile: bool = False) -> keras.Model:
         raise UserError(f"cannot load {path}: {type(err).__name__}: {err}") from None
 
 
+def check_input_fits(model: Any, batch_shape: Any) -> None:
+    """One clear error when the data's images do not fit the model's input (size or channels),
+    instead of Keras's traceback from inside ``evaluate``."""
+    want = tuple(model.input_shape[1:]) if not isinstance(model.input_shape, list) else None
+    got = tuple(batch_shape[1:]) if batch_shape.rank is not None else None
+    if want is None or got is None:
+        return
+    if len(want) != len(got) or any(
+        w is not None and g is not None and w != g for w, g in zip(want, got, strict=True)
+    ):
+        raise UserError(
+            f"the model takes {_dims(want)} images but the data gives {_dims(got)} "
+            "(data.image_size and data.channels of the recipe)"
+        )
+
+
+def _dims(shape: tuple) -> str:
+    return "x".join("?" if d is None else str(d) for d in shape)
+
+
 def evaluate_target(
     target: Path,
     *,
@@ -146,6 +167,7 @@ def evaluate_target(
     if out_dim != k:
         raise UserError(f"the model predicts {out_dim} classes but the data has {k}")
     ds = eval_dataset(cfg, bundle, split, batch_size)
+    check_input_fits(model, ds.element_spec[0].shape)
     model.compile(
         loss=classifier_loss(cfg),
         metrics=classifier_metrics(["accuracy", "top5"] if k > 5 else ["accuracy"]),

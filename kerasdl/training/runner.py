@@ -40,6 +40,7 @@ from kerasdl.config import RecipeConfig
 from kerasdl.data import load_data
 from kerasdl.data.datasets import make_datasets  # noqa: F401  (re-exported)
 from kerasdl.errors import UserError
+from kerasdl.io import check_output_dir
 from kerasdl.layers.normalization import configure_batch_norm
 from kerasdl.runfolder import (  # noqa: F401  (trim_history: re-exported)
     RunFolder,
@@ -104,6 +105,8 @@ def train(
         The run folder, the final metrics and the epoch training resumed from (0 for a new run).
     """
     extra_callbacks = callbacks  # (the name `callbacks` is the run's own list below)
+    if resume_dir is None:  # a file where the runs go fails now, not after the model is built
+        check_output_dir(cfg.run.output_dir, "run.output_dir")
     task_cls = task_class(cfg)
     plan: RunPlan = task_cls.plan(cfg)
     d = plan.distribute
