@@ -74,6 +74,10 @@ def test_evaluate_batch_size_and_input_shape(trained_run, capsys) -> None:
     assert main(["evaluate", run, "--set", "data.image_size=16"]) == 2
     err = _error(capsys)
     assert "the model takes 8x8x1 images but the data gives 16x16x1" in err, err
+    image = trained_run.run_dir.parent / "one.png"
+    image.write_bytes(b"\x89PNG")
+    assert main(["evaluate", run, "--data", str(image)]) == 2
+    assert "expected a folder of images (a subfolder per class) or an .npz file" in _error(capsys)
     assert main(["evaluate", run, "--batch-size", "32"]) == 0
 
 

@@ -49,6 +49,11 @@ def run(args: argparse.Namespace) -> int:
         data = Path(args.data)
         if not data.exists():
             raise UserError(f"--data {args.data}: not found")
+        if data.is_file() and data.suffix != ".npz":
+            raise UserError(
+                f"--data {args.data}: expected a folder of images (a subfolder per class) "
+                "or an .npz file"
+            )
         source = "npz" if data.suffix == ".npz" else "folder"
         overrides += [f"data.source={source}", f"data.path={data}", "data.augment=[]"]
         overrides += ["data.val_split=0.0", "data.test_split=0.0"]
