@@ -14,6 +14,10 @@ The streamed sources (``tfds`` and ``folder``, :mod:`kerasdl.data.sources`) yiel
 JPEG files are decoded only inside the window (``tf.image.decode_and_crop_jpeg``, as TF Model
 Garden's ImageNet input does), which is what makes ImageNet-size images affordable on a CPU.
 
+:func:`decode_image` is the one decoder of encoded images to a channel count, shared by this
+pipeline, the ``folder`` source's checks and the exported ``serving_bytes`` signature
+(:mod:`kerasdl.export.saved_model`), so that training and serving see the same pixels.
+
 The random windows take their seeds from ``tf.data.Dataset.random(seed,
 rerandomize_each_iteration=True)`` zipped with the images: each image gets its own seed, so the
 parallel decoders draw the same windows in any order, and every pass over the data draws anew.
@@ -31,6 +35,94 @@ from kerasdl.data.preprocess import PreprocessSpec, preprocess_images, to_unit_f
 
 AUTOTUNE = tf.data.AUTOTUNE
 Window = tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]  # top, left, height, width
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+_HEADER = 32  # bytes of the header sniffed for the format
+_WEBP_ANIMATION_FLAG = 0x02  # in the VP8X chunk's flags byte (offset 20)
+
+
+def _sniff(data: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """``(jpeg_or_png, webp, animated_webp)`` booleans from the magic bytes, as TensorFlow's
+    ``DecodeImageV2`` tells the formats apart (and libwebp an animation: a ``VP8X`` chunk first,
+    with the animation flag set). Graph-safe: reads a zero-padded copy of the first bytes."""
+    head = tf.strings.join([tf.strings.substr(data, 0, _HEADER), b"\0" * _HEADER])
+    png = tf.equal(tf.strings.substr(head, 0, len(PNG_MAGIC)), PNG_MAGIC)
+    webp = tf.equal(tf.strings.substr(head, 0, 4), b"RIFF") & tf.equal(
+        tf.strings.substr(head, 8, 4), b"WEBP"
+    )
+    flags = tf.io.decode_raw(tf.strings.substr(head, 20, 1), tf.uint8)[0]
+    animated = (
+        webp
+        & tf.equal(tf.strings.substr(head, 12, 4), b"VP8X")
+        & tf.not_equal(tf.bitwise.bitwise_and(flags, _WEBP_ANIMATION_FLAG), 0)
+    )
+    return tf.io.is_jpeg(data) | png, webp, animated
+
+
+def _to_channels(image: tf.Tensor, channels: int) -> tf.Tensor:
+    """A uint8 image of 1, 3 or 4 channels (known only when run) as ``channels`` channels: an
+    alpha channel dropped (or an opaque one added), gray repeated to RGB, RGB to gray with
+    ``tf.image.rgb_to_grayscale`` (ITU-R 601 weights)."""
+    if channels == 0:
+        return image
+    n = tf.shape(image)[-1]
+    rgb = tf.cond(n < 3, lambda: tf.tile(image[..., :1], [1, 1, 3]), lambda: image[..., :3])
+    rgb = tf.ensure_shape(rgb, (None, None, 3))
+    if channels == 1:
+        return tf.image.rgb_to_grayscale(rgb)
+    if channels == 3:
+        return rgb
+    opaque = tf.fill(tf.shape(rgb[..., :1]), tf.constant(255, tf.uint8))
+    return tf.cond(tf.equal(n, 4), lambda: image, lambda: tf.concat([rgb, opaque], axis=-1))
+
+
+def decode_image(data: tf.Tensor | bytes, channels: int) -> tf.Tensor:
+    """Encoded image bytes (JPEG, PNG, GIF, BMP, WebP; an animation's first frame) as uint8
+    ``(height, width, channels)``; works eagerly, in ``tf.data`` and in a SavedModel graph.
+
+    Each format's decoder accepts only some channel counts (GIF: 0 or 3; BMP: 0, 3 or 4; WebP: 0
+    or the file's own 3 or 4), so:
+
+    * JPEG and PNG: their decoder at ``channels`` (``tf.io.decode_image(data, channels)``);
+    * GIF, BMP (and any other format): decoded at ``channels`` when that is 0 or 3; for 1, decoded
+      as RGB (a BMP's alpha channel dropped) and converted with ``tf.image.rgb_to_grayscale``
+      (ITU-R 601 weights, as libjpeg's grayscale; a gray image stays exactly as it is); for 4,
+      decoded as they are and given an opaque alpha channel when they have none;
+    * WebP: decoded with the file's own channels (RGBA for an animation: TensorFlow 2.21's WebP
+      animation decoder corrupts the heap with ``channels=0`` on an animation without alpha;
+      asked for 4 it refuses such a file instead), then converted as above.
+
+    Args:
+        data: a scalar string, the encoded image.
+        channels: 1, 3 or 4; 0 keeps the file's own channel count (GIF and WebP: 3 or 4).
+
+    Returns:
+        A uint8 tensor ``(height, width, channels)``.
+
+    Raises:
+        tf.errors.InvalidArgumentError: ``data`` is no image or a corrupt one (when run).
+    """
+    if channels not in (0, 1, 3, 4):
+        raise ValueError(f"channels must be 0, 1, 3 or 4. Received: {channels}")
+    data = tf.convert_to_tensor(data, tf.string)
+    jpeg_or_png, webp, animated_webp = _sniff(data)
+
+    def decode(c: int) -> tf.Tensor:
+        return tf.io.decode_image(data, channels=c, expand_animations=False)
+
+    def as_webp() -> tf.Tensor:
+        own = tf.cond(animated_webp, lambda: decode(4), lambda: decode(0))
+        return _to_channels(own, channels)
+
+    def other() -> tf.Tensor:
+        if channels in (0, 3):
+            return decode(channels)
+        if channels == 1:
+            return tf.image.rgb_to_grayscale(decode(3))
+        return _to_channels(decode(0), channels)
+
+    image = tf.cond(jpeg_or_png, lambda: decode(channels), lambda: tf.cond(webp, as_webp, other))
+    return tf.ensure_shape(image, (None, None, channels or None))
 
 
 def random_resized_window(
@@ -82,18 +174,18 @@ def center_window(hw: tf.Tensor, size: tuple[int, int], crop_fraction: float) ->
 def decode_window(
     data: tf.Tensor, channels: int, window: Callable[[tf.Tensor], Window] | None
 ) -> tf.Tensor:
-    """Decode encoded image bytes (JPEG, PNG, BMP, GIF) as uint8 ``(h, w, channels)``, only
-    inside ``window(image_hw)`` when one is given (JPEG: decoded inside the window only)."""
+    """Decode encoded image bytes (JPEG, PNG, GIF, BMP, WebP) as uint8 ``(h, w, channels)``
+    (:func:`decode_image`), only inside ``window(image_hw)`` when one is given (JPEG: decoded
+    inside the window only)."""
     if window is None:
-        image = tf.io.decode_image(data, channels=channels, expand_animations=False)
-        return tf.ensure_shape(image, (None, None, channels))
+        return decode_image(data, channels)
 
     def jpeg() -> tf.Tensor:
         top, left, h, w = window(tf.image.extract_jpeg_shape(data)[:2])
         return tf.image.decode_and_crop_jpeg(data, tf.stack([top, left, h, w]), channels=channels)
 
     def other() -> tf.Tensor:
-        image = tf.io.decode_image(data, channels=channels, expand_animations=False)
+        image = decode_image(data, channels)
         top, left, h, w = window(tf.shape(image)[:2])
         return image[top : top + h, left : left + w]
 

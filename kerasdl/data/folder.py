@@ -25,17 +25,16 @@ import numpy as np
 import tensorflow as tf
 
 from kerasdl.config.schema import DataConfig
+from kerasdl.data.decode import decode_image
 from kerasdl.data.raw import RawSplits, stratified_split
 from kerasdl.errors import UserError
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 AUTOTUNE = tf.data.AUTOTUNE
 
 
 def _decode_file(path: str, channels: int | None) -> np.ndarray:
-    data = tf.io.read_file(path)
-    image = tf.io.decode_image(data, channels=channels or 0, expand_animations=False)
-    return image.numpy()
+    return decode_image(tf.io.read_file(path), channels or 0).numpy()
 
 
 class _DecoderMessages:
@@ -102,9 +101,7 @@ def _decoded_shapes(paths: list[str], channels: int | None) -> dict[int, tuple[i
     """``{index: (H, W, C)}`` of the files that decode, decoded in parallel (nothing kept)."""
 
     def shape(i: tf.Tensor, path: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        data = tf.io.read_file(path)
-        image = tf.io.decode_image(data, channels=channels or 0, expand_animations=False)
-        return i, tf.shape(image)
+        return i, tf.shape(decode_image(tf.io.read_file(path), channels or 0))
 
     ds = tf.data.Dataset.from_tensor_slices((np.arange(len(paths)), paths))
     ds = ds.map(shape, num_parallel_calls=AUTOTUNE, deterministic=False).ignore_errors()

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from kerasdl.errors import UserError
 from kerasdl.export.layout import version_folders
-from kerasdl.export.saved_model import BYTES_INPUT, BYTES_SIGNATURE, CLASS_NAMES_ASSET
+from kerasdl.export.saved_model import (
+    BYTES_INPUT,
+    BYTES_SIGNATURE,
+    CLASS_NAMES_ASSET,
+    DEFAULT_SIGNATURE,
+    IMAGES_INPUT,
+)
+from kerasdl.serving.errors import tensorflow_message
 
 
 def resolve_version_dir(path: str | Path) -> Path:
@@ -26,6 +33,17 @@ def resolve_version_dir(path: str | Path) -> Path:
         if (folders[version] / "saved_model.pb").is_file():
             return folders[version]
     raise UserError(f"No SavedModel in {path}: expected saved_models/<name>[/<version>].")
+
+
+def _input_channels(loaded: Any) -> int:
+    """The channel count the export's images have (its ``serving_default`` input), the count
+    ``serving_bytes`` decodes to; 0 (each file's own) when the export does not say."""
+    try:
+        spec = loaded.signatures[DEFAULT_SIGNATURE].structured_input_signature[1][IMAGES_INPUT]
+        channels = spec.shape[-1]
+    except (AttributeError, IndexError, KeyError, TypeError, ValueError):
+        return 0
+    return int(channels) if channels in (1, 3, 4) else 0
 
 
 class Predictor:
@@ -53,6 +71,7 @@ class Predictor:
             )
         self._loaded = loaded
         self._fn = loaded.signatures[BYTES_SIGNATURE]
+        self.channels = _input_channels(loaded)
         names_file = self.path / "assets" / CLASS_NAMES_ASSET
         self.class_names = names_file.read_text().splitlines() if names_file.is_file() else []
 
@@ -60,12 +79,14 @@ class Predictor:
         """Class probabilities for one encoded image; a corrupt image raises UserError."""
         import tensorflow as tf
 
-        try:
-            tf.io.decode_image(data, expand_animations=False)
+        from kerasdl.data.decode import decode_image
+
+        try:  # decoded as the signature decodes it, for one clear line when it cannot be
+            decode_image(data, self.channels)
+            out = self._fn(**{BYTES_INPUT: tf.constant([data])})
         except tf.errors.InvalidArgumentError as err:
-            reason = re.sub(r"\{\{.*?\}\}|\[Op:.*?\]", "", err.message).strip()
-            raise UserError(f"Cannot decode image {label}: {reason or 'not an image'}") from err
-        out = self._fn(**{BYTES_INPUT: tf.constant([data])})
+            reason = tensorflow_message(err.message) or "not an image"
+            raise UserError(f"Cannot decode image {label}: {reason}") from err
         return out["probabilities"].numpy()[0]
 
     def top_k(self, data: bytes, k: int = 5, label: str = "image") -> list[tuple[str, float]]:

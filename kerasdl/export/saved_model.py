@@ -5,8 +5,9 @@ Two signatures, both returning the same three outputs:
 * ``serving_default`` -- input ``images``: float32 ``(batch, H, W, C)`` pixels in ``[0, 1]``
   (uint8 / 255) at the training input size and channel count, *before* standardization; the
   signature standardizes with the run's mean/std itself.
-* ``serving_bytes`` -- input ``image_bytes``: a batch of encoded JPEG/PNG/BMP/GIF strings; the graph
-  decodes each (to the training channel count, as the ``folder`` data source does), resizes,
+* ``serving_bytes`` -- input ``image_bytes``: a batch of encoded JPEG/PNG/GIF/BMP/WebP strings; the
+  graph decodes each to the training channel count with
+  :func:`kerasdl.data.decode.decode_image` (the ``folder`` data source's decoder), resizes,
   converts and standardizes it.
 
 Both call :func:`kerasdl.data.preprocess.preprocess_images`, the function the training pipeline
@@ -26,6 +27,7 @@ from typing import Any
 
 import tensorflow as tf
 
+from kerasdl.data.decode import decode_image
 from kerasdl.data.preprocess import PreprocessSpec, preprocess_images
 from kerasdl.errors import UserError
 from kerasdl.export.layout import atomic_version_dir, free_version
@@ -98,9 +100,7 @@ def build_archive(model: Any, spec: PreprocessSpec, asset_dir: str | Path) -> An
         return {"probabilities": probs, "class_id": ids, "class_name": table.lookup(ids)}
 
     def decode(data: tf.Tensor) -> tf.Tensor:
-        image = tf.io.decode_image(data, channels=c, expand_animations=False)
-        image.set_shape([None, None, c])
-        return preprocess_images(image, spec)
+        return preprocess_images(decode_image(data, c), spec)
 
     def serve_images(images: tf.Tensor) -> dict[str, tf.Tensor]:
         return head(preprocess_images(images, spec))
