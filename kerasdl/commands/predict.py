@@ -7,7 +7,8 @@ from pathlib import Path
 
 COMMAND = "predict"
 HELP = "print the top-k classes of image files with an exported model"
-DESCRIPTION = """Classify image files (JPEG/PNG/BMP/GIF/WebP) with a SavedModel from 'kerasdl export'.
+DESCRIPTION = """Classify image files (JPEG/PNG/BMP/GIF/WebP) with a SavedModel from 'kerasdl
+export'.
 MODEL_DIR is a version folder (saved_models/digits/3) or a model folder (its highest version is
 used). The images go through the export's serving_bytes signature, which decodes, resizes and
 normalizes them exactly as in training.

@@ -14,6 +14,7 @@ Modules:
     errors: :func:`one_line`, the one formatter of pydantic validation errors (every recipe
         section of the project reports through it).
     manifest: the constructor arguments of registry models, without importing Keras.
+    names: the rule for names that become a folder (``run.name``, ``run.id``, export names).
 """
 
 from __future__ import annotations

@@ -90,7 +90,16 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if not p.is_file():
         raise UserError(f"Recipe file not found: {path}")
     try:
-        data = yaml.safe_load(p.read_text()) or {}
+        text = p.read_bytes().decode("utf-8-sig")  # UTF-8 whatever the locale; a BOM is allowed
+    except UnicodeDecodeError as err:
+        raise UserError(
+            f"{path}: not a YAML text file (not UTF-8: byte {err.object[err.start]:#04x} at "
+            f"offset {err.start})"
+        ) from None
+    except OSError as err:
+        raise UserError(f"{path}: cannot read the recipe: {err.strerror or err}") from None
+    try:
+        data = yaml.safe_load(text) or {}
     except yaml.YAMLError as err:
         raise UserError(f"{path}: not valid YAML{_yaml_where(err)}") from None
     if not isinstance(data, dict):

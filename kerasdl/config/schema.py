@@ -19,23 +19,63 @@ without importing TensorFlow. ``RecipeConfig.dump_yaml`` writes the resolved rec
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from kerasdl.config.manifest import accepted_arguments
+from kerasdl.config.names import check_name
 from kerasdl.errors import UserError, suggest
 from kerasdl.io import write_yaml
 
 PositiveInt = Annotated[int, Field(gt=0)]
 Fraction = Annotated[float, Field(ge=0.0, lt=1.0)]
+# the seeds numpy's and scikit-learn's generators take
+MAX_SEED = 2**32 - 1
+
+
+def _non_finite(value: Any, key: str) -> tuple[str, float] | None:
+    """The first infinite or NaN number in ``value`` (a recipe value: a number, a list or a
+    mapping, searched in order) and its key spelled under ``key``; ``None`` if all are finite."""
+    if isinstance(value, float):
+        return None if math.isfinite(value) else (key, value)
+    if isinstance(value, dict):
+        items = ((f"{key}.{k}", v) for k, v in value.items())
+    elif isinstance(value, (list, tuple)):
+        items = ((f"{key}[{i}]", v) for i, v in enumerate(value))
+    else:
+        return None
+    for sub, v in items:
+        found = _non_finite(v, sub)
+        if found is not None:
+            return found
+    return None
+
+
+def _check_finite(value: Any, key: str) -> None:
+    """Raise a ``ValueError`` naming the first infinite or NaN number in ``value`` (in pydantic's
+    words, as ``allow_inf_nan=False`` says it of the typed fields)."""
+    found = _non_finite(value, key)
+    if found is not None:
+        raise ValueError(f"{found[0]}: Input should be a finite number. Received: {found[1]!r}")
 
 
 class Section(BaseModel):
-    """Base for recipe sections: unknown keys are errors, types are strict."""
+    """Base for recipe sections: unknown keys are errors, types are strict, numbers finite (an
+    infinite or NaN learning rate, weight decay or std would train to NaN without a word)."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, validate_assignment=True)
+    model_config = ConfigDict(
+        extra="forbid", strict=True, validate_assignment=True, allow_inf_nan=False
+    )
 
 
 class InitConfig(Section):
@@ -78,12 +118,13 @@ class ModelConfig(BaseModel):
     @model_validator(mode="after")
     def _check_model(self) -> ModelConfig:
         accepted = [a for a in accepted_arguments(self.name) if a != "name"]  # name: the registry's
-        for key in self.kwargs():
+        for key, value in self.kwargs().items():
             if key not in accepted:
                 raise UserError(
                     f"model.{key}: not an argument of model {self.name!r}."
                     + suggest(key, sorted(accepted))
                 )
+            _check_finite(value, f"model.{key}")
         return self
 
 
@@ -160,7 +201,7 @@ class DataConfig(Section):
     val_split: Fraction = 0.1
     test_split: Fraction = 0.2
     mean: list[float] = []
-    std: list[float] = []
+    std: list[Annotated[float, Field(gt=0)]] = []
     splits: SplitsConfig | None = None
     crop: CropConfig = CropConfig()
     # the resize filter (antialiased), in training and in the exported serving signature:
@@ -200,6 +241,14 @@ class DataConfig(Section):
             raise ValueError(f"data.source {self.source!r} needs data.path")
         if len(self.mean) != len(self.std):
             raise ValueError("data.mean and data.std must have the same length")
+        channels = self.known_channels()
+        if len(self.mean) > 1 and channels is not None and len(self.mean) != channels:
+            given = f"data.channels {channels}" if self.channels else f"data.source {self.source!r}"
+            raise ValueError(
+                f"data.mean and data.std need one value per channel (or one for all): "
+                f"{len(self.mean)} given for {channels} channel{'s' if channels > 1 else ''} "
+                f"({given})"
+            )
         if self.val_split + self.test_split >= 1.0:
             raise ValueError("data.val_split + data.test_split must be below 1")
         if self.splits is not None and self.source != "tfds":
@@ -221,6 +270,12 @@ class DataConfig(Section):
         if self.crop.train != "resize" and self.image_size is None:
             raise ValueError(f"data.crop.train {self.crop.train!r} needs data.image_size")
         return self
+
+    def known_channels(self) -> int | None:
+        """The channels of the model's input when known before reading data: ``channels``, else
+        the source's own (digits: 1, synthetic: 3); ``None`` for files read later (tfds, folder,
+        npz)."""
+        return self.channels or {"digits": 1, "synthetic": 3}.get(self.source)
 
     def size_tuple(self) -> tuple[int, int] | None:
         if self.image_size is None:
@@ -389,14 +444,22 @@ class DistributeConfig(Section):
 class RunConfig(Section):
     """``run:``: where the run folder goes and the seed that makes it reproducible."""
 
+    # one folder under output_dir (and the default name of kerasdl export): kerasdl.config.names
     name: str = "run"
     output_dir: str = "runs"
-    seed: int = 0
+    seed: Annotated[int, Field(ge=0, le=MAX_SEED)] = 0
     id: str | None = None
     # TensorFlow op determinism, the training order seeded by (seed, epoch) and the random
     # generators saved with every backup: a run killed and resumed ends with the weights of an
     # uninterrupted one (supervised recipes).
     deterministic: bool = False
+
+    @field_validator("name", "id")
+    @classmethod
+    def _one_folder(cls, v: str | None, info: ValidationInfo) -> str | None:
+        if v is not None:
+            check_name(v, f"run {info.field_name}")
+        return v
 
 
 class RecipeConfig(Section):
@@ -414,6 +477,7 @@ class RecipeConfig(Section):
     def _method(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
         if v is None:
             return v
+        _check_finite(v, "method")
         from kerasdl.methods.params import validate_method
 
         return validate_method(v).model_dump(mode="json")

@@ -3,6 +3,7 @@ examples that the in-memory sources and the folder source share."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -44,32 +45,88 @@ class RawSplits:
 def stratified_split(
     labels: np.ndarray, val_split: float, test_split: float, seed: int
 ) -> dict[str, np.ndarray]:
-    """Indices of a stratified, seeded train/val/test split (scikit-learn's splitter)."""
+    """Indices of a stratified, seeded train/val/test split (scikit-learn's splitter).
+
+    Raises:
+        UserError: a split would hold fewer images than there are classes (each class needs one
+            in every split), or a class has too few images to be in every split; the message
+            names the split to change and which way.
+    """
     from sklearn.model_selection import train_test_split
 
     idx = np.arange(len(labels))
-    counts = np.bincount(labels)
-    smallest = int(counts[counts > 0].min()) if len(labels) else 0
-    for name, frac in (("data.test_split", test_split), ("data.val_split", val_split)):
-        n_classes = int((counts > 0).sum())
-        if frac > 0 and (round(frac * len(labels)) < n_classes or smallest < 3):
-            raise UserError(
-                f"{name} {frac}: too few images ({len(labels)}, at least {smallest} per class) "
-                f"for a stratified split over {n_classes} classes; add images or lower {name}"
-            )
+    check_split_sizes(labels, val_split, test_split)
     out: dict[str, np.ndarray] = {}
     rest = idx
-    if test_split > 0:
-        rest, out["test"] = train_test_split(
-            idx, test_size=test_split, stratify=labels, random_state=seed
-        )
-    if val_split > 0:
-        frac = val_split / (1.0 - test_split)
-        rest, out["val"] = train_test_split(
-            rest, test_size=frac, stratify=labels[rest], random_state=seed + 1
-        )
+    try:
+        if test_split > 0:
+            rest, out["test"] = train_test_split(
+                idx, test_size=test_split, stratify=labels, random_state=seed
+            )
+        if val_split > 0:
+            frac = val_split / (1.0 - test_split)
+            rest, out["val"] = train_test_split(
+                rest, test_size=frac, stratify=labels[rest], random_state=(seed + 1) % 2**32
+            )
+    except ValueError as err:  # a case the sizes checked above do not foresee
+        raise UserError(
+            f"data.val_split {val_split}, data.test_split {test_split}: cannot split "
+            f"{len(labels)} images stratified by class: {' '.join(str(err).split())}"
+        ) from None
     out["train"] = rest
     return out
+
+
+def split_sizes(n: int, val_split: float, test_split: float) -> dict[str, int]:
+    """The number of examples in each split of :func:`stratified_split` (scikit-learn's rule: a
+    split of fraction ``f`` of ``n`` holds ``ceil(f * n)``; val is split from what test leaves)."""
+    n_test = math.ceil(test_split * n) if test_split > 0 else 0
+    rest = n - n_test
+    n_val = math.ceil(val_split / (1.0 - test_split) * rest) if val_split > 0 and rest else 0
+    return {"train": rest - n_val, "val": n_val, "test": n_test}
+
+
+def check_split_sizes(labels: np.ndarray, val_split: float, test_split: float) -> None:
+    """Raise a one-line :class:`UserError` when :func:`stratified_split` cannot split ``labels``.
+
+    Each split needs at least one image per class: a split too small is to be raised, a train
+    split too small (what val and test leave) needs val or test lowered, and a class with fewer
+    images than there are splits needs images (or fewer splits).
+    """
+    n = len(labels)
+    if val_split <= 0 and test_split <= 0:
+        return
+    counts = np.bincount(labels) if n else np.zeros(0, dtype=int)
+    n_classes = int((counts > 0).sum())
+    smallest = int(counts[counts > 0].min()) if n else 0
+    pairs = (("data.val_split", val_split), ("data.test_split", test_split))
+    held_out = [(k, f) for k, f in pairs if f > 0]
+    splits = ", ".join(f"{k} {f}" for k, f in held_out)
+    sizes = split_sizes(n, val_split, test_split)
+    if n == 0:
+        raise UserError(f"{splits}: no images to split")
+    if smallest < 1 + len(held_out):
+        raise UserError(
+            f"{splits}: too few images ({n}; the smallest of the {n_classes} classes has "
+            f"{smallest}) for a stratified split, which needs one image per class in each of the "
+            f"{1 + len(held_out)} splits; add images or set {' or '.join(k for k, _ in held_out)} "
+            "to 0"
+        )
+    for key, frac in reversed(held_out):  # test, then val: the order they are split off
+        split = key.removeprefix("data.").removesuffix("_split")
+        if sizes[split] < n_classes:
+            least = math.ceil(n_classes / n * 1e4) / 1e4
+            raise UserError(
+                f"{key} {frac}: the {split} split would hold {sizes[split]} of the {n} images, "
+                f"too few for a stratified split over {n_classes} classes (one image per class); "
+                f"raise {key} (to about {least} or more) or set it to 0"
+            )
+    if sizes["train"] < n_classes:
+        raise UserError(
+            f"{splits}: training would keep {sizes['train']} of the {n} images, too few for a "
+            f"stratified split over {n_classes} classes (one image per class); lower "
+            f"{' or '.join(k for k, _ in held_out)}"
+        )
 
 
 def from_arrays(

@@ -13,11 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kerasdl.config.names import check_name as check_names_rule
 from kerasdl.data.preprocess import PreprocessSpec
 from kerasdl.errors import UserError
 from kerasdl.runfolder import CONFIG_FILE, MODEL_FILE, SPEC_FILE
-
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 @dataclass
@@ -74,13 +73,8 @@ def converted_spec(model_path: Path) -> PreprocessSpec | None:
 
 
 def check_name(name: str) -> str:
-    """A model name usable as a folder and in a URL: letters, digits, ``_ . -``."""
-    if not _NAME_RE.match(name):
-        raise UserError(
-            f"Invalid model name {name!r}: use letters, digits, '_', '.' and '-' "
-            "(starting with a letter or digit)."
-        )
-    return name
+    """A model name usable as a folder and in a URL (:func:`kerasdl.config.names.check_name`)."""
+    return check_names_rule(name, "model name")
 
 
 def _name_from_config(run_dir: Path) -> str | None:
