@@ -215,3 +215,27 @@ def test_run_name_is_one_folder(tmp_path: Path, override: str, shown: str, capsy
     assert not (tmp_path / "a").exists() and not (tmp_path / "x").exists()
     for name in ("quickstart", "cifar10_resnet20", "dropout_0.5", "trial-0001"):
         assert load_recipe(QUICKSTART, [f"run.name={name}"]).run.name == name
+
+
+# --- a key given twice, a folder for a recipe ---------------------------------------------------
+
+
+def test_a_key_given_twice_is_refused_naming_both_lines(tmp_path: Path) -> None:
+    recipe = tmp_path / "dup.yaml"
+    recipe.write_text("training:\n  epochs: 1\n  batch_size: 8\n  epochs: 2\n")
+    with pytest.raises(
+        UserError, match=r"line 4, column 3: key 'epochs' given twice \(first at line 2\)"
+    ):
+        read_yaml(recipe)
+    # the same key in two sections, and YAML merge keys, are not repeats
+    recipe.write_text(
+        "base: &b {epochs: 1}\ntraining:\n  <<: *b\n  batch_size: 8\nrun: {seed: 1}\n"
+        "model: {seed: 2}\n"
+    )
+    data = read_yaml(recipe)
+    assert data["training"] == {"epochs": 1, "batch_size": 8}
+
+
+def test_a_folder_given_as_the_recipe(tmp_path: Path, capsys) -> None:
+    assert main(["train", str(tmp_path)]) == 2
+    assert "is a folder; expected a recipe file (.yaml)" in capsys.readouterr().err

@@ -84,9 +84,35 @@ def _yaml_where(err: yaml.YAMLError) -> str:
     return where
 
 
+class _RecipeLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key given twice in one mapping (PyYAML keeps the last
+    silently, so a recipe's second ``epochs:`` would quietly win over the first)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # '<<: *anchor' merges, as PyYAML does
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                first = seen.setdefault(key, key_node.start_mark.line)
+            except TypeError:  # an unhashable key: PyYAML's own error follows
+                continue
+            if first != key_node.start_mark.line:
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"key {key!r} given twice (first at line {first + 1})",
+                    key_node.start_mark,
+                )
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a recipe file, with clear errors for a missing file or bad YAML."""
+    """Read a recipe file, with clear errors for a missing file, bad YAML or a repeated key."""
     p = Path(path)
+    if p.is_dir():
+        raise UserError(f"{path}: is a folder; expected a recipe file (.yaml)")
     if not p.is_file():
         raise UserError(f"Recipe file not found: {path}")
     try:
@@ -99,7 +125,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     except OSError as err:
         raise UserError(f"{path}: cannot read the recipe: {err.strerror or err}") from None
     try:
-        data = yaml.safe_load(text) or {}
+        data = yaml.load(text, Loader=_RecipeLoader) or {}  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as err:
         raise UserError(f"{path}: not valid YAML{_yaml_where(err)}") from None
     if not isinstance(data, dict):
