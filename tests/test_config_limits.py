@@ -239,3 +239,25 @@ def test_a_key_given_twice_is_refused_naming_both_lines(tmp_path: Path) -> None:
 def test_a_folder_given_as_the_recipe(tmp_path: Path, capsys) -> None:
     assert main(["train", str(tmp_path)]) == 2
     assert "is a folder; expected a recipe file (.yaml)" in capsys.readouterr().err
+
+
+def test_mean_of_the_wrong_length_for_a_folder_fails_when_the_channels_are_known(
+    tmp_path: Path, capsys
+) -> None:
+    """A folder's channels are known once its files are read: the same one line there, before
+    the run folder is made (it was a Keras traceback mid-run, leaving a half run folder)."""
+    from tiny_models import write_image_folder
+
+    write_image_folder(tmp_path / "imgs", 6, (8, 8))  # RGB files
+    (tmp_path / "imgs" / "dog" / "broken.jpg").unlink()  # (its warning is another line)
+    overrides = [
+        "data.source=folder",
+        f"data.path={tmp_path / 'imgs'}",
+        "data.channels=null",
+        "data.val_split=0",
+        "data.test_split=0",
+        "data.mean=[0.5,0.5]",
+        "data.std=[1,1]",
+    ]
+    line = _assert_refused(tmp_path, overrides, "2 given for the 3 channel(s)", capsys)
+    assert "folder data" in line

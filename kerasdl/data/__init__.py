@@ -115,9 +115,15 @@ def load_data(cfg: DataConfig, seed: int = 0) -> DataBundle:
                 "set data.image_size (e.g. 224, with data.crop for ImageNet-style crops)"
             )
         size = (int(h), int(w))
+    channels = cfg.channels or int(c)
+    if len(cfg.mean) > 1 and len(cfg.mean) != channels:  # (checked with the recipe when known)
+        raise UserError(
+            f"data.mean and data.std need one value per channel (or one for all): "
+            f"{len(cfg.mean)} given for the {channels} channel(s) of this {cfg.source} data"
+        )
     spec = PreprocessSpec(
         image_size=size,
-        channels=cfg.channels or int(c),
+        channels=channels,
         mean=list(cfg.mean),
         std=list(cfg.std),
         class_names=list(raw.class_names),
