@@ -41,12 +41,17 @@ _HEADER = 32  # bytes of the header sniffed for the format
 _WEBP_ANIMATION_FLAG = 0x02  # in the VP8X chunk's flags byte (offset 20)
 
 
-def _sniff(data: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-    """``(jpeg_or_png, webp, animated_webp)`` booleans from the magic bytes, as TensorFlow's
-    ``DecodeImageV2`` tells the formats apart (and libwebp an animation: a ``VP8X`` chunk first,
-    with the animation flag set). Graph-safe: reads a zero-padded copy of the first bytes."""
+def _jpeg_or_png(data: tf.Tensor) -> tf.Tensor:
+    """Whether ``data`` starts with JPEG's or PNG's magic bytes (the formats whose decoders take
+    any channel count): two cheap ops, all that the common case pays."""
+    return tf.io.is_jpeg(data) | tf.equal(tf.strings.substr(data, 0, len(PNG_MAGIC)), PNG_MAGIC)
+
+
+def _sniff_webp(data: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """``(webp, animated_webp)`` from the magic bytes, as TensorFlow's ``DecodeImageV2`` tells
+    WebP apart (and libwebp an animation: a ``VP8X`` chunk first, with the animation flag set).
+    Graph-safe: reads a zero-padded copy of the first bytes."""
     head = tf.strings.join([tf.strings.substr(data, 0, _HEADER), b"\0" * _HEADER])
-    png = tf.equal(tf.strings.substr(head, 0, len(PNG_MAGIC)), PNG_MAGIC)
     webp = tf.equal(tf.strings.substr(head, 0, 4), b"RIFF") & tf.equal(
         tf.strings.substr(head, 8, 4), b"WEBP"
     )
@@ -56,7 +61,7 @@ def _sniff(data: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         & tf.equal(tf.strings.substr(head, 12, 4), b"VP8X")
         & tf.not_equal(tf.bitwise.bitwise_and(flags, _WEBP_ANIMATION_FLAG), 0)
     )
-    return tf.io.is_jpeg(data) | png, webp, animated
+    return webp, animated
 
 
 def _to_channels(image: tf.Tensor, channels: int) -> tf.Tensor:
@@ -105,12 +110,11 @@ def decode_image(data: tf.Tensor | bytes, channels: int) -> tf.Tensor:
     if channels not in (0, 1, 3, 4):
         raise ValueError(f"channels must be 0, 1, 3 or 4. Received: {channels}")
     data = tf.convert_to_tensor(data, tf.string)
-    jpeg_or_png, webp, animated_webp = _sniff(data)
 
     def decode(c: int) -> tf.Tensor:
         return tf.io.decode_image(data, channels=c, expand_animations=False)
 
-    def as_webp() -> tf.Tensor:
+    def as_webp(animated_webp: tf.Tensor) -> tf.Tensor:
         own = tf.cond(animated_webp, lambda: decode(4), lambda: decode(0))
         return _to_channels(own, channels)
 
@@ -121,7 +125,11 @@ def decode_image(data: tf.Tensor | bytes, channels: int) -> tf.Tensor:
             return tf.image.rgb_to_grayscale(decode(3))
         return _to_channels(decode(0), channels)
 
-    image = tf.cond(jpeg_or_png, lambda: decode(channels), lambda: tf.cond(webp, as_webp, other))
+    def not_jpeg_or_png() -> tf.Tensor:
+        webp, animated_webp = _sniff_webp(data)
+        return tf.cond(webp, lambda: as_webp(animated_webp), other)
+
+    image = tf.cond(_jpeg_or_png(data), lambda: decode(channels), not_jpeg_or_png)
     return tf.ensure_shape(image, (None, None, channels or None))
 
 
