@@ -261,3 +261,11 @@ def test_mean_of_the_wrong_length_for_a_folder_fails_when_the_channels_are_known
     ]
     line = _assert_refused(tmp_path, overrides, "2 given for the 3 channel(s)", capsys)
     assert "folder data" in line
+
+
+def test_method_seed_is_in_numpys_range() -> None:
+    from kerasdl.methods.params import validate_method
+
+    with pytest.raises(UserError, match="method.seed: Input should be greater than or equal to 0"):
+        validate_method({"name": "fixmatch", "seed": -1})
+    assert validate_method({"name": "fixmatch", "seed": 2**32 - 1}).seed == 2**32 - 1

@@ -24,8 +24,8 @@ NonNeg = Annotated[float, Field(ge=0.0)]
 
 
 class _Params(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    seed: int | None = None
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    seed: Annotated[int, Field(ge=0, le=2**32 - 1)] | None = None  # numpy's range, as run.seed
 
     # fields that configure the data pipeline / the evaluation rather than the constructor
     _data_fields: tuple[str, ...] = ()
