@@ -10,10 +10,14 @@ was received::
     training.epochs: Input should be greater than 0. Received: 0
     data.image_size: Input should be a valid list or greater than 0. Received: -1
     data.source 'tfds' needs data.name (a tensorflow-datasets name).
+
+:func:`check_finite` says the same of an infinite or NaN number in a free-form value (model
+arguments, ``method:``), as pydantic's ``allow_inf_nan=False`` says it of the typed fields.
 """
 
 from __future__ import annotations
 
+import math
 import types
 from typing import Any, Union, get_args, get_origin
 
@@ -124,3 +128,29 @@ def _model_in(annotation: Any) -> type[BaseModel] | None:
         models = [m for a in get_args(annotation) if (m := _model_in(a)) is not None]
         return models[0] if len(models) == 1 else None
     return None
+
+
+def _non_finite(value: Any, key: str) -> tuple[str, float] | None:
+    """The first infinite or NaN number in ``value`` (a recipe value: a number, a list or a
+    mapping, searched in order) and its key spelled under ``key``; ``None`` if all are finite."""
+    if isinstance(value, float):
+        return None if math.isfinite(value) else (key, value)
+    if isinstance(value, dict):
+        items = ((f"{key}.{k}", v) for k, v in value.items())
+    elif isinstance(value, (list, tuple)):
+        items = ((f"{key}[{i}]", v) for i, v in enumerate(value))
+    else:
+        return None
+    for sub, v in items:
+        found = _non_finite(v, sub)
+        if found is not None:
+            return found
+    return None
+
+
+def check_finite(value: Any, key: str) -> None:
+    """Raise a ``ValueError`` naming the first infinite or NaN number in ``value`` (in pydantic's
+    words, as ``allow_inf_nan=False`` says it of the typed fields)."""
+    found = _non_finite(value, key)
+    if found is not None:
+        raise ValueError(f"{found[0]}: Input should be a finite number. Received: {found[1]!r}")

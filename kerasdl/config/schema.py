@@ -19,7 +19,6 @@ without importing TensorFlow. ``RecipeConfig.dump_yaml`` writes the resolved rec
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -32,6 +31,7 @@ from pydantic import (
     model_validator,
 )
 
+from kerasdl.config.errors import check_finite
 from kerasdl.config.manifest import accepted_arguments
 from kerasdl.config.names import check_name
 from kerasdl.errors import UserError, suggest
@@ -41,32 +41,6 @@ PositiveInt = Annotated[int, Field(gt=0)]
 Fraction = Annotated[float, Field(ge=0.0, lt=1.0)]
 # the seeds numpy's and scikit-learn's generators take
 MAX_SEED = 2**32 - 1
-
-
-def _non_finite(value: Any, key: str) -> tuple[str, float] | None:
-    """The first infinite or NaN number in ``value`` (a recipe value: a number, a list or a
-    mapping, searched in order) and its key spelled under ``key``; ``None`` if all are finite."""
-    if isinstance(value, float):
-        return None if math.isfinite(value) else (key, value)
-    if isinstance(value, dict):
-        items = ((f"{key}.{k}", v) for k, v in value.items())
-    elif isinstance(value, (list, tuple)):
-        items = ((f"{key}[{i}]", v) for i, v in enumerate(value))
-    else:
-        return None
-    for sub, v in items:
-        found = _non_finite(v, sub)
-        if found is not None:
-            return found
-    return None
-
-
-def _check_finite(value: Any, key: str) -> None:
-    """Raise a ``ValueError`` naming the first infinite or NaN number in ``value`` (in pydantic's
-    words, as ``allow_inf_nan=False`` says it of the typed fields)."""
-    found = _non_finite(value, key)
-    if found is not None:
-        raise ValueError(f"{found[0]}: Input should be a finite number. Received: {found[1]!r}")
 
 
 class Section(BaseModel):
@@ -124,7 +98,7 @@ class ModelConfig(BaseModel):
                     f"model.{key}: not an argument of model {self.name!r}."
                     + suggest(key, sorted(accepted))
                 )
-            _check_finite(value, f"model.{key}")
+            check_finite(value, f"model.{key}")
         return self
 
 
@@ -477,7 +451,7 @@ class RecipeConfig(Section):
     def _method(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
         if v is None:
             return v
-        _check_finite(v, "method")
+        check_finite(v, "method")
         from kerasdl.methods.params import validate_method
 
         return validate_method(v).model_dump(mode="json")
